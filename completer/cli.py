@@ -1,0 +1,190 @@
+"""The `completer` command line: serve, complete, demo, doctor, version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .engine import BACKENDS
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--model", metavar="DIR", help="model directory (Hugging Face layout) or a shipped model name "
+                   "(default: the embedded model)")
+    g.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default: torch)")
+    g.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default: auto)")
+    g.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: fp32 on CPU, bf16 on CUDA)")
+    g.add_argument("--max-tokens", type=int, default=None, metavar="N", help="most tokens per suggestion")
+    g.add_argument("--no-speculative", action="store_true", help="plain greedy decoding, no n-gram drafts")
+    g.add_argument("--no-cache", action="store_true", help="recompute the whole prompt every request")
+    g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+
+
+def _settings_from_args(args):
+    from .completion import CompletionSettings
+
+    kw = {"speculative": not args.no_speculative, "use_cache": not args.no_cache}
+    if args.max_tokens:
+        kw["max_tokens"] = args.max_tokens
+    return CompletionSettings(**kw)
+
+
+def _engine_options(args) -> dict:
+    return {"backend": args.backend, "model": args.model, "device": args.device, "dtype": args.dtype,
+            "threads": args.threads}
+
+
+def cmd_serve(args) -> int:
+    from lsp.server import create_server
+
+    server = create_server(_engine_options(args), _settings_from_args(args))
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        if not port.isdigit():
+            raise SystemExit(f"completer serve: --tcp expects HOST:PORT or PORT, got {args.tcp!r}")
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+    return 0
+
+
+def _utf16_to_codepoints(line: str, character: int) -> int:
+    units = 0
+    for i, ch in enumerate(line):
+        if units >= character:
+            return i
+        units += 2 if ord(ch) > 0xFFFF else 1
+    return len(line)
+
+
+def cmd_complete(args) -> int:
+    from .completion import Completer, CompletionRequest
+    from .prompt import split_lines
+    from .runtime import load_engine
+
+    path = Path(args.file)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        print(f"completer complete: {path}: no such file", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print(f"completer complete: {path}: not UTF-8 text", file=sys.stderr)
+        return 2
+    lines = split_lines(text)
+    if not 0 <= args.line < len(lines):
+        print(f"completer complete: line {args.line} is outside {path} (0..{len(lines) - 1})", file=sys.stderr)
+        return 2
+    if args.character < 0:
+        print("completer complete: --character must be >= 0", file=sys.stderr)
+        return 2
+    body = lines[args.line].rstrip("\r\n")
+    character = _utf16_to_codepoints(body, args.character)  # past the end clamps, as LSP says
+    engine = load_engine(**_engine_options(args))
+    completer = Completer(engine, _settings_from_args(args))
+    result = completer.complete(CompletionRequest(lines, args.line, character, path=path.name))
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(args)
+
+
+def cmd_version(args) -> int:
+    print(f"completer {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="completer", description="Self-hosted code completion language server.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR (logs go to stderr)")
+    common.add_argument("--log-file", type=Path, help="write logs here instead of stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_parser = sub.add_parser
+
+    def add_parser(name, **kw):
+        return _add_parser(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser
+
+    p = sub.add_parser("serve", help="run the language server", description="Run the LSP server (stdio by default).")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")
+    mode.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead (HOST defaults to 127.0.0.1)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("complete", help="one completion at a position", description="Complete FILE at a 0-based "
+                       "LSP position (character in UTF-16 code units) and print the suggestion.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--line", type=int, required=True, help="0-based line")
+    p.add_argument("--character", type=int, required=True, help="0-based character (UTF-16 code units)")
+    p.add_argument("--json", action="store_true", help='print {"text", "timings", "stats"} as JSON')
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("demo", help="type into a file through the real server and show suggestions",
+                       description="Start `completer serve --stdio`, retype part of a source file keystroke by "
+                       "keystroke like an editor, print each suggestion and a latency summary.")
+    p.add_argument("file", nargs="?", help="source file to retype (default: the bundled demo file)")
+    p.add_argument("--lines", type=int, default=12, help="how many lines to retype (default 12)")
+    p.add_argument("--start-line", type=int, default=None, help="first line to retype (default: a function body)")
+    p.add_argument("--cps", type=float, default=12.0, help="typing speed, characters per second (0 = no delay)")
+    p.add_argument("--no-accept", action="store_true", help="never accept suggestions (default: accept those "
+                   "that match what is typed next, like a user pressing Tab)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("doctor", help="check the installation", description="Report what is installed, which "
+                       "backends can run, the selected model, CPU and GPU; exit 1 if the default setup cannot serve.")
+    _add_engine_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error, not a traceback, for expected failures
+        from .runtime import EXPECTED_ERRORS
+
+        if isinstance(exc, EXPECTED_ERRORS):
+            print(f"completer {args.command}: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

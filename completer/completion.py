@@ -1,0 +1,120 @@
+"""One completion: document + cursor -> prompt -> engine -> post-processed suggestion.
+
+The boundary types are narrow dataclasses; the LSP server and the CLI both call `Completer.complete`
+and neither knows about token ids or caches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .engine import Engine, GenerationRequest, GenerationStats, StopRules
+from .fim import detect_template
+from .postprocess import Context, postprocess
+from .prompt import PromptSettings, build_prompt
+
+BLOCK_OPENERS = (":", "{", "(", "[")
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    max_tokens: int = 48
+    max_lines: int = 6  # for multi-line suggestions
+    deadline_ms: float = 400.0  # decoding stops here and returns what it has
+    speculative: bool = True
+    use_cache: bool = True
+    multiline: bool = True
+    prompt: PromptSettings = PromptSettings()
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    lines: Sequence[str]  # the document as split_lines gives it; never mutated
+    line: int  # 0-based
+    character: int  # 0-based, in code points, clamped to the line
+    path: str = "untitled"
+    language_id: str = ""
+    session_key: str = ""
+    max_tokens: int | None = None  # overrides the settings
+
+
+@dataclass
+class CompletionResult:
+    text: str
+    multiline: bool
+    finish_reason: str
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def as_json(self) -> dict:
+        return {
+            "text": self.text,
+            "multiline": self.multiline,
+            "finish_reason": self.finish_reason,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "stats": self.stats.as_dict(),
+        }
+
+
+def wants_block(left: str, right: str, lines_above: Sequence[str]) -> bool:
+    """A blank cursor line right after a line that opens a block wants a multi-line suggestion."""
+    if left.strip() or right.strip():
+        return False
+    for line in reversed(lines_above):
+        if line.strip():
+            return line.rstrip().endswith(BLOCK_OPENERS)
+    return False
+
+
+class Completer:
+    def __init__(self, engine: Engine, settings: CompletionSettings = CompletionSettings(), template: str | None = None):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.template = detect_template(self.tokenizer, template)
+        self.settings = settings
+
+    def complete(self, req: CompletionRequest, cancel: threading.Event | None = None) -> CompletionResult:
+        t0 = time.perf_counter()
+        s = self.settings
+        max_tokens = req.max_tokens or s.max_tokens
+        # Leave room for the answer in the engine's cache.
+        budget = min(s.prompt.budget_tokens, self.engine.max_seq - max_tokens - 8)
+        prompt_settings = s.prompt if budget == s.prompt.budget_tokens else PromptSettings(
+            budget, s.prompt.above_share, s.prompt.window_step, s.prompt.heal)
+        prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character,
+                              path=req.path, settings=prompt_settings)
+        lines_above = req.lines[max(0, req.line - 8):req.line]
+        multiline = s.multiline and wants_block(prompt.left, prompt.right, lines_above)
+        t_prompt = time.perf_counter()
+
+        request = GenerationRequest(
+            prompt_ids=prompt.ids,
+            max_new_tokens=max_tokens,
+            deadline_s=time.monotonic() + s.deadline_ms / 1000,
+            stop=StopRules(self.template.stop_ids, max_lines=s.max_lines if multiline else 1),
+            session_key=req.session_key,
+            speculative=s.speculative,
+            use_cache=s.use_cache,
+            heal_prefix=prompt.heal_prefix,
+        )
+        stream = self.engine.generate(request, cancel)
+        raw = "".join(delta.text for delta in stream)
+        t_engine = time.perf_counter()
+
+        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline)
+        text = postprocess(raw, ctx)
+        if stream.stats.finish_reason == "cancelled":
+            text = ""
+        t_end = time.perf_counter()
+        timings = {
+            "prompt_ms": (t_prompt - t0) * 1000,
+            "engine_ms": (t_engine - t_prompt) * 1000,
+            "prefill_ms": stream.stats.prefill_ms,
+            "decode_ms": stream.stats.decode_ms,
+            "post_ms": (t_end - t_engine) * 1000,
+            "total_ms": (t_end - t0) * 1000,
+        }
+        return CompletionResult(text, multiline, stream.stats.finish_reason, timings, stream.stats)

@@ -1,0 +1,118 @@
+"""Typed model configuration, read from and written to Hugging Face `config.json`.
+
+One dataclass covers the Llama family (Llama, CodeLlama, DeepSeek-Coder v1) and the Llama-shaped
+Qwen2 (qkv bias, GQA, tied embeddings). Anything we cannot run correctly is refused here, loudly,
+rather than producing wrong logits later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The model directory describes something this engine cannot run."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    head_dim: int = 0  # 0 -> hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # Qwen2 has bias on q/k/v (not on o)
+    architecture: str = "LlamaForCausalLM"
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.head_dim == 0:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise UnsupportedModelError("num_attention_heads must be a multiple of num_key_value_heads")
+
+    @property
+    def family(self) -> str:
+        return SUPPORTED_ARCHITECTURES[self.architecture]
+
+    @classmethod
+    def from_hf_dict(cls, raw: dict) -> "ModelConfig":
+        archs = raw.get("architectures") or ["LlamaForCausalLM"]
+        arch = archs[0]
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise UnsupportedModelError(
+                f"architecture {arch!r} is not supported by the torch engine "
+                f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+            )
+        scaling = raw.get("rope_scaling")
+        if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
+            raise UnsupportedModelError(f"rope_scaling {scaling!r} is not supported yet")
+        if raw.get("hidden_act", "silu") != "silu":
+            raise UnsupportedModelError(f"hidden_act {raw['hidden_act']!r} is not supported")
+        eos = raw.get("eos_token_id")
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        rope_theta = raw.get("rope_theta")
+        if rope_theta is None:  # transformers 5 nests it under rope_parameters
+            rope_theta = (raw.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+        return cls(
+            vocab_size=raw["vocab_size"],
+            hidden_size=raw["hidden_size"],
+            intermediate_size=raw["intermediate_size"],
+            num_hidden_layers=raw["num_hidden_layers"],
+            num_attention_heads=raw["num_attention_heads"],
+            num_key_value_heads=raw.get("num_key_value_heads") or raw["num_attention_heads"],
+            max_position_embeddings=raw.get("max_position_embeddings", 2048),
+            head_dim=raw.get("head_dim") or 0,
+            rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+            rope_theta=float(rope_theta),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            attention_bias=bool(raw.get("attention_bias", arch == "Qwen2ForCausalLM")),
+            architecture=arch,
+            bos_token_id=raw.get("bos_token_id"),
+            eos_token_id=eos,
+        )
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path) -> "ModelConfig":
+        path = Path(model_dir) / "config.json"
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UnsupportedModelError(f"{path} not found: not a Hugging Face model directory") from None
+        except json.JSONDecodeError as exc:
+            raise UnsupportedModelError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_hf_dict(raw)
+
+    def to_hf_dict(self) -> dict:
+        """config.json as transformers writes it for LlamaForCausalLM / Qwen2ForCausalLM."""
+        d = asdict(self)
+        arch = d.pop("architecture")
+        d.update(
+            architectures=[arch],
+            model_type=SUPPORTED_ARCHITECTURES[arch],
+            hidden_act="silu",
+            rope_scaling=None,
+            torch_dtype="float32",
+            use_cache=True,
+        )
+        if arch == "LlamaForCausalLM":
+            d.update(mlp_bias=False, attention_dropout=0.0, pretraining_tp=1)
+        else:
+            d.pop("attention_bias")
+            d.update(use_sliding_window=False, sliding_window=None, max_window_layers=d["num_hidden_layers"])
+        return d

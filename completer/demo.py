@@ -1,0 +1,146 @@
+"""`completer demo`: retype part of a real source file through the real server, like a user would.
+
+The server runs as `completer serve --stdio` in a subprocess, driven over LSP by EditorClient: one
+didChange and one inlineCompletion per keystroke, the editor's auto-indent after Enter, superseded
+requests cancelled, suggestions that match what the user is about to type accepted (Tab). It prints
+each new suggestion as the user would see it, and a latency summary at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .editor_client import EditorClient, Suggestion, default_server_cmd
+from .metrics import percentiles
+from .prompt import split_lines
+
+DEMO_FILE = Path(__file__).parent / "demo_data" / "inventory.py"
+_DEF = re.compile(r"^\s*(async\s+)?(def|class)\s")
+
+
+def choose_span(lines: list[str], n_lines: int, start: int | None) -> tuple[int, int]:
+    if start is None:
+        start = max(0, len(lines) - n_lines - 1)
+        while start > 0 and not _DEF.match(lines[start]):
+            start -= 1
+    start = max(0, min(start, len(lines) - 1))
+    return start, min(len(lines), start + n_lines)
+
+
+class Display:
+    def __init__(self) -> None:
+        tty = sys.stdout.isatty()
+        self.dim, self.reset = ("\x1b[2m", "\x1b[0m") if tty else ("«", "»")
+
+    def suggestion(self, line_no: int, left: str, s: Suggestion) -> None:
+        first, *rest = s.text.split("\n")
+        more = f"  (+{len(rest)} lines)" if rest else ""
+        print(f"{line_no + 1:>4} | {left}{self.dim}{first}{self.reset}{more}   [{s.latency_ms:.1f} ms]", flush=True)
+
+    def accepted(self, line_no: int, text: str) -> None:
+        print(f"{'':>4} | Tab: accepted {len(text)} characters", flush=True)
+
+
+async def run_session(args, path: Path) -> int:
+    original = path.read_text(encoding="utf-8")
+    lines = split_lines(original)
+    first, end = choose_span(lines, args.lines, args.start_line)
+    target = "".join(lines[first:end])
+    start_text = "".join(lines[:first] + lines[end:])
+    extra = []
+    for flag in ("model", "backend", "device", "dtype", "threads", "max_tokens"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            extra += [f"--{flag.replace('_', '-')}", str(value)]
+    extra += ["--no-speculative"] if args.no_speculative else []
+    extra += ["--no-cache"] if args.no_cache else []
+    log = Path(tempfile.gettempdir()) / "completer-demo-server.log"
+    client = EditorClient(default_server_cmd(extra + ["--log-file", str(log)]), path.resolve().as_uri(), start_text,
+                          log_path=str(log))
+    display = Display()
+    print(f"completer demo: retyping lines {first + 1}-{end} of {path} ({len(target)} characters)", flush=True)
+    t_start = time.perf_counter()
+    await client.start()
+    try:
+        await client.wait_ready()
+        print(f"server ready in {time.perf_counter() - t_start:.2f} s: {client.status.get('backend')} on "
+              f"{client.status.get('device')}, model {client.status.get('model')}\n", flush=True)
+        interval = 1.0 / args.cps if args.cps > 0 else None
+        latencies: list[float] = []
+        counts = {"keystrokes": 0, "requests": 0, "with_text": 0, "cancelled": 0, "accepted": 0, "accepted_chars": 0}
+        line, col, i = first, 0, 0
+        shown = ""  # the ghost text currently on screen
+        while i < len(target):
+            t_key = time.perf_counter()
+            if col == 0:  # the editor auto-indents after Enter: indentation arrives with the line
+                indent = len(target[i:]) - len(target[i:].lstrip(" \t"))
+                indent = min(indent, target.find("\n", i) - i if "\n" in target[i:] else indent)
+                if indent > 0:
+                    line, col = client.insert(line, col, target[i:i + indent])
+                    i += indent
+            ch = target[i]
+            line, col = client.insert(line, col, ch)
+            i += 1
+            counts["keystrokes"] += 1
+            typed_through = shown[1:] if shown.startswith(ch) else ""
+            if ch == "\n" or i >= len(target):
+                shown = ""
+                continue
+            counts["requests"] += 1
+            s = await client.complete(line, col, timeout=interval)
+            if s.cancelled:
+                counts["cancelled"] += 1
+                shown = typed_through
+            else:
+                latencies.append(s.latency_ms)
+                if s.text:
+                    counts["with_text"] += 1
+                    if s.text != typed_through:
+                        display.suggestion(line, client.lines[line][:col].rstrip("\n"), s)
+                shown = s.text
+            remaining = target[i:]
+            accept = ""
+            if not args.no_accept and len(shown) >= 2:
+                if remaining.startswith(shown):
+                    accept = shown
+                elif "\n" in shown and remaining.startswith(shown.split("\n")[0] + "\n"):
+                    accept = shown.split("\n")[0]  # accept the first line only
+            if accept:
+                await client.accept(s)
+                display.accepted(line, accept)
+                line, col = client.insert(line, col, accept)
+                i += len(accept)
+                counts["accepted"] += 1
+                counts["accepted_chars"] += len(accept)
+                shown = ""
+            if interval:
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t_key)))
+        ok = client.text == original
+        p = percentiles(latencies, (50, 90, 95, 99))
+        print()
+        print("summary")
+        print(f"  typed {len(target)} characters: {counts['keystrokes']} keystrokes, {counts['accepted']} accepted "
+              f"suggestions ({counts['accepted_chars']} characters, {100 * counts['accepted_chars'] / len(target):.0f}% "
+              f"of the text)")
+        print(f"  requests {counts['requests']}: {counts['with_text']} with a suggestion, {len(latencies)} answered, "
+              f"{counts['cancelled']} cancelled by the next keystroke")
+        if latencies:
+            print(f"  latency keystroke -> suggestion (client, ms): p50 {p[50]:.1f}  p90 {p[90]:.1f}  p95 {p[95]:.1f}  "
+                  f"p99 {p[99]:.1f}  max {max(latencies):.1f}")
+        print(f"  final document equals the original file: {'yes' if ok else 'NO'}")
+        return 0 if ok else 1
+    finally:
+        await client.stop()
+
+
+def run_demo(args) -> int:
+    path = Path(args.file) if args.file else DEMO_FILE
+    if not path.is_file():
+        print(f"completer demo: {path}: no such file", file=sys.stderr)
+        return 2
+    return asyncio.run(run_session(args, path))

@@ -1,0 +1,104 @@
+"""Contract 2: the engine interface every backend implements.
+
+A request carries token ids, limits, stop rules and a session key; the answer is a stream of token
+deltas followed by per-request stats. Cancellation is a `threading.Event` the backend checks between
+decode steps, so a cancelled request stops within one step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
+
+BACKENDS = ("torch", "trtllm", "lmdeploy", "openai")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here (missing package, not implemented yet, no GPU)."""
+
+
+@dataclass(frozen=True)
+class StopRules:
+    stop_token_ids: frozenset[int] = frozenset()
+    stop_strings: tuple[str, ...] = ()
+    max_lines: int = 1  # stop once the output holds this many newlines (0 = no line limit)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int = 64
+    deadline_s: float | None = None  # absolute time.monotonic() after which decoding stops
+    stop: StopRules = StopRules()
+    session_key: str = ""
+    speculative: bool = True  # n-gram (prompt lookup) drafting; greedy output is identical either way
+    use_cache: bool = True  # reuse KV of the longest common prefix with earlier requests
+    # Token healing: the text the first generated tokens must start with (bytes the prompt backed up).
+    heal_prefix: bytes = b""
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV was reused
+    prefill_tokens: int = 0  # prompt tokens computed for this request
+    decode_tokens: int = 0  # tokens generated (including the healed-over ones)
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    forward_passes: int = 0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    first_token_ms: float = 0.0  # from start of generate to the first generated token
+    finish_reason: str = ""  # stop_token | stop_string | max_lines | max_tokens | deadline | cancelled | length
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TokenDelta:
+    token_ids: list[int]
+    text: str  # decoded text of these tokens (UTF-8 held back until complete)
+
+
+@dataclass
+class GenerationStream:
+    """Iterate for deltas; `stats` is complete once iteration ends."""
+
+    deltas: Iterator[TokenDelta]
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def __iter__(self) -> Iterator[TokenDelta]:
+        return self.deltas
+
+
+class Engine(Protocol):
+    name: str
+    device: str
+    tokenizer: "Tokenizer"  # the model's tokenizer: prompts are built as ids on our side
+    max_seq: int  # prompt + generated tokens must fit
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream: ...
+
+    def describe(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+def create_engine(backend: str, model_dir, *, device: str = "auto", dtype: str = "auto", **options) -> Engine:
+    """Backend factory. Backends that cannot run here raise BackendUnavailableError with the reason."""
+    if backend == "torch":
+        from .torch_engine import TorchEngine
+
+        return TorchEngine(model_dir, device=device, dtype=dtype, **options)
+    if backend in ("trtllm", "lmdeploy", "openai"):
+        raise BackendUnavailableError(
+            f"backend {backend!r} is not implemented yet (tracked in the GPU and scale-out backends issue); "
+            "use --backend torch"
+        )
+    raise BackendUnavailableError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")

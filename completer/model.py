@@ -1,0 +1,258 @@
+"""Llama-architecture decoder (also Qwen2: qkv bias, GQA, tied embeddings), gpt-fast style.
+
+Module and parameter names mirror transformers' LlamaForCausalLM exactly, so a Hugging Face
+`model.safetensors` loads with a plain `load_state_dict` and our checkpoints load in transformers.
+
+Two ways to call `forward`:
+- training / scoring: `forward(idx)` with no cache, causal attention over idx.
+- serving: after `setup_cache(max_seq)`, `forward(idx, start_pos)` writes K/V for positions
+  [start_pos, start_pos + T) into the preallocated cache and attends to [0, start_pos + T).
+  Prefill, one decode step and speculative verification are the same call with different ranges;
+  rolling back is just calling again with an earlier start_pos (stale entries beyond the new end are
+  never read).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 like transformers, then cast back: bf16 variance is too coarse.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys/values of one layer. k, v: [B, n_kv_heads, max_seq, head_dim]."""
+
+    def __init__(self, batch: int, max_seq: int, n_kv_heads: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, n_kv_heads, max_seq, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: [B, n_kv, T, hd] -> views of the cache over [0, start + T)
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_tables(cfg: ModelConfig, max_seq: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin: [max_seq, head_dim] in fp32, transformers' (non-interleaved) layout."""
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32, device=device) / cfg.head_dim))
+    freqs = torch.outer(torch.arange(max_seq, dtype=torch.float32, device=device), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.hd, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, cos, sin, start_pos: int | None, mask: torch.Tensor | None) -> torch.Tensor:
+        # x: [B, T, D]; cos, sin: [T, hd] for the positions of x
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if start_pos is not None:
+            k, v = self.kv_cache.update(start_pos, k, v)
+        gqa = self.n_kv != self.n_heads
+        if start_pos is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, start_pos, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    """transformers' `model.` prefix: embeddings, layers, final norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.max_seq = 0
+        cos, sin = rope_tables(cfg, cfg.max_position_embeddings)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def setup_cache(self, max_seq: int, batch: int = 1) -> None:
+        """Allocate K/V for `max_seq` positions once; serving never allocates per token."""
+        cfg = self.config
+        if max_seq > cfg.max_position_embeddings:
+            raise ValueError(f"max_seq {max_seq} exceeds max_position_embeddings {cfg.max_position_embeddings}")
+        p = self.lm_head.weight
+        for layer in self.model.layers:
+            layer.self_attn.kv_cache = KVCache(batch, max_seq, cfg.num_key_value_heads, cfg.head_dim, p.dtype, p.device)
+        self.max_seq = max_seq
+        self.register_buffer("_positions", torch.arange(max_seq, device=p.device), persistent=False)
+
+    def forward(self, idx: torch.Tensor, start_pos: int | None = None, num_logits: int | None = None) -> torch.Tensor:
+        """idx: [B, T] token ids -> logits [B, num_logits or T, vocab] (fp32).
+
+        start_pos=None: no cache, causal over idx (training). Otherwise positions start_pos.. in the cache.
+        num_logits: compute the LM head only for the last n positions (prefill needs 1).
+        """
+        B, T = idx.shape
+        if start_pos is None:
+            cos, sin, mask = self.rope_cos[:T], self.rope_sin[:T], None
+        else:
+            end = start_pos + T
+            if end > self.max_seq:
+                raise ValueError(f"sequence end {end} exceeds the cache ({self.max_seq}); call setup_cache")
+            cos, sin = self.rope_cos[start_pos:end], self.rope_sin[start_pos:end]
+            # Query at position p sees keys 0..p. One query sees everything cached: no mask needed.
+            mask = None if T == 1 else self._positions[:end][None, :] <= self._positions[start_pos:end][:, None]
+        x = self.model.embed_tokens(idx)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, start_pos, mask)
+        if num_logits is not None:
+            x = x[:, -num_logits:]
+        return self.lm_head(self.model.norm(x)).float()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def init_weights(model: Transformer, seed: int, std: float = 0.02) -> None:
+    """Deterministic GPT-2 style init; residual projections scaled down by depth."""
+    gen = torch.Generator().manual_seed(seed)
+    depth_scale = 1.0 / math.sqrt(2 * model.config.num_hidden_layers)
+    for name, p in model.named_parameters():
+        if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+            nn.init.ones_(p)
+        elif name.endswith(".bias"):
+            nn.init.zeros_(p)
+        else:
+            s = std * depth_scale if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=gen) * s)
+
+
+@contextmanager
+def _skip_default_init():
+    """Build modules without their random init: the checkpoint overwrites every weight anyway.
+    (Building on the meta device instead costs seconds: it imports torch._dynamo.)"""
+    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
+
+
+def load_model(model_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Transformer:
+    """Load a Hugging Face checkpoint directory (config.json + model.safetensors)."""
+    from safetensors.torch import load_file
+
+    from .config import UnsupportedModelError
+
+    model_dir = Path(model_dir)
+    cfg = ModelConfig.from_dir(model_dir)
+    files = sorted(model_dir.glob("model*.safetensors"))
+    if not files:
+        raise UnsupportedModelError(f"no model*.safetensors in {model_dir}")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    with _skip_default_init():
+        model = Transformer(cfg)
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    elif "lm_head.weight" not in state:
+        raise UnsupportedModelError(f"{model_dir}: lm_head.weight missing and embeddings are not tied")
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [m for m in missing if not (cfg.tie_word_embeddings and m == "lm_head.weight")]
+    unexpected = [u for u in unexpected if not u.endswith("rotary_emb.inv_freq")]
+    if missing or unexpected:
+        raise UnsupportedModelError(f"{model_dir}: weights do not match config (missing {missing[:4]}, unexpected {unexpected[:4]})")
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_model(model: Transformer, out_dir: str | Path, dtype: torch.dtype = torch.float32) -> None:
+    """Write config.json + model.safetensors in Hugging Face layout."""
+    import json
+
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    hf = cfg.to_hf_dict()
+    hf["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (out_dir / "config.json").write_text(json.dumps(hf, indent=2) + "\n")

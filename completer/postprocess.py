@@ -1,0 +1,84 @@
+"""Suggestion clean-up after generation. Each rule is a small named function on strings.
+
+The tree-sitter filters (block truncation by parse, bracket balancing by syntax) belong to the
+syntax-aware prompts issue; these are the language-agnostic rules every suggestion goes through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+@dataclass(frozen=True)
+class Context:
+    left: str  # cursor line, left of the cursor
+    right: str  # cursor line, right of the cursor
+    next_lines: list[str]  # document lines after the cursor line
+    multiline: bool
+
+
+def trim_trailing_whitespace(text: str, ctx: Context) -> str:
+    return "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
+
+
+def _imbalance(s: str) -> int:
+    return sum(s.count(c) for c in _CLOSE) - sum(s.count(c) for c in _OPEN)
+
+
+def drop_suffix_overlap(text: str, ctx: Context) -> str:
+    """The model re-typed what is already right of the cursor: `print(x` + `)` before an existing `)`.
+
+    Strip a tail that repeats the start of the rest of the line when it repeats all of it, or when it
+    leaves the line with more closing brackets than it had before the suggestion.
+    """
+    right = ctx.right.strip()
+    if not right or "\n" in text:
+        return text
+    base = _imbalance(ctx.left + ctx.right)
+    for k in range(len(right), 0, -1):
+        if not text.endswith(right[:k]):
+            continue
+        cut = text[:-k]
+        if (k == len(right) and k > 1) or (
+            _imbalance(ctx.left + text + ctx.right) > max(base, 0)
+            and _imbalance(ctx.left + cut + ctx.right) < _imbalance(ctx.left + text + ctx.right)
+        ):
+            return cut
+    return text
+
+
+def stop_at_existing_code(text: str, ctx: Context) -> str:
+    """A multi-line suggestion that reaches the code below the cursor ends before repeating it."""
+    following = next((ln.strip() for ln in ctx.next_lines if ln.strip()), None)
+    if following is None or "\n" not in text:
+        return text
+    lines = text.split("\n")
+    for i, line in enumerate(lines[1:], start=1):
+        if line.strip() == following:
+            return "\n".join(lines[:i])
+    return text
+
+
+def drop_repetition(text: str, ctx: Context) -> str:
+    """Cut at the third consecutive copy of the same non-empty line (a looping small model)."""
+    lines = text.split("\n")
+    for i in range(2, len(lines)):
+        if lines[i].strip() and lines[i] == lines[i - 1] == lines[i - 2]:
+            return "\n".join(lines[: i - 1])
+    return text
+
+
+def drop_empty(text: str, ctx: Context) -> str:
+    return text if text.strip() else ""
+
+
+FILTERS = (trim_trailing_whitespace, drop_suffix_overlap, stop_at_existing_code, drop_repetition,
+           trim_trailing_whitespace, drop_empty)
+
+
+def postprocess(text: str, ctx: Context) -> str:
+    for f in FILTERS:
+        text = f(text, ctx)
+    return text

@@ -1,0 +1,25 @@
+"""Turn user-facing options (backend, model name or dir, device) into a ready engine."""
+
+from __future__ import annotations
+
+import logging
+
+from .config import UnsupportedModelError
+from .engine import BackendUnavailableError, Engine, create_engine
+from .fim import UnknownFimTemplateError
+from .models import resolve_model
+
+log = logging.getLogger(__name__)
+
+# Failures a user can fix (wrong path, missing backend): reported in one line, not a traceback.
+EXPECTED_ERRORS = (FileNotFoundError, UnsupportedModelError, BackendUnavailableError, UnknownFimTemplateError,
+                   ValueError, RuntimeError)
+
+
+def load_engine(backend: str = "torch", model: str | None = None, device: str = "auto", dtype: str = "auto",
+                threads: int | None = None) -> Engine:
+    model_dir = resolve_model(model)
+    options = {"num_threads": threads} if backend == "torch" and threads else {}
+    engine = create_engine(backend, model_dir, device=device, dtype=dtype, **options)
+    log.info("engine ready: %s", engine.describe())
+    return engine

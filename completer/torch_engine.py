@@ -1,0 +1,214 @@
+"""The `torch` backend: our model on CPU (default) or CUDA.
+
+Per keystroke the cost is the tokens that changed, not the prompt: the engine remembers which token
+ids have valid K/V in its preallocated cache (`cached_ids`, positions 0..len-1) and prefills only
+what follows the longest common prefix with the new prompt. Decoding is greedy, optionally with
+n-gram (prompt-lookup) drafts verified k at a time, which yields exactly the greedy output.
+
+NOTE: one cache slot for now; the block pool with a radix tree, LRU and per-session affinity is the
+engine issue's work. Requests are serialised by a lock (one model, one cache).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from .engine import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
+from .generate import NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, utf8_complete_len
+from .model import load_model
+from .tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return device
+
+
+def common_prefix_len(a, b) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
+                 max_seq: int | None = None, max_draft: int = 8, num_threads: int | None = None):
+        self.device = resolve_device(device)
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.model_dir = Path(model_dir)
+        t0 = time.perf_counter()
+        self.model = load_model(self.model_dir, device=self.device, dtype=DTYPES[dtype])
+        self.tokenizer = Tokenizer(self.model_dir)
+        cfg = self.model.config
+        if self.tokenizer.vocab_size > cfg.vocab_size:
+            raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}")
+        self.max_seq = min(max_seq or cfg.max_position_embeddings, cfg.max_position_embeddings)
+        self.model.setup_cache(self.max_seq)
+        self.dtype = dtype
+        self.max_draft = max_draft
+        self.load_ms = (time.perf_counter() - t0) * 1000
+        self.cached_ids: list[int] = []  # tokens whose K/V are valid at positions 0..len-1
+        self._lock = threading.Lock()
+        self._by_first_byte = index_by_first_byte(self.tokenizer.token_bytes, self.tokenizer.special_ids)
+        self._draft_len = 4
+
+    def describe(self) -> dict:
+        cfg = self.model.config
+        return {
+            "backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
+            "architecture": cfg.architecture, "parameters": self.model.num_params(), "max_seq": self.max_seq,
+            "load_ms": round(self.load_ms, 1),
+        }
+
+    def close(self) -> None:
+        self.cached_ids = []
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream:
+        stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
+        return GenerationStream(self._run(request, cancel or threading.Event(), stats), stats)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _forward(self, ids: list[int], start: int, num_logits: int) -> torch.Tensor:
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        return self.model(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
+
+    def _run(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
+        with self._lock, torch.inference_mode():
+            yield from self._run_locked(req, cancel, stats)
+
+    def _run_locked(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
+        t_start = time.perf_counter()
+        prompt = list(req.prompt_ids)
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.max_seq:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.max_seq}-token cache")
+        max_new = min(req.max_new_tokens, self.max_seq - len(prompt))
+
+        # Prefill only past the longest cached prefix; at least one token runs to produce logits.
+        reuse = common_prefix_len(self.cached_ids, prompt) if req.use_cache else 0
+        reuse = min(reuse, len(prompt) - 1)
+        del self.cached_ids[reuse:]
+        stats.cached_tokens, stats.prefill_tokens = reuse, len(prompt) - reuse
+        logits = self._forward(prompt[reuse:], reuse, 1)[-1]
+        stats.forward_passes += 1
+        self.cached_ids.extend(prompt[reuse:])
+        stats.prefill_ms = (time.perf_counter() - t_start) * 1000
+
+        tok = self.tokenizer
+        stop_ids = req.stop.stop_token_ids
+        constraint = PrefixConstraint(req.heal_prefix, self._by_first_byte, tok.token_bytes) if req.heal_prefix else None
+        ngrams = NgramIndex(prompt) if req.speculative else None
+        out = bytearray()  # generated bytes, heal prefix included
+        heal_len = len(req.heal_prefix)
+        emitted = 0  # characters of visible text already sent
+        pos = len(prompt)  # next cache position to write
+        t_decode = time.perf_counter()
+        finish = ""
+
+        def pick(row: torch.Tensor) -> int:
+            if constraint is not None and not constraint.done:
+                allowed = constraint.allowed()
+                if not allowed:
+                    return -1
+                sub = row[allowed]
+                return allowed[int(sub.argmax())]
+            return int(row.argmax())
+
+        pending: list[int] = [pick(logits)]
+        while True:
+            # Emit the tokens chosen by the last forward pass, one at a time, checking stops.
+            new_ids: list[int] = []
+            for t in pending:
+                if t < 0:
+                    finish = "stop_token"  # no token can extend the healed text
+                    break
+                if t in stop_ids:
+                    finish = "stop_token"
+                    break
+                if constraint is not None and not constraint.done:
+                    constraint.advance(t)
+                new_ids.append(t)
+                out += tok.token_bytes[t]
+                stats.decode_tokens += 1
+                if stats.decode_tokens == 1:
+                    stats.first_token_ms = (time.perf_counter() - t_start) * 1000
+                if stats.decode_tokens >= max_new:
+                    finish = "max_tokens"
+                    break
+            visible = bytes(out[heal_len:]) if len(out) >= heal_len else b""
+            text = visible[:utf8_complete_len(visible)].decode("utf-8", errors="replace")
+            cut = find_text_stop(text, req.stop.max_lines, req.stop.stop_strings)
+            if cut is not None:
+                text, finish = text[:cut[0]], cut[1]
+            if len(text) > emitted or new_ids:
+                yield TokenDelta(new_ids, text[emitted:])
+                emitted = max(emitted, len(text))
+            if finish:
+                break
+            if cancel.is_set():
+                finish = "cancelled"
+                break
+            if req.deadline_s is not None and time.monotonic() > req.deadline_s:
+                finish = "deadline"
+                break
+            if pos + 1 >= self.max_seq:
+                finish = "length"
+                break
+            if ngrams is not None:
+                for t in new_ids:
+                    ngrams.append(t)
+
+            # Feed the last chosen token, plus a draft when the n-gram index has one.
+            last = new_ids[-1]
+            draft: list[int] = []
+            if ngrams is not None and (constraint is None or constraint.done):
+                room = min(self._draft_len, self.max_seq - pos - 2, max_new - stats.decode_tokens - 1)
+                if room > 0:
+                    draft = ngrams.draft(room)
+            rows = self._forward([last] + draft, pos, 1 + len(draft))
+            stats.forward_passes += 1
+            self.cached_ids.append(last)
+            pos += 1
+            # rows[i] predicts the token after draft[i-1]; accept the draft while greedy agrees.
+            pending = [pick(rows[0])]
+            if draft:
+                accepted = 0
+                while accepted < len(draft) and pending[-1] == draft[accepted]:
+                    accepted += 1
+                    pending.append(pick(rows[accepted]))
+                # Accepted draft tokens now have valid K/V; the rest are stale and get overwritten.
+                self.cached_ids.extend(draft[:accepted])
+                pos += accepted
+                stats.drafted_tokens += len(draft)
+                stats.accepted_tokens += accepted
+                self._adapt_draft_len(accepted, len(draft))
+
+        stats.finish_reason = finish
+        stats.decode_ms = (time.perf_counter() - t_decode) * 1000
+
+    def _adapt_draft_len(self, accepted: int, drafted: int) -> None:
+        if accepted == drafted:
+            self._draft_len = min(self._draft_len * 2, self.max_draft)
+        elif accepted == 0:
+            self._draft_len = max(self._draft_len // 2, 1)

@@ -1,0 +1,1 @@
+"""The completer language server (pygls): one LSP feature per module."""

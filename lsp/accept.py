@@ -1,0 +1,33 @@
+"""Acceptance telemetry, Copilot's conventions (counted locally, never sent anywhere):
+
+- workspace/executeCommand `completer.didAcceptCompletion` [item id]: the item's `command`, run by
+  the client when the user accepts a suggestion;
+- textDocument/didShowCompletion {item}: the client displayed an item;
+- textDocument/didPartiallyAcceptCompletion {item, acceptedLength}: accepted a word or a line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+ACCEPT_COMMAND = "completer.didAcceptCompletion"
+DID_SHOW = "textDocument/didShowCompletion"
+DID_PARTIALLY_ACCEPT = "textDocument/didPartiallyAcceptCompletion"
+
+
+def register(server) -> None:
+    @server.command(ACCEPT_COMMAND)
+    async def did_accept(ls, *args):
+        ls.counters["accepted"] += 1
+        log.info("accepted %s", args[0] if args else "?")
+        return None
+
+    @server.feature(DID_SHOW)
+    async def did_show(ls, params):
+        ls.counters["shown"] += 1
+
+    @server.feature(DID_PARTIALLY_ACCEPT)
+    async def did_partially_accept(ls, params):
+        ls.counters["partially_accepted"] += 1

@@ -1,0 +1,105 @@
+"""textDocument/inlineCompletion: ghost text at the cursor.
+
+The answer is one item whose range is empty at the cursor and whose insertText is the text to add,
+which satisfies VS Code's rule that the text in the range must be a prefix of insertText. A newer
+request for the same document cancels the one in flight (editors send one per keystroke), and an
+answer computed for an older version of the document is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from lsprotocol import types
+
+from completer.completion import CompletionRequest
+
+from .accept import ACCEPT_COMMAND
+from .documents import line_body, to_client_units
+
+log = logging.getLogger(__name__)
+
+EMPTY = types.InlineCompletionList(items=[])
+
+
+def _relative_path(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1] or "untitled"
+
+
+async def complete_inline(ls, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    started = time.perf_counter()
+    ls.counters["requests"] += 1
+    uri = params.text_document.uri
+    doc = ls.store.get(uri)
+    if doc is None:
+        log.info("inlineCompletion for a document that is not open: %s", uri)
+        ls.counters["empty"] += 1
+        return EMPTY
+    pos = params.position
+    if pos.line < 0 or pos.line >= len(doc.lines) or pos.character < 0:
+        ls.counters["empty"] += 1
+        return EMPTY
+    line, character = doc.clamp(pos.line, pos.character, ls.store.encoding)
+    version, lines = doc.version, doc.lines  # an immutable snapshot: edits build new lists
+
+    previous = ls.pending.get(uri)
+    if previous is not None:
+        previous.set()  # cancel-previous: the engine stops within one decode step
+    cancel = threading.Event()
+    ls.pending[uri] = cancel
+
+    completer = await ls.get_completer()
+    if completer is None:
+        ls.counters["errors"] += 1
+        return EMPTY
+    request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
+                                session_key=uri)
+    loop = asyncio.get_running_loop()
+    try:
+        result = await loop.run_in_executor(ls.engine_executor, completer.complete, request, cancel)
+    except asyncio.CancelledError:  # $/cancelRequest: pygls answers -32800 for us
+        cancel.set()
+        ls.counters["cancelled"] += 1
+        raise
+    except Exception:
+        log.exception("completion failed")
+        ls.counters["errors"] += 1
+        ls.send_status("error", message="completion failed; see the server log")
+        return EMPTY
+    finally:
+        if ls.pending.get(uri) is cancel:
+            del ls.pending[uri]
+
+    if cancel.is_set() or result.finish_reason == "cancelled":
+        ls.counters["cancelled"] += 1
+        return EMPTY
+    current = ls.store.get(uri)
+    if current is None or current.version != version or current.lines is not lines:
+        ls.counters["stale"] += 1
+        return EMPTY
+    ls.note_latency(started)
+    if not result.text:
+        ls.counters["empty"] += 1
+        ls.send_status("ready")
+        return EMPTY
+    ls.counters["answered"] += 1
+    client_char = to_client_units(line_body(lines[line]), character, ls.store.encoding)
+    at = types.Position(line=line, character=client_char)
+    item_id = ls.new_item_id()
+    item = types.InlineCompletionItem(
+        insert_text=result.text,
+        range=types.Range(start=at, end=at),
+        command=types.Command(title="Accept completion", command=ACCEPT_COMMAND, arguments=[item_id]),
+    )
+    log.debug("%s %s:%d:%d %r %s", item_id, uri, line, character, result.text, result.timings)
+    ls.send_status("ready")
+    return types.InlineCompletionList(items=[item])
+
+
+def register(server) -> None:
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls, params: types.InlineCompletionParams):
+        return await complete_inline(ls, params)

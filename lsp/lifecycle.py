@@ -1,0 +1,62 @@
+"""initialize / initialized: negotiate positions, read initializationOptions, start loading the model.
+
+initializationOptions (all optional; command-line flags are the defaults):
+    {"backend": "torch", "model": "embedded" | "/path/to/model", "device": "cpu", "dtype": "float32",
+     "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from lsprotocol import types
+
+log = logging.getLogger(__name__)
+
+_ENGINE_KEYS = {"backend": "backend", "model": "model", "device": "device", "dtype": "dtype"}
+_SETTING_KEYS = {"maxTokens": ("max_tokens", int), "speculative": ("speculative", bool),
+                 "cache": ("use_cache", bool), "multiline": ("multiline", bool)}
+
+
+def apply_initialization_options(server, options) -> None:
+    if not isinstance(options, dict):
+        if options is not None:
+            log.warning("ignoring initializationOptions that are not an object: %r", options)
+        return
+    for key, name in _ENGINE_KEYS.items():
+        if isinstance(options.get(key), str) and options[key]:
+            server.engine_options[name] = options[key]
+    changes = {}
+    for key, (name, kind) in _SETTING_KEYS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if kind is int and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024:
+            changes[name] = value
+        elif kind is bool and isinstance(value, bool):
+            changes[name] = value
+        else:
+            log.warning("ignoring initializationOptions.%s=%r", key, value)
+    if changes:
+        server.settings = dataclasses.replace(server.settings, **changes)
+
+
+def register(server) -> None:
+    @server.feature(types.INITIALIZE)
+    async def initialize(ls, params: types.InitializeParams):
+        ls.store.encoding = str(ls.workspace.position_encoding.value
+                                if hasattr(ls.workspace.position_encoding, "value")
+                                else ls.workspace.position_encoding or "utf-16")
+        apply_initialization_options(ls, params.initialization_options)
+        log.info("position encoding %s, engine %s", ls.store.encoding, ls.engine_options)
+        ls.start_loading()
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls, params: types.InitializedParams):
+        if ls.completer is not None:
+            ls.send_status("ready")
+        elif ls.load_error:
+            ls.send_status("error", message=ls.load_error)
+        else:
+            ls.send_status("loading")

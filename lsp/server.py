@@ -1,0 +1,158 @@
+"""The language server object: state shared by the feature modules, and `create_server`.
+
+Threading: pygls runs one asyncio loop; every handler is `async def` so `$/cancelRequest` can
+interrupt it. The model runs on one dedicated worker thread (`engine_executor`), never on pygls'
+own pool, which also reads stdin. A cancelled request sets its `threading.Event`, which the engine
+checks between decode steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+
+from completer import __version__
+from completer.completion import Completer, CompletionSettings
+
+from .documents import DocumentStore
+
+log = logging.getLogger(__name__)
+
+STATUS_NOTIFICATION = "completer/status"
+
+
+class CompleterProtocol(LanguageServerProtocol):
+    """Text sync goes to our DocumentStore (see documents.py for why not pygls' workspace)."""
+
+    _server: "CompleterServer"
+
+    def structure_message(self, data):
+        """pygls logs a request whose params do not match the LSP types and never answers it, so the
+        client waits forever. Answer it with the JSON-RPC error (-32602 Invalid Params) instead."""
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                self._send_response(data["id"], error=exc.to_response_error())
+            raise
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
+        td = params.text_document
+        self._server.store.open(td.uri, td.language_id, td.version, td.text)
+        yield from ()
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        store = self._server.store
+        doc = store.get(params.text_document.uri)
+        if doc is None:
+            log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+            return
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                r = change.range
+                doc.apply_change((r.start.line, r.start.character), (r.end.line, r.end.character), change.text,
+                                 store.encoding)
+            else:
+                doc.apply_change(None, None, change.text, store.encoding)
+        doc.version = params.text_document.version
+        yield from ()
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        self._server.store.close(params.text_document.uri)
+        yield from ()
+
+
+class CompleterServer(LanguageServer):
+    def __init__(self, engine_options: dict, settings: CompletionSettings):
+        super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
+        self.store = DocumentStore()
+        self.engine_options = engine_options
+        self.settings = settings
+        self.engine_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="completer-engine")
+        self._completer_future: asyncio.Future | None = None
+        self.completer: Completer | None = None
+        self.load_error: str | None = None
+        self.pending: dict[str, threading.Event] = {}  # uri -> cancel event of the request in flight
+        self.last_latency_ms: float | None = None
+        self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
+                         "accepted": 0, "shown": 0, "partially_accepted": 0}
+        self._next_item_id = 0
+
+    # -- engine ---------------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        if self._completer_future is None:
+            loop = asyncio.get_running_loop()
+            self._completer_future = loop.run_in_executor(self.engine_executor, self._load)
+            self._completer_future.add_done_callback(self._loaded)
+
+    def _load(self) -> Completer:
+        from completer.runtime import load_engine
+
+        engine = load_engine(**self.engine_options)
+        return Completer(engine, self.settings)
+
+    def _loaded(self, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("engine failed to load: %s", self.load_error)
+            self.send_status("error", message=f"completer could not load its model: {self.load_error}")
+            return
+        self.completer = fut.result()
+        self.send_status("ready")
+
+    async def get_completer(self) -> Completer | None:
+        """The loaded completer, waiting for the load if it is still running; None if loading failed."""
+        self.start_loading()
+        try:
+            return await asyncio.shield(self._completer_future)
+        except Exception:
+            return None
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def send_status(self, state: str, message: str = "") -> None:
+        info = self.completer.engine.describe() if self.completer else {}
+        params = {
+            "state": state,  # loading | ready | error
+            "model": info.get("model_dir", self.engine_options.get("model") or ""),
+            "backend": info.get("backend", self.engine_options.get("backend", "torch")),
+            "device": info.get("device", ""),
+            "lastLatencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 2),
+            "message": message,
+        }
+        try:
+            self.protocol.notify(STATUS_NOTIFICATION, params)
+        except Exception:  # the client may be gone; status is best effort
+            log.debug("status notification failed", exc_info=True)
+
+    def new_item_id(self) -> str:
+        self._next_item_id += 1
+        return f"c{self._next_item_id}"
+
+    def note_latency(self, started: float) -> None:
+        self.last_latency_ms = (time.perf_counter() - started) * 1000
+
+
+def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings()) -> CompleterServer:
+    from . import accept, inline_completion, lifecycle
+
+    server = CompleterServer(engine_options, settings)
+    for feature in (lifecycle, inline_completion, accept):
+        feature.register(server)
+    return server

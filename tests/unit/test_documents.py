@@ -1,0 +1,79 @@
+"""Incremental sync: our DocumentStore against a plain-string reference, for every encoding."""
+
+import random
+
+import pytest
+
+from lsp.documents import Document, to_client_units, to_codepoints
+from completer.prompt import split_lines
+
+ALPHABET = ["a", "b", " ", "\n", "\r\n", "\r", "é", "✓", "𝔘", "\x0c", "\u2028", "\t", "()"]
+
+
+def reference_apply(text: str, start, end, new: str, encoding: str) -> str:
+    """Apply an LSP edit to a string the slow, obvious way."""
+    lines = split_lines(text)
+
+    def offset(pos):
+        line, char = pos
+        if line >= len(lines):
+            return len(text)
+        body = lines[line].rstrip("\r\n")
+        units = 0
+        col = len(body)
+        for i, ch in enumerate(body):  # a column inside a character means that character's start
+            units += {"utf-8": len(ch.encode()), "utf-16": len(ch.encode("utf-16-le")) // 2, "utf-32": 1}[encoding]
+            if units > char:
+                col = i
+                break
+        return sum(len(ln) for ln in lines[:line]) + col
+
+    a, b = sorted((offset(start), offset(end)))
+    return text[:a] + new + text[b:]
+
+
+def random_position(rng, text, encoding):
+    lines = split_lines(text)
+    line = rng.randrange(len(lines) + 1)
+    if line == len(lines):
+        return line, rng.randrange(3)
+    body = lines[line].rstrip("\r\n")
+    col = rng.randrange(len(body) + 1)
+    units = to_client_units(body, col, encoding)
+    return line, units + (rng.randrange(3) if rng.random() < 0.1 else 0)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
+def test_random_edit_sequences_match_reference(encoding):
+    rng = random.Random(encoding)
+    for _ in range(30):
+        text = "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(40)))
+        doc = Document.from_text("file:///x", "python", 0, text)
+        for _ in range(40):
+            start = random_position(rng, text, encoding)
+            end = random_position(rng, text, encoding) if rng.random() < 0.5 else start
+            new = "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(5)))
+            text = reference_apply(text, start, end, new, encoding)
+            doc.apply_change(start, end, new, encoding)
+            assert doc.text == text
+            assert doc.lines == split_lines(text)
+
+
+def test_form_feed_and_line_separator_do_not_split_lines():
+    doc = Document.from_text("file:///x", "python", 0, "s = 'a\x0cb'\nprint(s)\n")
+    doc.apply_change((1, 0), (1, 0), "X", "utf-16")
+    assert doc.text == "s = 'a\x0cb'\nXprint(s)\n"
+
+
+def test_cr_and_lf_joined_by_an_edit_become_one_line_break():
+    doc = Document.from_text("file:///x", "python", 0, "a\rb\nc")
+    doc.apply_change((1, 0), (1, 1), "", "utf-16")  # delete "b": "a\r" + "\nc" -> "a\r\nc"
+    assert doc.text == "a\r\nc"
+    assert doc.lines == ["a\r\n", "c"]
+
+
+def test_columns_inside_a_surrogate_pair_round_down():
+    assert to_codepoints("𝔘x", 1, "utf-16") == 0
+    assert to_codepoints("𝔘x", 2, "utf-16") == 1
+    assert to_codepoints("éx", 1, "utf-8") == 0
+    assert to_codepoints("éx", 99, "utf-8") == 2

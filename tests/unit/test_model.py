@@ -1,0 +1,112 @@
+"""Our Llama/Qwen2 implementation against transformers on small random configs."""
+
+import json
+
+import pytest
+import torch
+
+from completer.config import ModelConfig, UnsupportedModelError
+from completer.model import Transformer, init_weights, load_model, save_model
+
+transformers = pytest.importorskip("transformers")
+
+CONFIGS = {
+    "llama-gqa-untied": ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                    rope_theta=10000.0, rms_norm_eps=1e-5),
+    "llama-mha-tied": ModelConfig(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+                                  num_attention_heads=3, num_key_value_heads=3, max_position_embeddings=128,
+                                  rope_theta=500000.0, tie_word_embeddings=True),
+    "qwen2-bias-gqa-tied": ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
+                                       rope_theta=1000000.0, tie_word_embeddings=True, attention_bias=True,
+                                       architecture="Qwen2ForCausalLM"),
+}
+
+
+def _random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    model = Transformer(cfg)
+    init_weights(model, seed, std=0.1)
+    if cfg.attention_bias:  # make the biases matter
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.copy_(torch.randn(proj.bias.shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_logits_match_transformers(name, tmp_path):
+    cfg = CONFIGS[name]
+    save_model(_random_model(cfg), tmp_path)
+    ours = load_model(tmp_path)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, torch_dtype=torch.float32).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 37), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = ours(idx)
+        b = theirs(idx).logits
+    assert a.shape == b.shape
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_cached_incremental_forward_equals_full(name):
+    cfg = CONFIGS[name]
+    model = _random_model(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (1, 30), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(idx)
+        model.setup_cache(64)
+        parts = [model(idx[:, :17], start_pos=0), model(idx[:, 17:18], start_pos=17), model(idx[:, 18:], start_pos=18)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_rollback_overwrites_stale_cache_entries():
+    """Verifying a rejected draft leaves stale K/V behind; recomputing from an earlier start must ignore it."""
+    cfg = CONFIGS["llama-gqa-untied"]
+    model = _random_model(cfg)
+    model.setup_cache(64)
+    idx = torch.randint(0, cfg.vocab_size, (1, 20), generator=torch.Generator().manual_seed(3))
+    other = torch.randint(0, cfg.vocab_size, (1, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        model(idx[:, :15], start_pos=0)
+        model(other, start_pos=15)  # a "draft" that gets rejected
+        after = model(idx[:, 15:], start_pos=15)
+        full = model(idx)
+    torch.testing.assert_close(after, full[:, 15:], atol=1e-5, rtol=1e-5)
+
+
+def test_num_logits_returns_last_positions_only():
+    cfg = CONFIGS["llama-mha-tied"]
+    model = _random_model(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (1, 12))
+    with torch.no_grad():
+        full = model(idx)
+        model.setup_cache(32)
+        last = model(idx, start_pos=0, num_logits=1)
+    assert last.shape == (1, 1, cfg.vocab_size)
+    torch.testing.assert_close(last[0, 0], full[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_config_roundtrip_and_refusals(tmp_path):
+    cfg = CONFIGS["qwen2-bias-gqa-tied"]
+    assert ModelConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
+    raw = CONFIGS["llama-gqa-untied"].to_hf_dict()
+    with pytest.raises(UnsupportedModelError, match="GPT2LMHeadModel"):
+        ModelConfig.from_hf_dict({**raw, "architectures": ["GPT2LMHeadModel"]})
+    with pytest.raises(UnsupportedModelError, match="rope_scaling"):
+        ModelConfig.from_hf_dict({**raw, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UnsupportedModelError, match="not valid JSON"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(UnsupportedModelError, match="safetensors"):
+        load_model(tmp_path)
+
+
+def test_cache_overflow_is_a_clear_error():
+    model = _random_model(CONFIGS["llama-mha-tied"])
+    model.setup_cache(8)
+    with pytest.raises(ValueError, match="exceeds the cache"):
+        model(torch.zeros(1, 9, dtype=torch.long), start_pos=0)

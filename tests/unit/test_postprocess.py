@@ -1,0 +1,27 @@
+from completer.postprocess import (Context, drop_repetition, drop_suffix_overlap, postprocess,
+                                   stop_at_existing_code)
+
+
+def ctx(left="", right="", next_lines=(), multiline=False):
+    return Context(left, right, list(next_lines), multiline)
+
+
+def test_suffix_overlap_removes_a_repeated_closing_bracket():
+    assert drop_suffix_overlap("x, y)", ctx("print(", ")")) == "x, y"
+    assert drop_suffix_overlap("foo()", ctx("print(", ")")) == "foo()"  # balanced call: keep
+    assert drop_suffix_overlap("self, key):", ctx("    def get(", "):")) == "self, key"
+    assert drop_suffix_overlap("abc", ctx("x = ", "")) == "abc"
+
+
+def test_multiline_stops_before_the_code_below():
+    text = "if x:\n        return 1\n    return 2"
+    assert stop_at_existing_code(text, ctx(next_lines=["", "    return 2"])) == "if x:\n        return 1"
+
+
+def test_repetition_is_cut():
+    assert drop_repetition("a\nb\nb\nb\nb", ctx()) == "a\nb"
+
+
+def test_postprocess_trims_and_drops_whitespace_only():
+    assert postprocess("x = 1   \n", ctx(multiline=True)) == "x = 1"
+    assert postprocess("   \n  ", ctx()) == ""

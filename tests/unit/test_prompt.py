@@ -1,0 +1,91 @@
+"""Contract 1 layout and its cache stability, on the fixture tokenizer."""
+
+import pytest
+
+from completer.fim import UnknownFimTemplateError, detect_template
+from completer.prompt import PromptSettings, build_prompt, split_lines
+from completer.tokenizer import Tokenizer
+
+SOURCE = "".join(f"def function_{i}(x):\n    y = x * {i}\n    return y + {i}\n\n" for i in range(60))
+
+
+@pytest.fixture(scope="module")
+def tok(fixture_model_dir):
+    return Tokenizer(fixture_model_dir)
+
+
+@pytest.fixture(scope="module")
+def tpl(tok):
+    return detect_template(tok)
+
+
+def test_layout_order_and_sentinels(tok, tpl):
+    lines = split_lines("import os\n\ndef f():\n    return os.getcwd()\n")
+    p = build_prompt(tok, tpl, lines, 3, 11, path="pkg/mod.py")
+    ids = list(p.ids)
+    assert ids[0] == tpl.file_sep_id
+    i_pre, i_suf, i_mid = ids.index(tpl.prefix_id), ids.index(tpl.suffix_id), ids.index(tpl.middle_id)
+    assert 0 < i_pre < i_suf < i_mid and p.stable_len == i_mid + 1
+    assert tok.decode(ids[1:i_pre]) == "pkg/mod.py\n"
+    assert tok.decode(ids[i_pre + 1:i_suf]) == "import os\n\ndef f():\n"
+    assert tok.decode(ids[i_suf + 1:i_mid]) == "os.getcwd()\n"
+    # the cursor line's left part goes after the middle marker, its last token backed up for healing
+    assert tok.decode(ids[i_mid + 1:]).encode() + p.heal_prefix == b"    return "
+    assert p.left == "    return " and p.right == "os.getcwd()"
+
+
+def test_fifty_keystrokes_change_only_tokens_after_the_middle_marker(tok, tpl):
+    lines = split_lines(SOURCE)
+    line_no = 100
+    typed = "    value = compute(alpha, beta) + gamma * delta - epsilon / 2 ** 3"
+    assert len(typed) >= 50
+    base = lines[line_no]
+    prompts = []
+    for n in range(len(typed) - 50, len(typed) + 1):
+        doc = lines[:line_no] + [typed[:n] + base] + lines[line_no + 1:]
+        prompts.append(build_prompt(tok, tpl, doc, line_no, n, path="a.py"))
+    stable = prompts[0].ids[:prompts[0].stable_len]
+    for p in prompts:
+        assert p.ids[:p.stable_len] == stable
+
+
+def test_window_above_stays_put_while_moving_down_within_a_step(tok, tpl):
+    lines = split_lines(SOURCE)
+    settings = PromptSettings(budget_tokens=400, window_step=16)
+    starts = set()
+    for line_no in range(200, 208):
+        p = build_prompt(tok, tpl, lines, line_no, 0, path="a.py", settings=settings)
+        i_pre = p.ids.index(tpl.prefix_id)
+        above = tok.decode(p.ids[i_pre + 1:p.ids.index(tpl.suffix_id)])
+        starts.add(above.split("\n", 1)[0])
+    assert len(starts) <= 2  # at most one step boundary crossed in 8 lines
+
+
+def test_budget_is_respected_and_huge_lines_are_cut(tok, tpl):
+    settings = PromptSettings(budget_tokens=300)
+    p = build_prompt(tok, tpl, split_lines(SOURCE), 150, 4, path="a.py", settings=settings)
+    assert len(p.ids) <= 300
+    huge = ["x = '" + "a" * 200_000 + "'\n", "y = 1\n"]
+    p = build_prompt(tok, tpl, huge, 0, 100_000, path="a.py", settings=settings)
+    assert len(p.ids) <= 300
+
+
+def test_split_lines_follows_lsp_not_python():
+    assert split_lines("a\r\nb\rc\nd") == ["a\r\n", "b\r", "c\n", "d"]
+    assert split_lines("s = 'a\x0cb'\u2028\nend\n") == ["s = 'a\x0cb'\u2028\n", "end\n", ""]
+    assert split_lines("") == [""]
+
+
+def test_unknown_fim_family_is_a_clear_error(tok):
+    with pytest.raises(UnknownFimTemplateError, match="unknown FIM template"):
+        detect_template(tok, "nonsense")
+    with pytest.raises(UnknownFimTemplateError, match="no FIM sentinels"):
+        detect_template(tok, "starcoder")
+
+
+def test_indentation_is_not_healed_but_words_and_single_spaces_are(tok, tpl):
+    for left, healed in [("        ", b""), ("    ret", b"t"), ("x = ", b" "), ("\t", b"")]:
+        lines = split_lines(f"def f():\n{left}\n")
+        p = build_prompt(tok, tpl, lines, 1, len(left), path="a.py")
+        assert p.heal_prefix == healed, left  # the fixture vocabulary splits "ret" as "re" + "t"
+        assert tok.decode(p.ids[p.stable_len:]).encode() + p.heal_prefix == left.encode()

@@ -1,0 +1,151 @@
+"""The torch engine on the fixture model: greedy exactness with speculation and caching, stops,
+cancellation, token healing. Behaviour only; quality is not the fixture's job."""
+
+import threading
+
+import pytest
+import torch
+
+from completer.engine import GenerationRequest, StopRules
+from completer.generate import utf8_complete_len
+from completer.torch_engine import TorchEngine
+
+
+@pytest.fixture(scope="module")
+def engine(fixture_model_dir):
+    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512)
+
+
+def reference_greedy(engine, prompt, n):
+    """Greedy decoding the slow obvious way: full forward over the whole sequence every step."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = engine.model(torch.tensor([ids]))
+            ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def run(engine, prompt, **kw):
+    kw.setdefault("stop", StopRules(max_lines=0))
+    stream = engine.generate(GenerationRequest(prompt_ids=tuple(prompt), **kw))
+    ids = [t for d in stream for t in d.token_ids]
+    return ids, stream.stats
+
+
+PROMPTS = [
+    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return",
+    "import os\nimport sys\n\nfor name in os.listdir(path):\n    print(name)\nfor name in",
+    "x = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2",
+    "class A:\n    pass\n",
+]
+
+
+@pytest.mark.parametrize("text", PROMPTS)
+def test_speculative_and_cached_output_is_exactly_greedy(engine, text):
+    prompt = engine.tokenizer.encode(text)
+    expected = reference_greedy(engine, prompt, 24)
+    for speculative in (False, True):
+        for use_cache in (False, True):
+            ids, stats = run(engine, prompt, max_new_tokens=24, speculative=speculative, use_cache=use_cache)
+            assert ids == expected, (speculative, use_cache)
+            assert stats.finish_reason == "max_tokens"
+            assert stats.decode_tokens == 24
+            if not speculative:
+                assert stats.drafted_tokens == 0
+
+
+def test_speculation_saves_forward_passes_on_repetitive_text(engine):
+    prompt = engine.tokenizer.encode(PROMPTS[2])
+    _, plain = run(engine, prompt, max_new_tokens=32, speculative=False)
+    _, spec = run(engine, prompt, max_new_tokens=32, speculative=True)
+    assert spec.drafted_tokens > 0 and spec.accepted_tokens > 0
+    assert spec.forward_passes < plain.forward_passes
+
+
+def test_prefix_reuse_prefills_only_new_tokens(engine):
+    base = engine.tokenizer.encode("def area(r):\n    return 3.14 * r * r\n\ndef perimeter(r):\n    return")
+    run(engine, base, max_new_tokens=4)
+    _, stats = run(engine, base + engine.tokenizer.encode(" 2"), max_new_tokens=4)
+    assert stats.cached_tokens == len(base)
+    assert stats.prefill_tokens == stats.prompt_tokens - len(base)
+    _, again = run(engine, base, max_new_tokens=4)  # identical prompt: one token is recomputed for logits
+    assert again.cached_tokens == len(base) - 1 and again.prefill_tokens == 1
+    _, off = run(engine, base, max_new_tokens=4, use_cache=False)
+    assert off.cached_tokens == 0 and off.prefill_tokens == len(base)
+
+
+def test_generated_tokens_are_cached_for_the_next_keystroke(engine):
+    prompt = engine.tokenizer.encode("for i in range(10):\n    print(")
+    ids, _ = run(engine, prompt, max_new_tokens=6, speculative=False)
+    # The user types the first two suggested tokens: their K/V is already in the cache.
+    _, stats = run(engine, prompt + ids[:2], max_new_tokens=2)
+    assert stats.cached_tokens >= len(prompt) + 1
+
+
+def test_stop_token_and_line_limit(engine):
+    prompt = engine.tokenizer.encode(PROMPTS[0])
+    ids, _ = run(engine, prompt, max_new_tokens=8, speculative=False)
+    first = ids[0]
+    stopped, stats = run(engine, prompt, max_new_tokens=8, stop=StopRules(stop_token_ids=frozenset({first})))
+    assert stopped == [] and stats.finish_reason == "stop_token"
+    stream = engine.generate(GenerationRequest(prompt_ids=tuple(prompt), max_new_tokens=64,
+                                               stop=StopRules(max_lines=1)))
+    text = "".join(d.text for d in stream)
+    assert "\n" not in text
+
+
+def test_cancel_takes_effect_before_the_next_step(engine):
+    prompt = engine.tokenizer.encode(PROMPTS[1])
+    cancel = threading.Event()
+    stream = engine.generate(GenerationRequest(prompt_ids=tuple(prompt), max_new_tokens=200,
+                                               stop=StopRules(max_lines=0), speculative=False), cancel)
+    passes_at_cancel = None
+    for _ in stream:
+        if passes_at_cancel is None:
+            passes_at_cancel = stream.stats.forward_passes
+            cancel.set()
+    assert stream.stats.finish_reason == "cancelled"
+    assert stream.stats.forward_passes == passes_at_cancel
+
+
+def test_cancel_from_another_thread(engine):
+    prompt = engine.tokenizer.encode(PROMPTS[1])
+    cancel = threading.Event()
+    stream = engine.generate(GenerationRequest(prompt_ids=tuple(prompt), max_new_tokens=400,
+                                               stop=StopRules(max_lines=0)), cancel)
+    worker = threading.Thread(target=lambda: [None for _ in stream])
+    worker.start()
+    cancel.set()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert stream.stats.finish_reason in ("cancelled", "max_tokens")
+    # the engine is immediately usable again
+    ids, stats = run(engine, prompt, max_new_tokens=3)
+    assert len(ids) == 3
+
+
+def test_deadline_in_the_past_stops_after_the_first_token(engine):
+    prompt = engine.tokenizer.encode(PROMPTS[0])
+    ids, stats = run(engine, prompt, max_new_tokens=50, deadline_s=0.0)
+    assert stats.finish_reason == "deadline"
+    assert len(ids) >= 1 and stats.forward_passes == 1
+
+
+def test_token_healing_regenerates_the_backed_up_text(engine):
+    tok = engine.tokenizer
+    prompt = tok.encode("def f(items):\n    for item in items:\n        ")
+    stream = engine.generate(GenerationRequest(prompt_ids=tuple(prompt), max_new_tokens=6, heal_prefix=b"pri",
+                                               stop=StopRules(max_lines=0)))
+    deltas = list(stream)
+    ids = [t for d in deltas for t in d.token_ids]
+    full = tok.decode_bytes(ids)
+    assert full.startswith(b"pri")
+    visible = "".join(d.text for d in deltas)  # the backed-up text is not shown again
+    rest = full[3:]
+    assert visible == rest[:utf8_complete_len(rest)].decode("utf-8")
+
+
+def test_prompt_longer_than_the_cache_is_refused(engine):
+    with pytest.raises(ValueError, match="does not fit"):
+        run(engine, [5] * 600, max_new_tokens=4)
