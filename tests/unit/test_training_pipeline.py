@@ -1,0 +1,96 @@
+"""The embedded-model pipeline on a tiny corpus: samples in the serving layout, a few training steps,
+checkpoint/resume, export, and the export served by our engine."""
+
+import gzip
+import json
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from completer.fim import detect_template
+from completer.tokenizer import Tokenizer
+from engine_builds.fim_samples import CONTEXT, NONE, TARGET, SampleBuilder
+from engine_builds.prepare_data import split_of
+from tests.conftest import FIXTURE_MODEL, ROOT
+
+MODULES = ["textwrap.py", "bisect.py", "heapq.py", "string.py", "fnmatch.py", "glob.py"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    with gzip.open(out / "corpus.jsonl.gz", "wt") as f:
+        for i, m in enumerate(MODULES):
+            split = "val" if i == 0 else "train"
+            f.write(json.dumps({"path": m, "package": "", "split": split, "text": (stdlib / m).read_text()}) + "\n")
+    (out / "tokenizer").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(FIXTURE_MODEL / name, out / "tokenizer" / name)
+    return out
+
+
+def builder(tiny_data):
+    tok = Tokenizer(tiny_data / "tokenizer")
+    with gzip.open(tiny_data / "corpus.jsonl.gz", "rt") as f:
+        files = [json.loads(line) for line in f]
+    return tok, SampleBuilder(tok, detect_template(tok), files)
+
+
+def test_fim_samples_follow_the_serving_layout(tiny_data):
+    tok, b = builder(tiny_data)
+    tpl = b.tpl
+    rng = random.Random(0)
+    seen_fim = 0
+    for _ in range(200):
+        ids, classes = b.sample(rng, 400)
+        assert len(ids) == len(classes) <= 400
+        if tpl.middle_id not in ids:
+            assert ids[0] == tpl.file_sep_id  # a plain left-to-right sample
+            continue
+        seen_fim += 1
+        mid = ids.index(tpl.middle_id)
+        assert ids.count(tpl.middle_id) == 1 and ids[-1] == tok.id_of("<|endoftext|>")
+        assert all(c == TARGET for c in classes[mid + 1:])
+        assert all(c in (NONE, CONTEXT) for c in classes[:mid + 1])
+        assert all(classes[i] == NONE for i, t in enumerate(ids) if t in tok.special_ids and i <= mid)
+        if ids[0] == tpl.file_sep_id:  # prefix first: the Contract 1 order
+            assert ids.index(tpl.prefix_id) < ids.index(tpl.suffix_id) < mid
+    assert seen_fim > 100
+    row_ids, row_classes = b.row(rng, 1025)
+    assert len(row_ids) == len(row_classes) == 1025
+
+
+def test_split_is_by_file_and_deterministic():
+    assert split_of("a/b.py", 1) == split_of("a/b.py", 1)
+    splits = {split_of(f"pkg/mod{i}.py", 1234) for i in range(300)}
+    assert splits == {"train", "val", "test"}
+
+
+def test_train_resume_export_and_serve(tiny_data, tmp_path):
+    out, export = tmp_path / "run", tmp_path / "hf"
+    base = [sys.executable, "-m", "engine_builds.train", "--preset", "draft", "--data", str(tiny_data),
+            "--out", str(out), "--seq-len", "128", "--batch-size", "2", "--workers", "0", "--eval-every", "4",
+            "--eval-rows", "2", "--warmup-steps", "2", "--device", "cpu"]
+    r = subprocess.run(base + ["--steps", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "ckpt.pt").exists()
+    r = subprocess.run(base + ["--steps", "6", "--resume", "--export", str(export), "--shard-mb", "0.5"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed at step 4" in r.stdout
+    log = json.loads((export / "train_log.json").read_text())
+    assert log["steps"] == 6
+    assert (export / "model.safetensors.index.json").exists()  # sharded below 0.5 MB
+
+    from completer.completion import Completer, CompletionRequest
+    from completer.torch_engine import TorchEngine
+
+    engine = TorchEngine(export, device="cpu")
+    result = Completer(engine).complete(CompletionRequest(["def f(x):\n", "    return "], 1, 11))
+    assert isinstance(result.text, str) and result.stats.prefill_tokens > 0
