@@ -157,7 +157,7 @@ def ngram_predict(tokenizer, case: Case) -> str:
     before = "".join(case.lines[:case.line]) + case.lines[case.line].rstrip("\n")
     after = "".join(case.lines[case.line + 1:])
     ids = tokenizer.encode(after + "\n" + before)  # lines below count as earlier text too
-    draft = NgramIndex(ids, max_n=4).draft(24)
+    draft = NgramIndex(ids, orders=(4, 3, 2, 1)).draft(24)
     return tokenizer.decode(draft).split("\n")[0]
 
 

@@ -10,34 +10,74 @@ from collections import defaultdict
 class NgramIndex:
     """Prompt-lookup drafting: where did the last n tokens occur before, and what followed?
 
-    Keeps, for every n-gram (n = 1..max_n), the latest position after which it ended, so a lookup is
-    O(max_n) instead of a scan over the context. Later occurrences win: recent code is the best guess.
+    One dict per order n (longest first), mapping each n-gram to the position just after its latest
+    occurrence; later occurrences win (recent code is the best guess). The dicts are built with
+    dict(zip(...)), which runs in C: this happens on every request, over the whole prompt. A match
+    shorter than the smallest order proposes nothing: one matching token is weak evidence, and a
+    rejected draft costs a wider verification step.
     """
 
-    def __init__(self, tokens: list[int], max_n: int = 3):
-        self.max_n = max_n
-        self.tokens: list[int] = []
-        self._last_end: dict[tuple[int, ...], int] = {}
-        for t in tokens:
-            self.append(t)
+    def __init__(self, tokens, orders: tuple[int, ...] = (3, 2)):
+        self.tokens = list(tokens)
+        self.orders = orders
+        toks = self.tokens
+        # Only n-grams that end before the last token: the tail must not match itself.
+        self._after = {n: dict(zip(zip(*(toks[i:len(toks) - 1] for i in range(n))), range(n, len(toks))))
+                       if len(toks) > n else {} for n in orders}
 
     def append(self, token: int) -> None:
         toks = self.tokens
-        # Record the n-grams that ended at the previous token, pointing at the token that followed them.
         end = len(toks)
-        for n in range(1, self.max_n + 1):
+        for n in self.orders:
             if end >= n:
-                self._last_end[tuple(toks[end - n:end])] = end
+                self._after[n][tuple(toks[end - n:end])] = end
         toks.append(token)
 
     def draft(self, k: int) -> list[int]:
         """Up to k tokens that followed the longest earlier match of the current tail."""
         toks = self.tokens
-        for n in range(min(self.max_n, len(toks)), 0, -1):
-            start = self._last_end.get(tuple(toks[len(toks) - n:]))
-            if start is not None:
-                return toks[start:start + k]
+        for n in self.orders:
+            if len(toks) >= n:
+                start = self._after[n].get(tuple(toks[len(toks) - n:]))
+                if start is not None:
+                    return toks[start:start + k]
         return []
+
+
+class DraftPolicy:
+    """How many drafted tokens to verify, from what a wider step costs and how often drafts are right.
+
+    cost[k] is the measured time of a forward over 1 + k tokens relative to one token (on a GPU about
+    1, on a CPU bound by memory bandwidth and per-op overhead up to 2-3). The per-token acceptance
+    rate is an exponentially weighted estimate: each verification contributes its accepted tokens as
+    successes and its first rejection as a failure (a geometric model). Steps without drafting still
+    learn: the draft's first token is compared with the token actually generated ("shadow" drafts),
+    so a policy that stopped drafting notices when drafts become good again.
+    """
+
+    def __init__(self, cost: list[float], prior_rate: float = 0.6, decay: float = 0.9):
+        self.cost = cost
+        self.decay = decay
+        self._hits, self._misses = 2 * prior_rate, 2 * (1 - prior_rate)
+
+    @property
+    def rate(self) -> float:
+        return self._hits / (self._hits + self._misses)
+
+    def length(self, available: int) -> int:
+        """Draft length (0 = plain decoding) maximising expected tokens per unit of time."""
+        a = min(self.rate, 0.999)
+        best_k, best = 0, 1.0
+        for k in range(1, min(available, len(self.cost) - 1) + 1):
+            expected = (1 - a ** (k + 1)) / (1 - a)  # tokens produced by one verification
+            value = expected / self.cost[k]
+            if value > best * 1.05:
+                best_k, best = k, value
+        return best_k
+
+    def observe(self, accepted: int, drafted: int) -> None:
+        self._hits = self.decay * self._hits + accepted
+        self._misses = self.decay * self._misses + (1 if accepted < drafted else 0)
 
 
 class PrefixConstraint:

@@ -32,6 +32,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # one fused op: this runs twice per layer per decode step
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         # Normalise in fp32 like transformers, then cast back: bf16 variance is too coarse.
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -68,6 +70,30 @@ def rope_tables(cfg: ModelConfig, max_seq: int, device=None) -> tuple[torch.Tens
     return emb.cos(), emb.sin()
 
 
+class InferenceLinear(nn.Module):
+    """Serving-only projection (weights as buffers, no autograd).
+
+    Calls with few tokens (decode, draft verification: T <= small_max_t) can use a low-precision copy
+    of the weight. On CPUs without bf16 matrix units decode is bound by memory bandwidth, so bf16
+    weights decode faster, while fp32 keeps prefill (compute-bound) fast. Both copies stay resident.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, small_dtype=None, small_max_t=4):
+        super().__init__()
+        self.register_buffer("weight", weight.detach(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach(), persistent=False)
+        small = None if small_dtype is None or small_dtype == weight.dtype else weight.detach().to(small_dtype)
+        self.register_buffer("small_weight", small, persistent=False)
+        self.register_buffer("small_bias", None if small is None or bias is None else bias.detach().to(small_dtype),
+                             persistent=False)
+        self.small_max_t = small_max_t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.small_weight is not None and x.shape[-2] <= self.small_max_t:
+            return F.linear(x.to(self.small_weight.dtype), self.small_weight, self.small_bias).to(x.dtype)
+        return F.linear(x, self.weight, self.bias)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -78,16 +104,32 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
         self.kv_cache: KVCache | None = None
+        self.qkv: InferenceLinear | None = None  # set by Transformer.prepare_for_inference
+
+    def fuse(self, small_dtype, small_max_t: int) -> None:
+        bias = None
+        if self.q_proj.bias is not None:
+            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        self.qkv = InferenceLinear(weight, bias, small_dtype, small_max_t)
+        self.o_proj = InferenceLinear(self.o_proj.weight, None, small_dtype, small_max_t)
+        del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x, cos, sin, start_pos: int | None, mask: torch.Tensor | None) -> torch.Tensor:
         # x: [B, T, D]; cos, sin: [T, hd] for the positions of x
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        if self.qkv is not None:  # serving: one projection, and RoPE on q and k heads together
+            qkv = self.qkv(x).view(B, T, self.n_heads + 2 * self.n_kv, self.hd).transpose(1, 2)
+            qk, v = qkv[:, : self.n_heads + self.n_kv], qkv[:, self.n_heads + self.n_kv:]
+            qk = qk * cos + rotate_half(qk) * sin
+            q, k = qk[:, : self.n_heads], qk[:, self.n_heads:]
+        else:
+            q = self.q_proj(x).view(B, T, self.n_heads, self.hd).transpose(1, 2)
+            k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+            v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         if start_pos is not None:
             k, v = self.kv_cache.update(start_pos, k, v)
         gqa = self.n_kv != self.n_heads
@@ -104,8 +146,18 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up: InferenceLinear | None = None  # set by Transformer.prepare_for_inference
+
+    def fuse(self, small_dtype, small_max_t: int) -> None:
+        weight = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+        self.gate_up = InferenceLinear(weight, None, small_dtype, small_max_t)
+        self.down_proj = InferenceLinear(self.down_proj.weight, None, small_dtype, small_max_t)
+        del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up is not None:
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -155,6 +207,16 @@ class Transformer(nn.Module):
             layer.self_attn.kv_cache = KVCache(batch, max_seq, cfg.num_key_value_heads, cfg.head_dim, p.dtype, p.device)
         self.max_seq = max_seq
         self.register_buffer("_positions", torch.arange(max_seq, device=p.device), persistent=False)
+
+    @torch.no_grad()
+    def prepare_for_inference(self, small_dtype: torch.dtype | None = None, small_max_t: int = 4) -> None:
+        """Serving only, one way: fuse q/k/v and gate/up projections (fewer, larger matrix products per
+        step) and optionally keep `small_dtype` weight copies for calls of <= small_max_t tokens.
+        The model can no longer be trained or saved in Hugging Face layout afterwards."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse(small_dtype, small_max_t)
+            layer.mlp.fuse(small_dtype, small_max_t)
+        self.lm_head = InferenceLinear(self.lm_head.weight, None, small_dtype, small_max_t)
 
     def forward(self, idx: torch.Tensor, start_pos: int | None = None, num_logits: int | None = None) -> torch.Tensor:
         """idx: [B, T] token ids -> logits [B, num_logits or T, vocab] (fp32).

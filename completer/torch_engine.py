@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .engine import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
-from .generate import NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, utf8_complete_len
+from .generate import DraftPolicy, NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, utf8_complete_len
 from .model import load_model
 from .tokenizer import Tokenizer
 
@@ -46,7 +46,8 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
-                 max_seq: int | None = None, max_draft: int = 8, num_threads: int | None = None):
+                 decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
+                 num_threads: int | None = None, compile: bool = False):
         self.device = resolve_device(device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -58,24 +59,68 @@ class TorchEngine:
         t0 = time.perf_counter()
         self.model = load_model(self.model_dir, device=self.device, dtype=DTYPES[dtype])
         self.tokenizer = Tokenizer(self.model_dir)
+        self.params = self.model.num_params()
+        # Decode-phase calls (1 token, or 1 + a draft) are bound by memory bandwidth on CPU: bf16 weight
+        # copies make them ~1.5-3x faster there, while prefill keeps the fp32 weights (bf16 matrix
+        # products without AMX/AVX-512 are several times slower). See BENCHMARKS.md.
+        if decode_dtype == "auto":
+            decode_dtype = "bfloat16" if self.device == "cpu" and dtype == "float32" else "none"
+        if decode_dtype != "none" and decode_dtype not in DTYPES:
+            raise ValueError(f"unknown decode dtype {decode_dtype!r} (none or one of {', '.join(DTYPES)})")
+        self.decode_dtype = decode_dtype
+        self.model.prepare_for_inference(None if decode_dtype == "none" else DTYPES[decode_dtype],
+                                         small_max_t=1 + max_draft)
         cfg = self.model.config
         if self.tokenizer.vocab_size > cfg.vocab_size:
             raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}")
         self.max_seq = min(max_seq or cfg.max_position_embeddings, cfg.max_position_embeddings)
         self.model.setup_cache(self.max_seq)
         self.dtype = dtype
-        self.max_draft = max_draft
-        self.load_ms = (time.perf_counter() - t0) * 1000
         self.cached_ids: list[int] = []  # tokens whose K/V are valid at positions 0..len-1
         self._lock = threading.Lock()
         self._by_first_byte = index_by_first_byte(self.tokenizer.token_bytes, self.tokenizer.special_ids)
-        self._draft_len = 4
+        self.max_draft = max_draft
+        self._decode_fn = self.model
+        if compile:
+            self._compile_decode()
+        self.draft_policy = DraftPolicy(self._measure_step_costs())
+        self.load_ms = (time.perf_counter() - t0) * 1000
+
+    def _compile_decode(self) -> None:
+        """torch.compile the decode-phase forward (1 + draft tokens), prefill stays eager. Compiling
+        takes tens of seconds (less with inductor's on-disk cache), so it is opt-in and done here,
+        before any request; warm-up writes only the last cache positions, which hold nothing yet."""
+        compiled = torch.compile(self.model, dynamic=True)
+        scratch = self.max_seq - (2 + self.max_draft)
+        with torch.inference_mode():
+            for t, n in ((1, 1), (2, 2), (3, 3), (self.max_draft + 1, self.max_draft + 1)):
+                compiled(torch.zeros((1, t), dtype=torch.long, device=self.device), start_pos=scratch, num_logits=n)
+        self._decode_fn = compiled
+
+    def _measure_step_costs(self, repeats: int = 5) -> list[float]:
+        """Time of a (1 + k)-token decode step relative to a 1-token step, k = 0..max_draft, on the last
+        cache positions (empty at start-up)."""
+        scratch = self.max_seq - (2 + self.max_draft)
+        times = []
+        with torch.inference_mode():
+            for k in range(self.max_draft + 1):
+                ids = [0] * (1 + k)
+                samples = []
+                for _ in range(repeats + 1):
+                    t0 = time.perf_counter()
+                    self._forward(ids, scratch, 1 + k)
+                    if self.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    samples.append(time.perf_counter() - t0)
+                times.append(sorted(samples[1:])[repeats // 2])
+        return [t / times[0] for t in times]
 
     def describe(self) -> dict:
         cfg = self.model.config
         return {
             "backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
-            "architecture": cfg.architecture, "parameters": self.model.num_params(), "max_seq": self.max_seq,
+            "architecture": cfg.architecture, "parameters": self.params, "max_seq": self.max_seq,
+            "decode_dtype": self.decode_dtype, "compiled": self._decode_fn is not self.model,
             "load_ms": round(self.load_ms, 1),
         }
 
@@ -90,7 +135,8 @@ class TorchEngine:
 
     def _forward(self, ids: list[int], start: int, num_logits: int) -> torch.Tensor:
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        return self.model(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
+        fn = self._decode_fn if len(ids) <= 1 + self.max_draft else self.model
+        return fn(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
 
     def _run(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
         with self._lock, torch.inference_mode():
@@ -119,6 +165,7 @@ class TorchEngine:
         stop_ids = req.stop.stop_token_ids
         constraint = PrefixConstraint(req.heal_prefix, self._by_first_byte, tok.token_bytes) if req.heal_prefix else None
         ngrams = NgramIndex(prompt) if req.speculative else None
+        policy = self.draft_policy
         out = bytearray()  # generated bytes, heal prefix included
         heal_len = len(req.heal_prefix)
         emitted = 0  # characters of visible text already sent
@@ -179,19 +226,24 @@ class TorchEngine:
                 for t in new_ids:
                     ngrams.append(t)
 
-            # Feed the last chosen token, plus a draft when the n-gram index has one.
+            # Feed the last chosen token, plus as much of the n-gram draft as pays for itself.
             last = new_ids[-1]
             draft: list[int] = []
+            shadow = None  # a draft token we did not verify, checked against the real next token
             if ngrams is not None and (constraint is None or constraint.done):
-                room = min(self._draft_len, self.max_seq - pos - 2, max_new - stats.decode_tokens - 1)
-                if room > 0:
-                    draft = ngrams.draft(room)
+                room = min(self.max_draft, self.max_seq - pos - 2, max_new - stats.decode_tokens - 1)
+                candidates = ngrams.draft(room) if room > 0 else []
+                draft = candidates[:policy.length(len(candidates))]
+                if candidates and not draft:
+                    shadow = candidates[0]
             rows = self._forward([last] + draft, pos, 1 + len(draft))
             stats.forward_passes += 1
             self.cached_ids.append(last)
             pos += 1
             # rows[i] predicts the token after draft[i-1]; accept the draft while greedy agrees.
             pending = [pick(rows[0])]
+            if shadow is not None:
+                policy.observe(int(pending[0] == shadow), 1)
             if draft:
                 accepted = 0
                 while accepted < len(draft) and pending[-1] == draft[accepted]:
@@ -202,13 +254,7 @@ class TorchEngine:
                 pos += accepted
                 stats.drafted_tokens += len(draft)
                 stats.accepted_tokens += accepted
-                self._adapt_draft_len(accepted, len(draft))
+                policy.observe(accepted, len(draft))
 
         stats.finish_reason = finish
         stats.decode_ms = (time.perf_counter() - t_decode) * 1000
-
-    def _adapt_draft_len(self, accepted: int, drafted: int) -> None:
-        if accepted == drafted:
-            self._draft_len = min(self._draft_len * 2, self.max_draft)
-        elif accepted == 0:
-            self._draft_len = max(self._draft_len // 2, 1)

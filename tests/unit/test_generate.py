@@ -10,6 +10,27 @@ def test_ngram_draft_prefers_longest_and_latest_match():
     assert NgramIndex([4, 5, 6]).draft(4) == []
 
 
+def test_ngram_index_built_at_once_equals_built_by_appending():
+    import random
+
+    rng = random.Random(3)
+    toks = [rng.randrange(6) for _ in range(300)]
+    at_once = NgramIndex(toks)
+    appended = NgramIndex(toks[:2])
+    for t in toks[2:]:
+        appended.append(t)
+    assert at_once._after == appended._after
+    for extra in range(6):
+        a, b = NgramIndex(toks + [extra]), NgramIndex(toks)
+        b.append(extra)
+        assert a.draft(5) == b.draft(5)
+
+
+def test_single_token_matches_do_not_draft():
+    assert NgramIndex([7, 1, 2, 9, 3, 1]).draft(3) == []  # only "1" matches
+    assert NgramIndex([7, 1, 2, 9, 3, 1], orders=(2, 1)).draft(3) == [2, 9, 3]
+
+
 def test_ngram_draft_is_limited_to_k():
     idx = NgramIndex([1, 2, 3, 4, 5, 6, 1, 2])
     assert idx.draft(2) == [3, 4]
@@ -43,3 +64,17 @@ def test_find_text_stop():
     assert find_text_stop("a\nb", 2, ()) is None
     assert find_text_stop("x = 1  # done", 0, ("#",)) == (7, "stop_string")
     assert find_text_stop("x#\ny", 1, ("#",)) == (1, "stop_string")
+
+
+def test_draft_policy_weighs_cost_against_acceptance():
+    from completer.generate import DraftPolicy
+
+    free = DraftPolicy([1.0, 1.0, 1.0, 1.0, 1.0])  # a GPU: wider steps cost nothing extra
+    assert free.length(4) == 4 and free.length(2) == 2 and free.length(0) == 0
+    dear = DraftPolicy([1.0, 1.6, 2.2, 2.8, 3.4])  # a CPU bound by bandwidth
+    for _ in range(30):
+        dear.observe(0, 2)  # drafts keep failing
+    assert dear.rate < 0.1 and dear.length(4) == 0
+    for _ in range(30):
+        dear.observe(4, 4)  # now they are always right (e.g. copying a block)
+    assert dear.rate > 0.9 and dear.length(4) >= 3

@@ -110,3 +110,30 @@ def test_cache_overflow_is_a_clear_error():
     model.setup_cache(8)
     with pytest.raises(ValueError, match="exceeds the cache"):
         model(torch.zeros(1, 9, dtype=torch.long), start_pos=0)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_prepared_for_inference_matches_training_layout(name):
+    """Fused projections give the same logits; bf16 decode copies stay close and are only used for
+    calls of a few tokens."""
+    cfg = CONFIGS[name]
+    ref = _random_model(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (1, 20), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = ref(idx)
+    fused = _random_model(cfg)
+    fused.prepare_for_inference()
+    fused.setup_cache(32)
+    with torch.no_grad():
+        got = torch.cat([fused(idx[:, :18], start_pos=0), fused(idx[:, 18:19], start_pos=18),
+                         fused(idx[:, 19:], start_pos=19)], 1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    mixed = _random_model(cfg)
+    mixed.prepare_for_inference(torch.bfloat16, small_max_t=4)
+    mixed.setup_cache(32)
+    with torch.no_grad():
+        prefill = mixed(idx[:, :18], start_pos=0)  # 18 tokens: the fp32 weights
+        step = mixed(idx[:, 18:19], start_pos=18)  # 1 token: the bf16 copies
+    torch.testing.assert_close(prefill, expected[:, :18], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(step, expected[:, 18:19], atol=0.05, rtol=0.05)
+    assert not torch.equal(step, expected[:, 18:19])  # the bf16 path really ran

@@ -13,7 +13,13 @@ from completer.torch_engine import TorchEngine
 
 @pytest.fixture(scope="module")
 def engine(fixture_model_dir):
-    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512)
+    # fp32 throughout: greedy output is then exactly comparable with a plain full-sequence forward.
+    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none")
+
+
+@pytest.fixture(scope="module")
+def bf16_engine(fixture_model_dir):
+    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="bfloat16")
 
 
 def reference_greedy(engine, prompt, n):
@@ -53,6 +59,16 @@ def test_speculative_and_cached_output_is_exactly_greedy(engine, text):
             assert stats.decode_tokens == 24
             if not speculative:
                 assert stats.drafted_tokens == 0
+
+
+@pytest.mark.parametrize("text", PROMPTS)
+def test_bf16_decode_speculation_equals_bf16_decode_without(bf16_engine, text):
+    """With bf16 decode weights every decode-phase call (1 token or 1 + draft) uses the same weights,
+    so speculation still changes nothing in the output."""
+    prompt = bf16_engine.tokenizer.encode(text)
+    plain, _ = run(bf16_engine, prompt, max_new_tokens=24, speculative=False)
+    spec, _ = run(bf16_engine, prompt, max_new_tokens=24, speculative=True)
+    assert spec == plain
 
 
 def test_speculation_saves_forward_passes_on_repetitive_text(engine):

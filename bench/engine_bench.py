@@ -1,0 +1,180 @@
+"""Engine micro-benchmarks for one model on this machine; prints the same fields every run.
+
+    python bench/engine_bench.py [--model embedded] [--device cpu] [--decode-dtype auto] [--repeats 7]
+
+Fields: cold prefill at 512/1024/2048 tokens; warm time to first token when 1-3 tokens are typed on
+a cached prompt; decode ms/token; a 16-token completion end to end on a warm cache; tokens/s with
+n-gram speculation on and off on copy-heavy and ordinary text, with acceptance; cache hit ratio over
+a typing sequence; resident memory. Medians over --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from completer.engine import GenerationRequest, StopRules
+from completer.runtime import load_engine
+
+ORDINARY = '''import os
+import sys
+
+
+def walk_python_files(root, skip_hidden=True):
+    """Yield the Python files below root."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if skip_hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.endswith(".py"):
+                yield os.path.join(dirpath, name)
+
+
+def count_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def main(argv):
+    total = 0
+    for path in walk_python_files(argv[1]):
+'''
+
+# Copy-heavy: the completion repeats a block that is already in the prompt (a second argument
+# parser like the first), the case where prompt-lookup drafts are right.
+COPY_HEAVY = ORDINARY + '''        total += count_lines(path)
+    print(total)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="count the lines of Python files")
+    parser.add_argument("root", help="the directory to scan")
+    parser.add_argument("--hidden", action="store_true", help="include hidden directories")
+    parser.add_argument("--verbose", action="store_true", help="print every file and its count")
+    return parser.parse_args(argv)
+
+
+def parse_args_for_tests(argv):
+    parser = argparse.ArgumentParser(description="count the lines of Python files")
+    parser.add_argument("root", help="the directory to scan")
+'''
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def generate(engine, ids, n, speculative=True, use_cache=True):
+    stream = engine.generate(GenerationRequest(prompt_ids=tuple(ids), max_new_tokens=n, stop=StopRules(max_lines=0),
+                                               speculative=speculative, use_cache=use_cache))
+    for _ in stream:
+        pass
+    return stream.stats
+
+
+def filler(engine, n_tokens: int) -> list[int]:
+    ids = engine.tokenizer.encode(ORDINARY * 40)
+    return ids[:n_tokens]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--decode-dtype", default="auto")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start)")
+    args = ap.parse_args()
+    from completer.torch_engine import TorchEngine
+    from completer.models import resolve_model
+
+    engine = TorchEngine(resolve_model(args.model), device=args.device, decode_dtype=args.decode_dtype,
+                         compile=args.compile)
+    info = engine.describe()
+    r = args.repeats
+    print(f"machine: {platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads; "
+          f"python {sys.version.split()[0]}, torch {torch.__version__}")
+    print(f"model: {info['model_dir']} ({info['parameters']:,} parameters) on {info['device']}, "
+          f"weights {info['dtype']}, decode weights {info['decode_dtype']}, compiled {info['compiled']}, "
+          f"ready in {info['load_ms'] / 1000:.1f} s\n")
+
+    def sync():
+        if engine.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    # Cold prefill: nothing cached.
+    for n in (512, 1024, 2048):
+        ids = filler(engine, min(n, engine.max_seq - 2))
+
+        def cold():
+            engine.close()
+            generate(engine, ids, 1)
+            sync()
+        cold()
+        print(f"cold prefill {n:>4} tokens: {median_ms(cold, r):8.1f} ms")
+
+    # Warm keystrokes: 1-3 new tokens after a cached 1k-token prompt, up to the first token.
+    base = filler(engine, 1000)
+    extra = engine.tokenizer.encode(" total += count_lines(path)")
+    for k in (1, 2, 3):
+        def warm():
+            engine.cached_ids = engine.cached_ids[:len(base)]
+            generate(engine, base + extra[:k], 1)
+            sync()
+        generate(engine, base, 1)
+        print(f"warm first token, {k} new token{'s' if k > 1 else ' '}: {median_ms(warm, r):8.2f} ms")
+
+    # Decode speed and a 16-token completion on a warm cache, speculation off.
+    generate(engine, base, 1)
+    t16 = median_ms(lambda: (generate(engine, base, 16, speculative=False), sync()), r)
+    t1 = median_ms(lambda: (generate(engine, base, 1, speculative=False), sync()), r)
+    print(f"decode: {(t16 - t1) / 15:8.2f} ms/token")
+    print(f"warm 16-token completion: {t16:8.1f} ms")
+
+    # Speculation on and off.
+    for name, text in (("copy-heavy", COPY_HEAVY), ("ordinary", ORDINARY)):
+        ids = engine.tokenizer.encode(text)
+        generate(engine, ids, 1)
+        res = {}
+        for spec in (False, True):
+            stats = {}
+
+            def run():
+                stats["s"] = generate(engine, ids, 32, speculative=spec)
+                sync()
+            ms = median_ms(run, r)
+            s = stats["s"]
+            res[spec] = (s.decode_tokens / ms * 1000, s)
+        tps_off, tps_on = res[False][0], res[True][0]
+        s = res[True][1]
+        acc = s.accepted_tokens / max(1, s.drafted_tokens)
+        print(f"speculation {name:>10}: {tps_off:7.0f} -> {tps_on:7.0f} tokens/s ({tps_on / tps_off:.2f}x), "
+              f"accepted {s.accepted_tokens}/{s.drafted_tokens} ({100 * acc:.0f}%), "
+              f"forward passes {res[False][1].forward_passes} -> {s.forward_passes}")
+
+    # Cache hit ratio over a typing sequence: each keystroke extends the previous prompt.
+    engine.close()
+    line = engine.tokenizer.encode("        total += count_lines(path)\n    print(total)\n")
+    cached = computed = 0
+    for i in range(1, len(line) + 1):
+        stats = generate(engine, base + line[:i], 4)
+        cached += stats.cached_tokens
+        computed += stats.prefill_tokens
+    print(f"cache hit ratio while typing: {100 * cached / (cached + computed):.1f}% of prompt tokens reused")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"resident memory (peak): {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
