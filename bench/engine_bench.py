@@ -142,26 +142,24 @@ def main() -> None:
     print(f"decode: {(t16 - t1) / 15:8.2f} ms/token")
     print(f"warm 16-token completion: {t16:8.1f} ms")
 
-    # Speculation on and off.
+    # Speculation on and off, interleaved so that drift on a shared machine hits both alike.
     for name, text in (("copy-heavy", COPY_HEAVY), ("ordinary", ORDINARY)):
         ids = engine.tokenizer.encode(text)
         generate(engine, ids, 1)
-        res = {}
-        for spec in (False, True):
-            stats = {}
-
-            def run():
-                stats["s"] = generate(engine, ids, 32, speculative=spec)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        last = {}
+        for _ in range(2 * r):
+            for spec in (False, True):
+                t0 = time.perf_counter()
+                last[spec] = generate(engine, ids, 32, speculative=spec)
                 sync()
-            ms = median_ms(run, r)
-            s = stats["s"]
-            res[spec] = (s.decode_tokens / ms * 1000, s)
-        tps_off, tps_on = res[False][0], res[True][0]
-        s = res[True][1]
+                times[spec].append(time.perf_counter() - t0)
+        tps = {spec: last[spec].decode_tokens / statistics.median(times[spec]) for spec in (False, True)}
+        s = last[True]
         acc = s.accepted_tokens / max(1, s.drafted_tokens)
-        print(f"speculation {name:>10}: {tps_off:7.0f} -> {tps_on:7.0f} tokens/s ({tps_on / tps_off:.2f}x), "
+        print(f"speculation {name:>10}: {tps[False]:7.0f} -> {tps[True]:7.0f} tokens/s ({tps[True] / tps[False]:.2f}x), "
               f"accepted {s.accepted_tokens}/{s.drafted_tokens} ({100 * acc:.0f}%), "
-              f"forward passes {res[False][1].forward_passes} -> {s.forward_passes}")
+              f"forward passes {last[False].forward_passes} -> {s.forward_passes}")
 
     # Cache hit ratio over a typing sequence: each keystroke extends the previous prompt.
     engine.close()

@@ -46,6 +46,7 @@ class GenerationRequest:
 class GenerationStats:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV was reused
+    restored_tokens: int = 0  # of those, copied in from the block pool (not already in the slot)
     prefill_tokens: int = 0  # prompt tokens computed for this request
     decode_tokens: int = 0  # tokens generated (including the healed-over ones)
     drafted_tokens: int = 0

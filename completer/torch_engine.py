@@ -1,12 +1,17 @@
 """The `torch` backend: our model on CPU (default) or CUDA.
 
-Per keystroke the cost is the tokens that changed, not the prompt: the engine remembers which token
-ids have valid K/V in its preallocated cache (`cached_ids`, positions 0..len-1) and prefills only
-what follows the longest common prefix with the new prompt. Decoding is greedy, optionally with
-n-gram (prompt-lookup) drafts verified k at a time, which yields exactly the greedy output.
+Per keystroke the cost is the tokens that changed, not the prompt. Two levels of K/V reuse:
 
-NOTE: one cache slot for now; the block pool with a radix tree, LRU and per-session affinity is the
-engine issue's work. Requests are serialised by a lock (one model, one cache).
+- the working slot: the model's preallocated contiguous cache, where `cached_ids` lists the tokens
+  whose K/V are valid at positions 0..len-1. A new prompt reuses its longest common prefix with
+  them (typing on one line, accepting a suggestion: the generated tokens are in the slot too);
+- the block pool: a preallocated `cache_mb` pool of `block_size`-token blocks indexed by a radix
+  tree (kv_pool.PrefixCache) with LRU eviction and per-session affinity. Prompt blocks are saved
+  after each prefill; a prompt whose prefix is in the pool (another file, another editor window,
+  going back) gets it copied into the slot instead of recomputed.
+
+Decoding is greedy, optionally with n-gram (prompt-lookup) drafts verified k at a time, which yields
+the greedy output. Requests are serialised by a lock (one model, one slot).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 
 from .engine import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
 from .generate import DraftPolicy, NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, utf8_complete_len
+from .kv_pool import PrefixCache
 from .model import load_model
 from .tokenizer import Tokenizer
 
@@ -47,7 +53,8 @@ class TorchEngine:
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
-                 num_threads: int | None = None, compile: bool = False):
+                 num_threads: int | None = None, compile: bool = False, cache_mb: float = 64.0,
+                 block_size: int = 16):
         self.device = resolve_device(device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -77,6 +84,7 @@ class TorchEngine:
         self.model.setup_cache(self.max_seq)
         self.dtype = dtype
         self.cached_ids: list[int] = []  # tokens whose K/V are valid at positions 0..len-1
+        self._setup_pool(cache_mb, block_size)
         self._lock = threading.Lock()
         self._by_first_byte = index_by_first_byte(self.tokenizer.token_bytes, self.tokenizer.special_ids)
         self.max_draft = max_draft
@@ -121,11 +129,53 @@ class TorchEngine:
             "backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
             "architecture": cfg.architecture, "parameters": self.params, "max_seq": self.max_seq,
             "decode_dtype": self.decode_dtype, "compiled": self._decode_fn is not self.model,
-            "load_ms": round(self.load_ms, 1),
+            "load_ms": round(self.load_ms, 1), "cache_mb": round(self.cache_mb, 1),
+            "cache_blocks": self.prefix_cache.num_blocks if self.prefix_cache else 0, "block_size": self.block_size,
         }
 
+    def _setup_pool(self, cache_mb: float, block_size: int) -> None:
+        cfg, cache = self.model.config, self.model.model.layers[0].self_attn.kv_cache
+        # pool_k, pool_v: [layers, blocks, kv_heads, block_size, head_dim], allocated once
+        per_block = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * block_size * cfg.head_dim * cache.k.element_size()
+        blocks = int(cache_mb * 2**20 // per_block)
+        self.block_size = block_size
+        self.prefix_cache = PrefixCache(blocks, block_size) if blocks > 0 else None
+        shape = (cfg.num_hidden_layers, max(blocks, 0), cfg.num_key_value_heads, block_size, cfg.head_dim)
+        self.pool_k = torch.zeros(shape, dtype=cache.k.dtype, device=self.device)
+        self.pool_v = torch.zeros(shape, dtype=cache.k.dtype, device=self.device)
+        self.cache_mb = blocks * per_block / 2**20
+
+    def _restore_blocks(self, block_ids: list[int], first_block: int) -> None:
+        """Copy pool blocks into the slot, block i of the list at sequence block first_block + i."""
+        bs, n = self.block_size, len(block_ids)
+        start, end = first_block * bs, (first_block + n) * bs
+        ids = torch.tensor(block_ids, device=self.device)
+        for i, layer in enumerate(self.model.model.layers):
+            cache = layer.self_attn.kv_cache
+            # [n, kv, bs, hd] -> [kv, n * bs, hd]
+            cache.k[0, :, start:end] = self.pool_k[i, ids].transpose(0, 1).reshape(cache.k.shape[1], n * bs, -1)
+            cache.v[0, :, start:end] = self.pool_v[i, ids].transpose(0, 1).reshape(cache.v.shape[1], n * bs, -1)
+
+    def _save_blocks(self, new: list[tuple[int, int]]) -> None:
+        """Copy slot blocks into the pool: (sequence block index, pool block id) pairs."""
+        if not new:
+            return
+        bs = self.block_size
+        end = (max(index for index, _ in new) + 1) * bs
+        seq_blocks = torch.tensor([index for index, _ in new], device=self.device)
+        ids = torch.tensor([block_id for _, block_id in new], device=self.device)
+        for i, layer in enumerate(self.model.model.layers):
+            cache = layer.self_attn.kv_cache
+            kv = cache.k.shape[1]
+            # slot [kv, end, hd] viewed as [kv, end / bs, bs, hd]; pool wants [blocks, kv, bs, hd]
+            self.pool_k[i, ids] = cache.k[0, :, :end].view(kv, -1, bs, cache.k.shape[-1])[:, seq_blocks].transpose(0, 1)
+            self.pool_v[i, ids] = cache.v[0, :, :end].view(kv, -1, bs, cache.v.shape[-1])[:, seq_blocks].transpose(0, 1)
+
     def close(self) -> None:
+        """Forget every cached K/V (slot and pool)."""
         self.cached_ids = []
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream:
         stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
@@ -153,12 +203,25 @@ class TorchEngine:
 
         # Prefill only past the longest cached prefix; at least one token runs to produce logits.
         reuse = common_prefix_len(self.cached_ids, prompt) if req.use_cache else 0
+        pool = self.prefix_cache if req.use_cache else None
+        if pool is not None:
+            blocks = pool.match(prompt, req.session_key)
+            covered = min(len(blocks) * self.block_size, len(prompt) - 1)
+            if covered > reuse:  # the pool knows more of this prompt than the slot: copy it in
+                first = reuse // self.block_size
+                del self.cached_ids[first * self.block_size:]
+                self._restore_blocks(blocks[first:], first)
+                self.cached_ids.extend(prompt[first * self.block_size:len(blocks) * self.block_size])
+                stats.restored_tokens = covered - first * self.block_size
+                reuse = covered
         reuse = min(reuse, len(prompt) - 1)
         del self.cached_ids[reuse:]
         stats.cached_tokens, stats.prefill_tokens = reuse, len(prompt) - reuse
         logits = self._forward(prompt[reuse:], reuse, 1)[-1]
         stats.forward_passes += 1
         self.cached_ids.extend(prompt[reuse:])
+        if pool is not None:
+            self._save_blocks(pool.insert(prompt, req.session_key))
         stats.prefill_ms = (time.perf_counter() - t_start) * 1000
 
         tok = self.tokenizer

@@ -165,3 +165,30 @@ def test_token_healing_regenerates_the_backed_up_text(engine):
 def test_prompt_longer_than_the_cache_is_refused(engine):
     with pytest.raises(ValueError, match="does not fit"):
         run(engine, [5] * 600, max_new_tokens=4)
+
+
+def test_block_pool_restores_another_prompt_exactly(fixture_model_dir):
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=1, block_size=8)
+    tok = eng.tokenizer
+    a = tok.encode(PROMPTS[0] * 6)
+    b = tok.encode(PROMPTS[1] * 6)
+    cold, cold_stats = run(eng, a, max_new_tokens=8)
+    run(eng, b, max_new_tokens=8)  # the slot now holds b; a's blocks live in the pool
+    again, stats = run(eng, a, max_new_tokens=8)
+    assert again == cold
+    assert stats.restored_tokens == (len(a) - 1) // 8 * 8 and stats.cached_tokens == stats.restored_tokens
+    assert stats.prefill_tokens == len(a) - stats.cached_tokens
+    _, b_again = run(eng, b, max_new_tokens=8, session_key="other")
+    assert b_again.restored_tokens > 0
+
+
+def test_block_pool_is_bounded_and_evicts(fixture_model_dir):
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=0.05, block_size=8)
+    pool_bytes = eng.pool_k.numel() * eng.pool_k.element_size() * 2
+    assert pool_bytes <= 0.05 * 2**20
+    blocks = eng.prefix_cache.num_blocks
+    for text in PROMPTS:
+        ids = eng.tokenizer.encode(text * 8)
+        out, _ = run(eng, ids, max_new_tokens=6)
+        assert out == reference_greedy(eng, ids, 6)
+    assert eng.prefix_cache.used_blocks <= blocks and eng.prefix_cache.evictions > 0

@@ -1,0 +1,135 @@
+"""Block bookkeeping for the prefix cache: which token blocks have K/V saved, and where.
+
+Pure Python, no tensors, so every policy is unit-tested exactly (block ids, reference counts,
+eviction order). The engine owns the storage: a preallocated pool of `num_blocks` blocks of
+`block_size` tokens; this module only hands out block ids.
+
+- A radix tree over token ids at block granularity: a node is one full block of tokens, its path
+  from the root is the prefix it was computed with (K/V depend on everything before them).
+- `match(tokens)` finds the longest cached prefix, in whole blocks.
+- `insert(tokens, session)` adds the missing blocks of a prefix, allocating from the free list and
+  evicting when it is empty.
+- Reference counts: a block is referenced by its children and by pins (blocks in use by a request);
+  only unreferenced leaves can be evicted, so a prefix never loses a block in its middle.
+- Eviction is LRU with per-session affinity: the victim comes from the session that holds the most
+  blocks (its least recently used leaf), so one editor's large working set cannot push out another
+  editor's small one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class Node:
+    block_id: int
+    tokens: tuple[int, ...]
+    parent: "Node | None"
+    session: str = ""
+    last_used: int = 0
+    refs: int = 0  # children + pins
+    children: dict[tuple[int, ...], "Node"] = field(default_factory=dict)
+
+
+class PrefixCache:
+    def __init__(self, num_blocks: int, block_size: int):
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError("the prefix cache needs at least one block of at least one token")
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.root = Node(-1, (), None)
+        self.free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() hands out 0, 1, 2, ...
+        self.nodes: dict[int, Node] = {}  # block id -> node
+        self.per_session: dict[str, int] = {}
+        self._clock = 0
+        self.evictions = 0
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def _blocks(self, tokens) -> list[tuple[int, ...]]:
+        bs = self.block_size
+        return [tuple(tokens[i:i + bs]) for i in range(0, len(tokens) - bs + 1, bs)]
+
+    def match(self, tokens, session: str = "") -> list[int]:
+        """Block ids of the longest cached prefix of `tokens` (whole blocks), marked recently used."""
+        node, out, now = self.root, [], self._tick()
+        for key in self._blocks(tokens):
+            node = node.children.get(key)
+            if node is None:
+                break
+            node.last_used = now
+            out.append(node.block_id)
+        return out
+
+    def insert(self, tokens, session: str = "") -> list[tuple[int, int]]:
+        """Make every whole block of `tokens` cached. Returns (block index in the sequence, block id)
+        for the blocks that were newly allocated and must now be filled by the caller. Stops early
+        (caching a shorter prefix) if nothing can be evicted."""
+        now = self._tick()
+        node, path, new = self.root, [], []
+        try:
+            for index, key in enumerate(self._blocks(tokens)):
+                child = node.children.get(key)
+                if child is None:
+                    block_id = self._allocate(session)
+                    if block_id is None:
+                        break
+                    child = Node(block_id, key, node, session)
+                    node.children[key] = child
+                    node.refs += 1
+                    self.nodes[block_id] = child
+                    self.per_session[session] = self.per_session.get(session, 0) + 1
+                    new.append((index, block_id))
+                elif child.session != session:  # the block now serves this session too: move it
+                    self.per_session[child.session] -= 1
+                    self.per_session[session] = self.per_session.get(session, 0) + 1
+                    child.session = session
+                child.last_used = now
+                child.refs += 1  # pin the path while we extend it: never evict our own ancestors
+                path.append(child)
+                node = child
+        finally:
+            for n in path:
+                n.refs -= 1
+        return new
+
+    def _allocate(self, session: str) -> int | None:
+        if not self.free and not self._evict():
+            return None
+        return self.free.pop()
+
+    def _evict(self) -> bool:
+        """Free one unreferenced leaf: the least recently used one of the biggest session."""
+        candidates = [n for n in self.nodes.values() if n.refs == 0]
+        if not candidates:
+            return False
+        biggest = max(self.per_session.get(n.session, 0) for n in candidates)
+        victim = min((n for n in candidates if self.per_session.get(n.session, 0) == biggest),
+                     key=lambda n: n.last_used)
+        self._remove(victim)
+        return True
+
+    def _remove(self, node: Node) -> None:
+        del node.parent.children[node.tokens]
+        node.parent.refs -= 1
+        del self.nodes[node.block_id]
+        self.per_session[node.session] -= 1
+        self.free.append(node.block_id)
+        self.evictions += 1
+
+    def pin(self, block_ids: list[int]) -> None:
+        for b in block_ids:
+            self.nodes[b].refs += 1
+
+    def unpin(self, block_ids: list[int]) -> None:
+        for b in block_ids:
+            self.nodes[b].refs -= 1
+
+    def clear(self) -> None:
+        self.__init__(self.num_blocks, self.block_size)
+
+    @property
+    def used_blocks(self) -> int:
+        return len(self.nodes)
