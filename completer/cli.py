@@ -23,6 +23,11 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-speculative", action="store_true", help="plain greedy decoding, no n-gram drafts")
     g.add_argument("--no-cache", action="store_true", help="recompute the whole prompt every request")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    g.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                   help="memory for the KV block pool shared by all files and sessions (default 64)")
+    g.add_argument("--no-edit-reuse", action="store_true",
+                   help="after an edit, recompute everything past it instead of moving unchanged K/V chunks")
+    g.add_argument("--compile", action="store_true", help="torch.compile the decode step (tens of seconds at start)")
 
 
 def _settings_from_args(args):
@@ -36,7 +41,8 @@ def _settings_from_args(args):
 
 def _engine_options(args) -> dict:
     return {"backend": args.backend, "model": args.model, "device": args.device, "dtype": args.dtype,
-            "threads": args.threads}
+            "threads": args.threads, "cache_mb": args.cache_mb, "edit_reuse": False if args.no_edit_reuse else None,
+            "compile": args.compile}
 
 
 def cmd_serve(args) -> int:

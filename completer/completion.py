@@ -26,6 +26,7 @@ class CompletionSettings:
     deadline_ms: float = 400.0  # decoding stops here and returns what it has
     speculative: bool = True
     use_cache: bool = True
+    edit_reuse: bool | None = None  # None: the engine's default
     multiline: bool = True
     prompt: PromptSettings = PromptSettings()
 
@@ -98,6 +99,7 @@ class Completer:
             session_key=req.session_key,
             speculative=s.speculative,
             use_cache=s.use_cache,
+            edit_reuse=s.edit_reuse,
             heal_prefix=prompt.heal_prefix,
         )
         stream = self.engine.generate(request, cancel)

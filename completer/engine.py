@@ -38,6 +38,9 @@ class GenerationRequest:
     session_key: str = ""
     speculative: bool = True  # n-gram (prompt lookup) drafting; greedy output is identical either way
     use_cache: bool = True  # reuse KV of the longest common prefix with earlier requests
+    # Also reuse unchanged chunks after an edit, moved to their new positions (an approximation:
+    # their K/V saw the old context). None: the engine's default.
+    edit_reuse: bool | None = None
     # Token healing: the text the first generated tokens must start with (bytes the prompt backed up).
     heal_prefix: bytes = b""
 
@@ -47,6 +50,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV was reused
     restored_tokens: int = 0  # of those, copied in from the block pool (not already in the slot)
+    shifted_tokens: int = 0  # of those, unchanged chunks after an edit moved to new positions
     prefill_tokens: int = 0  # prompt tokens computed for this request
     decode_tokens: int = 0  # tokens generated (including the healed-over ones)
     drafted_tokens: int = 0

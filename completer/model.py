@@ -70,6 +70,16 @@ def rope_tables(cfg: ModelConfig, max_seq: int, device=None) -> tuple[torch.Tens
     return emb.cos(), emb.sin()
 
 
+def rerotate_keys(k: torch.Tensor, cfg: ModelConfig, delta: int) -> torch.Tensor:
+    """Keys cached at position p, as if computed at p + delta: RoPE rotations compose, so rotating
+    by delta's angle moves them. k: [..., head_dim] (any leading shape)."""
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32, device=k.device) / cfg.head_dim))
+    angles = torch.cat((inv_freq, inv_freq)) * delta
+    cos, sin = angles.cos(), angles.sin()
+    kf = k.float()
+    return (kf * cos + rotate_half(kf) * sin).to(k.dtype)
+
+
 class InferenceLinear(nn.Module):
     """Serving-only projection (weights as buffers, no autograd).
 

@@ -17,9 +17,19 @@ EXPECTED_ERRORS = (FileNotFoundError, UnsupportedModelError, BackendUnavailableE
 
 
 def load_engine(backend: str = "torch", model: str | None = None, device: str = "auto", dtype: str = "auto",
-                threads: int | None = None) -> Engine:
+                threads: int | None = None, cache_mb: float | None = None, edit_reuse: bool | None = None,
+                compile: bool = False) -> Engine:
     model_dir = resolve_model(model)
-    options = {"num_threads": threads} if backend == "torch" and threads else {}
+    options: dict = {}
+    if backend == "torch":
+        if threads:
+            options["num_threads"] = threads
+        if cache_mb is not None:
+            options["cache_mb"] = cache_mb
+        if edit_reuse is not None:
+            options["edit_reuse"] = edit_reuse
+        if compile:
+            options["compile"] = True
     engine = create_engine(backend, model_dir, device=device, dtype=dtype, **options)
     log.info("engine ready: %s", engine.describe())
     return engine

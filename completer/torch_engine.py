@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 from .engine import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
-from .generate import DraftPolicy, NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, utf8_complete_len
+from .generate import (DraftPolicy, NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, plan_edit_reuse,
+                       utf8_complete_len)
 from .kv_pool import PrefixCache
-from .model import load_model
+from .model import load_model, rerotate_keys
 from .tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -38,6 +39,19 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
     return device
+
+
+def uncovered(start: int, end: int, chunks: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """Segments of [start, end) not covered by chunks (old, new, length), in order. plan_edit_reuse
+    never covers the last position, so the last segment ends at `end`."""
+    out, pos = [], start
+    for _, new, n in chunks:
+        if new > pos:
+            out.append((pos, new))
+        pos = new + n
+    if pos < end:
+        out.append((pos, end))
+    return out
 
 
 def common_prefix_len(a, b) -> int:
@@ -54,7 +68,7 @@ class TorchEngine:
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
                  num_threads: int | None = None, compile: bool = False, cache_mb: float = 64.0,
-                 block_size: int = 16):
+                 block_size: int = 16, edit_reuse: bool = True, min_chunk: int = 8):
         self.device = resolve_device(device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -84,6 +98,7 @@ class TorchEngine:
         self.model.setup_cache(self.max_seq)
         self.dtype = dtype
         self.cached_ids: list[int] = []  # tokens whose K/V are valid at positions 0..len-1
+        self.edit_reuse, self.min_chunk = edit_reuse, min_chunk
         self._setup_pool(cache_mb, block_size)
         self._lock = threading.Lock()
         self._by_first_byte = index_by_first_byte(self.tokenizer.token_bytes, self.tokenizer.special_ids)
@@ -131,6 +146,7 @@ class TorchEngine:
             "decode_dtype": self.decode_dtype, "compiled": self._decode_fn is not self.model,
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.cache_mb, 1),
             "cache_blocks": self.prefix_cache.num_blocks if self.prefix_cache else 0, "block_size": self.block_size,
+            "edit_reuse": self.edit_reuse,
         }
 
     def _setup_pool(self, cache_mb: float, block_size: int) -> None:
@@ -170,6 +186,18 @@ class TorchEngine:
             # slot [kv, end, hd] viewed as [kv, end / bs, bs, hd]; pool wants [blocks, kv, bs, hd]
             self.pool_k[i, ids] = cache.k[0, :, :end].view(kv, -1, bs, cache.k.shape[-1])[:, seq_blocks].transpose(0, 1)
             self.pool_v[i, ids] = cache.v[0, :, :end].view(kv, -1, bs, cache.v.shape[-1])[:, seq_blocks].transpose(0, 1)
+
+    def _move_chunks(self, chunks: list[tuple[int, int, int]]) -> None:
+        """Move slot K/V chunks (old position, new position, length) to their new positions, keys
+        re-rotated by the shift. Every source is read before any destination is written."""
+        cfg = self.model.config
+        for layer in self.model.model.layers:
+            cache = layer.self_attn.kv_cache
+            moved = [(new, n, old - new, cache.k[0, :, old:old + n].clone(), cache.v[0, :, old:old + n].clone())
+                     for old, new, n in chunks]
+            for new, n, back, k, v in moved:
+                cache.k[0, :, new:new + n] = rerotate_keys(k, cfg, -back)
+                cache.v[0, :, new:new + n] = v
 
     def close(self) -> None:
         """Forget every cached K/V (slot and pool)."""
@@ -215,13 +243,23 @@ class TorchEngine:
                 stats.restored_tokens = covered - first * self.block_size
                 reuse = covered
         reuse = min(reuse, len(prompt) - 1)
+        edit_reuse = self.edit_reuse if req.edit_reuse is None else req.edit_reuse
+        chunks = plan_edit_reuse(self.cached_ids, prompt, reuse, self.min_chunk) if req.use_cache and edit_reuse else []
+        if chunks:
+            self._move_chunks(chunks)
+            stats.shifted_tokens = sum(n for _, _, n in chunks)
         del self.cached_ids[reuse:]
-        stats.cached_tokens, stats.prefill_tokens = reuse, len(prompt) - reuse
-        logits = self._forward(prompt[reuse:], reuse, 1)[-1]
-        stats.forward_passes += 1
+        # Compute what is neither reused nor moved, left to right; the last segment yields the logits.
+        computed = 0
+        for seg_start, seg_end in uncovered(reuse, len(prompt), chunks):
+            logits = self._forward(prompt[seg_start:seg_end], seg_start, 1)[-1]
+            stats.forward_passes += 1
+            computed += seg_end - seg_start
         self.cached_ids.extend(prompt[reuse:])
-        if pool is not None:
-            self._save_blocks(pool.insert(prompt, req.session_key))
+        stats.cached_tokens, stats.prefill_tokens = len(prompt) - computed, computed
+        if pool is not None:  # only the exact prefix: moved chunks are approximations
+            exact = chunks[0][1] if chunks else len(prompt)
+            self._save_blocks(pool.insert(prompt[:exact], req.session_key))
         stats.prefill_ms = (time.perf_counter() - t_start) * 1000
 
         tok = self.tokenizer

@@ -2,7 +2,7 @@
 
 initializationOptions (all optional; command-line flags are the defaults):
     {"backend": "torch", "model": "embedded" | "/path/to/model", "device": "cpu", "dtype": "float32",
-     "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
+     "cacheMb": 64, "editReuse": true, "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ def apply_initialization_options(server, options) -> None:
     for key, name in _ENGINE_KEYS.items():
         if isinstance(options.get(key), str) and options[key]:
             server.engine_options[name] = options[key]
+    if isinstance(options.get("editReuse"), bool):
+        server.engine_options["edit_reuse"] = options["editReuse"]
+    cache_mb = options.get("cacheMb")
+    if isinstance(cache_mb, (int, float)) and not isinstance(cache_mb, bool) and 0 <= cache_mb <= 65536:
+        server.engine_options["cache_mb"] = float(cache_mb)
     changes = {}
     for key, (name, kind) in _SETTING_KEYS.items():
         value = options.get(key)

@@ -78,3 +78,14 @@ def test_draft_policy_weighs_cost_against_acceptance():
     for _ in range(30):
         dear.observe(4, 4)  # now they are always right (e.g. copying a block)
     assert dear.rate > 0.9 and dear.length(4) >= 3
+
+
+def test_plan_edit_reuse_finds_shifted_chunks():
+    from completer.generate import plan_edit_reuse
+
+    old = list(range(100, 140))
+    new = old[:10] + [1, 2, 3] + old[10:]  # three tokens inserted after a 10-token common prefix
+    assert plan_edit_reuse(old, new, 10, 8) == [(10, 13, 29)]  # the last token is left to compute
+    new2 = old[:10] + old[14:30] + [7] + old[30:]  # 4 deleted, one replaced later
+    assert plan_edit_reuse(old, new2, 10, 8) == [(14, 10, 16), (30, 27, 9)]  # tail capped to leave the last token
+    assert plan_edit_reuse(old, old[:12] + [5], 10, 8) == []

@@ -137,3 +137,14 @@ def test_prepared_for_inference_matches_training_layout(name):
     torch.testing.assert_close(prefill, expected[:, :18], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(step, expected[:, 18:19], atol=0.05, rtol=0.05)
     assert not torch.equal(step, expected[:, 18:19])  # the bf16 path really ran
+
+
+def test_rerotated_keys_equal_keys_computed_at_the_new_position():
+    from completer.model import rerotate_keys, rope_tables, rotate_half
+
+    cfg = CONFIGS["qwen2-bias-gqa-tied"]
+    cos, sin = rope_tables(cfg, 128)
+    raw = torch.randn(2, 5, cfg.head_dim)  # [heads, positions, head_dim] before RoPE
+    at = lambda p: raw * cos[p:p + 5] + rotate_half(raw) * sin[p:p + 5]  # noqa: E731
+    torch.testing.assert_close(rerotate_keys(at(10), cfg, 37), at(47), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rerotate_keys(at(47), cfg, -37), at(10), atol=1e-5, rtol=1e-5)

@@ -14,12 +14,12 @@ from completer.torch_engine import TorchEngine
 @pytest.fixture(scope="module")
 def engine(fixture_model_dir):
     # fp32 throughout: greedy output is then exactly comparable with a plain full-sequence forward.
-    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none")
+    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", edit_reuse=False)
 
 
 @pytest.fixture(scope="module")
 def bf16_engine(fixture_model_dir):
-    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="bfloat16")
+    return TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="bfloat16", edit_reuse=False)
 
 
 def reference_greedy(engine, prompt, n):
@@ -168,7 +168,8 @@ def test_prompt_longer_than_the_cache_is_refused(engine):
 
 
 def test_block_pool_restores_another_prompt_exactly(fixture_model_dir):
-    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=1, block_size=8)
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=1, block_size=8,
+                      edit_reuse=False)
     tok = eng.tokenizer
     a = tok.encode(PROMPTS[0] * 6)
     b = tok.encode(PROMPTS[1] * 6)
@@ -183,7 +184,8 @@ def test_block_pool_restores_another_prompt_exactly(fixture_model_dir):
 
 
 def test_block_pool_is_bounded_and_evicts(fixture_model_dir):
-    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=0.05, block_size=8)
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=0.05, block_size=8,
+                      edit_reuse=False)
     pool_bytes = eng.pool_k.numel() * eng.pool_k.element_size() * 2
     assert pool_bytes <= 0.05 * 2**20
     blocks = eng.prefix_cache.num_blocks
@@ -192,3 +194,36 @@ def test_block_pool_is_bounded_and_evicts(fixture_model_dir):
         out, _ = run(eng, ids, max_new_tokens=6)
         assert out == reference_greedy(eng, ids, 6)
     assert eng.prefix_cache.used_blocks <= blocks and eng.prefix_cache.evictions > 0
+
+
+def test_moving_chunks_reads_sources_before_writing_and_rerotates_keys(fixture_model_dir):
+    from completer.model import rerotate_keys
+
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=64, decode_dtype="none")
+    cache = eng.model.model.layers[0].self_attn.kv_cache
+    cache.k.copy_(torch.randn_like(cache.k))
+    cache.v.copy_(torch.randn_like(cache.v))
+    k0, v0 = cache.k.clone(), cache.v.clone()
+    eng._move_chunks([(4, 7, 10), (20, 18, 5)])  # overlapping shift right, then a shift left
+    cfg = eng.model.config
+    torch.testing.assert_close(cache.k[0, :, 7:17], rerotate_keys(k0[0, :, 4:14], cfg, 3))
+    torch.testing.assert_close(cache.v[0, :, 7:17], v0[0, :, 4:14])
+    torch.testing.assert_close(cache.k[0, :, 18:23], rerotate_keys(k0[0, :, 20:25], cfg, -2))
+    torch.testing.assert_close(cache.v[0, :, 18:23], v0[0, :, 20:25])
+
+
+def test_edit_reuse_computes_only_the_edited_region(fixture_model_dir):
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", edit_reuse=True)
+    tok = eng.tokenizer
+    above, below = tok.encode(PROMPTS[0] * 3), tok.encode(PROMPTS[1] * 3)
+    first = above + below
+    run(eng, first, max_new_tokens=2)
+    inserted = tok.encode("    y = compute(x)\n")
+    second = above + inserted + below  # a line typed above the suffix: the suffix only shifts
+    _, stats = run(eng, second, max_new_tokens=2)
+    assert stats.shifted_tokens >= len(below) - 2
+    assert stats.prefill_tokens <= len(inserted) + 3
+    assert stats.cached_tokens + stats.prefill_tokens == len(second)
+    assert eng.cached_ids[:len(second)] == second
+    _, off = run(eng, second, max_new_tokens=2, edit_reuse=False)  # identical prompt: plain prefix reuse
+    assert off.shifted_tokens == 0 and off.prefill_tokens == 1
