@@ -95,12 +95,13 @@ def main() -> None:
     ap.add_argument("--decode-dtype", default="auto")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start)")
+    ap.add_argument("--draft-model", default=None, help="also measure draft-model speculation (e.g. embedded-draft)")
     args = ap.parse_args()
     from completer.torch_engine import TorchEngine
     from completer.models import resolve_model
 
     engine = TorchEngine(resolve_model(args.model), device=args.device, decode_dtype=args.decode_dtype,
-                         compile=args.compile)
+                         compile=args.compile, draft_model=args.draft_model)
     info = engine.describe()
     r = args.repeats
     print(f"machine: {platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads; "
@@ -160,6 +161,33 @@ def main() -> None:
         print(f"speculation {name:>10}: {tps[False]:7.0f} -> {tps[True]:7.0f} tokens/s ({tps[True] / tps[False]:.2f}x), "
               f"accepted {s.accepted_tokens}/{s.drafted_tokens} ({100 * acc:.0f}%), "
               f"forward passes {last[False].forward_passes} -> {s.forward_passes}")
+
+    if engine.drafter is not None:
+        from completer.generate import DraftPolicy
+
+        costs = engine.drafter.policy.cost
+        print(f"draft model {engine.drafter.model_dir.name}: cost of drafting+verifying k tokens vs one step: "
+              + ", ".join(f"k={k} {c:.2f}" for k, c in enumerate(costs)))
+        ids = engine.tokenizer.encode(ORDINARY)
+        saved = engine.ngram_policy, engine.drafter.policy
+        engine.ngram_policy = DraftPolicy([1e9] * len(costs))  # measure the model drafter alone
+        for label, policy in (("policy", saved[1]), ("forced k=3", None)):
+            if policy is None:
+                engine.drafter.policy = DraftPolicy([1.0] * len(costs), prior_rate=0.99)
+                engine.drafter.policy.length = lambda available: min(3, available)
+            times = {False: [], True: []}
+            last = {}
+            for _ in range(r):
+                for spec in (False, True):
+                    t0 = time.perf_counter()
+                    last[spec] = generate(engine, ids, 32, speculative=spec)
+                    sync()
+                    times[spec].append(time.perf_counter() - t0)
+            tps = {spec: last[spec].decode_tokens / statistics.median(times[spec]) for spec in (False, True)}
+            s = last[True]
+            print(f"draft-model speculation ({label}): {tps[False]:7.0f} -> {tps[True]:7.0f} tokens/s "
+                  f"({tps[True] / tps[False]:.2f}x), accepted {s.accepted_tokens}/{s.drafted_tokens}")
+        engine.ngram_policy, engine.drafter.policy = saved
 
     # Cache hit ratio over a typing sequence: each keystroke extends the previous prompt.
     engine.close()

@@ -28,6 +28,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-edit-reuse", action="store_true",
                    help="after an edit, recompute everything past it instead of moving unchanged K/V chunks")
     g.add_argument("--compile", action="store_true", help="torch.compile the decode step (tens of seconds at start)")
+    g.add_argument("--draft-model", metavar="DIR", default=None,
+                   help="a small model sharing the tokenizer, proposing tokens for speculative decoding "
+                   "(e.g. embedded-draft); used when its measured cost pays off")
 
 
 def _settings_from_args(args):
@@ -42,7 +45,7 @@ def _settings_from_args(args):
 def _engine_options(args) -> dict:
     return {"backend": args.backend, "model": args.model, "device": args.device, "dtype": args.dtype,
             "threads": args.threads, "cache_mb": args.cache_mb, "edit_reuse": False if args.no_edit_reuse else None,
-            "compile": args.compile}
+            "compile": args.compile, "draft_model": args.draft_model}
 
 
 def cmd_serve(args) -> int:

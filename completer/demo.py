@@ -62,6 +62,7 @@ async def run_session(args, path: Path) -> int:
     extra += ["--no-edit-reuse"] if args.no_edit_reuse else []
     extra += ["--cache-mb", str(args.cache_mb)] if args.cache_mb is not None else []
     extra += ["--compile"] if args.compile else []
+    extra += ["--draft-model", args.draft_model] if args.draft_model else []
     log = Path(tempfile.gettempdir()) / "completer-demo-server.log"
     client = EditorClient(default_server_cmd(extra + ["--log-file", str(log)]), path.resolve().as_uri(), start_text,
                           log_path=str(log))

@@ -27,6 +27,8 @@ class StopRules:
     stop_token_ids: frozenset[int] = frozenset()
     stop_strings: tuple[str, ...] = ()
     max_lines: int = 1  # stop once the output holds this many newlines (0 = no line limit)
+    # Block end: stop before a line indented less than this many columns (the enclosing block ended).
+    min_indent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class GenerationRequest:
     edit_reuse: bool | None = None
     # Token healing: the text the first generated tokens must start with (bytes the prompt backed up).
     heal_prefix: bytes = b""
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None  # sampling is reproducible for a given seed
 
 
 @dataclass

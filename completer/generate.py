@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import torch
+
 
 class NgramIndex:
     """Prompt-lookup drafting: where did the last n tokens occur before, and what followed?
@@ -80,6 +82,68 @@ class DraftPolicy:
         self._misses = self.decay * self._misses + (1 if accepted < drafted else 0)
 
 
+class Sampler:
+    """Picks tokens from logits: greedy (temperature 0), or a sample by the Gumbel-max trick with
+    noise fixed per (seed, position), restricted to what a token-healing constraint allows.
+
+    argmax(logits / T + Gumbel noise) is an exact sample from softmax(logits / T) (after top-p), and
+    because the noise depends only on the seed and the position, the same seed gives the same text
+    whether or not drafts are verified, however many are proposed: speculative verification stays a
+    plain comparison with the target's choice (a coupling that replaces accept/reject resampling).
+    """
+
+    def __init__(self, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 constraint: "PrefixConstraint | None" = None):
+        self.temperature, self.top_p, self.constraint = temperature, top_p, constraint
+        self.seed = seed if seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def _allowed(self) -> list[int] | None:
+        c = self.constraint
+        return c.allowed() if c is not None and not c.done else None
+
+    def scores(self, row: torch.Tensor, position: int) -> torch.Tensor:
+        """Perturbed log-probabilities whose argmax is the sampled token: [vocab] fp32 on CPU."""
+        logp = torch.log_softmax(row.float().cpu() / self.temperature, -1)
+        if self.top_p < 1.0:
+            sorted_p, order = logp.exp().sort(descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p >= self.top_p  # always keeps the most likely token
+            logp[order[drop]] = float("-inf")
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + position) % (2**63 - 1))
+        u = torch.rand(logp.shape, generator=gen).clamp_(1e-10, 1 - 1e-10)
+        return logp - torch.log(-torch.log(u))
+
+    def pick(self, row: torch.Tensor, position: int = 0) -> int:
+        """The token for `position`; -1 when a constraint allows nothing."""
+        allowed = self._allowed()
+        if allowed is not None and not allowed:
+            return -1
+        scores = row if self.greedy else self.scores(row, position)
+        if allowed is None:
+            return int(scores.argmax())
+        return allowed[int(scores[allowed].argmax())]
+
+
+def verify_draft(rows: torch.Tensor, draft: list[int], sampler: Sampler, position: int = 0) -> list[int]:
+    """Tokens to emit after a verification pass: the accepted prefix of the draft and one more.
+
+    rows[i] are the target's logits after draft[:i] (rows: [len(draft) + 1, vocab]), for the token at
+    `position + i`. Accept while the target's own choice equals the draft, then take the target's
+    choice: exactly what decoding without the draft produces, greedy or sampled (see Sampler).
+    """
+    out: list[int] = []
+    for i, d in enumerate(draft):
+        t = sampler.pick(rows[i], position + i)
+        out.append(t)
+        if t != d:
+            return out
+    out.append(sampler.pick(rows[len(draft)], position + len(draft)))
+    return out
+
+
 def plan_edit_reuse(old: list[int], new: list[int], start: int, min_chunk: int) -> list[tuple[int, int, int]]:
     """Chunks of `old` (tokens with K/V in the slot) that reappear in `new` after an edit.
 
@@ -149,9 +213,19 @@ def utf8_complete_len(data: bytes) -> int:
     return n  # only continuation bytes in the last 4: invalid anyway, let the decoder replace them
 
 
-def find_text_stop(text: str, max_lines: int, stop_strings: tuple[str, ...]) -> tuple[int, str] | None:
+def find_text_stop(text: str, max_lines: int, stop_strings: tuple[str, ...],
+                   min_indent: int | None = None) -> tuple[int, str] | None:
     """Earliest cut point in `text` and its reason, or None. The stop text itself is excluded."""
     best: tuple[int, str] | None = None
+    if min_indent is not None:
+        start = 0
+        while (nl := text.find("\n", start)) >= 0:
+            line = text[nl + 1:].split("\n", 1)[0]
+            body = line.lstrip(" \t")
+            if body and len(line) - len(body) < min_indent:  # indentation known once code starts
+                best = (nl, "block_end")
+                break
+            start = nl + 1
     if max_lines > 0:
         pos = -1
         for _ in range(max_lines):

@@ -18,7 +18,7 @@ EXPECTED_ERRORS = (FileNotFoundError, UnsupportedModelError, BackendUnavailableE
 
 def load_engine(backend: str = "torch", model: str | None = None, device: str = "auto", dtype: str = "auto",
                 threads: int | None = None, cache_mb: float | None = None, edit_reuse: bool | None = None,
-                compile: bool = False) -> Engine:
+                compile: bool = False, draft_model: str | None = None) -> Engine:
     model_dir = resolve_model(model)
     options: dict = {}
     if backend == "torch":
@@ -30,6 +30,8 @@ def load_engine(backend: str = "torch", model: str | None = None, device: str = 
             options["edit_reuse"] = edit_reuse
         if compile:
             options["compile"] = True
+        if draft_model:
+            options["draft_model"] = draft_model
     engine = create_engine(backend, model_dir, device=device, dtype=dtype, **options)
     log.info("engine ready: %s", engine.describe())
     return engine

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from .engine import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
-from .generate import (DraftPolicy, NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, plan_edit_reuse,
-                       utf8_complete_len)
+from .generate import (DraftPolicy, NgramIndex, PrefixConstraint, Sampler, find_text_stop, index_by_first_byte,
+                       plan_edit_reuse, utf8_complete_len, verify_draft)
 from .kv_pool import PrefixCache
 from .model import load_model, rerotate_keys
 from .tokenizer import Tokenizer
@@ -54,6 +54,19 @@ def uncovered(start: int, end: int, chunks: list[tuple[int, int, int]]) -> list[
     return out
 
 
+def measure_step(forward, start: int, n_tokens: int, device: str, repeats: int = 5) -> float:
+    """Median seconds of a forward over n_tokens at cache position `start`."""
+    samples = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            forward([0] * n_tokens, start, n_tokens)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            samples.append(time.perf_counter() - t0)
+    return sorted(samples[1:])[repeats // 2]
+
+
 def common_prefix_len(a, b) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -68,7 +81,8 @@ class TorchEngine:
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
                  num_threads: int | None = None, compile: bool = False, cache_mb: float = 64.0,
-                 block_size: int = 16, edit_reuse: bool = True, min_chunk: int = 8):
+                 block_size: int = 16, edit_reuse: bool = True, min_chunk: int = 8,
+                 draft_model: str | Path | None = None):
         self.device = resolve_device(device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -106,7 +120,10 @@ class TorchEngine:
         self._decode_fn = self.model
         if compile:
             self._compile_decode()
-        self.draft_policy = DraftPolicy(self._measure_step_costs())
+        costs = self._measure_step_costs()
+        self.ngram_policy = DraftPolicy(costs)
+        self._shadow: int | None = None
+        self.drafter = ModelDrafter(self, draft_model, costs) if draft_model else None
         self.load_ms = (time.perf_counter() - t0) * 1000
 
     def _compile_decode(self) -> None:
@@ -123,19 +140,8 @@ class TorchEngine:
     def _measure_step_costs(self, repeats: int = 5) -> list[float]:
         """Time of a (1 + k)-token decode step relative to a 1-token step, k = 0..max_draft, on the last
         cache positions (empty at start-up)."""
-        scratch = self.max_seq - (2 + self.max_draft)
-        times = []
-        with torch.inference_mode():
-            for k in range(self.max_draft + 1):
-                ids = [0] * (1 + k)
-                samples = []
-                for _ in range(repeats + 1):
-                    t0 = time.perf_counter()
-                    self._forward(ids, scratch, 1 + k)
-                    if self.device.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    samples.append(time.perf_counter() - t0)
-                times.append(sorted(samples[1:])[repeats // 2])
+        times = [measure_step(self._forward, self.max_seq - (2 + self.max_draft), 1 + k, self.device, repeats)
+                 for k in range(self.max_draft + 1)]
         return [t / times[0] for t in times]
 
     def describe(self) -> dict:
@@ -216,6 +222,24 @@ class TorchEngine:
         fn = self._decode_fn if len(ids) <= 1 + self.max_draft else self.model
         return fn(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
 
+    def _propose(self, ngrams, drafter, context, constraint, sampler, room):
+        """(draft tokens, the policy to inform) for the next step."""
+        self._shadow = None
+        if room <= 0 or (constraint is not None and not constraint.done):
+            return [], None
+        if ngrams is not None:
+            candidates = ngrams.draft(room)
+            if candidates:
+                k = self.ngram_policy.length(len(candidates))
+                if k:
+                    return candidates[:k], self.ngram_policy
+                self._shadow = candidates[0]  # checked against the real next token: free learning
+        if drafter is not None:
+            k = drafter.policy.length(room)
+            if k:
+                return drafter.propose(context, k, sampler), drafter.policy
+        return [], None
+
     def _run(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
         with self._lock, torch.inference_mode():
             yield from self._run_locked(req, cancel, stats)
@@ -265,8 +289,10 @@ class TorchEngine:
         tok = self.tokenizer
         stop_ids = req.stop.stop_token_ids
         constraint = PrefixConstraint(req.heal_prefix, self._by_first_byte, tok.token_bytes) if req.heal_prefix else None
+        sampler = Sampler(req.temperature, req.top_p, req.seed, constraint)
         ngrams = NgramIndex(prompt) if req.speculative else None
-        policy = self.draft_policy
+        drafter = self.drafter if req.speculative else None
+        context = list(prompt)  # prompt + emitted tokens: what the draft model continues
         out = bytearray()  # generated bytes, heal prefix included
         heal_len = len(req.heal_prefix)
         emitted = 0  # characters of visible text already sent
@@ -274,16 +300,7 @@ class TorchEngine:
         t_decode = time.perf_counter()
         finish = ""
 
-        def pick(row: torch.Tensor) -> int:
-            if constraint is not None and not constraint.done:
-                allowed = constraint.allowed()
-                if not allowed:
-                    return -1
-                sub = row[allowed]
-                return allowed[int(sub.argmax())]
-            return int(row.argmax())
-
-        pending: list[int] = [pick(logits)]
+        pending: list[int] = [sampler.pick(logits, pos)]
         while True:
             # Emit the tokens chosen by the last forward pass, one at a time, checking stops.
             new_ids: list[int] = []
@@ -306,7 +323,7 @@ class TorchEngine:
                     break
             visible = bytes(out[heal_len:]) if len(out) >= heal_len else b""
             text = visible[:utf8_complete_len(visible)].decode("utf-8", errors="replace")
-            cut = find_text_stop(text, req.stop.max_lines, req.stop.stop_strings)
+            cut = find_text_stop(text, req.stop.max_lines, req.stop.stop_strings, req.stop.min_indent)
             if cut is not None:
                 text, finish = text[:cut[0]], cut[1]
             if len(text) > emitted or new_ids:
@@ -323,39 +340,78 @@ class TorchEngine:
             if pos + 1 >= self.max_seq:
                 finish = "length"
                 break
+            context.extend(new_ids)
             if ngrams is not None:
                 for t in new_ids:
                     ngrams.append(t)
 
-            # Feed the last chosen token, plus as much of the n-gram draft as pays for itself.
+            # Feed the last chosen token, plus a draft when one pays for itself: n-gram lookup first
+            # (free), else the draft model.
             last = new_ids[-1]
-            draft: list[int] = []
-            shadow = None  # a draft token we did not verify, checked against the real next token
-            if ngrams is not None and (constraint is None or constraint.done):
-                room = min(self.max_draft, self.max_seq - pos - 2, max_new - stats.decode_tokens - 1)
-                candidates = ngrams.draft(room) if room > 0 else []
-                draft = candidates[:policy.length(len(candidates))]
-                if candidates and not draft:
-                    shadow = candidates[0]
+            draft, policy = self._propose(ngrams, drafter, context, constraint, sampler,
+                                          min(self.max_draft, self.max_seq - pos - 2, max_new - stats.decode_tokens - 1))
             rows = self._forward([last] + draft, pos, 1 + len(draft))
             stats.forward_passes += 1
             self.cached_ids.append(last)
             pos += 1
-            # rows[i] predicts the token after draft[i-1]; accept the draft while greedy agrees.
-            pending = [pick(rows[0])]
-            if shadow is not None:
-                policy.observe(int(pending[0] == shadow), 1)
+            pending = verify_draft(rows, draft, sampler, pos)
             if draft:
-                accepted = 0
-                while accepted < len(draft) and pending[-1] == draft[accepted]:
-                    accepted += 1
-                    pending.append(pick(rows[accepted]))
+                accepted = len(pending) - 1  # the last token is the target's own (correction or bonus)
                 # Accepted draft tokens now have valid K/V; the rest are stale and get overwritten.
                 self.cached_ids.extend(draft[:accepted])
                 pos += accepted
                 stats.drafted_tokens += len(draft)
                 stats.accepted_tokens += accepted
                 policy.observe(accepted, len(draft))
+            elif self._shadow is not None:
+                self.ngram_policy.observe(int(pending[0] == self._shadow), 1)
 
         stats.finish_reason = finish
         stats.decode_ms = (time.perf_counter() - t_decode) * 1000
+
+
+class ModelDrafter:
+    """A small draft model proposing k tokens for the target to verify in one pass.
+
+    It keeps its own working slot: before proposing it feeds whatever of the context it has not
+    seen (longest common prefix with what it has, so rejected proposals roll back by themselves).
+    Its policy weighs k draft steps plus the wider verification against plain decoding.
+    """
+
+    def __init__(self, engine: TorchEngine, model_dir: str | Path, target_costs: list[float]):
+        from .models import resolve_model
+
+        model_dir = resolve_model(str(model_dir))
+        self.device = engine.device
+        self.model = load_model(model_dir, device=engine.device, dtype=engine.model.model.norm.weight.dtype)
+        tok = Tokenizer(model_dir)
+        if tok.token_bytes != engine.tokenizer.token_bytes:
+            raise ValueError(f"draft model {model_dir} does not share the target's tokenizer")
+        self.model_dir = model_dir
+        small = None if engine.decode_dtype == "none" else DTYPES[engine.decode_dtype]
+        self.model.prepare_for_inference(small, small_max_t=1 + engine.max_draft)
+        self.model.setup_cache(engine.max_seq)
+        self.cached_ids: list[int] = []
+        scratch = engine.max_seq - (2 + engine.max_draft)
+        step = measure_step(self._forward, scratch, 1, self.device) / measure_step(engine._forward, scratch, 1, self.device)
+        # cost of drafting k tokens and verifying them, relative to one plain target step
+        self.policy = DraftPolicy([target_costs[k] + k * step for k in range(len(target_costs))])
+
+    def _forward(self, ids: list[int], start: int, num_logits: int) -> torch.Tensor:
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        return self.model(idx, start_pos=start, num_logits=num_logits)[0]
+
+    def propose(self, context: list[int], k: int, sampler: Sampler) -> list[int]:
+        """k tokens after `context`, chosen like the target would (same sampler, same noise)."""
+        reuse = min(common_prefix_len(self.cached_ids, context), len(context) - 1)
+        del self.cached_ids[reuse:]
+        logits = self._forward(context[reuse:], reuse, 1)[-1]
+        self.cached_ids.extend(context[reuse:])
+        tokens = []
+        for i in range(k):
+            t = sampler.pick(logits, len(context) + i)
+            tokens.append(t)
+            if i + 1 < k:
+                logits = self._forward([t], len(self.cached_ids), 1)[-1]
+                self.cached_ids.append(t)
+        return tokens

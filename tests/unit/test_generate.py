@@ -89,3 +89,37 @@ def test_plan_edit_reuse_finds_shifted_chunks():
     new2 = old[:10] + old[14:30] + [7] + old[30:]  # 4 deleted, one replaced later
     assert plan_edit_reuse(old, new2, 10, 8) == [(14, 10, 16), (30, 27, 9)]  # tail capped to leave the last token
     assert plan_edit_reuse(old, old[:12] + [5], 10, 8) == []
+
+
+def test_block_end_rule_stops_before_a_dedented_line():
+    assert find_text_stop("a = 1\n        b = 2\n    c = 3", 0, (), min_indent=8) == (19, "block_end")
+    assert find_text_stop("a = 1\n        b = 2\n    ", 0, (), min_indent=8) is None  # indentation not known yet
+    assert find_text_stop("a = 1\n\n        b = 2", 0, (), min_indent=8) is None  # blank lines do not end blocks
+
+
+def test_sampler_and_verification():
+    import torch
+
+    from completer.generate import Sampler, verify_draft
+
+    rows = torch.tensor([[0.0, 5.0, 1.0], [4.0, 0.0, 1.0], [0.0, 0.0, 9.0]])
+    greedy = Sampler()
+    assert verify_draft(rows, [1, 0], greedy) == [1, 0, 2]  # all accepted plus the bonus token
+    assert verify_draft(rows, [1, 2], greedy) == [1, 0]  # second draft token rejected: target's own
+    assert verify_draft(rows, [], greedy) == [1]
+    # Sampling: per-position draws follow softmax(logits / T) ...
+    counts = [0, 0, 0]
+    for seed in range(3000):
+        counts[Sampler(temperature=1.0, seed=seed).pick(rows[1], position=5)] += 1
+    p = torch.softmax(rows[1], -1)
+    for i in range(3):
+        assert abs(counts[i] / 3000 - float(p[i])) < 0.03
+    # ... and whatever a draft proposes, verification emits what plain sampling would have.
+    for seed in range(50):
+        s = Sampler(temperature=1.0, seed=seed)
+        plain = [s.pick(rows[i], 10 + i) for i in range(3)]
+        for draft in ([1, 0], [2, 2], [0, 1], plain[:2]):
+            got = verify_draft(rows, draft, s, position=10)
+            assert got == plain[:len(got)]
+    top = Sampler(temperature=1.0, top_p=0.5, seed=1)
+    assert {top.pick(rows[0], i) for i in range(50)} == {1}  # top-p keeps only the dominant token

@@ -8,6 +8,7 @@ import torch
 
 from completer.engine import GenerationRequest, StopRules
 from completer.generate import utf8_complete_len
+from completer.models import resolve_model
 from completer.torch_engine import TorchEngine
 
 
@@ -227,3 +228,41 @@ def test_edit_reuse_computes_only_the_edited_region(fixture_model_dir):
     assert eng.cached_ids[:len(second)] == second
     _, off = run(eng, second, max_new_tokens=2, edit_reuse=False)  # identical prompt: plain prefix reuse
     assert off.shifted_tokens == 0 and off.prefill_tokens == 1
+
+
+@pytest.fixture(scope="module")
+def drafted_engine():
+    from completer.generate import DraftPolicy
+
+    eng = TorchEngine(resolve_model("embedded"), device="cpu", decode_dtype="none", edit_reuse=False,
+                      draft_model="embedded-draft")
+    # Make drafting always worth it here, whatever this machine's step costs, so the test exercises it.
+    eng.drafter.policy = DraftPolicy([1.0] * (eng.max_draft + 1), prior_rate=0.9)
+    eng.ngram_policy = DraftPolicy([1e9] * (eng.max_draft + 1))  # n-gram drafts never pay: model drafts
+    return eng
+
+
+@pytest.mark.parametrize("text", PROMPTS)
+def test_draft_model_speculation_is_exactly_greedy(drafted_engine, text):
+    eng = drafted_engine
+    prompt = eng.tokenizer.encode(text)
+    plain, _ = run(eng, prompt, max_new_tokens=20, speculative=False)
+    spec, stats = run(eng, prompt, max_new_tokens=20, speculative=True)
+    assert spec == plain == reference_greedy(eng, prompt, 20)
+    assert stats.drafted_tokens > 0
+    assert stats.forward_passes < 20 or stats.accepted_tokens == 0
+
+
+def test_sampling_is_reproducible_and_unchanged_by_speculation(drafted_engine):
+    prompt = drafted_engine.tokenizer.encode(PROMPTS[1])
+    plain, _ = run(drafted_engine, prompt, max_new_tokens=16, temperature=0.8, seed=3, speculative=False)
+    spec, stats = run(drafted_engine, prompt, max_new_tokens=16, temperature=0.8, seed=3)
+    again, _ = run(drafted_engine, prompt, max_new_tokens=16, temperature=0.8, seed=3)
+    assert spec == plain == again and len(plain) == 16 and stats.drafted_tokens > 0
+    others = {tuple(run(drafted_engine, prompt, max_new_tokens=16, temperature=0.8, seed=s)[0]) for s in range(4, 9)}
+    assert len(others | {tuple(plain)}) > 1  # seeds matter
+
+
+def test_draft_model_must_share_the_tokenizer():
+    with pytest.raises(ValueError, match="tokenizer"):
+        TorchEngine(resolve_model("embedded"), device="cpu", draft_model="fixture")
