@@ -1,4 +1,5 @@
-"""Llama-architecture decoder (also Qwen2: qkv bias, GQA, tied embeddings), gpt-fast style.
+"""Llama-architecture decoder, gpt-fast style; also Qwen2 (qkv bias, GQA, tied embeddings) and
+StarCoder2 (LayerNorm, plain GELU MLP, biases everywhere), which differ only in those parts.
 
 Module and parameter names mirror transformers' LlamaForCausalLM exactly, so a Hugging Face
 `model.safetensors` loads with a plain `load_state_dict` and our checkpoints load in transformers.
@@ -112,7 +113,7 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.hd, bias=bias)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=cfg.proj_bias)
         self.kv_cache: KVCache | None = None
         self.qkv: InferenceLinear | None = None  # set by Transformer.prepare_for_inference
 
@@ -122,7 +123,7 @@ class Attention(nn.Module):
             bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
         self.qkv = InferenceLinear(weight, bias, small_dtype, small_max_t)
-        self.o_proj = InferenceLinear(self.o_proj.weight, None, small_dtype, small_max_t)
+        self.o_proj = InferenceLinear(self.o_proj.weight, self.o_proj.bias, small_dtype, small_max_t)
         del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x, cos, sin, start_pos: int | None, mask: torch.Tensor | None) -> torch.Tensor:
@@ -171,13 +172,36 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class PlainMLP(nn.Module):
+    """StarCoder2's MLP: c_fc -> GELU (tanh approximation) -> c_proj, with biases."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.proj_bias)
+        self.c_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.proj_bias)
+        self.approximate = "none" if cfg.hidden_act == "gelu" else "tanh"
+
+    def fuse(self, small_dtype, small_max_t: int) -> None:
+        self.c_fc = InferenceLinear(self.c_fc.weight, self.c_fc.bias, small_dtype, small_max_t)
+        self.c_proj = InferenceLinear(self.c_proj.weight, self.c_proj.bias, small_dtype, small_max_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "layer":
+        return nn.LayerNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+    return RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.self_attn = Attention(cfg)
-        self.mlp = MLP(cfg)
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg) if cfg.gated_mlp else PlainMLP(cfg)
+        self.input_layernorm = make_norm(cfg)
+        self.post_attention_layernorm = make_norm(cfg)
 
     def forward(self, x, cos, sin, start_pos, mask):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos, mask)
@@ -191,7 +215,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm = make_norm(cfg)
 
 
 class Transformer(nn.Module):
@@ -260,7 +284,7 @@ def init_weights(model: Transformer, seed: int, std: float = 0.02) -> None:
     gen = torch.Generator().manual_seed(seed)
     depth_scale = 1.0 / math.sqrt(2 * model.config.num_hidden_layers)
     for name, p in model.named_parameters():
-        if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+        if name.endswith("norm.weight"):
             nn.init.ones_(p)
         elif name.endswith(".bias"):
             nn.init.zeros_(p)
@@ -274,12 +298,12 @@ def init_weights(model: Transformer, seed: int, std: float = 0.02) -> None:
 def _skip_default_init():
     """Build modules without their random init: the checkpoint overwrites every weight anyway.
     (Building on the meta device instead costs seconds: it imports torch._dynamo.)"""
-    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
-    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None
+    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters, nn.LayerNorm.reset_parameters
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = nn.LayerNorm.reset_parameters = lambda self: None
     try:
         yield
     finally:
-        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters, nn.LayerNorm.reset_parameters = saved
 
 
 def load_model(model_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Transformer:

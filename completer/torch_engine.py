@@ -33,6 +33,9 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 
 
+DEFAULT_MAX_SEQ = 4096
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -108,7 +111,12 @@ class TorchEngine:
         cfg = self.model.config
         if self.tokenizer.vocab_size > cfg.vocab_size:
             raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}")
-        self.max_seq = min(max_seq or cfg.max_position_embeddings, cfg.max_position_embeddings)
+        # Completion prompts are ~1.5k tokens: preallocating K/V for a 32k context would waste memory.
+        # Within a sliding window (StarCoder2) full attention is exactly what the model computes.
+        limits = [max_seq or DEFAULT_MAX_SEQ, cfg.max_position_embeddings]
+        if cfg.sliding_window:
+            limits.append(cfg.sliding_window)
+        self.max_seq = min(limits)
         self.model.setup_cache(self.max_seq)
         self.dtype = dtype
         self.cached_ids: list[int] = []  # tokens whose K/V are valid at positions 0..len-1

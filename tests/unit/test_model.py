@@ -17,6 +17,12 @@ CONFIGS = {
     "llama-mha-tied": ModelConfig(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
                                   num_attention_heads=3, num_key_value_heads=3, max_position_embeddings=128,
                                   rope_theta=500000.0, tie_word_embeddings=True),
+    "starcoder2-layernorm-gelu-bias": ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=256,
+                                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                  max_position_embeddings=128, rope_theta=100000.0,
+                                                  tie_word_embeddings=True, attention_bias=True, proj_bias=True,
+                                                  norm="layer", gated_mlp=False, hidden_act="gelu_pytorch_tanh",
+                                                  architecture="Starcoder2ForCausalLM", sliding_window=4096),
     "qwen2-bias-gqa-tied": ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
                                        rope_theta=1000000.0, tie_word_embeddings=True, attention_bias=True,
@@ -27,12 +33,11 @@ CONFIGS = {
 def _random_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
     model = Transformer(cfg)
     init_weights(model, seed, std=0.1)
-    if cfg.attention_bias:  # make the biases matter
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for layer in model.model.layers:
-                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                    proj.bias.copy_(torch.randn(proj.bias.shape, generator=gen) * 0.1)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # make biases and norm weights matter
+        for name, p in model.named_parameters():
+            if name.endswith(".bias") or "norm" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
     return model.eval()
 
 
@@ -90,8 +95,8 @@ def test_num_logits_returns_last_positions_only():
 
 
 def test_config_roundtrip_and_refusals(tmp_path):
-    cfg = CONFIGS["qwen2-bias-gqa-tied"]
-    assert ModelConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
+    for cfg in CONFIGS.values():
+        assert ModelConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
     raw = CONFIGS["llama-gqa-untied"].to_hf_dict()
     with pytest.raises(UnsupportedModelError, match="GPT2LMHeadModel"):
         ModelConfig.from_hf_dict({**raw, "architectures": ["GPT2LMHeadModel"]})
