@@ -51,7 +51,7 @@ def _engine_options(args) -> dict:
 def cmd_serve(args) -> int:
     from lsp.server import create_server
 
-    server = create_server(_engine_options(args), _settings_from_args(args))
+    server = create_server(_engine_options(args), _settings_from_args(args), reuse=not args.no_reuse)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")
     mode.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead (HOST defaults to 127.0.0.1)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="always ask the model, never answer from a suggestion that is still valid")
     _add_engine_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cps", type=float, default=12.0, help="typing speed, characters per second (0 = no delay)")
     p.add_argument("--no-accept", action="store_true", help="never accept suggestions (default: accept those "
                    "that match what is typed next, like a user pressing Tab)")
+    p.add_argument("--no-reuse", action="store_true", help="the server never answers from a still-valid suggestion")
     _add_engine_options(p)
     p.set_defaults(func=cmd_demo)
 

@@ -60,6 +60,7 @@ async def run_session(args, path: Path) -> int:
     extra += ["--no-speculative"] if args.no_speculative else []
     extra += ["--no-cache"] if args.no_cache else []
     extra += ["--no-edit-reuse"] if args.no_edit_reuse else []
+    extra += ["--no-reuse"] if args.no_reuse else []
     extra += ["--cache-mb", str(args.cache_mb)] if args.cache_mb is not None else []
     extra += ["--compile"] if args.compile else []
     extra += ["--draft-model", args.draft_model] if args.draft_model else []
@@ -125,6 +126,7 @@ async def run_session(args, path: Path) -> int:
             if interval:
                 await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t_key)))
         ok = client.text == original
+        server = await client.stats()
         p = percentiles(latencies, (50, 90, 95, 99))
         print()
         print("summary")
@@ -136,6 +138,15 @@ async def run_session(args, path: Path) -> int:
         if latencies:
             print(f"  latency keystroke -> suggestion (client, ms): p50 {p[50]:.1f}  p90 {p[90]:.1f}  p95 {p[95]:.1f}  "
                   f"p99 {p[99]:.1f}  max {max(latencies):.1f}")
+        c, e = server["counters"], server["engine"]
+        print(f"  server: {c['reuse_typed_through']} answered from the shown suggestion (typed through), "
+              f"{c['reuse_recent']} from a recent one, {e['engine_requests']} by the model")
+        if e["engine_requests"]:
+            print(f"  model work per request: {e['prompt_tokens'] / e['engine_requests']:.0f} prompt tokens, "
+                  f"{e['cached_tokens'] / e['engine_requests']:.0f} reused from cache, "
+                  f"{e['prefill_tokens'] / e['engine_requests']:.1f} computed, "
+                  f"{e['decode_tokens'] / e['engine_requests']:.1f} generated; drafts accepted "
+                  f"{e['accepted_tokens']}/{e['drafted_tokens']}")
         print(f"  final document equals the original file: {'yes' if ok else 'NO'}")
         return 0 if ok else 1
     finally:

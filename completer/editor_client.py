@@ -156,11 +156,25 @@ class EditorClient:
         text = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
         return Suggestion(text, item, latency)
 
+    async def stats(self) -> dict:
+        """The server's completer/stats: counters and engine totals."""
+        result = await self.client.protocol.send_request_async("completer/stats", None)
+        return _plain(result)
+
     async def accept(self, suggestion: Suggestion) -> None:
         if suggestion.item is not None and suggestion.item.command is not None:
             cmd = suggestion.item.command
             await self.client.workspace_execute_command_async(
                 types.ExecuteCommandParams(command=cmd.command, arguments=list(cmd.arguments or [])))
+
+
+def _plain(obj):
+    """pygls hands back unknown results as namedtuple-like Objects: turn them into dicts."""
+    if hasattr(obj, "_asdict"):
+        return {k: _plain(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
 
 
 def default_server_cmd(extra: list[str]) -> list[str]:

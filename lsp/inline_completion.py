@@ -48,6 +48,15 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     previous = ls.pending.get(uri)
     if previous is not None:
         previous.set()  # cancel-previous: the engine stops within one decode step
+
+    if ls.reuse is not None:  # a suggestion that is still valid answers without the model
+        hit = ls.reuse.lookup(uri, lines, line, character)
+        if hit is not None:
+            text, kind = hit
+            ls.counters[f"reuse_{kind}"] += 1
+            ls.note_latency(started)
+            return _answer(ls, lines, line, character, text)
+
     cancel = threading.Event()
     ls.pending[uri] = cancel
 
@@ -81,21 +90,27 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["stale"] += 1
         return EMPTY
     ls.note_latency(started)
+    if ls.reuse is not None:
+        ls.reuse.remember(uri, lines, line, character, result.text)
+    ls.record_stats(result.stats)
+    log.debug("%s:%d:%d %r %s", uri, line, character, result.text, result.timings)
+    ls.send_status("ready")
     if not result.text:
         ls.counters["empty"] += 1
-        ls.send_status("ready")
         return EMPTY
     ls.counters["answered"] += 1
+    return _answer(ls, lines, line, character, result.text)
+
+
+def _answer(ls, lines, line: int, character: int, text: str) -> types.InlineCompletionList:
+    """One item at the cursor (an empty range: VS Code's prefix rule holds trivially)."""
     client_char = to_client_units(line_body(lines[line]), character, ls.store.encoding)
     at = types.Position(line=line, character=client_char)
-    item_id = ls.new_item_id()
     item = types.InlineCompletionItem(
-        insert_text=result.text,
+        insert_text=text,
         range=types.Range(start=at, end=at),
-        command=types.Command(title="Accept completion", command=ACCEPT_COMMAND, arguments=[item_id]),
+        command=types.Command(title="Accept completion", command=ACCEPT_COMMAND, arguments=[ls.new_item_id()]),
     )
-    log.debug("%s %s:%d:%d %r %s", item_id, uri, line, character, result.text, result.timings)
-    ls.send_status("ready")
     return types.InlineCompletionList(items=[item])
 
 

@@ -2,7 +2,7 @@
 
 initializationOptions (all optional; command-line flags are the defaults):
     {"backend": "torch", "model": "embedded" | "/path/to/model", "device": "cpu", "dtype": "float32",
-     "cacheMb": 64, "editReuse": true, "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
+     "cacheMb": 64, "editReuse": true, "reuse": true, "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def apply_initialization_options(server, options) -> None:
     for key, name in _ENGINE_KEYS.items():
         if isinstance(options.get(key), str) and options[key]:
             server.engine_options[name] = options[key]
+    if options.get("reuse") is False:
+        server.reuse = None
     if isinstance(options.get("editReuse"), bool):
         server.engine_options["edit_reuse"] = options["editReuse"]
     cache_mb = options.get("cacheMb")

@@ -22,6 +22,7 @@ from pygls.protocol.language_server import lsp_method
 
 from completer import __version__
 from completer.completion import Completer, CompletionSettings
+from completer.reuse import SuggestionReuse
 
 from .documents import DocumentStore
 
@@ -71,11 +72,13 @@ class CompleterProtocol(LanguageServerProtocol):
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
         self._server.store.close(params.text_document.uri)
+        if self._server.reuse is not None:
+            self._server.reuse.forget(params.text_document.uri)
         yield from ()
 
 
 class CompleterServer(LanguageServer):
-    def __init__(self, engine_options: dict, settings: CompletionSettings):
+    def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True):
         super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
         self.store = DocumentStore()
         self.engine_options = engine_options
@@ -87,7 +90,13 @@ class CompleterServer(LanguageServer):
         self.pending: dict[str, threading.Event] = {}  # uri -> cancel event of the request in flight
         self.last_latency_ms: float | None = None
         self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
-                         "accepted": 0, "shown": 0, "partially_accepted": 0}
+                         "accepted": 0, "shown": 0, "partially_accepted": 0, "reuse_typed_through": 0,
+                         "reuse_recent": 0}
+        # Engine work summed over answered requests (what the replay bench reads).
+        self.engine_totals = {k: 0 for k in ("engine_requests", "prompt_tokens", "cached_tokens", "restored_tokens",
+                                             "shifted_tokens", "prefill_tokens", "decode_tokens", "drafted_tokens",
+                                             "accepted_tokens")}
+        self.reuse = SuggestionReuse() if reuse else None
         self._next_item_id = 0
 
     # -- engine ---------------------------------------------------------------------------------
@@ -141,6 +150,13 @@ class CompleterServer(LanguageServer):
         except Exception:  # the client may be gone; status is best effort
             log.debug("status notification failed", exc_info=True)
 
+    def record_stats(self, stats) -> None:
+        totals = self.engine_totals
+        totals["engine_requests"] += 1
+        for key in totals:
+            if key != "engine_requests":
+                totals[key] += getattr(stats, key)
+
     def new_item_id(self) -> str:
         self._next_item_id += 1
         return f"c{self._next_item_id}"
@@ -149,10 +165,11 @@ class CompleterServer(LanguageServer):
         self.last_latency_ms = (time.perf_counter() - started) * 1000
 
 
-def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings()) -> CompleterServer:
-    from . import accept, inline_completion, lifecycle
+def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings(),
+                  reuse: bool = True) -> CompleterServer:
+    from . import accept, inline_completion, lifecycle, stats
 
-    server = CompleterServer(engine_options, settings)
-    for feature in (lifecycle, inline_completion, accept):
+    server = CompleterServer(engine_options, settings, reuse)
+    for feature in (lifecycle, inline_completion, accept, stats):
         feature.register(server)
     return server

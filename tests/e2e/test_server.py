@@ -152,3 +152,24 @@ async def test_answers_for_an_old_version_are_dropped(long_client: LanguageClien
     await asyncio.sleep(0.05)
     type_text(long_client, URI, 1, 12, "x", 1)  # the user keeps typing, no new request
     assert len((await pending).items) == 0
+
+
+async def test_typed_through_answers_without_the_model(client: LanguageClient):
+    uri = "file:///work/project/reuse.py"
+    open_doc(client, uri, "def add(a, b):\n    \n")
+    version, col = type_text(client, uri, 1, 4, "return a", 1)
+    first = await client.text_document_inline_completion_async(inline_params(uri, 1, col))
+    suggestion = first.items[0].insert_text
+    before = await client.protocol.send_request_async("completer/stats", None)
+    version, col = type_text(client, uri, 1, col, suggestion[0], version)  # the user types what was shown
+    second = await client.text_document_inline_completion_async(inline_params(uri, 1, col))
+    after = await client.protocol.send_request_async("completer/stats", None)
+    assert len(suggestion) > 1  # the fixture model's suggestion here is long (deterministic)
+    assert second.items[0].insert_text == suggestion[1:]
+    assert after.counters.reuse_typed_through == before.counters.reuse_typed_through + 1
+    assert after.engine.engine_requests == before.engine.engine_requests  # no model call
+    version, col = type_text(client, uri, 1, col, "#", version)  # something the suggestion did not predict
+    third = await client.text_document_inline_completion_async(inline_params(uri, 1, col))
+    final = await client.protocol.send_request_async("completer/stats", None)
+    assert final.engine.engine_requests == after.engine.engine_requests + 1
+    assert isinstance(third.items, (list, tuple))

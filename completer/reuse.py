@@ -1,0 +1,89 @@
+"""Answering a keystroke without the model: suggestions that are still valid.
+
+- typed-through: the user typed characters the shown suggestion predicted; the rest of it is the
+  answer (same line, nothing else in the document changed).
+- recent: the cursor line's left part equals one we already answered for, at (nearly) the same
+  place, and the lines around the cursor are at least `min_similarity` alike (rapidfuzz ratio):
+  retyping after a backspace, or an edit a few lines away that does not change the suggestion.
+
+Pure string logic on line snapshots (documents.py hands out immutable line lists), unit-tested.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+
+CONTEXT_LINES = 3
+
+
+@dataclass
+class Answer:
+    uri: str
+    lines: Sequence[str]  # the document snapshot the suggestion was computed for
+    line: int
+    left: str  # cursor line left of the cursor
+    right: str  # cursor line right of the cursor
+    text: str  # the suggestion
+    context: str  # lines around the cursor line, for the fuzzy match
+
+
+def _context(lines: Sequence[str], line: int) -> str:
+    return "".join(lines[max(0, line - CONTEXT_LINES):line]) + "\x00" + "".join(lines[line + 1:line + 1 + CONTEXT_LINES])
+
+
+def _split(lines: Sequence[str], line: int, character: int) -> tuple[str, str]:
+    body = lines[line].rstrip("\r\n")
+    return body[:character], body[character:]
+
+
+class SuggestionReuse:
+    def __init__(self, capacity: int = 64, min_similarity: float = 97.0):
+        self.capacity, self.min_similarity = capacity, min_similarity
+        self.shown: dict[str, Answer] = {}  # uri -> the last suggestion shown there
+        self.recent: OrderedDict[tuple[str, str], Answer] = OrderedDict()  # (uri, left) -> answer
+        self.hits = {"typed_through": 0, "recent": 0}
+
+    def remember(self, uri: str, lines: Sequence[str], line: int, character: int, text: str) -> None:
+        left, right = _split(lines, line, character)
+        answer = Answer(uri, lines, line, left, right, text, _context(lines, line))
+        self.shown[uri] = answer
+        key = (uri, left)
+        self.recent[key] = answer
+        self.recent.move_to_end(key)
+        while len(self.recent) > self.capacity:
+            self.recent.popitem(last=False)
+
+    def forget(self, uri: str) -> None:
+        self.shown.pop(uri, None)
+        for key in [k for k in self.recent if k[0] == uri]:
+            del self.recent[key]
+
+    def lookup(self, uri: str, lines: Sequence[str], line: int, character: int) -> tuple[str, str] | None:
+        """(suggestion, kind) still valid at this cursor, or None."""
+        left, right = _split(lines, line, character)
+        shown = self.shown.get(uri)
+        if shown is not None and shown.line == line and left.startswith(shown.left) and right == shown.right:
+            typed = left[len(shown.left):]
+            if typed and shown.text.startswith(typed) and len(typed) < len(shown.text) \
+                    and _same_except_line(shown.lines, lines, line):
+                rest = shown.text[len(typed):]
+                self.remember(uri, lines, line, character, rest)
+                self.hits["typed_through"] += 1
+                return rest, "typed_through"
+        answer = self.recent.get((uri, left))
+        if answer is not None and answer.right == right and abs(answer.line - line) <= 2 and answer.text:
+            if _same_except_line(answer.lines, lines, line) or \
+                    fuzz.ratio(answer.context, _context(lines, line)) >= self.min_similarity:
+                self.remember(uri, lines, line, character, answer.text)
+                self.hits["recent"] += 1
+                return answer.text, "recent"
+        return None
+
+
+def _same_except_line(old: Sequence[str], new: Sequence[str], line: int) -> bool:
+    """The documents differ at most on `line` (cheap: unchanged lines are the same objects)."""
+    return len(old) == len(new) and old[:line] == new[:line] and old[line + 1:] == new[line + 1:]

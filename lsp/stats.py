@@ -1,0 +1,16 @@
+"""completer/stats (request, no params): what the server did so far, for benchmarks and debugging.
+
+Returns {"counters": {...requests, answered, empty, cancelled, stale, reuse_typed_through, ...},
+"engine": {...prompt, cached, restored, shifted, prefilled, decoded, drafted, accepted tokens},
+"lastLatencyMs": float | null}. Local only; nothing is sent anywhere.
+"""
+
+from __future__ import annotations
+
+STATS_REQUEST = "completer/stats"
+
+
+def register(server) -> None:
+    @server.feature(STATS_REQUEST)
+    async def stats(ls, params=None):
+        return {"counters": dict(ls.counters), "engine": dict(ls.engine_totals), "lastLatencyMs": ls.last_latency_ms}

@@ -1,0 +1,53 @@
+from completer.prompt import split_lines
+from completer.reuse import SuggestionReuse
+
+DOC = "import os\n\n\ndef listing(path):\n    entries = os.listdir(path)\n    ret\n\nprint(listing('.'))\n"
+
+
+def edit(lines, line, new_line):
+    return lines[:line] + [new_line] + lines[line + 1:]
+
+
+def test_typed_through_answers_the_rest_of_the_suggestion():
+    r = SuggestionReuse()
+    lines = split_lines(DOC)
+    r.remember("u", lines, 5, 7, "urn entries")
+    typed = edit(lines, 5, "    retu\n")
+    assert r.lookup("u", typed, 5, 8) == ("rn entries", "typed_through")
+    typed2 = edit(typed, 5, "    return e\n")
+    assert r.lookup("u", typed2, 5, 12) == ("ntries", "typed_through")
+    done = edit(typed2, 5, "    return entries\n")
+    assert r.lookup("u", done, 5, 18) is None  # nothing left to suggest
+    assert r.hits["typed_through"] == 2
+
+
+def test_typed_through_needs_the_rest_of_the_document_unchanged():
+    r = SuggestionReuse()
+    lines = split_lines(DOC)
+    r.remember("u", lines, 5, 7, "urn entries")
+    other = edit(edit(lines, 5, "    retu\n"), 0, "import sys\n")
+    assert r.lookup("u", other, 5, 8) is None
+    diverged = edit(lines, 5, "    retx\n")  # typed something the suggestion did not predict
+    assert r.lookup("u", diverged, 5, 8) is None
+    assert r.lookup("elsewhere", edit(lines, 5, "    retu\n"), 5, 8) is None
+
+
+def test_backspace_and_retype_reuses_the_earlier_answer():
+    r = SuggestionReuse()
+    lines = split_lines(DOC)
+    r.remember("u", lines, 5, 7, "urn entries")
+    typo = edit(lines, 5, "    retx\n")
+    r.remember("u", typo, 5, 8, "")  # the model had nothing for the typo
+    back = edit(typo, 5, "    ret\n")
+    assert r.lookup("u", back, 5, 7) == ("urn entries", "recent")
+
+
+def test_small_edits_nearby_are_tolerated_large_ones_are_not():
+    r = SuggestionReuse()
+    lines = split_lines(DOC)
+    r.remember("u", lines, 5, 7, "urn entries")
+    r.shown.clear()  # only the fuzzy path
+    nearby = edit(lines, 4, "    entries = os.listdir(paths)\n")
+    assert r.lookup("u", nearby, 5, 7) == ("urn entries", "recent")
+    rewritten = edit(lines, 4, "    result = sorted(x for x in something_else())\n")
+    assert r.lookup("u", rewritten, 5, 7) is None
