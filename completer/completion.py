@@ -6,6 +6,7 @@ and neither knows about token ids or caches.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from .engine import Engine, GenerationRequest, GenerationStats, StopRules
 from .fim import detect_template
 from .postprocess import Context, postprocess
 from .prompt import PromptSettings, build_prompt
+from .syntax import Snapshot, byte_offset
 
 BLOCK_OPENERS = (":", "{", "(", "[")
 
@@ -28,6 +30,7 @@ class CompletionSettings:
     use_cache: bool = True
     edit_reuse: bool | None = None  # None: the engine's default
     multiline: bool = True
+    block_stop: bool = True  # multi-line suggestions stop where the code dedents below the cursor
     prompt: PromptSettings = PromptSettings()
 
 
@@ -40,6 +43,7 @@ class CompletionRequest:
     language_id: str = ""
     session_key: str = ""
     max_tokens: int | None = None  # overrides the settings
+    syntax: Snapshot | None = None  # the document's tree for exactly these lines, if its language is known
 
 
 @dataclass
@@ -83,19 +87,22 @@ class Completer:
         max_tokens = req.max_tokens or s.max_tokens
         # Leave room for the answer in the engine's cache.
         budget = min(s.prompt.budget_tokens, self.engine.max_seq - max_tokens - 8)
-        prompt_settings = s.prompt if budget == s.prompt.budget_tokens else PromptSettings(
-            budget, s.prompt.above_share, s.prompt.window_step, s.prompt.heal)
+        prompt_settings = s.prompt if budget == s.prompt.budget_tokens else dataclasses.replace(
+            s.prompt, budget_tokens=budget)
         prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character,
-                              path=req.path, settings=prompt_settings)
+                              path=req.path, settings=prompt_settings, syntax=req.syntax)
         lines_above = req.lines[max(0, req.line - 8):req.line]
         multiline = s.multiline and wants_block(prompt.left, prompt.right, lines_above)
         t_prompt = time.perf_counter()
 
+        # A block suggestion ends where the code dedents below the cursor (the block closed).
+        indent = len(prompt.left) - len(prompt.left.lstrip(" \t"))
         request = GenerationRequest(
             prompt_ids=prompt.ids,
             max_new_tokens=max_tokens,
             deadline_s=time.monotonic() + s.deadline_ms / 1000,
-            stop=StopRules(self.template.stop_ids, max_lines=s.max_lines if multiline else 1),
+            stop=StopRules(self.template.stop_ids, max_lines=s.max_lines if multiline else 1,
+                           min_indent=indent if multiline and indent and s.block_stop else None),
             session_key=req.session_key,
             speculative=s.speculative,
             use_cache=s.use_cache,
@@ -106,7 +113,8 @@ class Completer:
         raw = "".join(delta.text for delta in stream)
         t_engine = time.perf_counter()
 
-        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline)
+        cursor_byte = byte_offset(req.lines, req.line, req.character) if req.syntax is not None and multiline else 0
+        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte)
         text = postprocess(raw, ctx)
         if stream.stats.finish_reason == "cancelled":
             text = ""

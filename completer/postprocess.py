@@ -1,12 +1,18 @@
 """Suggestion clean-up after generation. Each rule is a small named function on strings.
 
-The tree-sitter filters (block truncation by parse, bracket balancing by syntax) belong to the
-syntax-aware prompts issue; these are the language-agnostic rules every suggestion goes through.
+Language-agnostic rules run on every suggestion; `truncate_at_block_end` asks tree-sitter where the
+block around the cursor ends once the suggestion is typed (syntax.py), when the document has a tree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .syntax import enclosing_block_end
+
+if TYPE_CHECKING:
+    from .syntax import Snapshot
 
 _OPEN, _CLOSE = "([{", ")]}"
 
@@ -17,6 +23,30 @@ class Context:
     right: str  # cursor line, right of the cursor
     next_lines: list[str]  # document lines after the cursor line
     multiline: bool
+    syntax: "Snapshot | None" = None  # the document's tree, when its language is known
+    cursor_byte: int = 0  # UTF-8 offset of the cursor in syntax.source
+
+
+def truncate_at_block_end(text: str, ctx: Context) -> str:
+    """A multi-line suggestion that closes the block around the cursor and goes on ends there."""
+    if not ctx.multiline or ctx.syntax is None or ctx.syntax.tree is None or "\n" not in text:
+        return text
+    cut = enclosing_block_end(ctx.syntax, ctx.cursor_byte, text.encode("utf-8"))
+    return text if cut is None else text.encode("utf-8")[:cut].decode("utf-8", errors="ignore")
+
+
+_CLOSERS = ("}", ")", "]", "};", "});", "end", "fi", "done", "esac")
+
+
+def drop_duplicate_closer(text: str, ctx: Context) -> str:
+    """The suggestion's last line closes what the next line of the document already closes."""
+    lines = text.split("\n")
+    if len(lines) < 2 or lines[-1].strip() not in _CLOSERS:
+        return text
+    following = ctx.right.strip() or next((ln.strip() for ln in ctx.next_lines if ln.strip()), "")
+    if following.startswith(lines[-1].strip()):
+        return "\n".join(lines[:-1])
+    return text
 
 
 def trim_trailing_whitespace(text: str, ctx: Context) -> str:
@@ -74,8 +104,8 @@ def drop_empty(text: str, ctx: Context) -> str:
     return text if text.strip() else ""
 
 
-FILTERS = (trim_trailing_whitespace, drop_suffix_overlap, stop_at_existing_code, drop_repetition,
-           trim_trailing_whitespace, drop_empty)
+FILTERS = (trim_trailing_whitespace, truncate_at_block_end, drop_suffix_overlap, stop_at_existing_code,
+           drop_repetition, trim_trailing_whitespace, drop_duplicate_closer, drop_empty)
 
 
 def postprocess(text: str, ctx: Context) -> str:

@@ -12,11 +12,13 @@ pipeline calls `layout_ids` so the model sees exactly the serving tokenisation.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .fim import FimTemplate
+from .syntax import Snapshot, anchor_point, enclosing_header_rows, is_statement_boundary
 from .tokenizer import Tokenizer
 
 
@@ -26,6 +28,7 @@ class PromptSettings:
     above_share: float = 0.75  # of the budget, for lines above the cursor line
     window_step: int = 16  # windows move in steps of this many lines (cache stability)
     heal: bool = True  # back up the cursor's last token and constrain generation to re-type it
+    syntax: bool = True  # windows cut at statement boundaries, enclosing signatures kept (needs a tree)
 
 
 @dataclass(frozen=True)
@@ -58,31 +61,46 @@ _NEXT_LINES = 16
 _CHARS_PER_TOKEN = 4  # generous estimate to pick a window before the one exact tokenisation
 
 
-def _window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int) -> str:
+def _window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
+                  boundary: Callable[[int], bool] | None = None, headers: Sequence[int] = ()) -> str:
     """Lines above the cursor line. The window starts at a multiple of `step`, so it stays put while
-    the cursor moves within `step` lines; it shrinks `step` lines at a time to fit the budget."""
+    the cursor moves within `step` lines; it shrinks `step` lines at a time to fit the budget.
+
+    With syntax: the start moves down to the next statement boundary (no half statements), and the
+    signature lines of the definitions around the cursor that fell outside the window come first.
+    """
     chars, start = 0, cursor_line
     while start > 0 and chars + len(lines[start - 1]) <= budget * _CHARS_PER_TOKEN:
         start -= 1
         chars += len(lines[start])
     start = -(-start // step) * step if start > 0 else 0  # round up to a step boundary
     while start < cursor_line:
-        text = "".join(lines[start:cursor_line])
+        first = start
+        if boundary is not None:
+            while first < cursor_line and not boundary(first):
+                first += 1
+        text = "".join(lines[r] for r in headers if r < first) + "".join(lines[first:cursor_line])
         if len(tok.encode_cached(text)) <= budget:
             return text
         start += step
-    return ""
+    return "".join(lines[r] for r in headers) if headers else ""
 
 
-def _window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int) -> str:
-    """Lines below the cursor line, whole lines only, shrunk `step` lines at a time to fit."""
+def _window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
+                  boundary: Callable[[int], bool] | None = None) -> str:
+    """Lines below the cursor line, whole lines only, shrunk `step` lines at a time to fit; with
+    syntax, it ends at a statement boundary (whole sibling statements, not half of one)."""
     first = cursor_line + 1
     chars, end = 0, first
     while end < len(lines) and chars + len(lines[end]) <= budget * _CHARS_PER_TOKEN:
         chars += len(lines[end])
         end += 1
     while end > first:
-        text = "".join(lines[first:end])
+        last = end
+        if boundary is not None and end < len(lines):
+            while last > first and not boundary(last):
+                last -= 1
+        text = "".join(lines[first:last])
         if len(tok.encode_cached(text)) <= budget:
             return text
         end = max(first, end - step)
@@ -111,7 +129,7 @@ def healable(token: bytes) -> bool:
 
 def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: int, character: int, *,
                  path: str, settings: PromptSettings = PromptSettings(),
-                 context: tuple[tuple[str, str], ...] = ()) -> Prompt:
+                 context: tuple[tuple[str, str], ...] = (), syntax: Snapshot | None = None) -> Prompt:
     """`lines` as split_lines gives them; `line`/`character` 0-based, `character` in code points and
     already clamped to the line."""
     cur = lines[line]
@@ -124,8 +142,13 @@ def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: i
     budget = settings.budget_tokens - 2 * reserve - len(tok.encode(path)) - 8
     budget -= sum(len(tok.encode(f"{p}\n{c}\n")) + 1 for p, c in context)
     budget = max(budget, 32)
-    above = _window_above(lines, line, tok, int(budget * settings.above_share), settings.window_step)
-    below = _window_below(lines, line, tok, int(budget * (1 - settings.above_share)), settings.window_step)
+    boundary, headers = None, []
+    if settings.syntax and syntax is not None and syntax.tree is not None:
+        boundary = functools.partial(is_statement_boundary, syntax, lines, anchor=anchor_point(syntax, lines, line))
+        headers = enclosing_header_rows(syntax, lines, line, character)
+    above = _window_above(lines, line, tok, int(budget * settings.above_share), settings.window_step, boundary,
+                          headers)
+    below = _window_below(lines, line, tok, int(budget * (1 - settings.above_share)), settings.window_step, boundary)
     ids, stable = layout_ids(tok, tpl, path=path, above=above, suffix=right + newline + below, left="", context=context)
     heal = b""
     left_ids = tok.encode(left)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from completer.prompt import split_lines
+from completer.syntax import DocumentSyntax, Snapshot, language_for
 
 ENCODINGS = ("utf-8", "utf-16", "utf-32")
 
@@ -56,10 +57,21 @@ class Document:
     language_id: str
     version: int
     lines: list[str] = field(default_factory=lambda: [""])  # every line but the last ends with its terminator
+    syntax: DocumentSyntax | None = None  # the tree-sitter tree, for languages with a grammar
 
     @classmethod
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":
-        return cls(uri, language_id, version, split_lines(text))
+        language = language_for(language_id, uri)
+        return cls(uri, language_id, version, split_lines(text), DocumentSyntax(language, text) if language else None)
+
+    def reparse(self) -> None:
+        """Bring the tree up to date with the lines (incrementally); once per didChange."""
+        if self.syntax is not None:
+            self.syntax.update(self.text)
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self.syntax.snapshot if self.syntax is not None else None
 
     @property
     def text(self) -> str:

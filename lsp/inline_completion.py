@@ -43,7 +43,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["empty"] += 1
         return EMPTY
     line, character = doc.clamp(pos.line, pos.character, ls.store.encoding)
-    version, lines = doc.version, doc.lines  # an immutable snapshot: edits build new lists
+    version, lines, syntax = doc.version, doc.lines, doc.snapshot  # immutable: edits build new ones
 
     previous = ls.pending.get(uri)
     if previous is not None:
@@ -65,7 +65,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["errors"] += 1
         return EMPTY
     request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
-                                session_key=uri)
+                                session_key=uri, syntax=syntax)
     loop = asyncio.get_running_loop()
     try:
         result = await loop.run_in_executor(ls.engine_executor, completer.complete, request, cancel)

@@ -66,6 +66,7 @@ class CompleterProtocol(LanguageServerProtocol):
                                  store.encoding)
             else:
                 doc.apply_change(None, None, change.text, store.encoding)
+        doc.reparse()
         doc.version = params.text_document.version
         yield from ()
 

@@ -25,3 +25,24 @@ def test_repetition_is_cut():
 def test_postprocess_trims_and_drops_whitespace_only():
     assert postprocess("x = 1   \n", ctx(multiline=True)) == "x = 1"
     assert postprocess("   \n  ", ctx()) == ""
+
+
+def test_block_truncation_uses_the_syntax_tree():
+    from completer.postprocess import truncate_at_block_end
+    from completer.syntax import DocumentSyntax
+
+    text = "def f(x):\n    \n\ndef g():\n    pass\n"
+    snap = DocumentSyntax("python", text).snapshot
+    ctx = Context("    ", "", ["", "def g():", "    pass"], True, snap, len("def f(x):\n    "))
+    suggestion = "y = x + 1\n    return y\n\ndef h():\n    return 0"
+    assert truncate_at_block_end(suggestion, ctx) == "y = x + 1\n    return y"
+    no_tree = Context("    ", "", [], True)
+    assert truncate_at_block_end(suggestion, no_tree) == suggestion
+
+
+def test_a_closer_the_document_already_has_is_dropped():
+    from completer.postprocess import drop_duplicate_closer
+
+    assert drop_duplicate_closer("return x;\n}", ctx(next_lines=["}", ""])) == "return x;"
+    assert drop_duplicate_closer("return x;\n}", ctx(next_lines=["int g() {"])) == "return x;\n}"
+    assert drop_duplicate_closer("y = 1\nend", ctx(next_lines=["end"])) == "y = 1"

@@ -89,3 +89,61 @@ def test_indentation_is_not_healed_but_words_and_single_spaces_are(tok, tpl):
         p = build_prompt(tok, tpl, lines, 1, len(left), path="a.py")
         assert p.heal_prefix == healed, left  # the fixture vocabulary splits "ret" as "re" + "t"
         assert tok.decode(p.ids[p.stable_len:]).encode() + p.heal_prefix == left.encode()
+
+
+BIG_CLASS = ("import os\n\n\nclass Inventory(dict):\n    \"\"\"Items by name.\"\"\"\n\n"
+             + "".join(f"    def method_{i}(self, key):\n        value = self.get(key)\n        return value + {i}\n\n"
+                       for i in range(60))
+             + "    def save(self, path):\n        data = sorted(\n            self.items(),\n            key=str,\n"
+             "        )\n        with open(path, 'w') as f:\n            f.write(str(data))\n"
+             "        return len(data)\n")
+
+
+def test_syntax_windows_keep_enclosing_signatures(tok, tpl):
+    from completer.syntax import DocumentSyntax
+
+    lines = split_lines(BIG_CLASS)
+    row = next(i for i, ln in enumerate(lines) if "f.write" in ln)
+    snap = DocumentSyntax("python", BIG_CLASS).snapshot
+    settings = PromptSettings(budget_tokens=400)
+    plain = build_prompt(tok, tpl, lines, row, 12, path="inv.py", settings=settings)
+    aware = build_prompt(tok, tpl, lines, row, 12, path="inv.py", settings=settings, syntax=snap)
+
+    def above(p):
+        return tok.decode(p.ids[p.ids.index(tpl.prefix_id) + 1:p.ids.index(tpl.suffix_id)])
+
+    assert "class Inventory" not in above(plain)
+    window = above(aware)
+    assert window.startswith("class Inventory(dict):\n")  # the class signature, kept
+    first_line = window.split("\n")[1:][0] if window.split("\n")[1] else window.split("\n")[2]
+    assert first_line.startswith("    def method_")  # then whole sibling methods, none cut in half
+    assert "    def save(self, path):\n" in window
+    assert not above(plain).startswith("    def ")  # the line window starts wherever the budget says
+    assert len(aware.ids) <= 400
+
+
+def test_syntax_windows_do_not_start_inside_a_statement(tok, tpl):
+    from completer.syntax import DocumentSyntax, is_statement_boundary
+
+    lines = split_lines(BIG_CLASS)
+    snap = DocumentSyntax("python", BIG_CLASS).snapshot
+    call = next(i for i, ln in enumerate(lines) if "self.items()," in ln)
+    assert not is_statement_boundary(snap, lines, call)  # inside sorted( ... )
+    assert is_statement_boundary(snap, lines, call - 1)  # "data = sorted(" starts a statement
+    assert is_statement_boundary(snap, lines, call + 3)  # "with open(...)" after the closing paren
+
+
+def test_prefix_stays_stable_while_typing_with_syntax(tok, tpl):
+    from completer.syntax import DocumentSyntax
+
+    lines = split_lines(BIG_CLASS)
+    row = next(i for i, ln in enumerate(lines) if "return len(data)" in ln)
+    doc = DocumentSyntax("python", BIG_CLASS)
+    typed = "        total = compute(alpha, beta) + gamma * delta - epsilon / 2 ** 3"
+    stable = None
+    for n in range(8, len(typed) + 1):
+        cur = lines[:row] + [typed[:n] + "\n"] + lines[row + 1:]
+        snap = doc.update("".join(cur))
+        p = build_prompt(tok, tpl, cur, row, n, path="inv.py", settings=PromptSettings(budget_tokens=600), syntax=snap)
+        stable = stable or p.ids[:p.stable_len]
+        assert p.ids[:p.stable_len] == stable

@@ -1,0 +1,62 @@
+"""Per-keystroke cost of keeping the syntax tree current and building the prompt (CPU, one core's
+worth of Python). Prints the same fields every run.
+
+    python bench/prompt_bench.py [--file F] [--lines 2000] [--model embedded]
+
+Types one line, character by character, in the middle of a 2,000-line Python file through the
+language server's own document store: each keystroke applies the LSP edit, re-parses
+incrementally, and builds the budgeted Contract 1 prompt, with syntax-aware windows and without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sysconfig
+import time
+from pathlib import Path
+
+from completer.fim import detect_template
+from completer.models import resolve_model
+from completer.prompt import PromptSettings, build_prompt, split_lines
+from completer.tokenizer import Tokenizer
+from lsp.documents import Document
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "typing.py")
+    ap.add_argument("--lines", type=int, default=2000)
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args()
+    text = "".join(split_lines(args.file.read_text(encoding="utf-8"))[:args.lines])
+    tok = Tokenizer(resolve_model(args.model))
+    tpl = detect_template(tok)
+    doc = Document.from_text("file:///bench.py", "python", 1, text)
+    row = len(doc.lines) // 2
+    typed = "        result = self._validate(value, strict=True) or default_factory()"
+    timings: dict[str, list[float]] = {"edit+reparse": [], "prompt (syntax)": [], "prompt (lines)": []}
+    doc.apply_change((row, 0), (row, 0), "\n", "utf-16")
+    doc.reparse()
+    for i, ch in enumerate(typed):
+        t0 = time.perf_counter()
+        doc.apply_change((row, i), (row, i), ch, "utf-16")
+        doc.reparse()
+        t1 = time.perf_counter()
+        build_prompt(tok, tpl, doc.lines, row, i + 1, path="bench.py", syntax=doc.snapshot)
+        t2 = time.perf_counter()
+        build_prompt(tok, tpl, doc.lines, row, i + 1, path="bench.py", settings=PromptSettings(syntax=False))
+        t3 = time.perf_counter()
+        timings["edit+reparse"].append((t1 - t0) * 1000)
+        timings["prompt (syntax)"].append((t2 - t1) * 1000)
+        timings["prompt (lines)"].append((t3 - t2) * 1000)
+    total = [a + b for a, b in zip(timings["edit+reparse"], timings["prompt (syntax)"])]
+    print(f"{args.file.name}: {len(doc.lines)} lines, {len(text.encode()) / 1024:.0f} KiB; {len(typed)} keystrokes\n")
+    print(f"{'per keystroke':<28}{'median ms':>10}{'p95 ms':>9}")
+    for name, values in (*timings.items(), ("edit+reparse+prompt", total)):
+        values = sorted(values)
+        print(f"{name:<28}{statistics.median(values):>10.2f}{values[int(0.95 * (len(values) - 1))]:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

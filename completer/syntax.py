@@ -1,0 +1,272 @@
+"""Tree-sitter parsing for completion: languages from the per-language grammar wheels, one tree per
+document kept up to date incrementally, and the few syntax questions prompts and post-processing ask.
+
+Grammars come only from the installed `tree-sitter-<language>` wheels (no download at run time).
+Unknown languages, missing grammars and files over MAX_PARSE_BYTES get no tree: every caller then
+falls back to line-based behaviour, never to an error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import PurePosixPath
+
+from tree_sitter import Language, Parser, Tree
+
+MAX_PARSE_BYTES = 2_000_000  # bounded work per keystroke: larger files are handled line by line
+
+# our name -> (module of the grammar wheel, function returning the language pointer)
+GRAMMARS = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "java": ("tree_sitter_java", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+    "lua": ("tree_sitter_lua", "language"),
+}
+LANGUAGE_IDS = {  # LSP languageId -> our name
+    "python": "python", "javascript": "javascript", "javascriptreact": "javascript", "typescript": "typescript",
+    "typescriptreact": "tsx", "go": "go", "rust": "rust", "java": "java", "c": "c", "cpp": "cpp", "lua": "lua",
+}
+EXTENSIONS = {
+    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".jsx": "javascript", ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
+    ".go": "go", ".rs": "rust", ".java": "java", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
+    ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp", ".hxx": "cpp", ".lua": "lua",
+}
+# Node types that are blocks: a suggestion that closes one and goes on has left it.
+BLOCK_TYPES = {
+    "python": {"block", "module"},
+    "javascript": {"statement_block", "class_body", "program", "object", "switch_body"},
+    "typescript": {"statement_block", "class_body", "program", "object", "switch_body", "interface_body",
+                   "enum_body", "object_type"},
+    "go": {"block", "source_file", "field_declaration_list", "literal_value"},
+    "rust": {"block", "source_file", "declaration_list", "field_declaration_list", "match_block"},
+    "java": {"block", "class_body", "program", "interface_body", "enum_body", "switch_block",
+             "constructor_body"},
+    "c": {"compound_statement", "translation_unit", "field_declaration_list", "initializer_list"},
+    "cpp": {"compound_statement", "translation_unit", "field_declaration_list", "declaration_list",
+            "initializer_list"},
+    "lua": {"block", "chunk"},
+}
+BLOCK_TYPES["tsx"] = BLOCK_TYPES["typescript"]
+# Definitions whose header (signature line) is worth keeping in the prompt when the cursor is inside.
+DEFINITION_TYPES = {
+    "python": {"function_definition", "class_definition"},
+    "javascript": {"function_declaration", "method_definition", "class_declaration", "generator_function_declaration"},
+    "typescript": {"function_declaration", "method_definition", "class_declaration", "interface_declaration",
+                   "abstract_class_declaration"},
+    "go": {"function_declaration", "method_declaration", "type_declaration"},
+    "rust": {"function_item", "impl_item", "trait_item", "mod_item"},
+    "java": {"method_declaration", "class_declaration", "interface_declaration", "constructor_declaration",
+             "enum_declaration"},
+    "c": {"function_definition", "struct_specifier"},
+    "cpp": {"function_definition", "class_specifier", "struct_specifier", "namespace_definition"},
+    "lua": {"function_declaration", "function_definition"},
+}
+DEFINITION_TYPES["tsx"] = DEFINITION_TYPES["typescript"]
+MAX_HEADER_ROWS = 3  # of one definition's signature
+
+
+@lru_cache(maxsize=None)
+def get_language(name: str) -> Language | None:
+    spec = GRAMMARS.get(name)
+    if spec is None:
+        return None
+    try:
+        module = importlib.import_module(spec[0])
+    except ImportError:
+        return None
+    return Language(getattr(module, spec[1])())
+
+
+def language_for(language_id: str = "", path: str = "") -> str | None:
+    """Our language name from an LSP languageId, else from the file extension; None if unknown."""
+    name = LANGUAGE_IDS.get(language_id or "")
+    if name is None and path:
+        name = EXTENSIONS.get(PurePosixPath(path).suffix.lower())
+    return name if name is not None and get_language(name) is not None else None
+
+
+_local = threading.local()
+
+
+def parser_for(name: str) -> Parser:
+    """One Parser per thread and language (parsers are not thread-safe)."""
+    cache = getattr(_local, "parsers", None)
+    if cache is None:
+        cache = _local.parsers = {}
+    parser = cache.get(name)
+    if parser is None:
+        parser = cache[name] = Parser(get_language(name))
+    return parser
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the common prefix, by binary search over memcmp-speed slice comparisons."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
+    lo, hi = 0, min(len(a), len(b)) - limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[len(a) - mid:] == b[len(b) - mid:]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _point(source: bytes, offset: int) -> tuple[int, int]:
+    row = source.count(b"\n", 0, offset)
+    return row, offset - (source.rfind(b"\n", 0, offset) + 1)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view for one document version: never edited after it is made."""
+
+    language: str
+    tree: Tree | None
+    source: bytes
+
+
+class DocumentSyntax:
+    """The tree of one document, updated from each new text by an incremental re-parse."""
+
+    def __init__(self, language: str, text: str):
+        self.language = language
+        self.snapshot = self._parse(text.encode("utf-8"), None)
+
+    def _parse(self, source: bytes, old: Tree | None) -> Snapshot:
+        if len(source) > MAX_PARSE_BYTES:
+            return Snapshot(self.language, None, source)
+        return Snapshot(self.language, parser_for(self.language).parse(source, old) if old else
+                        parser_for(self.language).parse(source), source)
+
+    def update(self, text: str) -> Snapshot:
+        new = text.encode("utf-8")
+        old = self.snapshot
+        if old.tree is None or len(new) > MAX_PARSE_BYTES:
+            self.snapshot = self._parse(new, None)
+            return self.snapshot
+        start = _common_prefix(old.source, new)
+        suffix = _common_suffix(old.source, new, start)
+        old_end, new_end = len(old.source) - suffix, len(new) - suffix
+        edited = old.tree.copy()  # snapshots handed out earlier stay untouched
+        edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+                    start_point=_point(old.source, start), old_end_point=_point(old.source, old_end),
+                    new_end_point=_point(new, new_end))
+        self.snapshot = self._parse(new, edited)
+        return self.snapshot
+
+
+def byte_offset(lines, line: int, character: int) -> int:
+    """UTF-8 byte offset of (line, code-point column) in the document made of `lines`."""
+    return sum(len(ln.encode("utf-8")) for ln in lines[:line]) + len(lines[line][:character].encode("utf-8"))
+
+
+def enclosing_block_end(snapshot: Snapshot, cursor: int, inserted: bytes) -> int | None:
+    """Where the block enclosing the cursor ends once `inserted` is typed at byte `cursor`, as an
+    offset into `inserted`; None if the block does not end inside it (or there is no tree).
+
+    Parses the document with the insertion (incrementally from the snapshot's tree) and walks up
+    from the cursor to the nearest block node that starts before it.
+    """
+    if snapshot.tree is None or not inserted:
+        return None
+    source = snapshot.source[:cursor] + inserted + snapshot.source[cursor:]
+    edited = snapshot.tree.copy()
+    end = cursor + len(inserted)
+    edited.edit(start_byte=cursor, old_end_byte=cursor, new_end_byte=end,
+                start_point=_point(snapshot.source, cursor), old_end_point=_point(snapshot.source, cursor),
+                new_end_point=_point(source, end))
+    tree = parser_for(snapshot.language).parse(source, edited)
+    blocks = BLOCK_TYPES.get(snapshot.language, set())
+    opens_block = inserted[:1] in (b"{", b"(", b"[")
+    node = tree.root_node.descendant_for_byte_range(cursor, cursor)
+    while node is not None:
+        # A Python or Lua block starts at its first statement, which may be the inserted text; a
+        # block the insertion itself opens ("{ ...") is not the enclosing one.
+        starts_before = node.start_byte < cursor or (node.start_byte == cursor and not opens_block)
+        if node.type in blocks and starts_before and cursor <= node.end_byte:
+            if node.end_byte < end and node.parent is not None:
+                return node.end_byte - cursor
+            return None
+        node = node.parent
+    return None
+
+
+def _byte_col(line: str, character: int) -> int:
+    return len(line[:character].encode("utf-8"))
+
+
+def anchor_point(snapshot: Snapshot, lines, row: int) -> tuple[int, int] | None:
+    """Where the cursor's context is read from: the last character of the last non-blank line above it. Never the
+    cursor line itself, whose text changes with every keystroke: the prompt prefix must not."""
+    prev = row - 1
+    while prev >= 0 and not lines[prev].strip():
+        prev -= 1
+    if prev < 0:
+        return None
+    text = lines[prev].rstrip()
+    return prev, _byte_col(text, len(text) - 1)  # on its last character: inside, not at a node's end
+
+
+def is_statement_boundary(snapshot: Snapshot, lines, row: int, anchor: tuple[int, int] | None = None) -> bool:
+    """Whether a window may start (or end) at `row`: the smallest node spanning the line break before
+    it is a block or a definition (between statements, or between a signature and its body), and,
+    given the anchor (anchor_point), one around it: a window never starts or ends in the middle of a
+    sibling definition."""
+    if snapshot.tree is None or row <= 0 or row >= len(lines):
+        return True
+    body = lines[row].rstrip("\r\n")
+    first = len(body) - len(body.lstrip())
+    prev = lines[row - 1].rstrip("\r\n")
+    node = snapshot.tree.root_node.named_descendant_for_point_range(
+        (row - 1, _byte_col(prev, len(prev))), (row, _byte_col(body, first)))
+    if node is None or node.parent is None:
+        return True
+    if node.type not in BLOCK_TYPES.get(snapshot.language, ()) and \
+            node.type not in DEFINITION_TYPES.get(snapshot.language, ()):
+        return False
+    return anchor is None or node.start_point <= anchor <= node.end_point
+
+
+def _indent(text: str) -> int:
+    return len(text) - len(text.lstrip(" \t"))
+
+
+def enclosing_header_rows(snapshot: Snapshot, lines, row: int, character: int) -> list[int]:
+    """Rows of the signature lines of the definitions around the cursor, outermost first: those
+    containing the anchor (anchor_point) and indented less than the cursor line."""
+    anchor = anchor_point(snapshot, lines, row)
+    if snapshot.tree is None or anchor is None:
+        return []
+    kinds = DEFINITION_TYPES.get(snapshot.language, ())
+    cursor_indent = _indent(lines[row].rstrip("\r\n")[:character])
+    node = snapshot.tree.root_node.named_descendant_for_point_range(anchor, anchor)
+    rows: list[int] = []
+    while node is not None:
+        start = node.start_point.row
+        if node.type in kinds and start < row and _indent(lines[start]) < cursor_indent:
+            body = node.child_by_field_name("body")
+            end = body.start_point.row if body is not None and body.start_point.row > start else start + 1
+            rows[:0] = range(start, min(end, start + MAX_HEADER_ROWS, row))
+        node = node.parent
+    return rows

@@ -1,0 +1,107 @@
+"""Tree-sitter layer: every listed grammar loads from its wheel; incremental trees equal full
+parses; block-end detection per language."""
+
+import random
+
+import pytest
+
+from completer.syntax import (GRAMMARS, MAX_PARSE_BYTES, DocumentSyntax, byte_offset, enclosing_block_end,
+                              get_language, language_for, parser_for)
+
+SAMPLES = {
+    "python": "def f(x):\n    if x:\n        return 1\n    return 2\n",
+    "javascript": "function f(x) {\n  if (x) {\n    return 1;\n  }\n  return 2;\n}\n",
+    "typescript": "function f(x: number): number {\n  return x + 1;\n}\n",
+    "tsx": "const A = () => <div>{1}</div>;\n",
+    "go": "package main\n\nfunc f(x int) int {\n\treturn x + 1\n}\n",
+    "rust": "fn f(x: i32) -> i32 {\n    x + 1\n}\n",
+    "java": "class A {\n  int f(int x) {\n    return x + 1;\n  }\n}\n",
+    "c": "int f(int x) {\n  return x + 1;\n}\n",
+    "cpp": "int f(int x) {\n  return x + 1;\n}\n",
+    "lua": "local function f(x)\n  return x + 1\nend\n",
+}
+
+
+@pytest.mark.parametrize("name", list(GRAMMARS))
+def test_every_grammar_loads_and_parses(name):
+    assert get_language(name) is not None
+    tree = parser_for(name).parse(SAMPLES[name].encode())
+    assert not tree.root_node.has_error
+
+
+def test_language_detection_and_fallbacks():
+    assert language_for("python") == "python"
+    assert language_for("typescriptreact") == "tsx"
+    assert language_for("", "src/main.rs") == "rust"
+    assert language_for("plaintext", "notes.txt") is None
+    assert language_for("cobol", "x.cbl") is None
+
+
+@pytest.mark.parametrize("name", list(GRAMMARS))
+def test_incremental_updates_equal_full_parses(name):
+    rng = random.Random(name)
+    text = SAMPLES[name] * 3
+    doc = DocumentSyntax(name, text)
+    pieces = ["x", " ", "\n", "(", ")", "{", "}", "é", "return ", ";", "  "]
+    compared = 0
+    for i in range(60):
+        if i % 3 == 0:  # come back to valid code now and then, where trees must match exactly
+            text = SAMPLES[name] * 3
+            assert str(doc.update(text).tree.root_node) == str(parser_for(name).parse(text.encode()).root_node)
+            compared += 1
+            continue
+        a = rng.randrange(len(text) + 1)
+        b = min(len(text), a + rng.randrange(4))
+        text = text[:a] + "".join(rng.choice(pieces) for _ in range(rng.randrange(3))) + text[b:]
+        snap = doc.update(text)
+        assert snap.source == text.encode() and snap.tree.root_node.end_byte <= len(snap.source)
+        fresh = parser_for(name).parse(text.encode())
+        if not fresh.root_node.has_error:  # error recovery may legitimately differ when re-parsing
+            assert str(snap.tree.root_node) == str(fresh.root_node)
+            compared += 1
+    assert compared >= 20
+
+
+def test_snapshots_are_never_mutated_by_later_edits():
+    doc = DocumentSyntax("python", SAMPLES["python"])
+    first = doc.snapshot
+    before = str(first.tree.root_node)
+    doc.update("x = 1\n" + SAMPLES["python"])
+    assert str(first.tree.root_node) == before and first.source == SAMPLES["python"].encode()
+
+
+def test_huge_documents_get_no_tree():
+    doc = DocumentSyntax("python", "x = 1\n" * (MAX_PARSE_BYTES // 6 + 10))
+    assert doc.snapshot.tree is None
+    assert doc.update("x = 2\n").tree is not None
+
+
+# (language, document with | at the cursor, multi-line suggestion, what survives block truncation)
+BLOCK_CASES = [
+    ("python", "def f(x):\n    |\n\ndef g():\n    pass\n",
+     "y = x + 1\n    return y\n\ndef h():\n    pass", "y = x + 1\n    return y"),
+    ("python", "class A:\n    def f(self):\n        |\n", "return 1", None),
+    ("javascript", "function f(x) {\n  |\n}\n", "const y = x + 1;\n  return y;\n}\nfunction g() {}", "const y = x + 1;\n  return y;\n}"),
+    ("typescript", "function f(x: number) {\n  |\n}\n", "return x;\n}\nlet z = 1;", "return x;\n}"),
+    ("go", "package main\n\nfunc f(x int) int {\n\t|\n}\n", "y := x + 1\n\treturn y\n}\nfunc g() {}", "y := x + 1\n\treturn y\n}"),
+    ("rust", "fn f(x: i32) -> i32 {\n    |\n}\n", "let y = x + 1;\n    y\n}\nfn g() {}", "let y = x + 1;\n    y\n}"),
+    ("java", "class A {\n  int f(int x) {\n    |\n  }\n}\n", "return x;\n  }\n  int g() { return 0; }", "return x;\n  }"),
+    ("c", "int f(int x) {\n  |\n}\n", "return x;\n}\nint g(void) { return 0; }", "return x;\n}"),
+    ("cpp", "int f(int x) {\n  |\n}\n", "return x;\n}\nint g() { return 0; }", "return x;\n}"),
+    # Lua's block ends before `end`, which the document already has after the cursor
+    ("lua", "local function f(x)\n  |\nend\n", "local y = x + 1\n  return y\nend\nlocal function g() end",
+     "local y = x + 1\n  return y"),
+]
+
+
+@pytest.mark.parametrize("lang,doc,suggestion,kept", BLOCK_CASES)
+def test_block_end_detection(lang, doc, suggestion, kept):
+    text = doc.replace("|", "")
+    cursor_text = doc[:doc.index("|")]
+    lines = text.splitlines(keepends=True)
+    line = cursor_text.count("\n")
+    character = len(cursor_text) - (cursor_text.rfind("\n") + 1)
+    snap = DocumentSyntax(lang, text).snapshot
+    cut = enclosing_block_end(snap, byte_offset(lines, line, character), suggestion.encode())
+    got = suggestion if cut is None else suggestion.encode()[:cut].decode()
+    assert got == (suggestion if kept is None else kept)
