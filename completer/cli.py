@@ -28,6 +28,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-edit-reuse", action="store_true",
                    help="after an edit, recompute everything past it instead of moving unchanged K/V chunks")
     g.add_argument("--compile", action="store_true", help="torch.compile the decode step (tens of seconds at start)")
+    g.add_argument("--fim-template", default=None, choices=["qwen", "starcoder", "deepseek", "codellama", "codestral"],
+                   help="FIM sentinel family (default: detected from the tokenizer)")
     g.add_argument("--draft-model", metavar="DIR", default=None,
                    help="a small model sharing the tokenizer, proposing tokens for speculative decoding "
                    "(e.g. embedded-draft); used when its measured cost pays off")
@@ -37,6 +39,8 @@ def _settings_from_args(args):
     from .completion import CompletionSettings
 
     kw = {"speculative": not args.no_speculative, "use_cache": not args.no_cache}
+    if getattr(args, "fim_template", None):
+        kw["fim_template"] = args.fim_template
     if args.max_tokens:
         kw["max_tokens"] = args.max_tokens
     return CompletionSettings(**kw)

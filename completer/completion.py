@@ -31,6 +31,7 @@ class CompletionSettings:
     edit_reuse: bool | None = None  # None: the engine's default
     multiline: bool = True
     block_stop: bool = True  # multi-line suggestions stop where the code dedents below the cursor
+    fim_template: str | None = None  # a FIM family name; None: detected from the tokenizer
     prompt: PromptSettings = PromptSettings()
 
 
@@ -78,7 +79,7 @@ class Completer:
     def __init__(self, engine: Engine, settings: CompletionSettings = CompletionSettings(), template: str | None = None):
         self.engine = engine
         self.tokenizer = engine.tokenizer
-        self.template = detect_template(self.tokenizer, template)
+        self.template = detect_template(self.tokenizer, template or settings.fim_template)
         self.settings = settings
 
     def complete(self, req: CompletionRequest, cancel: threading.Event | None = None) -> CompletionResult:

@@ -43,7 +43,8 @@ class Prompt:
 
 def layout_ids(tok: Tokenizer, tpl: FimTemplate, *, path: str, above: str, suffix: str, left: str,
                context: tuple[tuple[str, str], ...] = (), repo_name: str = "") -> tuple[list[int], int]:
-    """Token ids of the Contract 1 layout, and the index just past <|fim_middle|>."""
+    """Token ids of the Contract 1 layout, and the index where the cursor line's left part starts
+    (just past <|fim_middle|>, or past the prefix in a suffix-first layout)."""
     ids: list[int] = []
     if repo_name and tpl.repo_name_id is not None:
         ids += [tpl.repo_name_id, *tok.encode(repo_name + "\n")]
@@ -51,7 +52,10 @@ def layout_ids(tok: Tokenizer, tpl: FimTemplate, *, path: str, above: str, suffi
         for chunk_path, chunk in context:
             ids += [tpl.file_sep_id, *tok.encode(f"{chunk_path}\n{chunk}\n")]
         ids += [tpl.file_sep_id, *tok.encode(path + "\n")]
-    ids += [tpl.prefix_id, *tok.encode_cached(above), tpl.suffix_id, *tok.encode_cached(suffix), tpl.middle_id]
+    if tpl.suffix_first:
+        ids += [tpl.suffix_id, *tok.encode_cached(suffix), tpl.prefix_id, *tok.encode_cached(above)]
+    else:
+        ids += [tpl.prefix_id, *tok.encode_cached(above), tpl.suffix_id, *tok.encode_cached(suffix), tpl.middle_id]
     stable = len(ids)
     ids += tok.encode(left)
     return ids, stable

@@ -86,7 +86,12 @@ class Tokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def id_of(self, name: str) -> int | None:
+        """Id of a special (added) token."""
         return self.special.get(name)
+
+    def token_id(self, token: str) -> int | None:
+        """Id of any vocabulary entry by its exact string (sentinels are not always 'special')."""
+        return self.special.get(token, self._tok.token_to_id(token))
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self.special_ids
