@@ -55,7 +55,8 @@ def _engine_options(args) -> dict:
 def cmd_serve(args) -> int:
     from lsp.server import create_server
 
-    server = create_server(_engine_options(args), _settings_from_args(args), reuse=not args.no_reuse)
+    server = create_server(_engine_options(args), _settings_from_args(args), reuse=not args.no_reuse,
+                           context=not args.no_context)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead (HOST defaults to 127.0.0.1)")
     p.add_argument("--no-reuse", action="store_true",
                    help="always ask the model, never answer from a suggestion that is still valid")
+    p.add_argument("--no-context", action="store_true",
+                   help="no chunks of other workspace files in prompts (default: recent files and imports)")
     _add_engine_options(p)
     p.set_defaults(func=cmd_serve)
 

@@ -45,6 +45,7 @@ class CompletionRequest:
     session_key: str = ""
     max_tokens: int | None = None  # overrides the settings
     syntax: Snapshot | None = None  # the document's tree for exactly these lines, if its language is known
+    context: tuple[tuple[str, str], ...] = ()  # (path, text) chunks of other files, changed only when idle
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Completer:
         prompt_settings = s.prompt if budget == s.prompt.budget_tokens else dataclasses.replace(
             s.prompt, budget_tokens=budget)
         prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character,
-                              path=req.path, settings=prompt_settings, syntax=req.syntax)
+                              path=req.path, settings=prompt_settings, syntax=req.syntax, context=req.context)
         lines_above = req.lines[max(0, req.line - 8):req.line]
         multiline = s.multiline and wants_block(prompt.left, prompt.right, lines_above)
         t_prompt = time.perf_counter()

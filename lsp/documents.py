@@ -58,6 +58,8 @@ class Document:
     version: int
     lines: list[str] = field(default_factory=lambda: [""])  # every line but the last ends with its terminator
     syntax: DocumentSyntax | None = None  # the tree-sitter tree, for languages with a grammar
+    # Chunks of other files for the prompt: changed only when the user is idle (cache stability).
+    context: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":

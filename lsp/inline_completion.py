@@ -43,7 +43,8 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["empty"] += 1
         return EMPTY
     line, character = doc.clamp(pos.line, pos.character, ls.store.encoding)
-    version, lines, syntax = doc.version, doc.lines, doc.snapshot  # immutable: edits build new ones
+    ls.last_cursor[uri] = (line, character)
+    version, lines, syntax, context = doc.version, doc.lines, doc.snapshot, doc.context  # immutable snapshots
 
     previous = ls.pending.get(uri)
     if previous is not None:
@@ -65,7 +66,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["errors"] += 1
         return EMPTY
     request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
-                                session_key=uri, syntax=syntax)
+                                session_key=uri, syntax=syntax, context=context)
     loop = asyncio.get_running_loop()
     try:
         result = await loop.run_in_executor(ls.engine_executor, completer.complete, request, cancel)
@@ -90,7 +91,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["stale"] += 1
         return EMPTY
     ls.note_latency(started)
-    if ls.reuse is not None:
+    if ls.reuse is not None and current.context is context:  # not made stale by a context update meanwhile
         ls.reuse.remember(uri, lines, line, character, result.text)
     ls.record_stats(result.stats)
     log.debug("%s:%d:%d %r %s", uri, line, character, result.text, result.timings)

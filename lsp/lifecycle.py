@@ -2,7 +2,7 @@
 
 initializationOptions (all optional; command-line flags are the defaults):
     {"backend": "torch", "model": "embedded" | "/path/to/model", "device": "cpu", "dtype": "float32",
-     "cacheMb": 64, "editReuse": true, "reuse": true, "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
+     "cacheMb": 64, "editReuse": true, "reuse": true, "context": true, "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import dataclasses
 import logging
 
 from lsprotocol import types
+from pygls.uris import to_fs_path
+
+from completer.context import ContextRing, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ def apply_initialization_options(server, options) -> None:
             server.engine_options[name] = options[key]
     if options.get("reuse") is False:
         server.reuse = None
+    if options.get("context") is False:
+        server.use_context = False
     if isinstance(options.get("editReuse"), bool):
         server.engine_options["edit_reuse"] = options["editReuse"]
     cache_mb = options.get("cacheMb")
@@ -49,6 +54,13 @@ def apply_initialization_options(server, options) -> None:
         server.settings = dataclasses.replace(server.settings, **changes)
 
 
+def _workspace_root(params: types.InitializeParams) -> str | None:
+    folders = params.workspace_folders or []
+    uri = folders[0].uri if folders else params.root_uri
+    path = to_fs_path(uri) if uri else params.root_path
+    return path or None
+
+
 def register(server) -> None:
     @server.feature(types.INITIALIZE)
     async def initialize(ls, params: types.InitializeParams):
@@ -56,6 +68,9 @@ def register(server) -> None:
                                 if hasattr(ls.workspace.position_encoding, "value")
                                 else ls.workspace.position_encoding or "utf-16")
         apply_initialization_options(ls, params.initialization_options)
+        root = _workspace_root(params)
+        if root and ls.use_context:
+            ls.ring = ContextRing(Workspace(root))
         log.info("position encoding %s, engine %s", ls.store.encoding, ls.engine_options)
         ls.start_loading()
 

@@ -50,6 +50,7 @@ class CompleterProtocol(LanguageServerProtocol):
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
         td = params.text_document
         self._server.store.open(td.uri, td.language_id, td.version, td.text)
+        self._server.document_changed(td.uri, opened=True)
         yield from ()
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -68,6 +69,7 @@ class CompleterProtocol(LanguageServerProtocol):
                 doc.apply_change(None, None, change.text, store.encoding)
         doc.reparse()
         doc.version = params.text_document.version
+        self._server.document_changed(doc.uri)
         yield from ()
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -79,7 +81,8 @@ class CompleterProtocol(LanguageServerProtocol):
 
 
 class CompleterServer(LanguageServer):
-    def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True):
+    def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True,
+                 context: bool = True):
         super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
         self.store = DocumentStore()
         self.engine_options = engine_options
@@ -92,13 +95,18 @@ class CompleterServer(LanguageServer):
         self.last_latency_ms: float | None = None
         self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
                          "accepted": 0, "shown": 0, "partially_accepted": 0, "reuse_typed_through": 0,
-                         "reuse_recent": 0}
+                         "reuse_recent": 0, "context_updates": 0, "warmups": 0}
         # Engine work summed over answered requests (what the replay bench reads).
         self.engine_totals = {k: 0 for k in ("engine_requests", "prompt_tokens", "cached_tokens", "restored_tokens",
                                              "shifted_tokens", "prefill_tokens", "decode_tokens", "drafted_tokens",
                                              "accepted_tokens")}
         self.reuse = SuggestionReuse() if reuse else None
         self._next_item_id = 0
+        self.last_cursor: dict[str, tuple[int, int]] = {}  # uri -> (line, code-point column) of the last request
+        self.change_hooks: list = []  # called with (uri, opened) after each didOpen / didChange
+        self.use_context = context
+        self.ring = None  # ContextRing over the workspace, set at initialize (None: no cross-file context)
+        self.context_tasks: dict[str, asyncio.Task] = {}
 
     # -- engine ---------------------------------------------------------------------------------
 
@@ -151,6 +159,10 @@ class CompleterServer(LanguageServer):
         except Exception:  # the client may be gone; status is best effort
             log.debug("status notification failed", exc_info=True)
 
+    def document_changed(self, uri: str, opened: bool = False) -> None:
+        for hook in self.change_hooks:
+            hook(self, uri, opened)
+
     def record_stats(self, stats) -> None:
         totals = self.engine_totals
         totals["engine_requests"] += 1
@@ -167,10 +179,10 @@ class CompleterServer(LanguageServer):
 
 
 def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings(),
-                  reuse: bool = True) -> CompleterServer:
-    from . import accept, inline_completion, lifecycle, stats
+                  reuse: bool = True, context: bool = True) -> CompleterServer:
+    from . import accept, context_updates, inline_completion, lifecycle, stats
 
-    server = CompleterServer(engine_options, settings, reuse)
-    for feature in (lifecycle, inline_completion, accept, stats):
+    server = CompleterServer(engine_options, settings, reuse, context)
+    for feature in (lifecycle, inline_completion, accept, stats, context_updates):
         feature.register(server)
     return server

@@ -2,7 +2,8 @@
 
 Returns {"counters": {...requests, answered, empty, cancelled, stale, reuse_typed_through, ...},
 "engine": {...prompt, cached, restored, shifted, prefilled, decoded, drafted, accepted tokens},
-"lastLatencyMs": float | null}. Local only; nothing is sent anywhere.
+"lastLatencyMs": float | null, "context": [{"uri", "paths": chunks of other files in its prompt}]}.
+Local only.
 """
 
 from __future__ import annotations
@@ -13,4 +14,7 @@ STATS_REQUEST = "completer/stats"
 def register(server) -> None:
     @server.feature(STATS_REQUEST)
     async def stats(ls, params=None):
-        return {"counters": dict(ls.counters), "engine": dict(ls.engine_totals), "lastLatencyMs": ls.last_latency_ms}
+        context = [{"uri": uri, "paths": [path for path, _ in doc.context]}
+                   for uri, doc in ls.store.documents.items() if doc.context]
+        return {"counters": dict(ls.counters), "engine": dict(ls.engine_totals), "lastLatencyMs": ls.last_latency_ms,
+                "context": context}

@@ -1,0 +1,102 @@
+"""Cross-file context, refreshed when the user is idle (Contract 1), then warmed up.
+
+Files enter the context ring when opened, saved, or edited; a document's chosen chunks are
+recomputed only after IDLE_S seconds without a change to it, never between two keystrokes, since
+any change to them invalidates the cached prompt. Each change is followed by a warm-up: a one-token
+completion at the last cursor position, which prefills the new prompt so that the next keystroke
+finds it cached. textDocument/didSave is handled here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from lsprotocol import types
+from pygls.uris import to_fs_path
+
+from completer.completion import CompletionRequest
+from completer.context import python_import_definitions
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 0.8
+CONTEXT_SHARE = 0.25  # of the prompt budget, in characters at ~4 per token
+AROUND_LINES = 4
+LOCAL_LINES = 80
+
+
+def schedule(ls, uri: str, opened: bool = False) -> None:
+    if ls.ring is None:
+        return
+    doc = ls.store.get(uri)
+    path = to_fs_path(uri)
+    if doc is not None and path and opened:
+        ls.ring.note(path, doc.text)
+    task = ls.context_tasks.pop(uri, None)
+    if task is not None:
+        task.cancel()
+    try:
+        ls.context_tasks[uri] = asyncio.get_running_loop().create_task(refresh_after_idle(ls, uri))
+    except RuntimeError:  # no loop (unit tests calling handlers directly)
+        pass
+
+
+async def refresh_after_idle(ls, uri: str) -> None:
+    await asyncio.sleep(IDLE_S)
+    doc, path = ls.store.get(uri), to_fs_path(uri)
+    if doc is None or not path or ls.ring is None:
+        return
+    ls.ring.note(path, doc.text)
+    line, character = ls.last_cursor.get(uri, (len(doc.lines) - 1, 0))
+    line = min(line, len(doc.lines) - 1)
+    around = "".join(doc.lines[max(0, line - AROUND_LINES):line + 1])
+    local = "".join(doc.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
+    imports = []
+    if doc.syntax is not None and doc.syntax.language == "python":
+        imports = python_import_definitions(ls.ring.workspace, path, doc.snapshot.source)
+    budget = int(ls.settings.prompt.budget_tokens * CONTEXT_SHARE * 4)
+    chosen = ls.ring.select(path, around, local, budget, imports)
+    if chosen == doc.context:
+        return
+    doc.context = chosen
+    ls.counters["context_updates"] += 1
+    if ls.reuse is not None:  # suggestions made without this context are stale now
+        ls.reuse.forget(uri)
+    await warm_up(ls, uri, line, min(character, len(doc.lines[line].rstrip("\r\n"))))
+
+
+async def warm_up(ls, uri: str, line: int, character: int) -> None:
+    """Prefill the new prompt with a one-token completion; a keystroke cancels it (cancel-previous).
+    Waits for the model to load and for a request in flight on this document to finish."""
+    completer = await ls.get_completer()
+    for _ in range(200):
+        if ls.pending.get(uri) is None:
+            break
+        await asyncio.sleep(0.05)
+    doc = ls.store.get(uri)
+    if completer is None or doc is None or ls.pending.get(uri) is not None:
+        return
+    cancel = threading.Event()
+    ls.pending[uri] = cancel
+    request = CompletionRequest(doc.lines, line, character, path=uri.rsplit("/", 1)[-1], language_id=doc.language_id,
+                                session_key=uri, max_tokens=1, syntax=doc.snapshot, context=doc.context)
+    try:
+        await asyncio.get_running_loop().run_in_executor(ls.engine_executor, completer.complete, request, cancel)
+        ls.counters["warmups"] += 1
+    except Exception:
+        log.warning("context warm-up failed", exc_info=True)
+    finally:
+        if ls.pending.get(uri) is cancel:
+            del ls.pending[uri]
+
+
+def register(server) -> None:
+    server.change_hooks.append(schedule)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    async def did_save(ls, params: types.DidSaveTextDocumentParams):
+        doc, path = ls.store.get(params.text_document.uri), to_fs_path(params.text_document.uri)
+        if doc is not None and path and ls.ring is not None:
+            ls.ring.note(path, doc.text)

@@ -1,0 +1,67 @@
+"""Cross-file context over the real server: chosen when idle, warmed up, private files left out."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from tests.conftest import server_command
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ws")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "models.py").write_text(
+        "class Order:\n    def discounted(self, rate):\n        return self.total * (1 - rate)\n\n\n"
+        "def load_orders(path):\n    return []\n")
+    (root / ".env").write_text("API_TOKEN=do-not-leak\n")
+    return root
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command()), scope="module")
+async def client(lsp_client: LanguageClient, workspace: Path):
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=pytest_lsp.client_capabilities("visual-studio-code"), root_uri=workspace.as_uri()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def stats(client):
+    return await client.protocol.send_request_async("completer/stats", None)
+
+
+async def test_context_is_chosen_when_idle_and_warmed_up(client: LanguageClient, workspace: Path):
+    env_uri = (workspace / ".env").as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=env_uri, language_id="dotenv", version=1, text="API_TOKEN=do-not-leak\n")))
+    main = workspace / "main.py"
+    text = "from pkg.models import Order, load_orders\n\norders = load_orders('x')\ntotal = \n"
+    main.write_text(text)
+    uri = main.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id="python", version=1, text=text)))
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=3, character=8),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+    await client.text_document_inline_completion_async(params)
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.3)
+        now = await stats(client)
+        if now.counters.warmups >= 1:
+            break
+    assert now.counters.context_updates >= 1 and now.counters.warmups >= 1
+    chosen = next(entry.paths for entry in now.context if entry.uri == uri)
+    assert "pkg/models.py" in chosen and ".env" not in chosen
+    # the warm-up prefilled the new prompt: the next request computes only a few tokens
+    await client.text_document_inline_completion_async(params)
+    after = await stats(client)
+    computed = after.engine.prefill_tokens - now.engine.prefill_tokens
+    assert after.engine.engine_requests == now.engine.engine_requests + 1 and computed <= 2

@@ -1,0 +1,60 @@
+"""Cross-file context: privacy rules, ranking, de-duplication, budget, import definitions."""
+
+from completer.context import ContextRing, Workspace, python_import_definitions
+
+
+def make_workspace(tmp_path):
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "build").mkdir()
+    (root / ".gitignore").write_text("build/\n*.log\n/local_only.py\n!keep.log\n")
+    (root / "pkg" / ".gitignore").write_text("generated_*.py\n")
+    (root / "pkg" / "models.py").write_text(
+        "import dataclasses\n\n\n@dataclasses.dataclass\nclass Order:\n    total: float\n\n"
+        "    def discounted(self, rate: float) -> float:\n        return self.total * (1 - rate)\n\n\n"
+        "def load_orders(path):\n    with open(path) as f:\n        return [Order(float(x)) for x in f]\n")
+    (root / "pkg" / "__init__.py").write_text("")
+    return root
+
+
+def test_privacy_rules(tmp_path):
+    root = make_workspace(tmp_path)
+    ws = Workspace(root)
+    assert ws.relative(root / "pkg" / "models.py") == "pkg/models.py"
+    assert ws.relative(tmp_path / "elsewhere.py") is None  # outside the workspace
+    assert ws.relative(root / "build" / "out.py") is None  # ignored directory
+    assert ws.relative(root / "app.log") is None and ws.relative(root / "keep.log") == "keep.log"
+    assert ws.relative(root / "local_only.py") is None and ws.relative(root / "pkg" / "local_only.py")
+    assert ws.relative(root / "pkg" / "generated_api.py") is None  # nested .gitignore
+    for secret in (".env", ".env.production", "id_rsa", "server.pem", "aws_credentials.json", "api.key"):
+        assert ws.relative(root / secret) is None, secret
+    assert ws.relative(root / ".git" / "config") is None
+    assert Workspace(None).relative(root / "pkg" / "models.py") is None
+
+
+def test_ring_ranks_by_shared_identifiers_and_respects_the_budget(tmp_path):
+    root = make_workspace(tmp_path)
+    ring = ContextRing(Workspace(root), max_files=2, chunk_lines=3)
+    ring.note(str(root / "a.py"), "def parse_invoice(raw):\n    return raw.split()\n")
+    ring.note(str(root / "b.py"), "def render_page(template):\n    return template.format()\n")
+    ring.note(str(root / ".env"), "SECRET=1\n")  # never used
+    chosen = ring.select(str(root / "main.py"), "invoice = parse_invoice(raw)", "", budget_chars=1000)
+    assert chosen[0][0] == "a.py" and all(path != ".env" for path, _ in chosen)
+    assert ring.select(str(root / "main.py"), "invoice = parse_invoice(raw)", "", budget_chars=10) == ()
+    # already visible in the local window: not repeated
+    window = "def parse_invoice(raw):\n    return raw.split()\n"
+    assert all(p != "a.py" for p, _ in ring.select(str(root / "main.py"), "parse_invoice", window, 1000))
+    ring.note(str(root / "c.py"), "x = 1\n")  # max_files=2: the oldest file leaves the ring
+    assert "a.py" not in ring.files
+    assert ring.select(str(root / "a.py"), "anything", "", 1000) == ring.select(str(root / "a.py"), "anything", "", 1000)
+
+
+def test_python_import_definitions(tmp_path):
+    root = make_workspace(tmp_path)
+    main = root / "main.py"
+    src = b"import os\nfrom pkg.models import Order, load_orders\n\norders = load_orders('x')\n"
+    main.write_bytes(src)
+    chunks = python_import_definitions(Workspace(root), str(main), src)
+    assert [c.path for c in chunks] == ["pkg/models.py"]
+    assert chunks[0].text == ("class Order:\n    def discounted(self, rate: float) -> float: ...\n"
+                              "def load_orders(path): ...\n")
