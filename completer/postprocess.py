@@ -100,12 +100,35 @@ def drop_repetition(text: str, ctx: Context) -> str:
     return text
 
 
+def match_indentation(text: str, ctx: Context) -> str:
+    """Later lines of a suggestion indent like the file: tabs in a tab-indented file, spaces (in the
+    file's step) in a space-indented one."""
+    if "\n" not in text:
+        return text
+    sample = [ln for ln in [ctx.left, *ctx.next_lines] if ln[:1] in (" ", "\t")]
+    if not sample:
+        return text
+    tabs = sum(ln.startswith("\t") for ln in sample) > len(sample) / 2
+    widths = sorted({len(ln) - len(ln.lstrip(" ")) for ln in sample if ln.startswith(" ")} - {0})
+    step = widths[0] if widths else 4
+    out = [text.split("\n")[0]]
+    for line in text.split("\n")[1:]:
+        body = line.lstrip(" \t")
+        lead = line[: len(line) - len(body)]
+        if tabs and " " * step in lead:
+            lead = lead.replace(" " * step, "\t")
+        elif not tabs and "\t" in lead:
+            lead = lead.replace("\t", " " * step)
+        out.append(lead + body)
+    return "\n".join(out)
+
+
 def drop_empty(text: str, ctx: Context) -> str:
     return text if text.strip() else ""
 
 
 FILTERS = (trim_trailing_whitespace, truncate_at_block_end, drop_suffix_overlap, stop_at_existing_code,
-           drop_repetition, trim_trailing_whitespace, drop_duplicate_closer, drop_empty)
+           drop_repetition, match_indentation, trim_trailing_whitespace, drop_duplicate_closer, drop_empty)
 
 
 def postprocess(text: str, ctx: Context) -> str:

@@ -31,8 +31,6 @@ from .tokenizer import Tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
-
-
 DEFAULT_MAX_SEQ = 4096
 
 
@@ -130,7 +128,6 @@ class TorchEngine:
             self._compile_decode()
         costs = self._measure_step_costs()
         self.ngram_policy = DraftPolicy(costs)
-        self._shadow: int | None = None
         self.drafter = ModelDrafter(self, draft_model, costs) if draft_model else None
         self.load_ms = (time.perf_counter() - t0) * 1000
 
@@ -231,36 +228,31 @@ class TorchEngine:
         return fn(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
 
     def _propose(self, ngrams, drafter, context, constraint, sampler, room):
-        """(draft tokens, the policy to inform) for the next step."""
-        self._shadow = None
+        """(draft tokens, the policy to inform, shadow) for the next step. The shadow is an n-gram
+        draft token not worth verifying, checked against the real next token: free learning."""
+        shadow = None
         if room <= 0 or (constraint is not None and not constraint.done):
-            return [], None
+            return [], None, None
         if ngrams is not None:
             candidates = ngrams.draft(room)
             if candidates:
                 k = self.ngram_policy.length(len(candidates))
                 if k:
-                    return candidates[:k], self.ngram_policy
-                self._shadow = candidates[0]  # checked against the real next token: free learning
+                    return candidates[:k], self.ngram_policy, None
+                shadow = candidates[0]
         if drafter is not None:
             k = drafter.policy.length(room)
             if k:
-                return drafter.propose(context, k, sampler), drafter.policy
-        return [], None
+                return drafter.propose(context, k, sampler), drafter.policy, shadow
+        return [], None, shadow
 
     def _run(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
         with self._lock, torch.inference_mode():
             yield from self._run_locked(req, cancel, stats)
 
-    def _run_locked(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
-        t_start = time.perf_counter()
-        prompt = list(req.prompt_ids)
-        if not prompt:
-            raise ValueError("empty prompt")
-        if len(prompt) >= self.max_seq:
-            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.max_seq}-token cache")
-        max_new = min(req.max_new_tokens, self.max_seq - len(prompt))
-
+    def _prefill(self, prompt: list[int], req: GenerationRequest, stats: GenerationStats) -> torch.Tensor:
+        """Make the slot hold K/V for the whole prompt, computing as little as possible; returns the
+        logits after its last token."""
         # Prefill only past the longest cached prefix; at least one token runs to produce logits.
         reuse = common_prefix_len(self.cached_ids, prompt) if req.use_cache else 0
         pool = self.prefix_cache if req.use_cache else None
@@ -292,6 +284,18 @@ class TorchEngine:
         if pool is not None:  # only the exact prefix: moved chunks are approximations
             exact = chunks[0][1] if chunks else len(prompt)
             self._save_blocks(pool.insert(prompt[:exact], req.session_key))
+        return logits
+
+    def _run_locked(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
+        t_start = time.perf_counter()
+        prompt = list(req.prompt_ids)
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.max_seq:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.max_seq}-token cache")
+        max_new = min(req.max_new_tokens, self.max_seq - len(prompt))
+
+        logits = self._prefill(prompt, req, stats)
         stats.prefill_ms = (time.perf_counter() - t_start) * 1000
 
         tok = self.tokenizer
@@ -356,8 +360,9 @@ class TorchEngine:
             # Feed the last chosen token, plus a draft when one pays for itself: n-gram lookup first
             # (free), else the draft model.
             last = new_ids[-1]
-            draft, policy = self._propose(ngrams, drafter, context, constraint, sampler,
-                                          min(self.max_draft, self.max_seq - pos - 2, max_new - stats.decode_tokens - 1))
+            draft, policy, shadow = self._propose(ngrams, drafter, context, constraint, sampler,
+                                                  min(self.max_draft, self.max_seq - pos - 2,
+                                                      max_new - stats.decode_tokens - 1))
             rows = self._forward([last] + draft, pos, 1 + len(draft))
             stats.forward_passes += 1
             self.cached_ids.append(last)
@@ -371,8 +376,8 @@ class TorchEngine:
                 stats.drafted_tokens += len(draft)
                 stats.accepted_tokens += accepted
                 policy.observe(accepted, len(draft))
-            elif self._shadow is not None:
-                self.ngram_policy.observe(int(pending[0] == self._shadow), 1)
+            if shadow is not None:
+                self.ngram_policy.observe(int(pending[0] == shadow), 1)
 
         stats.finish_reason = finish
         stats.decode_ms = (time.perf_counter() - t_decode) * 1000

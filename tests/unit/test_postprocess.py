@@ -46,3 +46,13 @@ def test_a_closer_the_document_already_has_is_dropped():
     assert drop_duplicate_closer("return x;\n}", ctx(next_lines=["}", ""])) == "return x;"
     assert drop_duplicate_closer("return x;\n}", ctx(next_lines=["int g() {"])) == "return x;\n}"
     assert drop_duplicate_closer("y = 1\nend", ctx(next_lines=["end"])) == "y = 1"
+
+
+def test_indentation_follows_the_file():
+    from completer.postprocess import match_indentation
+
+    tabbed = ctx(left="\t", next_lines=["\treturn x", "\t\ty = 1"], multiline=True)
+    assert match_indentation("if x:\n        y()\n    z()", tabbed) == "if x:\n\t\ty()\n\tz()"
+    spaced = ctx(left="  ", next_lines=["  a = 1", "    b = 2"], multiline=True)
+    assert match_indentation("if x:\n\t\ty()", spaced) == "if x:\n    y()"
+    assert match_indentation("one line", tabbed) == "one line"
