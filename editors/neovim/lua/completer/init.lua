@@ -1,0 +1,341 @@
+-- completer: inline code completion from `completer serve --stdio` (Neovim >= 0.11).
+--
+-- Neovim 0.12+ has vim.lsp.inline_completion: the plugin enables it and maps the accept key to it.
+-- On 0.11 the plugin asks for inline completions itself: debounced on every change in insert
+-- mode, cancelling the request it supersedes, dropping answers for an older buffer or a moved
+-- cursor; ghost text is an extmark (first line inline, the rest as virtual lines). In both cases it
+-- sends Copilot's textDocument/didShowCompletion and textDocument/didPartiallyAcceptCompletion, and
+-- runs the item's command on accept (the server counts acceptances, locally).
+
+local M = {}
+
+local ns = vim.api.nvim_create_namespace('completer')
+
+M.defaults = {
+  cmd = nil, -- default: lsp/completer.lua ({ 'completer', 'serve', '--stdio' })
+  filetypes = nil, -- nil: every filetype
+  init_options = {}, -- passed to the server (backend, model, maxTokens, ...)
+  debounce_ms = 30,
+  builtin = 'auto', -- use vim.lsp.inline_completion where it exists; false: always the plugin's own
+  keymaps = {
+    accept = '<Tab>',
+    accept_word = '<M-Right>',
+    accept_line = '<M-Down>',
+    dismiss = '<C-]>',
+  },
+}
+
+M.config = vim.deepcopy(M.defaults)
+local state = { enabled = true, status = {}, buffers = {} }
+
+local function client_for(buf)
+  return vim.lsp.get_clients({ bufnr = buf, name = 'completer' })[1]
+end
+
+local function use_builtin()
+  return M.config.builtin ~= false and vim.lsp.inline_completion ~= nil
+end
+
+local function buffer_state(buf)
+  local s = state.buffers[buf]
+  if not s then
+    s = { timer = vim.uv.new_timer() }
+    state.buffers[buf] = s
+  end
+  return s
+end
+
+local function utf16_len(text)
+  local ok, n = pcall(vim.str_utfindex, text, 'utf-16')
+  return ok and n or #text
+end
+
+--- Remove the ghost text of a buffer (the suggestion is forgotten).
+function M.clear(buf)
+  buf = buf or vim.api.nvim_get_current_buf()
+  local s = state.buffers[buf]
+  if vim.api.nvim_buf_is_valid(buf) then
+    vim.api.nvim_buf_clear_namespace(buf, ns, 0, -1)
+  end
+  if s then
+    s.shown = nil
+  end
+end
+
+local function cancel(buf)
+  local s = state.buffers[buf]
+  local client = client_for(buf)
+  if s and s.request_id and client then
+    client:cancel_request(s.request_id)
+  end
+  if s then
+    s.request_id = nil
+  end
+end
+
+local function item_text(item)
+  local text = item.insertText
+  if type(text) == 'table' then
+    text = text.value
+  end
+  return text or ''
+end
+
+local function render(buf, client, item, row, col)
+  local text = item_text(item)
+  if text == '' then
+    return
+  end
+  local lines = vim.split(text, '\n', { plain = true })
+  local opts = { virt_text = { { lines[1], 'Comment' } }, virt_text_pos = 'inline', hl_mode = 'combine' }
+  if #lines > 1 then
+    opts.virt_lines = {}
+    for i = 2, #lines do
+      table.insert(opts.virt_lines, { { lines[i], 'Comment' } })
+    end
+  end
+  vim.api.nvim_buf_set_extmark(buf, ns, row, col, opts)
+  buffer_state(buf).shown = { item = item, text = text, row = row, col = col }
+  client:notify('textDocument/didShowCompletion', { item = item })
+end
+
+local function request(buf)
+  local client = client_for(buf)
+  if not client or not state.enabled or not vim.api.nvim_buf_is_valid(buf) then
+    return
+  end
+  if vim.api.nvim_get_current_buf() ~= buf or vim.api.nvim_get_mode().mode:sub(1, 1) ~= 'i' then
+    return
+  end
+  local s = buffer_state(buf)
+  cancel(buf)
+  local win = vim.api.nvim_get_current_win()
+  local params = vim.lsp.util.make_position_params(win, client.offset_encoding)
+  params.context = { triggerKind = 2 }
+  local tick = vim.api.nvim_buf_get_changedtick(buf)
+  local cursor = vim.api.nvim_win_get_cursor(win)
+  local ok, id = client:request('textDocument/inlineCompletion', params, function(err, result)
+    if s.request_id == id then
+      s.request_id = nil
+    end
+    if err or not result or not vim.api.nvim_buf_is_valid(buf) then
+      return
+    end
+    -- An answer for an older buffer or another cursor position is useless: drop it.
+    if vim.api.nvim_buf_get_changedtick(buf) ~= tick or vim.api.nvim_get_mode().mode:sub(1, 1) ~= 'i' then
+      return
+    end
+    local now = vim.api.nvim_win_get_cursor(0)
+    if now[1] ~= cursor[1] or now[2] ~= cursor[2] then
+      return
+    end
+    local items = result.items or result
+    if items and items[1] then
+      M.clear(buf)
+      render(buf, client, items[1], cursor[1] - 1, cursor[2])
+    end
+  end, buf)
+  if ok then
+    s.request_id = id
+  end
+end
+
+local function schedule(buf)
+  local s = buffer_state(buf)
+  M.clear(buf)
+  s.timer:stop()
+  s.timer:start(M.config.debounce_ms, 0, vim.schedule_wrap(function()
+    request(buf)
+  end))
+end
+
+--- Whether a suggestion is shown in the current buffer.
+function M.visible(buf)
+  local s = state.buffers[buf or vim.api.nvim_get_current_buf()]
+  return s ~= nil and s.shown ~= nil
+end
+
+local function first_word(text)
+  return text:match('^%s*[%w_]+') or text:match('^%s*[^%w_%s]+') or text
+end
+
+local function first_line(text)
+  local line = text:match('^[^\n]*')
+  if line == '' and text:sub(1, 1) == '\n' then
+    return '\n' .. (text:sub(2):match('^[^\n]*') or '')
+  end
+  return line
+end
+
+--- Insert the shown suggestion ('all'), its next word ('word') or its next line ('line').
+--- Returns false when nothing is shown.
+function M.accept(kind)
+  kind = kind or 'all'
+  local buf = vim.api.nvim_get_current_buf()
+  local s = state.buffers[buf]
+  if not s or not s.shown then
+    return false
+  end
+  local shown = s.shown
+  local part = shown.text
+  if kind == 'word' then
+    part = first_word(shown.text)
+  elseif kind == 'line' then
+    part = first_line(shown.text)
+  end
+  M.clear(buf)
+  local lines = vim.split(part, '\n', { plain = true })
+  vim.api.nvim_buf_set_text(buf, shown.row, shown.col, shown.row, shown.col, lines)
+  local end_row = shown.row + #lines - 1
+  local end_col = (#lines == 1 and shown.col or 0) + #lines[#lines]
+  vim.api.nvim_win_set_cursor(0, { end_row + 1, end_col })
+  local client = client_for(buf)
+  if client then
+    if part == shown.text then
+      if shown.item.command then
+        client:exec_cmd(shown.item.command, { bufnr = buf })
+      end
+    else
+      client:notify('textDocument/didPartiallyAcceptCompletion', { item = shown.item, acceptedLength = utf16_len(part) })
+    end
+  end
+  return true
+end
+
+local function map_accept(buf, lhs, kind)
+  if not lhs or lhs == '' then
+    return
+  end
+  vim.keymap.set('i', lhs, function()
+    if use_builtin() and kind == 'all' then
+      if vim.lsp.inline_completion.get({ bufnr = buf }) then
+        return ''
+      end
+      return vim.api.nvim_replace_termcodes(lhs, true, false, true)
+    end
+    if M.visible(buf) then
+      vim.schedule(function()
+        M.accept(kind)
+      end)
+      return ''
+    end
+    return vim.api.nvim_replace_termcodes(lhs, true, false, true) -- the key's usual meaning
+  end, { buffer = buf, expr = true, replace_keycodes = false, desc = 'completer: accept ' .. kind })
+end
+
+local function on_attach(buf)
+  local keys = M.config.keymaps
+  map_accept(buf, keys.accept, 'all')
+  if use_builtin() then
+    vim.lsp.inline_completion.enable(state.enabled, { bufnr = buf })
+    return
+  end
+  map_accept(buf, keys.accept_word, 'word')
+  map_accept(buf, keys.accept_line, 'line')
+  if keys.dismiss and keys.dismiss ~= '' then
+    vim.keymap.set('i', keys.dismiss, function()
+      M.clear(buf)
+    end, { buffer = buf, desc = 'completer: dismiss' })
+  end
+  local group = vim.api.nvim_create_augroup('completer_buf_' .. buf, { clear = true })
+  vim.api.nvim_create_autocmd({ 'TextChangedI', 'TextChangedP' }, {
+    group = group,
+    buffer = buf,
+    callback = function()
+      schedule(buf)
+    end,
+  })
+  vim.api.nvim_create_autocmd('InsertLeave', {
+    group = group,
+    buffer = buf,
+    callback = function()
+      buffer_state(buf).timer:stop()
+      cancel(buf)
+      M.clear(buf)
+    end,
+  })
+  vim.api.nvim_create_autocmd('BufUnload', {
+    group = group,
+    buffer = buf,
+    callback = function()
+      local s = state.buffers[buf]
+      if s then
+        s.timer:stop()
+        s.timer:close()
+        state.buffers[buf] = nil
+      end
+    end,
+  })
+end
+
+--- Configure and start: registers the `completer` LSP config and enables it.
+function M.setup(opts)
+  M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  local cfg = {
+    init_options = M.config.init_options,
+    handlers = {
+      ['completer/status'] = function(_, params)
+        state.status = params or {}
+      end,
+    },
+  }
+  if M.config.cmd then
+    cfg.cmd = M.config.cmd
+  end
+  if M.config.filetypes then
+    cfg.filetypes = M.config.filetypes
+  end
+  vim.lsp.config('completer', cfg)
+  vim.api.nvim_create_autocmd('LspAttach', {
+    group = vim.api.nvim_create_augroup('completer_attach', { clear = true }),
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if client and client.name == 'completer' then
+        on_attach(args.buf)
+      end
+    end,
+  })
+  vim.lsp.enable('completer')
+end
+
+function M.status()
+  return { enabled = state.enabled, server = state.status, builtin = use_builtin() }
+end
+
+function M.print_status()
+  local s = state.status
+  local lines = {
+    string.format('completer: %s, %s', state.enabled and 'enabled' or 'disabled',
+      use_builtin() and 'built-in inline completion' or 'plugin inline completion'),
+    string.format('server: %s, backend %s on %s, model %s, last latency %s ms', s.state or 'not started',
+      s.backend or '?', s.device or '?', s.model or '?', s.lastLatencyMs or '-'),
+  }
+  if s.message and s.message ~= '' then
+    table.insert(lines, s.message)
+  end
+  vim.notify(table.concat(lines, '\n'))
+end
+
+function M.toggle()
+  state.enabled = not state.enabled
+  for buf in pairs(state.buffers) do
+    cancel(buf)
+    M.clear(buf)
+  end
+  if use_builtin() then
+    vim.lsp.inline_completion.enable(state.enabled)
+  end
+  vim.notify('completer: ' .. (state.enabled and 'enabled' or 'disabled'))
+end
+
+function M.restart()
+  for _, client in ipairs(vim.lsp.get_clients({ name = 'completer' })) do
+    client:stop()
+  end
+  vim.defer_fn(function()
+    vim.lsp.enable('completer', false)
+    vim.lsp.enable('completer', true)
+  end, 500)
+end
+
+return M

