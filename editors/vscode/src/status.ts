@@ -1,0 +1,55 @@
+// Pure helpers (no vscode import), unit-tested with node:test.
+
+/** The server's completer/status notification. */
+export interface ServerStatus {
+  state?: string; // loading | ready | error
+  model?: string;
+  backend?: string;
+  device?: string;
+  lastLatencyMs?: number | null;
+  message?: string;
+}
+
+/** Status bar text: "$(sparkle) completer 12 ms", or the state when there is no latency yet. */
+export function statusText(status: ServerStatus, enabled: boolean): string {
+  if (!enabled) {
+    return "$(circle-slash) completer off";
+  }
+  if (status.state === "error") {
+    return "$(error) completer";
+  }
+  if (status.state !== "ready") {
+    return "$(sync~spin) completer";
+  }
+  const latency = status.lastLatencyMs;
+  return latency === null || latency === undefined
+    ? "$(sparkle) completer"
+    : `$(sparkle) completer ${Math.round(latency)} ms`;
+}
+
+/** Status bar tooltip: everything the notification says. */
+export function statusTooltip(status: ServerStatus): string {
+  const model = (status.model || "?").split(/[\\/]/).pop();
+  const lines = [`state: ${status.state || "starting"}`, `model: ${model}`, `backend: ${status.backend || "?"} on ${status.device || "?"}`];
+  if (status.message) {
+    lines.push(status.message);
+  }
+  return lines.join("\n");
+}
+
+/** UTF-16 length of the text a partial accept inserted (what didPartiallyAcceptCompletion reports). */
+export function acceptedLength(inserted: string): number {
+  return inserted.length; // JavaScript strings are UTF-16
+}
+
+/** initializationOptions from the settings: explicit backend/model override the free-form object. */
+export function initializationOptions(extra: Record<string, unknown>, backend: string, model: string): Record<string, unknown> {
+  const options: Record<string, unknown> = { ...extra };
+  if (backend) {
+    options.backend = backend;
+  }
+  if (model) {
+    options.model = model;
+  }
+  return options;
+}

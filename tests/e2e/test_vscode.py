@@ -1,0 +1,147 @@
+"""The VS Code extension in real VS Code (code-server) in headless Chromium, driven by Playwright,
+with the real server and the embedded model: type into a Python file, ghost text appears, Tab
+accepts, the line holds the suggestion, the server counted the acceptance; a screenshot is saved.
+
+Needs what `make e2e-vscode` installs (minutes): code-server from npm (Node 24), Debian's Chromium,
+Playwright, and editors/vscode/completer.vsix. Without them the test is skipped, saying what is
+missing; `make e2e-vscode` runs it with COMPLETER_E2E_VSCODE=1, where a skip is a failure.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VSIX = ROOT / "editors" / "vscode" / "completer.vsix"
+CODE_SERVER = os.environ.get("COMPLETER_CODE_SERVER") or shutil.which("code-server")
+CHROMIUM = os.environ.get("COMPLETER_CHROMIUM") or shutil.which("chromium")
+ARTIFACTS = Path(os.environ.get("COMPLETER_ARTIFACTS", ROOT / "test-artifacts"))
+
+missing = [name for name, ok in (("code-server", CODE_SERVER), ("chromium", CHROMIUM), ("completer.vsix", VSIX.exists()))
+           if not ok]
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    missing.append("playwright")
+required = os.environ.get("COMPLETER_E2E_VSCODE") == "1"
+
+SOURCE = "class Inventory:\n    def __init__(self):\n        self.items = {}\n\n    def count(self):\n"
+
+
+EDITOR = ".part.editor .monaco-editor"  # the main editor area, not the chat input (also a Monaco editor)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def code_server(tmp_path):
+    if missing:
+        if required:
+            pytest.fail(f"VS Code end-to-end requirements missing: {', '.join(missing)}")
+        pytest.skip(f"needs {', '.join(missing)} (make e2e-vscode installs them)")
+    data, ws = tmp_path / "data", tmp_path / "ws"
+    (data / "user" / "User").mkdir(parents=True)
+    ws.mkdir()
+    (ws / "inventory.py").write_text(SOURCE)
+    log = tmp_path / "server.log"
+    settings = {
+        "completer.serverCommand": sys.executable,
+        "completer.serverArgs": ["-m", "completer", "serve", "--stdio", "--log-level", "INFO", "--log-file", str(log)],
+        "workbench.startupEditor": "none",
+        "security.workspace.trust.enabled": False,
+        "telemetry.telemetryLevel": "off",
+        "editor.inlineSuggest.enabled": True,
+        "editor.quickSuggestions": {"other": False, "comments": False, "strings": False},
+        "editor.suggestOnTriggerCharacters": False,
+        "extensions.autoCheckUpdates": False,
+        "workbench.tips.enabled": False,
+        "chat.disableAIFeatures": True,  # no chat panel taking focus
+        "editor.autoClosingBrackets": "never",  # the typed line is exactly what the test typed
+        "workbench.secondarySideBar.defaultVisibility": "hidden",
+    }
+    (data / "user" / "User" / "settings.json").write_text(json.dumps(settings))
+    common = ["--user-data-dir", str(data / "user"), "--extensions-dir", str(data / "ext")]
+    subprocess.run([CODE_SERVER, *common, "--install-extension", str(VSIX)], check=True, capture_output=True,
+                   timeout=180)
+    port = free_port()
+    proc = subprocess.Popen([CODE_SERVER, "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", "--disable-telemetry",
+                             "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override",
+                             *common, str(ws)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "EXTENSIONS_GALLERY": '{"serviceUrl": "http://127.0.0.1:9/"}'})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/?folder={ws}", log
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+LINE_WITHOUT_GHOST = """(needle) => {
+    // Monaco renders ghost text inside the line's DOM: strip it, then find the typed line.
+    for (const line of document.querySelectorAll('.part.editor .monaco-editor .view-lines .view-line')) {
+        const copy = line.cloneNode(true);
+        copy.querySelectorAll('.ghost-text-decoration, .ghost-text-decoration-preview, .ghost-text')
+            .forEach(e => e.remove());
+        const text = copy.textContent.replace(/\\u00a0/g, ' ');
+        if (text.includes(needle)) return {text, ghost: !!line.querySelector('.ghost-text-decoration')};
+    }
+    return null;
+}"""
+
+
+def test_ghost_text_and_tab_accept_in_code_server(code_server):
+    url, log = code_server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
+            page.goto(url)
+            page.wait_for_selector(".monaco-workbench", timeout=90_000)
+            page.wait_for_selector(".explorer-viewlet >> text=inventory.py", timeout=60_000)
+            page.dblclick(".explorer-viewlet >> text=inventory.py")
+            page.wait_for_selector(EDITOR + " .view-lines", timeout=30_000)
+            page.wait_for_function("document.querySelector('.statusbar') && "
+                                   "document.querySelector('.statusbar').textContent.includes('completer')",
+                                   timeout=60_000)
+            page.click(EDITOR + " .view-lines")
+            page.keyboard.press("Control+End")
+            page.keyboard.type("        return len(self.", delay=80)
+            try:
+                ghost = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "vscode-no-ghost-text.png"))
+                raise AssertionError("no ghost text; server log:\n" + (log.read_text() if log.exists() else "(none)"))
+            suggestion = ghost.text_content()
+            page.screenshot(path=str(ARTIFACTS / "vscode-ghost-text.png"))
+            assert suggestion
+            page.keyboard.press("Tab")
+            needle = "return len(self."
+            page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && !r.ghost; }}",
+                                   arg=needle, timeout=10_000)
+            line = page.evaluate(LINE_WITHOUT_GHOST, needle)["text"]
+            page.screenshot(path=str(ARTIFACTS / "vscode-accepted.png"))
+            assert line.rstrip() == ("        return len(self." + suggestion).rstrip()
+        finally:
+            browser.close()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "accepted" not in log.read_text():
+        time.sleep(0.3)
+    assert "accepted" in log.read_text()  # the item's command reached the server
