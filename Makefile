@@ -26,13 +26,20 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/completer demo
+	$(BIN)/completer demo --session bench/sessions/utils-block-106.msgpack bench/sessions/_tokenizer-body-26.msgpack
 
 test: install-test
 	$(BIN)/python -m pytest -q
 
+# Replay the committed typing sessions under several server configurations (about 25 minutes):
+# the table, bench/results/replay.json and bench/results/replay.png. BENCH_FLAGS adds replay options.
+BENCH_AB := --ab 'no-reuse=--no-reuse' --ab 'no-cache=--no-cache' --ab 'no-speculation=--no-speculative' \
+	--ab 'no-syntax=--no-syntax'
 bench: install
-	$(BIN)/python bench/keystroke_latency.py
+	$(PIP) install --quiet "matplotlib>=3.8"
+	mkdir -p bench/results
+	$(BIN)/completer replay bench/sessions --max-pause-ms 1000 $(BENCH_AB) $(BENCH_FLAGS) \
+		--json bench/results/replay.json --plot bench/results/replay.png
 
 # VS Code end to end: code-server (npm, Node 24 from PyPI) + Debian Chromium + Playwright.
 # Needs the Debian packages chromium and libkrb5-dev (.ci/run installs them). Minutes on first run.

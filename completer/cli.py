@@ -22,6 +22,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-tokens", type=int, default=None, metavar="N", help="most tokens per suggestion")
     g.add_argument("--no-speculative", action="store_true", help="plain greedy decoding, no n-gram drafts")
     g.add_argument("--no-cache", action="store_true", help="recompute the whole prompt every request")
+    g.add_argument("--no-syntax", action="store_true",
+                   help="line-based prompt windows (default: cut at statement boundaries with tree-sitter)")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     g.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                    help="memory for the KV block pool shared by all files and sessions (default 64)")
@@ -43,6 +45,10 @@ def _settings_from_args(args):
         kw["fim_template"] = args.fim_template
     if args.max_tokens:
         kw["max_tokens"] = args.max_tokens
+    if getattr(args, "no_syntax", False):
+        from .prompt import PromptSettings
+
+        kw["prompt"] = PromptSettings(syntax=False)
     return CompletionSettings(**kw)
 
 
@@ -55,8 +61,9 @@ def _engine_options(args) -> dict:
 def cmd_serve(args) -> int:
     from lsp.server import create_server
 
+    engine = {"mode": args.engine, "socket": args.engine_socket, "idle_exit_s": args.engine_idle_exit_s}
     server = create_server(_engine_options(args), _settings_from_args(args), reuse=not args.no_reuse,
-                           context=not args.no_context)
+                           context=not args.no_context, record_dir=args.record, engine=engine)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():
@@ -115,13 +122,74 @@ def cmd_complete(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args)
+    return run_demo(args, _serve_flags(args))
 
 
 def cmd_doctor(args) -> int:
     from .doctor import run_doctor
 
     return run_doctor(args)
+
+
+def _serve_flags(args) -> list[str]:
+    """`completer serve` options from the engine options (and reuse/context switches) of `args`."""
+    flags = []
+    for name in ("model", "backend", "device", "dtype", "max_tokens", "threads", "cache_mb", "fim_template",
+                 "draft_model"):
+        value = getattr(args, name, None)
+        if value is not None and not (name in ("backend", "device", "dtype") and value in ("torch", "auto")):
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    for name in ("no_speculative", "no_cache", "no_edit_reuse", "compile", "no_syntax", "no_reuse", "no_context"):
+        if getattr(args, name, False):
+            flags.append(f"--{name.replace('_', '-')}")
+    return flags
+
+
+def cmd_replay(args) -> int:
+    from .replay import run_replay
+
+    return run_replay(args, _serve_flags(args))
+
+
+def cmd_synthesize(args) -> int:
+    from .session import write_session
+    from .typist import language_of, synthesize_tree
+
+    paths: list[Path] = []
+    for src in map(Path, args.sources):
+        if src.is_dir():
+            paths += sorted(p for p in src.rglob("*") if p.is_file() and language_of(p))
+        elif src.is_file():
+            paths.append(src)
+        else:
+            raise SystemExit(f"completer synthesize: {src}: no such file or directory")
+    if args.max_files:
+        paths = paths[:args.max_files]
+    root = Path(args.sources[0]) if len(args.sources) == 1 and Path(args.sources[0]).is_dir() else None
+    sessions = synthesize_tree(paths, args.per_file, args.seed, root=root)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for session in sessions:
+        out = args.out / f"{session.meta['name'].replace('/', '_')}.msgpack"
+        write_session(out, session)
+        plan = session.of_kind("plan")[0]
+        print(f"{out}: {len(plan['text'])} characters, {len(plan['steps'])} steps, "
+              f"{sum(s[3] for s in plan['steps']) / 1000:.0f} s of typing")
+    if not sessions:
+        print("completer synthesize: no spans found (files of a known language?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_engine(args) -> int:
+    from .daemon import EngineDaemon
+    from .engine_protocol import default_socket
+    from .runtime import load_engine
+
+    options = _engine_options(args)
+    socket_path = args.socket or default_socket(options)
+    engine = load_engine(**options)
+    EngineDaemon(engine, socket_path, idle_exit_s=args.idle_exit_s).serve_forever()
+    return 0
 
 
 def cmd_version(args) -> int:
@@ -150,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="always ask the model, never answer from a suggestion that is still valid")
     p.add_argument("--no-context", action="store_true",
                    help="no chunks of other workspace files in prompts (default: recent files and imports)")
+    p.add_argument("--engine", choices=["inproc", "auto", "connect"], default="inproc",
+                   help="inproc: the model runs in this process (default); auto: share a `completer engine` daemon "
+                   "with other windows, starting one if none runs; connect: use a running daemon only")
+    p.add_argument("--engine-socket", metavar="PATH", default=None,
+                   help="the daemon's socket (default: one per engine configuration in your runtime dir)")
+    p.add_argument("--engine-idle-exit-s", type=float, default=None, metavar="S",
+                   help="a daemon started by --engine auto exits after S seconds without clients (default 600)")
+    p.add_argument("--record", metavar="DIR", default=None,
+                   help="record this editing session (documents, edits, suggestions, accepts) to a session file "
+                   "in DIR, for `completer replay`; off by default, never leaves your disk")
     _add_engine_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -172,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-accept", action="store_true", help="never accept suggestions (default: accept those "
                    "that match what is typed next, like a user pressing Tab)")
     p.add_argument("--no-reuse", action="store_true", help="the server never answers from a still-valid suggestion")
+    p.add_argument("--session", nargs="+", metavar="SESSION", help="replay these typing sessions (human timing, "
+                   "see `completer synthesize`) instead of retyping FILE at a steady speed")
+    p.add_argument("--max-pause-ms", type=float, default=1000.0, metavar="MS",
+                   help="with --session: cap thinking pauses (default 1000)")
     _add_engine_options(p)
     p.set_defaults(func=cmd_demo)
 
@@ -180,6 +262,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("engine", help="run the shared engine daemon (for serve --engine auto|connect)",
+                       description="Load the model once and serve token generation to language servers over a "
+                       "unix socket private to you (0600 in a 0700 directory), msgpack-framed.")
+    p.add_argument("--socket", metavar="PATH", default=None,
+                   help="socket path (default: derived from the engine options, in $XDG_RUNTIME_DIR/completer)")
+    p.add_argument("--idle-exit-s", type=float, default=600.0, metavar="S",
+                   help="exit after S seconds without clients (0: never; default 600)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_engine)
+
+    p = sub.add_parser("replay", help="replay typing sessions against the real server and report latency",
+                       description="Drive `completer serve --stdio` (or --server-cmd) with typing sessions like an "
+                       "editor: didChange + inlineCompletion per keystroke, superseded requests cancelled. Prints "
+                       "latency, reuse, engine work and acceptance; with --ab, the same for several server "
+                       "configurations and their ratios to the first.")
+    p.add_argument("sessions", nargs="+", metavar="SESSION", help="session files (.msgpack) or directories of them")
+    p.add_argument("--speed", type=float, default=1.0, help="replay X times faster than typed (default 1: real time)")
+    p.add_argument("--max-pause-ms", type=float, default=None, metavar="MS",
+                   help="cap every pause (after --speed); thinking pauses otherwise dominate the run time")
+    p.add_argument("--json", metavar="OUT", help="write every request and the summaries as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="write the latency CDF and per-keystroke timeline (matplotlib)")
+    p.add_argument("--ab", action="append", metavar="NAME=FLAGS",
+                   help="also replay under the base server plus FLAGS (repeatable), e.g. --ab 'no-cache=--no-cache'")
+    p.add_argument("--name", default="default", help="name of the base configuration in the report")
+    p.add_argument("--server-cmd", metavar="CMD", help="another LSP server command line (stdio) instead of completer")
+    p.add_argument("--no-accept", action="store_true", help="synthetic typists never take suggestions")
+    p.add_argument("--seed", type=int, default=0, help="seed of the typists' reaction times")
+    p.add_argument("--no-reuse", action="store_true", help="server: never answer from a still-valid suggestion")
+    p.add_argument("--no-context", action="store_true", help="server: no cross-file context")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("synthesize", help="make typing sessions from source files",
+                       description="Pick spans (function bodies, blocks, statements, lines) with tree-sitter in "
+                       "each file, remove them and plan retyping them with a seeded human timing model.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="source files or directories")
+    p.add_argument("--out", type=Path, required=True, help="directory for the session files")
+    p.add_argument("--per-file", type=int, default=2, help="spans per file (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-files", type=int, default=None)
+    p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -18,6 +18,7 @@ from pathlib import Path
 from .editor_client import EditorClient, Suggestion, default_server_cmd
 from .metrics import percentiles
 from .prompt import split_lines
+from .replay import Observer
 
 DEMO_FILE = Path(__file__).parent / "demo_data" / "inventory.py"
 _DEF = re.compile(r"^\s*(async\s+)?(def|class)\s")
@@ -46,26 +47,14 @@ class Display:
         print(f"{'':>4} | Tab: accepted {len(text)} characters", flush=True)
 
 
-async def run_session(args, path: Path) -> int:
+async def run_session(args, path: Path, server_flags: list[str]) -> int:
     original = path.read_text(encoding="utf-8")
     lines = split_lines(original)
     first, end = choose_span(lines, args.lines, args.start_line)
     target = "".join(lines[first:end])
     start_text = "".join(lines[:first] + lines[end:])
-    extra = []
-    for flag in ("model", "backend", "device", "dtype", "threads", "max_tokens"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            extra += [f"--{flag.replace('_', '-')}", str(value)]
-    extra += ["--no-speculative"] if args.no_speculative else []
-    extra += ["--no-cache"] if args.no_cache else []
-    extra += ["--no-edit-reuse"] if args.no_edit_reuse else []
-    extra += ["--no-reuse"] if args.no_reuse else []
-    extra += ["--cache-mb", str(args.cache_mb)] if args.cache_mb is not None else []
-    extra += ["--compile"] if args.compile else []
-    extra += ["--draft-model", args.draft_model] if args.draft_model else []
     log = Path(tempfile.gettempdir()) / "completer-demo-server.log"
-    client = EditorClient(default_server_cmd(extra + ["--log-file", str(log)]), path.resolve().as_uri(), start_text,
+    client = EditorClient(default_server_cmd(server_flags + ["--log-file", str(log)]), path.resolve().as_uri(), start_text,
                           log_path=str(log))
     display = Display()
     print(f"completer demo: retyping lines {first + 1}-{end} of {path} ({len(target)} characters)", flush=True)
@@ -153,9 +142,55 @@ async def run_session(args, path: Path) -> int:
         await client.stop()
 
 
-def run_demo(args) -> int:
+class SessionDisplay(Observer):
+    """Prints what the user sees during a session replay."""
+
+    def __init__(self) -> None:
+        self.display = Display()
+
+    def shown(self, line_no: int, left: str, ghost: str, latency_ms: float | None) -> None:
+        self.display.suggestion(line_no, left, Suggestion(ghost, None, latency_ms or 0.0))
+
+    def accepted(self, how: str, text: str) -> None:
+        what = {"full": "Tab", "line": "accept line", "word": "accept word"}.get(how, how)
+        print(f"{'':>4} | {what}: accepted {len(text)} characters", flush=True)
+
+
+def run_session_files(args, server_flags: list[str]) -> int:
+    """`completer demo --session FILE...`: replay typing sessions (human timing) with a live display."""
+    from . import replay_report
+    from .replay import ReplayOptions, replay_all
+    from .session import SessionError, read_session
+
+    try:
+        sessions = [read_session(p) for p in args.session]
+    except SessionError as exc:
+        print(f"completer demo: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(status: dict) -> None:
+        print(f"server ready: {status.get('backend')} on {status.get('device')}, model {status.get('model')}\n",
+              flush=True)
+
+    def done(res) -> None:
+        print(f"  -- {res.name}: {res.accepted_chars} of {res.final_chars} characters from suggestions\n", flush=True)
+
+    for s in sessions:
+        print(f"session {s.name}: {s.meta.get('source', '')}", flush=True)
+    log = Path(tempfile.gettempdir()) / "completer-demo-server.log"
+    options = ReplayOptions(max_pause_ms=args.max_pause_ms, accept=not args.no_accept)
+    results, _ = asyncio.run(replay_all(default_server_cmd(server_flags + ["--log-file", str(log)]), sessions, options,
+                                        log_path=str(log), progress=done, observer=SessionDisplay(), on_ready=ready))
+    summary = replay_report.summarize(results)
+    print(replay_report.table([{"name": "summary", "summary": summary}]))
+    return 0 if summary["texts_ok"] else 1
+
+
+def run_demo(args, server_flags: list[str]) -> int:
+    if args.session:
+        return run_session_files(args, server_flags)
     path = Path(args.file) if args.file else DEMO_FILE
     if not path.is_file():
         print(f"completer demo: {path}: no such file", file=sys.stderr)
         return 2
-    return asyncio.run(run_session(args, path))
+    return asyncio.run(run_session(args, path, server_flags))

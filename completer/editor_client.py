@@ -54,7 +54,7 @@ class EditorClient:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, initialization_options: dict | None = None) -> None:
+    async def start(self, initialization_options: dict | None = None, open_document: bool = True) -> None:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         await self.client.start_io(*self.server_cmd, env=env)
@@ -64,6 +64,8 @@ class EditorClient:
         await self.client.initialize_async(types.InitializeParams(
             capabilities=caps, process_id=os.getpid(), initialization_options=initialization_options))
         self.client.initialized(types.InitializedParams())
+        if not open_document:
+            return
         self.client.text_document_did_open(types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=self.uri, language_id=self.language_id,
                                                  version=self.version, text=self.text)))
@@ -115,6 +117,8 @@ class EditorClient:
         cur = self.lines[line]
         pos = types.Position(line=line, character=utf16_len(cur[:character]))
         new = split_lines(cur[:character] + text + cur[character:])
+        if line < len(self.lines) - 1 and new[-1] == "":  # the line kept its break: no new last line
+            new.pop()
         self.lines[line:line + 1] = new
         self.version += 1
         self.client.text_document_did_change(types.DidChangeTextDocumentParams(
@@ -156,9 +160,10 @@ class EditorClient:
         text = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
         return Suggestion(text, item, latency)
 
-    async def stats(self) -> dict:
-        """The server's completer/stats: counters and engine totals."""
-        result = await self.client.protocol.send_request_async("completer/stats", None)
+    async def stats(self, requests: bool = False) -> dict:
+        """The server's completer/stats: counters and engine totals (and its request log)."""
+        result = await self.client.protocol.send_request_async("completer/stats",
+                                                               {"requests": True} if requests else None)
         return _plain(result)
 
     async def accept(self, suggestion: Suggestion) -> None:
@@ -174,6 +179,8 @@ def _plain(obj):
         return {k: _plain(v) for k, v in obj._asdict().items()}
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
     return obj
 
 

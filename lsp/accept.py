@@ -22,6 +22,8 @@ def register(server) -> None:
     async def did_accept(ls, *args):
         ls.counters["accepted"] += 1
         log.info("accepted %s", args[0] if args else "?")
+        if ls.recorder and args and isinstance(args[0], str):
+            ls.recorder.accepted(args[0])
         return None
 
     @server.feature(DID_SHOW)
@@ -31,3 +33,19 @@ def register(server) -> None:
     @server.feature(DID_PARTIALLY_ACCEPT)
     async def did_partially_accept(ls, params):
         ls.counters["partially_accepted"] += 1
+        if ls.recorder:
+            item_id, length = _partial_accept(params)
+            if item_id is not None:
+                ls.recorder.accepted(item_id, length)
+
+
+def _partial_accept(params) -> tuple[str | None, int]:
+    """(our item id, acceptedLength) from {item: {command: {arguments: [id]}}, acceptedLength}, if present."""
+    try:
+        item = getattr(params, "item", None)
+        command = getattr(item, "command", None)
+        arguments = getattr(command, "arguments", None) or []
+        length = int(getattr(params, "acceptedLength", 0))
+        return (arguments[0] if arguments and isinstance(arguments[0], str) else None), max(0, length)
+    except (TypeError, ValueError):
+        return None, 0

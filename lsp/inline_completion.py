@@ -34,17 +34,30 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     ls.counters["requests"] += 1
     uri = params.text_document.uri
     doc = ls.store.get(uri)
+    pos = params.position
+    version = doc.version if doc is not None else -1
+    trigger = int(params.context.trigger_kind) if params.context else 2
+    rid = ls.recorder.request(uri, version, pos.line, pos.character, trigger) if ls.recorder else 0
+
+    def done(kind: str, lines=None, line: int = 0, character: int = 0, text: str = "", stats=None):
+        """Count, log and record one answer; `kind` says who answered (see RequestLog)."""
+        ms = (time.perf_counter() - started) * 1000
+        answer = _answer(ls, lines, line, character, text) if text else EMPTY
+        ls.request_log.add(version, pos.line, pos.character, kind, ms, stats)
+        if ls.recorder:
+            ls.recorder.answer(rid, text, ms, answer.items[0].command.arguments[0] if text else None)
+        return answer
+
     if doc is None:
         log.info("inlineCompletion for a document that is not open: %s", uri)
         ls.counters["empty"] += 1
-        return EMPTY
-    pos = params.position
+        return done("not_open")
     if pos.line < 0 or pos.line >= len(doc.lines) or pos.character < 0:
         ls.counters["empty"] += 1
-        return EMPTY
+        return done("invalid")
     line, character = doc.clamp(pos.line, pos.character, ls.store.encoding)
     ls.last_cursor[uri] = (line, character)
-    version, lines, syntax, context = doc.version, doc.lines, doc.snapshot, doc.context  # immutable snapshots
+    lines, syntax, context = doc.lines, doc.snapshot, doc.context  # immutable snapshots
 
     previous = ls.pending.get(uri)
     if previous is not None:
@@ -56,7 +69,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
             text, kind = hit
             ls.counters[f"reuse_{kind}"] += 1
             ls.note_latency(started)
-            return _answer(ls, lines, line, character, text)
+            return done(kind, lines, line, character, text)
 
     cancel = threading.Event()
     ls.pending[uri] = cancel
@@ -64,7 +77,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     completer = await ls.get_completer()
     if completer is None:
         ls.counters["errors"] += 1
-        return EMPTY
+        return done("error")
     request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
                                 session_key=uri, syntax=syntax, context=context)
     loop = asyncio.get_running_loop()
@@ -73,23 +86,35 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     except asyncio.CancelledError:  # $/cancelRequest: pygls answers -32800 for us
         cancel.set()
         ls.counters["cancelled"] += 1
+        ls.request_log.add(version, pos.line, pos.character, "cancelled", (time.perf_counter() - started) * 1000)
+        if ls.recorder:
+            ls.recorder.cancelled(rid)
         raise
     except Exception:
         log.exception("completion failed")
         ls.counters["errors"] += 1
         ls.send_status("error", message="completion failed; see the server log")
-        return EMPTY
+        return done("error")
     finally:
         if ls.pending.get(uri) is cancel:
             del ls.pending[uri]
 
+    if result.finish_reason == "unavailable":  # the engine daemon is away; it reconnects in the background
+        ls.counters["unavailable"] += 1
+        if ls.engine_available:
+            ls.send_status("error", message="the engine daemon is unavailable; reconnecting")
+            ls.engine_available = False
+        return done("unavailable")
+    if not ls.engine_available:
+        ls.engine_available = True
+        ls.send_status("ready")
     if cancel.is_set() or result.finish_reason == "cancelled":
         ls.counters["cancelled"] += 1
-        return EMPTY
+        return done("cancelled", stats=result.stats)
     current = ls.store.get(uri)
     if current is None or current.version != version or current.lines is not lines:
         ls.counters["stale"] += 1
-        return EMPTY
+        return done("stale", stats=result.stats)
     ls.note_latency(started)
     if ls.reuse is not None and current.context is context:  # not made stale by a context update meanwhile
         ls.reuse.remember(uri, lines, line, character, result.text)
@@ -98,9 +123,9 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     ls.send_status("ready")
     if not result.text:
         ls.counters["empty"] += 1
-        return EMPTY
+        return done("engine", stats=result.stats)
     ls.counters["answered"] += 1
-    return _answer(ls, lines, line, character, result.text)
+    return done("engine", lines, line, character, result.text, result.stats)
 
 
 def _answer(ls, lines, line: int, character: int, text: str) -> types.InlineCompletionList:

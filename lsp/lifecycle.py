@@ -67,6 +67,8 @@ def register(server) -> None:
         ls.store.encoding = str(ls.workspace.position_encoding.value
                                 if hasattr(ls.workspace.position_encoding, "value")
                                 else ls.workspace.position_encoding or "utf-16")
+        if ls.recorder:
+            ls.recorder.encoding = ls.store.encoding
         apply_initialization_options(ls, params.initialization_options)
         root = _workspace_root(params)
         if root and ls.use_context:

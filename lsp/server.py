@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from lsprotocol import types
@@ -29,6 +30,25 @@ from .documents import DocumentStore
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "completer/status"
+
+
+class RequestLog:
+    """The most recent inlineCompletion requests, for the replay bench (completer/stats {"requests": true}).
+
+    A record is keyed the way a client can match it, by document version and client position, and says
+    who answered (kind: typed_through | recent | engine | cancelled | stale | unavailable | error | not_open |
+    invalid),
+    the server-side time and, for the engine, its work (prompt/cached/prefilled/decoded/drafted/accepted)."""
+
+    def __init__(self, size: int = 50_000):
+        self.records: deque[dict] = deque(maxlen=size)
+
+    def add(self, version: int, line: int, character: int, kind: str, ms: float, stats=None) -> None:
+        record = {"version": version, "line": line, "character": character, "kind": kind, "ms": round(ms, 3)}
+        if stats is not None:
+            record.update(prompt=stats.prompt_tokens, cached=stats.cached_tokens, prefilled=stats.prefill_tokens,
+                          decoded=stats.decode_tokens, drafted=stats.drafted_tokens, accepted=stats.accepted_tokens)
+        self.records.append(record)
 
 
 class CompleterProtocol(LanguageServerProtocol):
@@ -50,6 +70,8 @@ class CompleterProtocol(LanguageServerProtocol):
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
         td = params.text_document
         self._server.store.open(td.uri, td.language_id, td.version, td.text)
+        if self._server.recorder:
+            self._server.recorder.opened(td.uri, td.language_id, td.version, td.text)
         self._server.document_changed(td.uri, opened=True)
         yield from ()
 
@@ -69,23 +91,37 @@ class CompleterProtocol(LanguageServerProtocol):
                 doc.apply_change(None, None, change.text, store.encoding)
         doc.reparse()
         doc.version = params.text_document.version
+        if self._server.recorder:
+            self._server.recorder.changed(doc.uri, doc.version, [_change_record(c) for c in params.content_changes])
         self._server.document_changed(doc.uri)
         yield from ()
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
         self._server.store.close(params.text_document.uri)
+        if self._server.recorder:
+            self._server.recorder.closed(params.text_document.uri)
         if self._server.reuse is not None:
             self._server.reuse.forget(params.text_document.uri)
         yield from ()
 
 
+def _change_record(change) -> list:
+    """A content change as the session format stores it: [sl, sc, el, ec, text], None for a full text."""
+    if isinstance(change, types.TextDocumentContentChangePartial):
+        r = change.range
+        return [r.start.line, r.start.character, r.end.line, r.end.character, change.text]
+    return [None, None, None, None, change.text]
+
+
 class CompleterServer(LanguageServer):
     def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True,
-                 context: bool = True):
+                 context: bool = True, record_dir: str | None = None, engine: dict | None = None):
         super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
         self.store = DocumentStore()
         self.engine_options = engine_options
+        # Where the model runs: {"mode": inproc | auto | connect, "socket": path or None, "idle_exit_s": ...}
+        self.engine_mode = dict(engine or {"mode": "inproc"})
         self.settings = settings
         self.engine_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="completer-engine")
         self._completer_future: asyncio.Future | None = None
@@ -95,7 +131,7 @@ class CompleterServer(LanguageServer):
         self.last_latency_ms: float | None = None
         self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
                          "accepted": 0, "shown": 0, "partially_accepted": 0, "reuse_typed_through": 0,
-                         "reuse_recent": 0, "context_updates": 0, "warmups": 0}
+                         "reuse_recent": 0, "context_updates": 0, "warmups": 0, "unavailable": 0}
         # Engine work summed over answered requests (what the replay bench reads).
         self.engine_totals = {k: 0 for k in ("engine_requests", "prompt_tokens", "cached_tokens", "restored_tokens",
                                              "shifted_tokens", "prefill_tokens", "decode_tokens", "drafted_tokens",
@@ -107,6 +143,13 @@ class CompleterServer(LanguageServer):
         self.use_context = context
         self.ring = None  # ContextRing over the workspace, set at initialize (None: no cross-file context)
         self.context_tasks: dict[str, asyncio.Task] = {}
+        self.request_log = RequestLog()
+        self.engine_available = True  # False while a daemon engine is away (status says so once)
+        self.recorder = None
+        if record_dir:
+            from .recording import Recorder
+
+            self.recorder = Recorder(record_dir)
 
     # -- engine ---------------------------------------------------------------------------------
 
@@ -117,9 +160,16 @@ class CompleterServer(LanguageServer):
             self._completer_future.add_done_callback(self._loaded)
 
     def _load(self) -> Completer:
-        from completer.runtime import load_engine
+        mode = self.engine_mode.get("mode", "inproc")
+        if mode == "inproc":
+            from completer.runtime import load_engine
 
-        engine = load_engine(**self.engine_options)
+            engine = load_engine(**self.engine_options)
+        else:
+            from completer.remote_engine import RemoteEngine
+
+            engine = RemoteEngine(self.engine_options, mode, self.engine_mode.get("socket"),
+                                  idle_exit_s=self.engine_mode.get("idle_exit_s"))
         return Completer(engine, self.settings)
 
     def _loaded(self, fut: asyncio.Future) -> None:
@@ -179,10 +229,11 @@ class CompleterServer(LanguageServer):
 
 
 def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings(),
-                  reuse: bool = True, context: bool = True) -> CompleterServer:
+                  reuse: bool = True, context: bool = True, record_dir: str | None = None,
+                  engine: dict | None = None) -> CompleterServer:
     from . import accept, context_updates, inline_completion, lifecycle, stats
 
-    server = CompleterServer(engine_options, settings, reuse, context)
+    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine)
     for feature in (lifecycle, inline_completion, accept, stats, context_updates):
         feature.register(server)
     return server

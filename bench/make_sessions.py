@@ -1,0 +1,96 @@
+"""Rebuild the committed replay sessions in bench/sessions/ (run once by a developer; needs network).
+
+The code typed in them is not ours and not in the embedded model's training data (the CPython
+standard library): Python files from the pinned packages of the out-of-distribution set
+(engine_builds/prepare_ood.py, data/ood), JavaScript from the npm package semver@7.6.3 (ISC), Go
+from Debian's golang-1.19-src (BSD-3-Clause). Each file gives a few spans (function bodies, blocks,
+lines) retyped by the seeded typist; SOURCES.md lists them with their licenses.
+
+    python -m engine_builds.prepare_ood          # data/ood, if missing
+    python bench/make_sessions.py                 # fetches semver and golang-1.19-src into a temp dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from completer.session import write_session
+from completer.typist import TypingModel, synthesize_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON_FILES = ["packaging/src/packaging/utils.py", "packaging/src/packaging/_tokenizer.py",
+                "attrs/src/attr/converters.py", "attrs/src/attr/_cmp.py"]
+JS_PACKAGE, JS_FILES = "semver@7.6.3", ["package/classes/comparator.js", "package/ranges/subset.js"]
+GO_DEB, GO_FILES = "golang-1.19-src", ["usr/share/go-1.19/src/path/path.go",
+                                       "usr/share/go-1.19/src/container/list/list.go"]
+SPANS_PER_FILE = 2
+SEED = 2026
+# Shorter spans than the typist's default keep one replay of the whole set near four minutes.
+MODEL = TypingModel(max_span_chars=220, max_span_lines=8)
+
+
+def python_sources(work: Path) -> list[tuple[Path, str]]:
+    corpus = ROOT / "data" / "ood" / "corpus.jsonl.gz"
+    manifest = json.loads((ROOT / "data" / "ood" / "manifest.json").read_text())
+    licenses = {p["package"]: f"{p['package']} {p['version']} ({p['license']})" for p in manifest["packages"]}
+    out = []
+    with gzip.open(corpus, "rt") as f:
+        for line in f:
+            doc = json.loads(line)
+            if doc["path"] in PYTHON_FILES:
+                path = work / "py" / doc["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(doc["text"])
+                out.append((path, licenses[doc["path"].split("/")[0]]))
+    return sorted(out)
+
+
+def js_sources(work: Path) -> list[tuple[Path, str]]:
+    subprocess.run(["npm", "pack", JS_PACKAGE, "--silent"], cwd=work, check=True, capture_output=True)
+    tgz = next(work.glob("semver-*.tgz"))
+    subprocess.run(["tar", "xzf", tgz.name], cwd=work, check=True)
+    return [(work / f, f"{JS_PACKAGE} (ISC)") for f in JS_FILES]
+
+
+def go_sources(work: Path) -> list[tuple[Path, str]]:
+    subprocess.run(["apt-get", "download", GO_DEB], cwd=work, check=True, capture_output=True)
+    deb = next(work.glob(f"{GO_DEB}_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", deb.name, "go"], cwd=work, check=True)
+    version = deb.name.split("_")[1]
+    return [(work / "go" / f, f"Debian {GO_DEB} {version} (BSD-3-Clause)") for f in GO_FILES]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "sessions")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sources = python_sources(work) + js_sources(work) + go_sources(work)
+        for path, origin in sources:
+            for session in synthesize_tree([path], SPANS_PER_FILE, SEED, MODEL):
+                session.meta["source"] = f"{origin}: {path.relative_to(work).as_posix().split('/', 1)[-1]}"
+                name = session.meta["name"]
+                write_session(args.out / f"{name}.msgpack", session)
+                plan = session.of_kind("plan")[0]
+                span = session.meta["span"]
+                rows.append(f"| {name} | {session.meta['language']} | {session.meta['source']} | "
+                            f"{span['kind']}, lines {span['start_row'] + 1}-{span['end_row']} | {len(plan['text'])} |")
+                print(f"{name}: {len(plan['text'])} characters")
+    (args.out / "SOURCES.md").write_text(
+        "# Replay sessions: where their code comes from\n\n"
+        "Made by `bench/make_sessions.py` (seed {seed}); each session opens the file without the span and\n"
+        "retypes it. The files keep their licenses; none of them is in the embedded model's training data.\n\n"
+        "| session | language | source (license) | span | characters |\n|---|---|---|---|---|\n".format(seed=SEED)
+        + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""`completer replay` against the real server over stdio (fixture model): the report, the JSON and the
+plot, acceptance of a suggestion that matches what the typist intends, recording with
+`serve --record`, and replaying that recording (its twin) into the same kind of report."""
+
+import json
+import shlex
+import subprocess
+import sys
+
+from completer.session import Session, event, read_session, write_session
+from tests.conftest import FIXTURE_MODEL, server_command
+
+ABOVE = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        "
+BELOW = "\n    return names\n"
+
+
+def completer(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "completer", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _suggestion_after(tmp_path, first: str) -> str:
+    """What the fixture model suggests once `first` is typed at the hole (greedy: deterministic)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(ABOVE + first + BELOW)
+    line = ABOVE.count("\n")
+    r = completer("complete", str(probe), "--line", str(line), "--character", str(8 + len(first)), "--json",
+                  "--model", str(FIXTURE_MODEL), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["text"]
+
+
+def _session(target: str, steps: list) -> Session:
+    line = ABOVE.count("\n")
+    return Session("synthetic", "utf-16", {"name": "list-files"}, [
+        event("open", 0, uri="file:///work/list_files.py", language_id="python", version=1, text=ABOVE + BELOW),
+        event("plan", 0, uri="file:///work/list_files.py", line=line, character=8, text=target, steps=steps),
+    ])
+
+
+def test_replay_accepts_a_matching_suggestion_records_it_and_replays_the_recording(tmp_path):
+    first = "n"
+    suggestion = _suggestion_after(tmp_path, first)
+    assert len(suggestion.split("\n")[0]) >= 2, f"fixture suggests too little to test acceptance: {suggestion!r}"
+    suggestion = suggestion.split("\n")[0]
+    target = first + suggestion + " = 1"
+    # Type the first key, pause long enough to read the suggestion, then type the rest quickly.
+    steps = [["type", 0, first, 50.0], ["type", 1, target[1], 2500.0]]
+    steps += [["type", i, target[i], 60.0] for i in range(2, len(target))]
+    session_path = tmp_path / "typed.msgpack"
+    write_session(session_path, _session(target, steps))
+
+    record_dir = tmp_path / "recorded"
+    server = shlex.join(server_command("--record", str(record_dir)))
+    out_json, out_png = tmp_path / "report.json", tmp_path / "report.png"
+    r = completer("replay", str(session_path), "--server-cmd", server, "--json", str(out_json), "--plot", str(out_png))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "latency p50 ms" in r.stdout and "share of text from suggestions" in r.stdout
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(out_json.read_text())
+    summary = report["configs"][0]["summary"]
+    assert summary["texts_ok"] is True
+    assert summary["accepts"] >= 1 and summary["chars_accepted"] >= len(suggestion)
+    assert summary["chars_typed"] + summary["chars_accepted"] == len(target)
+    assert summary["server_kinds"].get("unmatched", 0) == 0  # every request paired with the server's record
+    assert summary["server_kinds"].get("engine", 0) >= 1
+    requests = report["configs"][0]["sessions"][0]["requests"]
+    assert requests[0]["text"] == suggestion or requests[0]["text"].startswith(suggestion)
+    assert requests[0]["accepted"] == "full" and requests[0]["server"]["kind"] == "engine"
+    assert "cpu" in report["machine"] or "platform" in report["machine"]
+
+    # The server recorded what the editor did: the edits, the requests, the answer and the accept.
+    recorded = list(record_dir.glob("session-*.msgpack"))
+    assert len(recorded) == 1
+    assert recorded[0].stat().st_mode & 0o777 == 0o600
+    rec = read_session(recorded[0])
+    assert rec.kind == "recorded" and rec.encoding == "utf-16"
+    kinds = [e["e"] for e in rec.events]
+    assert kinds[0] == "open" and {"change", "request", "answer", "accept"} <= set(kinds)
+    accept = rec.of_kind("accept")[0]
+    assert accept["text"] == requests[0]["text"] and accept["how"] == "full"
+
+    # Replaying the recording gives the same kind of report, and the same server agrees with the user.
+    r = completer("replay", str(recorded[0]), "--json", str(out_json), "--model", str(FIXTURE_MODEL), "--device", "cpu")
+    assert r.returncode == 0, r.stdout + r.stderr
+    again = json.loads(out_json.read_text())["configs"][0]["summary"]
+    assert set(again) >= set(summary) - {"recorded_agreement"}
+    assert again["accepts"] == 1 and again["chars_accepted"] == len(accept["text"])
+    assert again["recorded_agreement"] == 1.0
+    assert again["requests"] == len(rec.of_kind("request"))
+
+
+def test_ab_mode_runs_each_configuration_and_prints_ratios(tmp_path):
+    target = "names.append(name)"
+    steps = [["type", i, ch, 150.0] for i, ch in enumerate(target)]
+    path = tmp_path / "s.msgpack"
+    write_session(path, _session(target, steps))
+    r = completer("replay", str(path), "--model", str(FIXTURE_MODEL), "--device", "cpu", "--no-accept", "--max-tokens", "8",
+                  "--ab", "no-cache=--no-cache --no-reuse", "--json", str(tmp_path / "ab.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no-cache/default" in r.stdout
+    report = json.loads((tmp_path / "ab.json").read_text())
+    base, variant = (c["summary"] for c in report["configs"])
+    assert variant["engine_per_request"]["cached"] == 0 < base["engine_per_request"]["cached"]
+    assert "no-cache" in report["ratios"] and report["ratios"]["no-cache"]["latency_p50_ms"] is not None
+
+
+def test_corrupt_and_newer_sessions_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.msgpack"
+    bad.write_bytes(b"\x93garbage")
+    r = completer("replay", str(bad), "--model", str(FIXTURE_MODEL))
+    assert r.returncode == 2 and "not a completer session" in r.stderr and "Traceback" not in r.stderr
+    import msgpack
+
+    newer = tmp_path / "newer.msgpack"
+    newer.write_bytes(msgpack.packb({"format": "completer-session", "version": 99, "kind": "recorded"}))
+    r = completer("replay", str(newer), "--model", str(FIXTURE_MODEL))
+    assert r.returncode == 2 and "newer" in r.stderr
+
+
+def test_synthesize_then_replay_a_javascript_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "total.js").write_text("function total(items) {\n  let sum = 0;\n  for (const item of items) {\n"
+                                  "    sum += item.price * item.count;\n  }\n  return sum;\n}\n")
+    r = completer("synthesize", str(src), "--out", str(tmp_path / "sessions"), "--per-file", "1", "--seed", "4")
+    assert r.returncode == 0, r.stderr
+    sessions = list((tmp_path / "sessions").glob("*.msgpack"))
+    assert len(sessions) == 1 and read_session(sessions[0]).meta["language"] == "javascript"
+    r = completer("replay", str(sessions[0]), "--model", str(FIXTURE_MODEL), "--device", "cpu", "--speed", "8",
+                  "--max-pause-ms", "100", "--json", str(tmp_path / "js.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((tmp_path / "js.json").read_text())["configs"][0]["summary"]
+    assert summary["texts_ok"] and summary["requests"] > 0 and summary["latency_p50_ms"] is not None
+
+
+def test_demo_replays_a_session_with_a_live_display(tmp_path):
+    target = "names.append(name)"
+    path = tmp_path / "s.msgpack"
+    write_session(path, _session(target, [["type", i, ch, 60.0] for i, ch in enumerate(target)]))
+    r = completer("demo", "--session", str(path), "--model", str(FIXTURE_MODEL), "--device", "cpu",
+                  "--max-tokens", "6")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "session s:" in r.stdout and "server ready" in r.stdout and "7 |" in r.stdout  # a suggestion shown
+    last = r.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("documents end as intended") and last.split()[-1] == "True"
