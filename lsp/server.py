@@ -36,9 +36,9 @@ class RequestLog:
     """The most recent inlineCompletion requests, for the replay bench (completer/stats {"requests": true}).
 
     A record is keyed the way a client can match it, by document version and client position, and says
-    who answered (kind: typed_through | recent | engine | cancelled | stale | unavailable | error | not_open |
-    invalid),
-    the server-side time and, for the engine, its work (prompt/cached/prefilled/decoded/drafted/accepted)."""
+    who answered (kind: typed_through | recent | engine | cancelled | stale | unavailable | error |
+    not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
+    decoded, drafted and accepted tokens)."""
 
     def __init__(self, size: int = 50_000):
         self.records: deque[dict] = deque(maxlen=size)
