@@ -451,7 +451,6 @@ async def replay_recorded(client: EditorClient, session: Session, options: Repla
     rp = _Replay(client, session, options, observer)
     res = rp.result
     by_rid: dict[int, RequestRecord] = {}
-    recorded_answers: dict[int, str] = {}
     last_t = 0.0
     for ev in session.events:
         gap = max(0.0, ev["t"] - last_t)
@@ -472,8 +471,6 @@ async def replay_recorded(client: EditorClient, session: Session, options: Repla
             del rp.docs[ev["uri"]]
         elif kind == "request" and ev["uri"] in rp.docs:
             by_rid[ev["rid"]] = rp.request(ev["uri"], ev["line"], ev["character"])
-        elif kind == "answer":
-            recorded_answers[ev["rid"]] = ev["text"]
         elif kind == "cancel":
             if rp.pending is not None and by_rid.get(ev["rid"]) is rp.pending[2]:
                 rp.cancel_pending()

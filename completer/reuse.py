@@ -48,14 +48,19 @@ class SuggestionReuse:
         self.hits = {"typed_through": 0, "recent": 0}
 
     def remember(self, uri: str, lines: Sequence[str], line: int, character: int, text: str) -> None:
+        """A suggestion shown at this cursor (typed-through starts from it) and kept among the recent."""
+        self.shown[uri] = self.remember_recent(uri, lines, line, character, text)
+
+    def remember_recent(self, uri: str, lines: Sequence[str], line: int, character: int, text: str) -> Answer:
+        """Keep a suggestion for this exact place without showing it (a prefetched one)."""
         left, right = _split(lines, line, character)
         answer = Answer(uri, lines, line, left, right, text, _context(lines, line))
-        self.shown[uri] = answer
         key = (uri, left)
         self.recent[key] = answer
         self.recent.move_to_end(key)
         while len(self.recent) > self.capacity:
             self.recent.popitem(last=False)
+        return answer
 
     def forget(self, uri: str) -> None:
         self.shown.pop(uri, None)

@@ -4,6 +4,11 @@ The answer is one item whose range is empty at the cursor and whose insertText i
 which satisfies VS Code's rule that the text in the range must be a prefix of insertText. A newer
 request for the same document cancels the one in flight (editors send one per keystroke), and an
 answer computed for an older version of the document is dropped.
+
+When the client's completion widget is open, context.selectedCompletionInfo {range, text} says what
+accepting its selected item would insert: the suggestion is computed as if it were inserted, and the
+item replaces that range with the item's text followed by the suggestion (VS Code shows nothing
+otherwise). Such answers skip reuse: they are for a document that does not exist yet.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from lsprotocol import types
 
 from completer.completion import CompletionRequest
 
+from . import prefetch
 from .accept import ACCEPT_COMMAND
-from .documents import line_body, to_client_units
+from .documents import line_body, to_client_units, to_codepoints
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +45,11 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     trigger = int(params.context.trigger_kind) if params.context else 2
     rid = ls.recorder.request(uri, version, pos.line, pos.character, trigger) if ls.recorder else 0
 
-    def done(kind: str, lines=None, line: int = 0, character: int = 0, text: str = "", stats=None):
+    def done(kind: str, lines=None, line: int = 0, character: int = 0, text: str = "", stats=None,
+             replace_to: int | None = None):
         """Count, log and record one answer; `kind` says who answered (see RequestLog)."""
         ms = (time.perf_counter() - started) * 1000
-        answer = _answer(ls, lines, line, character, text) if text else EMPTY
+        answer = _answer(ls, lines, line, character, text, replace_to) if text else EMPTY
         ls.request_log.add(version, pos.line, pos.character, kind, ms, stats)
         if ls.recorder:
             ls.recorder.answer(rid, text, ms, answer.items[0].command.arguments[0] if text else None)
@@ -57,13 +64,21 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         return done("invalid")
     line, character = doc.clamp(pos.line, pos.character, ls.store.encoding)
     ls.last_cursor[uri] = (line, character)
-    lines, syntax, context = doc.lines, doc.snapshot, doc.context  # immutable snapshots
+    real_lines, syntax, context = doc.lines, doc.snapshot, doc.context  # immutable snapshots
+    lines = real_lines
+    selected = _selected_completion(ls, params, real_lines, line)
+    if selected is not None:  # the document as if the widget's selected item were accepted
+        start, end, item_text = selected
+        body = line_body(real_lines[line])
+        lines = list(real_lines)
+        lines[line] = body[:start] + item_text + body[end:] + real_lines[line][len(body):]
+        character, syntax = start + len(item_text), None
 
     previous = ls.pending.get(uri)
     if previous is not None:
         previous.set()  # cancel-previous: the engine stops within one decode step
 
-    if ls.reuse is not None:  # a suggestion that is still valid answers without the model
+    if ls.reuse is not None and selected is None:  # a suggestion that is still valid answers without the model
         hit = ls.reuse.lookup(uri, lines, line, character)
         if hit is not None:
             text, kind = hit
@@ -112,11 +127,11 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["cancelled"] += 1
         return done("cancelled", stats=result.stats)
     current = ls.store.get(uri)
-    if current is None or current.version != version or current.lines is not lines:
+    if current is None or current.version != version or current.lines is not real_lines:
         ls.counters["stale"] += 1
         return done("stale", stats=result.stats)
     ls.note_latency(started)
-    if ls.reuse is not None and current.context is context:  # not made stale by a context update meanwhile
+    if ls.reuse is not None and current.context is context and selected is None:  # not stale by a context update
         ls.reuse.remember(uri, lines, line, character, result.text)
     ls.record_stats(result.stats)
     log.debug("%s:%d:%d %r %s", uri, line, character, result.text, result.timings)
@@ -125,16 +140,35 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["empty"] += 1
         return done("engine", stats=result.stats)
     ls.counters["answered"] += 1
+    if selected is None:  # the next suggestion, as if this one were accepted, while the user reads it
+        prefetch.schedule(ls, uri, doc.language_id, _relative_path(uri), lines, line, character, result.text, context)
+    if selected is not None:
+        return done("engine", real_lines, line, start, item_text + result.text, result.stats, replace_to=end)
     return done("engine", lines, line, character, result.text, result.stats)
 
 
-def _answer(ls, lines, line: int, character: int, text: str) -> types.InlineCompletionList:
-    """One item at the cursor (an empty range: VS Code's prefix rule holds trivially)."""
-    client_char = to_client_units(line_body(lines[line]), character, ls.store.encoding)
-    at = types.Position(line=line, character=client_char)
+def _selected_completion(ls, params, lines, line: int) -> tuple[int, int, str] | None:
+    """(start, end, text) in code points of the completion widget's selected item on the cursor line."""
+    info = params.context.selected_completion_info if params.context else None
+    if info is None or info.range.start.line != line or info.range.end.line != line:
+        return None
+    body = line_body(lines[line])
+    start = to_codepoints(body, info.range.start.character, ls.store.encoding)
+    end = to_codepoints(body, info.range.end.character, ls.store.encoding)
+    return (start, end, info.text) if start <= end else None
+
+
+def _answer(ls, lines, line: int, character: int, text: str, replace_to: int | None = None
+            ) -> types.InlineCompletionList:
+    """One item at the cursor: an empty range (VS Code's prefix rule holds trivially), or from the
+    cursor to `replace_to` when the item also replaces text there (a selected completion)."""
+    body = line_body(lines[line])
+    at = types.Position(line=line, character=to_client_units(body, character, ls.store.encoding))
+    to = at if replace_to is None else types.Position(
+        line=line, character=to_client_units(body, replace_to, ls.store.encoding))
     item = types.InlineCompletionItem(
         insert_text=text,
-        range=types.Range(start=at, end=at),
+        range=types.Range(start=at, end=to),
         command=types.Command(title="Accept completion", command=ACCEPT_COMMAND, arguments=[ls.new_item_id()]),
     )
     return types.InlineCompletionList(items=[item])

@@ -2,7 +2,8 @@
 
 initializationOptions (all optional; command-line flags are the defaults):
     {"backend": "torch", "model": "embedded" | "/path/to/model", "device": "cpu", "dtype": "float32",
-     "cacheMb": 64, "editReuse": true, "reuse": true, "context": true, "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
+     "cacheMb": 64, "editReuse": true, "reuse": true, "context": true, "prefetch": true, "maxTokens": 48,
+     "speculative": true, "cache": true, "multiline": true}
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from lsprotocol import types
 from pygls.uris import to_fs_path
 
 from completer.context import ContextRing, Workspace
+from completer.reuse import SuggestionReuse
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,12 @@ def apply_initialization_options(server, options) -> None:
             server.engine_options[name] = options[key]
     if options.get("reuse") is False:
         server.reuse = None
-    if options.get("context") is False:
-        server.use_context = False
+    elif options.get("reuse") is True and server.reuse is None:
+        server.reuse = SuggestionReuse()
+    if isinstance(options.get("context"), bool):
+        server.use_context = options["context"]
+    if isinstance(options.get("prefetch"), bool):
+        server.prefetch = options["prefetch"]
     if isinstance(options.get("editReuse"), bool):
         server.engine_options["edit_reuse"] = options["editReuse"]
     cache_mb = options.get("cacheMb")
@@ -52,6 +58,8 @@ def apply_initialization_options(server, options) -> None:
             log.warning("ignoring initializationOptions.%s=%r", key, value)
     if changes:
         server.settings = dataclasses.replace(server.settings, **changes)
+        if server.completer is not None:
+            server.completer.settings = server.settings
 
 
 def _workspace_root(params: types.InitializeParams) -> str | None:

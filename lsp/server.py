@@ -116,7 +116,8 @@ def _change_record(change) -> list:
 
 class CompleterServer(LanguageServer):
     def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True,
-                 context: bool = True, record_dir: str | None = None, engine: dict | None = None):
+                 context: bool = True, record_dir: str | None = None, engine: dict | None = None,
+                 prefetch: bool = True):
         super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
         self.store = DocumentStore()
         self.engine_options = engine_options
@@ -131,7 +132,7 @@ class CompleterServer(LanguageServer):
         self.last_latency_ms: float | None = None
         self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
                          "accepted": 0, "shown": 0, "partially_accepted": 0, "reuse_typed_through": 0,
-                         "reuse_recent": 0, "context_updates": 0, "warmups": 0, "unavailable": 0}
+                         "reuse_recent": 0, "context_updates": 0, "warmups": 0, "unavailable": 0, "prefetched": 0}
         # Engine work summed over answered requests (what the replay bench reads).
         self.engine_totals = {k: 0 for k in ("engine_requests", "prompt_tokens", "cached_tokens", "restored_tokens",
                                              "shifted_tokens", "prefill_tokens", "decode_tokens", "drafted_tokens",
@@ -144,6 +145,8 @@ class CompleterServer(LanguageServer):
         self.ring = None  # ContextRing over the workspace, set at initialize (None: no cross-file context)
         self.context_tasks: dict[str, asyncio.Task] = {}
         self.request_log = RequestLog()
+        self.prefetch = prefetch  # compute the next suggestion as if the shown one were accepted
+        self.background_tasks: set[asyncio.Task] = set()
         self.engine_available = True  # False while a daemon engine is away (status says so once)
         self.recorder = None
         if record_dir:
@@ -183,6 +186,17 @@ class CompleterServer(LanguageServer):
             return
         self.completer = fut.result()
         self.send_status("ready")
+
+    def reload_engine(self) -> None:
+        """Load the engine again with the current options (after a configuration change)."""
+        old = self.completer
+        self.completer, self.load_error, self._completer_future = None, None, None
+        for cancel in self.pending.values():
+            cancel.set()
+        if old is not None:
+            self.engine_executor.submit(old.engine.close)  # after the request running now, if any
+        self.send_status("loading")
+        self.start_loading()
 
     async def get_completer(self) -> Completer | None:
         """The loaded completer, waiting for the load if it is still running; None if loading failed."""
@@ -230,10 +244,10 @@ class CompleterServer(LanguageServer):
 
 def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings(),
                   reuse: bool = True, context: bool = True, record_dir: str | None = None,
-                  engine: dict | None = None) -> CompleterServer:
-    from . import accept, context_updates, inline_completion, lifecycle, stats
+                  engine: dict | None = None, prefetch: bool = True) -> CompleterServer:
+    from . import accept, completion_fallback, configuration, context_updates, inline_completion, lifecycle, stats
 
-    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine)
-    for feature in (lifecycle, inline_completion, accept, stats, context_updates):
+    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine, prefetch)
+    for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates):
         feature.register(server)
     return server

@@ -51,3 +51,22 @@ def test_small_edits_nearby_are_tolerated_large_ones_are_not():
     assert r.lookup("u", nearby, 5, 7) == ("urn entries", "recent")
     rewritten = edit(lines, 4, "    result = sorted(x for x in something_else())\n")
     assert r.lookup("u", rewritten, 5, 7) is None
+
+
+def test_as_accepted_inserts_the_suggestion_and_moves_the_cursor():
+    from lsp.prefetch import as_accepted
+
+    lines = ["def f(x):\n", "    return \n", "\n"]
+    virtual, line, character = as_accepted(lines, 1, 11, "x + 1")
+    assert virtual == ["def f(x):\n", "    return x + 1\n", "\n"] and (line, character) == (1, 16)
+    virtual, line, character = as_accepted(lines, 1, 11, "(\n        x)")
+    assert "".join(virtual) == "def f(x):\n    return (\n        x)\n\n" and (line, character) == (2, 10)
+    assert as_accepted(["ab"], 0, 1, "X")[0] == ["aXb"]
+
+
+def test_a_prefetched_suggestion_is_found_at_its_place_but_not_shown():
+    reuse = SuggestionReuse()
+    lines = ("a = 1\n", "b = a + 1\n", "")
+    reuse.remember_recent("u", lines, 1, 9, "  # two")
+    assert "u" not in reuse.shown  # typed-through does not start from it
+    assert reuse.lookup("u", lines, 1, 9) == ("  # two", "recent")

@@ -1,0 +1,71 @@
+"""Prefetch: once a suggestion is shown, compute the next one as if it were accepted.
+
+Tab-Tab chains are then instant: after the accept, the editor's next request finds the prefetched
+suggestion among the recent answers (reuse.py) for exactly that document. The work runs on the
+engine thread like any request and is cancelled by the next real request for the document, so it
+only uses time the user spends reading. Only full accepts benefit; a partial accept asks the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from completer.completion import CompletionRequest
+from completer.prompt import split_lines
+from completer.syntax import DocumentSyntax, language_for
+
+log = logging.getLogger(__name__)
+
+
+def as_accepted(lines, line: int, character: int, text: str) -> tuple[list[str], int, int]:
+    """The document with `text` inserted at the cursor, and the cursor after it (code points)."""
+    current = lines[line]
+    new = split_lines(current[:character] + text + current[character:])
+    if line < len(lines) - 1 and new[-1] == "":  # the line kept its break: no new last line
+        new.pop()
+    inserted = split_lines(current[:character] + text)
+    return list(lines[:line]) + new + list(lines[line + 1:]), line + len(inserted) - 1, len(inserted[-1])
+
+
+def schedule(ls, uri: str, language_id: str, path: str, lines, line: int, character: int, text: str, context) -> None:
+    if not ls.prefetch or ls.reuse is None or ls.completer is None or not text:
+        return
+    task = asyncio.ensure_future(_prefetch(ls, uri, language_id, path, lines, line, character, text, context))
+    ls.background_tasks.add(task)
+    task.add_done_callback(ls.background_tasks.discard)
+
+
+async def _prefetch(ls, uri, language_id, path, lines, line, character, text, context) -> None:
+    if ls.pending.get(uri) is not None:  # a real request is already waiting
+        return
+    cancel = threading.Event()
+    ls.pending[uri] = cancel
+    virtual, vline, vchar = as_accepted(lines, line, character, text)
+    completer = ls.completer
+
+    def work():
+        if cancel.is_set():
+            return None
+        language = language_for(language_id, path)
+        syntax = DocumentSyntax(language, "".join(virtual)).snapshot if language else None
+        request = CompletionRequest(virtual, vline, vchar, path=path, language_id=language_id, session_key=uri,
+                                    syntax=syntax, context=context)
+        return completer.complete(request, cancel)
+
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(ls.engine_executor, work)
+    except Exception:
+        log.exception("prefetch failed")
+        return
+    finally:
+        if ls.pending.get(uri) is cancel:
+            del ls.pending[uri]
+    if result is None or cancel.is_set() or result.finish_reason == "cancelled" or not result.text:
+        return
+    doc = ls.store.get(uri)
+    if doc is None or doc.context is not context or ls.reuse is None:
+        return
+    ls.reuse.remember_recent(uri, virtual, vline, vchar, result.text)
+    ls.counters["prefetched"] += 1
