@@ -1,9 +1,12 @@
 """Prefetch: once a suggestion is shown, compute the next one as if it were accepted.
 
 Tab-Tab chains are then instant: after the accept, the editor's next request finds the prefetched
-suggestion among the recent answers (reuse.py) for exactly that document. The work runs on the
-engine thread like any request and is cancelled by the next real request for the document, so it
-only uses time the user spends reading. Only full accepts benefit; a partial accept asks the model.
+suggestion among the recent answers (reuse.py) for exactly that document. When the accepted text
+completes its line (nothing more to suggest there), the prefetch is for the next line instead: as if
+the user also pressed Enter, with the indentation an editor's auto-indent gives (one level deeper
+after a line that opens a block). The work runs on the engine thread like any request and is
+cancelled by the next real request for the document, so it only uses time the user spends reading.
+Only full accepts benefit (or typing exactly the suggestion); a partial accept asks the model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ def as_accepted(lines, line: int, character: int, text: str) -> tuple[list[str],
     return list(lines[:line]) + new + list(lines[line + 1:]), line + len(inserted) - 1, len(inserted[-1])
 
 
+BLOCK_OPENERS = (":", "{", "(", "[")
+
+
+def after_enter(lines, line: int) -> tuple[list[str], int, int]:
+    """The document with a line break and auto-indentation after `line` (whose text is complete)."""
+    body = lines[line].rstrip("\r\n")
+    indent = body[:len(body) - len(body.lstrip(" \t"))]
+    if body.rstrip().endswith(BLOCK_OPENERS):
+        indent += "\t" if indent.startswith("\t") else " " * 4
+    return as_accepted(lines, line, len(body), "\n" + indent)
+
+
 def schedule(ls, uri: str, language_id: str, path: str, lines, line: int, character: int, text: str, context) -> None:
     if not ls.prefetch or ls.reuse is None or ls.completer is None or not text:
         return
@@ -45,14 +60,24 @@ async def _prefetch(ls, uri, language_id, path, lines, line, character, text, co
     virtual, vline, vchar = as_accepted(lines, line, character, text)
     completer = ls.completer
 
+    language = language_for(language_id, path)
+
+    def complete_at(doc_lines, at_line, at_char):
+        syntax = DocumentSyntax(language, "".join(doc_lines)).snapshot if language else None
+        request = CompletionRequest(doc_lines, at_line, at_char, path=path, language_id=language_id,
+                                    session_key=uri, syntax=syntax, context=context)
+        return completer.complete(request, cancel)
+
     def work():
+        nonlocal virtual, vline, vchar
         if cancel.is_set():
             return None
-        language = language_for(language_id, path)
-        syntax = DocumentSyntax(language, "".join(virtual)).snapshot if language else None
-        request = CompletionRequest(virtual, vline, vchar, path=path, language_id=language_id, session_key=uri,
-                                    syntax=syntax, context=context)
-        return completer.complete(request, cancel)
+        result = complete_at(virtual, vline, vchar)
+        line_done = not virtual[vline][vchar:].strip()
+        if not result.text and line_done and not cancel.is_set():  # nothing more on this line: the next one
+            virtual, vline, vchar = after_enter(virtual, vline)
+            result = complete_at(virtual, vline, vchar)
+        return result
 
     try:
         result = await asyncio.get_running_loop().run_in_executor(ls.engine_executor, work)

@@ -70,3 +70,13 @@ def test_a_prefetched_suggestion_is_found_at_its_place_but_not_shown():
     reuse.remember_recent("u", lines, 1, 9, "  # two")
     assert "u" not in reuse.shown  # typed-through does not start from it
     assert reuse.lookup("u", lines, 1, 9) == ("  # two", "recent")
+
+
+def test_after_enter_indents_like_an_editor():
+    from lsp.prefetch import after_enter
+
+    lines = ["def f(x):\n", "    if x:\n", "    y = 1\n", ""]
+    assert after_enter(lines, 0)[0][1] == "    \n" and after_enter(lines, 0)[1:] == (1, 4)
+    assert after_enter(lines, 1)[0][2] == "        \n"  # one level deeper after a block opener
+    assert after_enter(lines, 2)[0][3] == "    \n" and after_enter(lines, 2)[1:] == (3, 4)
+    assert after_enter(["\tif x {\n"], 0)[0][1] == "\t\t\n"
