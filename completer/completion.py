@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .engine import Engine, GenerationRequest, GenerationStats, StopRules
@@ -83,7 +83,10 @@ class Completer:
         self.template = detect_template(self.tokenizer, template or settings.fim_template)
         self.settings = settings
 
-    def complete(self, req: CompletionRequest, cancel: threading.Event | None = None) -> CompletionResult:
+    def complete(self, req: CompletionRequest, cancel: threading.Event | None = None,
+                 on_text: Callable[[str], None] | None = None) -> CompletionResult:
+        """The suggestion at the request's cursor. `on_text` sees the raw generated text as it grows
+        (before post-processing), from the calling thread."""
         t0 = time.perf_counter()
         s = self.settings
         max_tokens = req.max_tokens or s.max_tokens
@@ -112,7 +115,12 @@ class Completer:
             heal_prefix=prompt.heal_prefix,
         )
         stream = self.engine.generate(request, cancel)
-        raw = "".join(delta.text for delta in stream)
+        parts = []
+        for delta in stream:
+            parts.append(delta.text)
+            if on_text is not None:
+                on_text(delta.text)
+        raw = "".join(parts)
         t_engine = time.perf_counter()
 
         cursor_byte = byte_offset(req.lines, req.line, req.character) if req.syntax is not None and multiline else 0

@@ -71,10 +71,9 @@ class SuggestionReuse:
         """(suggestion, kind) still valid at this cursor, or None."""
         left, right = _split(lines, line, character)
         shown = self.shown.get(uri)
-        if shown is not None and shown.line == line and left.startswith(shown.left) and right == shown.right:
-            typed = left[len(shown.left):]
-            if typed and shown.text.startswith(typed) and len(typed) < len(shown.text) \
-                    and _same_except_line(shown.lines, lines, line):
+        if shown is not None:
+            typed = typed_since(shown.lines, shown.line, len(shown.left), lines, line, character)
+            if typed and shown.text.startswith(typed) and len(typed) < len(shown.text):
                 rest = shown.text[len(typed):]
                 self.remember(uri, lines, line, character, rest)
                 self.hits["typed_through"] += 1
@@ -87,6 +86,19 @@ class SuggestionReuse:
                 self.hits["recent"] += 1
                 return answer.text, "recent"
         return None
+
+
+def typed_since(old_lines: Sequence[str], old_line: int, old_character: int, lines: Sequence[str], line: int,
+                character: int) -> str | None:
+    """What was typed at the old cursor to get from the old document to this one, if that is all that
+    changed (same line, same text right of the cursor, every other line the same); else None."""
+    if line != old_line or line >= len(old_lines):
+        return None
+    old_left, old_right = _split(old_lines, old_line, old_character)
+    left, right = _split(lines, line, character)
+    if right != old_right or not left.startswith(old_left) or not _same_except_line(old_lines, lines, line):
+        return None
+    return left[len(old_left):]
 
 
 def _same_except_line(old: Sequence[str], new: Sequence[str], line: int) -> bool:

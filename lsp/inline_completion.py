@@ -3,7 +3,9 @@
 The answer is one item whose range is empty at the cursor and whose insertText is the text to add,
 which satisfies VS Code's rule that the text in the range must be a prefix of insertText. A newer
 request for the same document cancels the one in flight (editors send one per keystroke), and an
-answer computed for an older version of the document is dropped.
+answer computed for an older version of the document is dropped. A request whose only change is
+typing what the running generation has already produced takes that generation over instead
+(in-flight recycling); a cancelled generation runs on for RECYCLE_GRACE_S for that reason.
 
 When the client's completion widget is open, context.selectedCompletionInfo {range, text} says what
 accepting its selected item would insert: the suggestion is computed as if it were inserted, and the
@@ -17,10 +19,13 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from lsprotocol import types
 
 from completer.completion import CompletionRequest
+from completer.reuse import typed_since
 
 from . import prefetch
 from .accept import ACCEPT_COMMAND
@@ -74,17 +79,41 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         lines[line] = body[:start] + item_text + body[end:] + real_lines[line][len(body):]
         character, syntax = start + len(item_text), None
 
-    previous = ls.pending.get(uri)
-    if previous is not None:
-        previous.set()  # cancel-previous: the engine stops within one decode step
+    flight = ls.inflight.get(uri)
+    typed = _continues(flight, lines, line, character) if selected is None and ls.recycle else None
+    if not typed:  # cancel-previous: the engine stops within one decode step
+        for event in (ls.pending.get(uri), flight.cancel if flight else None):
+            if event is not None:
+                event.set()
 
     if ls.reuse is not None and selected is None:  # a suggestion that is still valid answers without the model
         hit = ls.reuse.lookup(uri, lines, line, character)
         if hit is not None:
             text, kind = hit
+            if typed:
+                flight.cancel.set()
             ls.counters[f"reuse_{kind}"] += 1
             ls.note_latency(started)
             return done(kind, lines, line, character, text)
+
+    if typed:  # the running generation already produced what the user typed: take it over
+        flight.claimed = True
+        try:
+            old = await asyncio.shield(flight.future)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            old = None
+        current = ls.store.get(uri)
+        if old is not None and old.text.startswith(typed) and len(old.text) > len(typed) and current is not None \
+                and current.version == version and current.lines is real_lines:
+            rest = old.text[len(typed):]
+            ls.counters["recycled"] += 1
+            ls.record_stats(old.stats)
+            ls.note_latency(started)
+            if ls.reuse is not None:
+                ls.reuse.remember(uri, lines, line, character, rest)
+            return done("recycled", lines, line, character, rest, old.stats)
 
     cancel = threading.Event()
     ls.pending[uri] = cancel
@@ -96,10 +125,16 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
                                 session_key=uri, syntax=syntax, context=context)
     loop = asyncio.get_running_loop()
+    flight = InFlight(lines, line, character, cancel)
+    flight.future = loop.run_in_executor(ls.engine_executor, completer.complete, request, cancel,
+                                         flight.generated.append)
+    ls.inflight[uri] = flight
+    flight.future.add_done_callback(lambda _: ls.inflight.pop(uri) if ls.inflight.get(uri) is flight else None)
     try:
-        result = await loop.run_in_executor(ls.engine_executor, completer.complete, request, cancel)
+        result = await asyncio.shield(flight.future)
     except asyncio.CancelledError:  # $/cancelRequest: pygls answers -32800 for us
-        cancel.set()
+        # The generation runs on a moment, in case the next keystroke's request continues it.
+        loop.call_later(RECYCLE_GRACE_S, lambda: None if flight.claimed else cancel.set())
         ls.counters["cancelled"] += 1
         ls.request_log.add(version, pos.line, pos.character, "cancelled", (time.perf_counter() - started) * 1000)
         if ls.recorder:
@@ -145,6 +180,31 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     if selected is not None:
         return done("engine", real_lines, line, start, item_text + result.text, result.stats, replace_to=end)
     return done("engine", lines, line, character, result.text, result.stats)
+
+
+RECYCLE_GRACE_S = 0.05
+
+
+@dataclass
+class InFlight:
+    """A generation still running for a document. A later request whose only change is typing what
+    it has generated so far takes it over instead of cancelling it (in-flight recycling)."""
+    lines: Sequence[str]
+    line: int
+    character: int
+    cancel: threading.Event
+    future: asyncio.Future | None = None
+    generated: list[str] = field(default_factory=list)  # raw text so far, appended by the engine thread
+    claimed: bool = False
+
+
+def _continues(flight: InFlight | None, lines, line: int, character: int) -> str | None:
+    """The typed text, if this request only typed what the running generation already produced."""
+    if flight is None or flight.future is None or flight.future.done() or flight.cancel.is_set():
+        return None
+    typed = typed_since(flight.lines, flight.line, flight.character, lines, line, character)
+    generated = "".join(flight.generated)
+    return typed if typed and generated.startswith(typed) and len(generated) > len(typed) else None
 
 
 def _selected_completion(ls, params, lines, line: int) -> tuple[int, int, str] | None:

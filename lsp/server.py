@@ -36,8 +36,8 @@ class RequestLog:
     """The most recent inlineCompletion requests, for the replay bench (completer/stats {"requests": true}).
 
     A record is keyed the way a client can match it, by document version and client position, and says
-    who answered (kind: typed_through | recent | engine | cancelled | stale | unavailable | error |
-    not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
+    who answered (kind: typed_through | recent | recycled | engine | cancelled | stale | unavailable |
+    error | not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
     decoded, drafted and accepted tokens)."""
 
     def __init__(self, size: int = 50_000):
@@ -117,7 +117,7 @@ def _change_record(change) -> list:
 class CompleterServer(LanguageServer):
     def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True,
                  context: bool = True, record_dir: str | None = None, engine: dict | None = None,
-                 prefetch: bool = True):
+                 prefetch: bool = True, recycle: bool = True):
         super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
         self.store = DocumentStore()
         self.engine_options = engine_options
@@ -129,10 +129,12 @@ class CompleterServer(LanguageServer):
         self.completer: Completer | None = None
         self.load_error: str | None = None
         self.pending: dict[str, threading.Event] = {}  # uri -> cancel event of the request in flight
+        self.inflight: dict = {}  # uri -> inline_completion.InFlight, the generation running for it
         self.last_latency_ms: float | None = None
         self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
                          "accepted": 0, "shown": 0, "partially_accepted": 0, "reuse_typed_through": 0,
-                         "reuse_recent": 0, "context_updates": 0, "warmups": 0, "unavailable": 0, "prefetched": 0}
+                         "reuse_recent": 0, "context_updates": 0, "warmups": 0, "unavailable": 0, "prefetched": 0,
+                         "recycled": 0}
         # Engine work summed over answered requests (what the replay bench reads).
         self.engine_totals = {k: 0 for k in ("engine_requests", "prompt_tokens", "cached_tokens", "restored_tokens",
                                              "shifted_tokens", "prefill_tokens", "decode_tokens", "drafted_tokens",
@@ -146,6 +148,7 @@ class CompleterServer(LanguageServer):
         self.context_tasks: dict[str, asyncio.Task] = {}
         self.request_log = RequestLog()
         self.prefetch = prefetch  # compute the next suggestion as if the shown one were accepted
+        self.recycle = recycle  # a request that typed what is being generated takes the generation over
         self.background_tasks: set[asyncio.Task] = set()
         self.engine_available = True  # False while a daemon engine is away (status says so once)
         self.recorder = None
@@ -244,10 +247,10 @@ class CompleterServer(LanguageServer):
 
 def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings(),
                   reuse: bool = True, context: bool = True, record_dir: str | None = None,
-                  engine: dict | None = None, prefetch: bool = True) -> CompleterServer:
+                  engine: dict | None = None, prefetch: bool = True, recycle: bool = True) -> CompleterServer:
     from . import accept, completion_fallback, configuration, context_updates, inline_completion, lifecycle, stats
 
-    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine, prefetch)
+    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine, prefetch, recycle)
     for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates):
         feature.register(server)
     return server

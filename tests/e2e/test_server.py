@@ -173,3 +173,35 @@ async def test_typed_through_answers_without_the_model(client: LanguageClient):
     final = await client.protocol.send_request_async("completer/stats", None)
     assert final.engine.engine_requests == after.engine.engine_requests + 1
     assert isinstance(third.items, (list, tuple))
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--no-reuse", "--no-prefetch")),
+                    loop_scope="module")
+async def slow_client(lsp_client: LanguageClient):
+    # Long generations (the fixture model never stops before the 400 ms deadline) and no reuse, so a
+    # request that arrives mid-generation can only be answered by taking the generation over.
+    _, status = await initialize(lsp_client, "visual-studio-code", {"maxTokens": 1000})
+    await status
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_typing_what_is_being_generated_takes_the_generation_over(slow_client: LanguageClient):
+    uri = "file:///work/project/recycle.py"
+    open_doc(slow_client, uri, "def add(a, b):\n    return a\n")
+    full = (await slow_client.text_document_inline_completion_async(inline_params(uri, 1, 12))).items[0].insert_text
+    assert len(full) > 2
+    # The same request again; while it generates, the user types its first character (the editor
+    # cancels the old request and asks again).
+    fut = asyncio.ensure_future(slow_client.protocol.send_request_async(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 1, 12), msg_id=777))
+    await asyncio.sleep(0.15)
+    slow_client.cancel_request(types.CancelParams(id=777))
+    type_text(slow_client, uri, 1, 12, full[0], 1)
+    second = await slow_client.text_document_inline_completion_async(inline_params(uri, 1, 13))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await fut
+    text = second.items[0].insert_text
+    assert full[1:].startswith(text) or text.startswith(full[1:])  # greedy: the same continuation
+    stats = await slow_client.protocol.send_request_async("completer/stats", {"requests": True})
+    assert stats.counters.recycled == 1 and list(stats.requests)[-1].kind == "recycled"
