@@ -64,7 +64,8 @@ def cmd_serve(args) -> int:
     engine = {"mode": args.engine, "socket": args.engine_socket, "idle_exit_s": args.engine_idle_exit_s}
     server = create_server(_engine_options(args), _settings_from_args(args), reuse=not args.no_reuse,
                            context=not args.no_context, record_dir=args.record, engine=engine,
-                           prefetch=not args.no_prefetch, recycle=not args.no_recycle)
+                           prefetch=not args.no_prefetch, recycle=not args.no_recycle,
+                           debounce=not args.no_debounce)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():
@@ -141,7 +142,7 @@ def _serve_flags(args) -> list[str]:
         if value is not None and not (name in ("backend", "device", "dtype") and value in ("torch", "auto")):
             flags += [f"--{name.replace('_', '-')}", str(value)]
     for name in ("no_speculative", "no_cache", "no_edit_reuse", "compile", "no_syntax", "no_reuse", "no_context",
-                 "no_prefetch", "no_recycle"):
+                 "no_prefetch", "no_recycle", "no_debounce"):
         if getattr(args, name, False):
             flags.append(f"--{name.replace('_', '-')}")
     return flags
@@ -225,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-recycle", action="store_true",
                    help="always cancel the running generation on a new request, even if the user typed what it "
                    "is producing")
+    p.add_argument("--no-debounce", action="store_true",
+                   help="ask the model at once even while typing outruns it (default: adaptive debounce)")
     p.add_argument("--engine", choices=["inproc", "auto", "connect"], default="inproc",
                    help="inproc: the model runs in this process (default); auto: share a `completer engine` daemon "
                    "with other windows, starting one if none runs; connect: use a running daemon only")
@@ -301,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-context", action="store_true", help="server: no cross-file context")
     p.add_argument("--no-prefetch", action="store_true", help="server: no prefetch of the next suggestion")
     p.add_argument("--no-recycle", action="store_true", help="server: no in-flight recycling")
+    p.add_argument("--no-debounce", action="store_true", help="server: no adaptive debounce")
     _add_engine_options(p)
     p.set_defaults(func=cmd_replay)
 

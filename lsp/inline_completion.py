@@ -44,6 +44,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     started = time.perf_counter()
     ls.counters["requests"] += 1
     uri = params.text_document.uri
+    ls.pacer.request(uri, started)
     doc = ls.store.get(uri)
     pos = params.position
     version = doc.version if doc is not None else -1
@@ -117,9 +118,17 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
 
     cancel = threading.Event()
     ls.pending[uri] = cancel
+    delay = ls.pacer.debounce_s(uri) if ls.debounce else 0.0
+    if delay:  # typing outruns the model: let a burst pass; a newer request supersedes this one
+        await asyncio.sleep(delay)
+        if cancel.is_set():
+            _release(ls, uri, cancel)
+            ls.counters["debounced"] += 1
+            return done("debounced")
 
     completer = await ls.get_completer()
     if completer is None:
+        _release(ls, uri, cancel)
         ls.counters["errors"] += 1
         return done("error")
     request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
@@ -146,8 +155,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.send_status("error", message="completion failed; see the server log")
         return done("error")
     finally:
-        if ls.pending.get(uri) is cancel:
-            del ls.pending[uri]
+        _release(ls, uri, cancel)
 
     if result.finish_reason == "unavailable":  # the engine daemon is away; it reconnects in the background
         ls.counters["unavailable"] += 1
@@ -166,6 +174,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["stale"] += 1
         return done("stale", stats=result.stats)
     ls.note_latency(started)
+    ls.pacer.answered(uri, result.timings.get("total_ms", 0.0) / 1000)
     if ls.reuse is not None and current.context is context and selected is None:  # not stale by a context update
         ls.reuse.remember(uri, lines, line, character, result.text)
     ls.record_stats(result.stats)
@@ -183,6 +192,12 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
 
 
 RECYCLE_GRACE_S = 0.05
+
+
+def _release(ls, uri: str, cancel: threading.Event) -> None:
+    """This request no longer runs for the document (unless a newer one took its place)."""
+    if ls.pending.get(uri) is cancel:
+        del ls.pending[uri]
 
 
 @dataclass

@@ -3,7 +3,7 @@
 initializationOptions (all optional; command-line flags are the defaults):
     {"backend": "torch", "model": "embedded" | "/path/to/model", "device": "cpu", "dtype": "float32",
      "cacheMb": 64, "editReuse": true, "reuse": true, "context": true, "prefetch": true, "recycle": true,
-     "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
+     "debounce": true, "maxTokens": 48, "speculative": true, "cache": true, "multiline": true}
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def apply_initialization_options(server, options) -> None:
         server.prefetch = options["prefetch"]
     if isinstance(options.get("recycle"), bool):
         server.recycle = options["recycle"]
+    if isinstance(options.get("debounce"), bool):
+        server.debounce = options["debounce"]
     if isinstance(options.get("editReuse"), bool):
         server.engine_options["edit_reuse"] = options["editReuse"]
     cache_mb = options.get("cacheMb")

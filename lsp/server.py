@@ -26,6 +26,7 @@ from completer.completion import Completer, CompletionSettings
 from completer.reuse import SuggestionReuse
 
 from .documents import DocumentStore
+from .pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ class RequestLog:
     """The most recent inlineCompletion requests, for the replay bench (completer/stats {"requests": true}).
 
     A record is keyed the way a client can match it, by document version and client position, and says
-    who answered (kind: typed_through | recent | recycled | engine | cancelled | stale | unavailable |
-    error | not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
+    who answered (kind: typed_through | recent | recycled | engine | debounced | cancelled | stale |
+    unavailable | error | not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
     decoded, drafted and accepted tokens)."""
 
     def __init__(self, size: int = 50_000):
@@ -103,6 +104,7 @@ class CompleterProtocol(LanguageServerProtocol):
             self._server.recorder.closed(params.text_document.uri)
         if self._server.reuse is not None:
             self._server.reuse.forget(params.text_document.uri)
+        self._server.pacer.forget(params.text_document.uri)
         yield from ()
 
 
@@ -117,7 +119,7 @@ def _change_record(change) -> list:
 class CompleterServer(LanguageServer):
     def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True,
                  context: bool = True, record_dir: str | None = None, engine: dict | None = None,
-                 prefetch: bool = True, recycle: bool = True):
+                 prefetch: bool = True, recycle: bool = True, debounce: bool = True):
         super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
         self.store = DocumentStore()
         self.engine_options = engine_options
@@ -134,7 +136,7 @@ class CompleterServer(LanguageServer):
         self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
                          "accepted": 0, "shown": 0, "partially_accepted": 0, "reuse_typed_through": 0,
                          "reuse_recent": 0, "context_updates": 0, "warmups": 0, "unavailable": 0, "prefetched": 0,
-                         "recycled": 0}
+                         "recycled": 0, "debounced": 0}
         # Engine work summed over answered requests (what the replay bench reads).
         self.engine_totals = {k: 0 for k in ("engine_requests", "prompt_tokens", "cached_tokens", "restored_tokens",
                                              "shifted_tokens", "prefill_tokens", "decode_tokens", "drafted_tokens",
@@ -149,6 +151,8 @@ class CompleterServer(LanguageServer):
         self.request_log = RequestLog()
         self.prefetch = prefetch  # compute the next suggestion as if the shown one were accepted
         self.recycle = recycle  # a request that typed what is being generated takes the generation over
+        self.debounce = debounce  # wait a moment before asking the model while typing outruns it
+        self.pacer = Pacer()
         self.background_tasks: set[asyncio.Task] = set()
         self.engine_available = True  # False while a daemon engine is away (status says so once)
         self.recorder = None
@@ -247,10 +251,12 @@ class CompleterServer(LanguageServer):
 
 def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings(),
                   reuse: bool = True, context: bool = True, record_dir: str | None = None,
-                  engine: dict | None = None, prefetch: bool = True, recycle: bool = True) -> CompleterServer:
+                  engine: dict | None = None, prefetch: bool = True, recycle: bool = True,
+                  debounce: bool = True) -> CompleterServer:
     from . import accept, completion_fallback, configuration, context_updates, inline_completion, lifecycle, stats
 
-    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine, prefetch, recycle)
+    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine, prefetch, recycle,
+                             debounce)
     for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates):
         feature.register(server)
     return server

@@ -205,3 +205,21 @@ async def test_typing_what_is_being_generated_takes_the_generation_over(slow_cli
     assert full[1:].startswith(text) or text.startswith(full[1:])  # greedy: the same continuation
     stats = await slow_client.protocol.send_request_async("completer/stats", {"requests": True})
     assert stats.counters.recycled == 1 and list(stats.requests)[-1].kind == "recycled"
+
+
+async def test_a_burst_of_keys_faster_than_the_model_is_debounced(slow_client: LanguageClient):
+    uri = "file:///work/project/burst.py"
+    open_doc(slow_client, uri, "x = 1\n")
+    await slow_client.text_document_inline_completion_async(inline_params(uri, 0, 5))  # learns the answer time
+    before = await slow_client.protocol.send_request_async("completer/stats", None)
+    version, col, pending = 1, 5, []
+    for ch in "qzqzqzqzqz":  # 20 ms between keys, answers take ~400 ms
+        version, col = type_text(slow_client, uri, 0, col, ch, version)
+        pending.append(asyncio.ensure_future(slow_client.text_document_inline_completion_async(
+            inline_params(uri, 0, col))))
+        await asyncio.sleep(0.02)
+    results = await asyncio.gather(*pending)
+    after = await slow_client.protocol.send_request_async("completer/stats", None)
+    assert after.counters.debounced > before.counters.debounced  # superseded while waiting: no model work
+    assert len(results[-1].items) == 1  # the last key of the burst is answered
+    assert after.engine.engine_requests - before.engine.engine_requests < len(pending)

@@ -80,3 +80,20 @@ def test_after_enter_indents_like_an_editor():
     assert after_enter(lines, 1)[0][2] == "        \n"  # one level deeper after a block opener
     assert after_enter(lines, 2)[0][3] == "    \n" and after_enter(lines, 2)[1:] == (3, 4)
     assert after_enter(["\tif x {\n"], 0)[0][1] == "\t\t\n"
+
+
+def test_the_pacer_debounces_only_while_typing_outruns_the_model():
+    from lsp.pacing import MAX_DEBOUNCE_S, Pacer
+
+    pacer = Pacer()
+    assert pacer.debounce_s("u") == 0.0  # nothing known yet
+    for i in range(10):
+        pacer.request("u", i * 0.2)  # 200 ms between keys
+    pacer.answered("u", 0.03)  # 30 ms answers
+    assert pacer.debounce_s("u") == 0.0
+    for i in range(20):
+        pacer.request("u", 3.0 + i * 0.02)  # a burst: 20 ms between keys (after a pause that is ignored)
+    assert 0 < pacer.debounce_s("u") <= MAX_DEBOUNCE_S
+    assert pacer.debounce_s("other") == 0.0
+    pacer.forget("u")
+    assert pacer.debounce_s("u") == 0.0
