@@ -66,6 +66,15 @@ def test_type_see_ghost_text_accept(nvim, tmp_path):
     ghost = marks[0][3]["virt_text"][0][0]
     before = nvim.current.buffer[last - 1]
     assert ghost and before.endswith("    return len(self.")
+    # While ghost text shows: the plugin declares inline completion, so the server offers no duplicate completion-menu item.
+    lua("""
+        _G.completer_items = nil
+        local params = vim.lsp.util.make_position_params(0, 'utf-8')
+        vim.lsp.get_clients({ name = 'completer' })[1]:request('textDocument/completion', params, function(err, res)
+          _G.completer_items = res or { error = err }
+        end, 0)""")
+    items = wait(lambda: lua("return _G.completer_items"), timeout=10)
+    assert "error" not in items and items["items"] == [], items
 
     nvim.input("<Tab>")
     assert wait(lambda: nvim.current.buffer[last - 1] != before)

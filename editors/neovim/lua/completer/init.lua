@@ -273,6 +273,9 @@ function M.setup(opts)
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
   local cfg = {
     init_options = M.config.init_options,
+    -- This plugin shows inline completions itself (0.11) or through vim.lsp.inline_completion (0.12):
+    -- say so, or the server would also offer its suggestion as a completion-menu item.
+    capabilities = { textDocument = { inlineCompletion = { dynamicRegistration = false } } },
     handlers = {
       ['completer/status'] = function(_, params)
         state.status = params or {}
