@@ -12,26 +12,29 @@ from . import __version__
 from .engine import BACKENDS
 
 
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
+def _add_engine_options(p: argparse.ArgumentParser, settings: bool = True) -> None:
+    """The engine's options, and (unless `settings` is False) the per-request completion settings."""
     g = p.add_argument_group("engine")
     g.add_argument("--model", metavar="DIR", help="model directory (Hugging Face layout) or a shipped model name "
                    "(default: the embedded model)")
     g.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default: torch)")
     g.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default: auto)")
     g.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: fp32 on CPU, bf16 on CUDA)")
-    g.add_argument("--max-tokens", type=int, default=None, metavar="N", help="most tokens per suggestion")
-    g.add_argument("--no-speculative", action="store_true", help="plain greedy decoding, no n-gram drafts")
-    g.add_argument("--no-cache", action="store_true", help="recompute the whole prompt every request")
-    g.add_argument("--no-syntax", action="store_true",
-                   help="line-based prompt windows (default: cut at statement boundaries with tree-sitter)")
+    if settings:
+        g.add_argument("--max-tokens", type=int, default=None, metavar="N", help="most tokens per suggestion")
+        g.add_argument("--no-speculative", action="store_true", help="plain greedy decoding, no n-gram drafts")
+        g.add_argument("--no-cache", action="store_true", help="recompute the whole prompt every request")
+        g.add_argument("--no-syntax", action="store_true",
+                       help="line-based prompt windows (default: cut at statement boundaries with tree-sitter)")
+        g.add_argument("--fim-template", default=None,
+                       choices=["qwen", "starcoder", "deepseek", "codellama", "codestral"],
+                       help="FIM sentinel family (default: detected from the tokenizer)")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     g.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                    help="memory for the KV block pool shared by all files and sessions (default 64)")
     g.add_argument("--no-edit-reuse", action="store_true",
                    help="after an edit, recompute everything past it instead of moving unchanged K/V chunks")
     g.add_argument("--compile", action="store_true", help="torch.compile the decode step (tens of seconds at start)")
-    g.add_argument("--fim-template", default=None, choices=["qwen", "starcoder", "deepseek", "codellama", "codestral"],
-                   help="FIM sentinel family (default: detected from the tokenizer)")
     g.add_argument("--draft-model", metavar="DIR", default=None,
                    help="a small model sharing the tokenizer, proposing tokens for speculative decoding "
                    "(e.g. embedded-draft); used when its measured cost pays off")
@@ -280,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="socket path (default: derived from the engine options, in $XDG_RUNTIME_DIR/completer)")
     p.add_argument("--idle-exit-s", type=float, default=600.0, metavar="S",
                    help="exit after S seconds without clients (0: never; default 600)")
-    _add_engine_options(p)
+    _add_engine_options(p, settings=False)  # completion settings travel with each request
     p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser("replay", help="replay typing sessions against the real server and report latency",
