@@ -101,13 +101,13 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         flight.claimed = True
         try:
             old = await asyncio.shield(flight.future)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # it failed: ask the model afresh below
             old = None
         current = ls.store.get(uri)
-        if old is not None and old.text.startswith(typed) and len(old.text) > len(typed) and current is not None \
-                and current.version == version and current.lines is real_lines:
+        if current is None or current.version != version or current.lines is not real_lines:
+            ls.counters["stale"] += 1  # the user moved on while we waited
+            return done("stale")
+        if old is not None and old.text.startswith(typed) and len(old.text) > len(typed):
             rest = old.text[len(typed):]
             ls.counters["recycled"] += 1
             ls.record_stats(old.stats)
