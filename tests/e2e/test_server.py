@@ -209,14 +209,16 @@ async def test_typing_what_is_being_generated_takes_the_generation_over(slow_cli
 
 async def test_a_burst_of_keys_faster_than_the_model_is_debounced(slow_client: LanguageClient):
     uri = "file:///work/project/burst.py"
-    open_doc(slow_client, uri, "x = 1\n")
-    await slow_client.text_document_inline_completion_async(inline_params(uri, 0, 5))  # learns the answer time
+    open_doc(slow_client, uri, "def add(a, b):\n    return a\n")
+    # Learns the answer time: here the fixture model generates until the 400 ms deadline.
+    await slow_client.text_document_inline_completion_async(inline_params(uri, 1, 12))
     before = await slow_client.protocol.send_request_async("completer/stats", None)
-    version, col, pending = 1, 5, []
-    for ch in "qzqzqzqzqz":  # 20 ms between keys, answers take ~400 ms
-        version, col = type_text(slow_client, uri, 0, col, ch, version)
+    await asyncio.sleep(1.1)  # a pause: the rhythm below is learnt from the burst alone
+    version, col, pending = 1, 12, []
+    for ch in "qz" * 10:  # 20 ms between keys; answers take ~400 ms
+        version, col = type_text(slow_client, uri, 1, col, ch, version)
         pending.append(asyncio.ensure_future(slow_client.text_document_inline_completion_async(
-            inline_params(uri, 0, col))))
+            inline_params(uri, 1, col))))
         await asyncio.sleep(0.02)
     results = await asyncio.gather(*pending)
     after = await slow_client.protocol.send_request_async("completer/stats", None)
