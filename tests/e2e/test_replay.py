@@ -24,7 +24,7 @@ def _suggestion_after(tmp_path, first: str) -> str:
     probe.write_text(ABOVE + first + BELOW)
     line = ABOVE.count("\n")
     r = completer("complete", str(probe), "--line", str(line), "--character", str(8 + len(first)), "--json",
-                  "--model", str(FIXTURE_MODEL), "--device", "cpu")
+                  "--model", str(FIXTURE_MODEL), "--device", "cpu", "--max-tokens", "8")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["text"]
 
@@ -50,7 +50,7 @@ def test_replay_accepts_a_matching_suggestion_records_it_and_replays_the_recordi
     write_session(session_path, _session(target, steps))
 
     record_dir = tmp_path / "recorded"
-    server = shlex.join(server_command("--record", str(record_dir)))
+    server = shlex.join(server_command("--record", str(record_dir), "--max-tokens", "8"))  # short: fast answers
     out_json, out_png = tmp_path / "report.json", tmp_path / "report.png"
     r = completer("replay", str(session_path), "--server-cmd", server, "--json", str(out_json), "--plot", str(out_png))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -80,7 +80,8 @@ def test_replay_accepts_a_matching_suggestion_records_it_and_replays_the_recordi
     assert accept["text"] == requests[0]["text"] and accept["how"] == "full"
 
     # Replaying the recording gives the same kind of report, and the same server agrees with the user.
-    r = completer("replay", str(recorded[0]), "--json", str(out_json), "--model", str(FIXTURE_MODEL), "--device", "cpu")
+    r = completer("replay", str(recorded[0]), "--json", str(out_json), "--model", str(FIXTURE_MODEL), "--device", "cpu",
+                  "--max-tokens", "8")
     assert r.returncode == 0, r.stdout + r.stderr
     again = json.loads(out_json.read_text())["configs"][0]["summary"]
     assert set(again) >= set(summary) - {"recorded_agreement"}
@@ -126,8 +127,8 @@ def test_synthesize_then_replay_a_javascript_file(tmp_path):
     assert r.returncode == 0, r.stderr
     sessions = list((tmp_path / "sessions").glob("*.msgpack"))
     assert len(sessions) == 1 and read_session(sessions[0]).meta["language"] == "javascript"
-    r = completer("replay", str(sessions[0]), "--model", str(FIXTURE_MODEL), "--device", "cpu", "--speed", "8",
-                  "--max-pause-ms", "100", "--json", str(tmp_path / "js.json"))
+    r = completer("replay", str(sessions[0]), "--model", str(FIXTURE_MODEL), "--device", "cpu", "--speed", "4",
+                  "--max-pause-ms", "150", "--max-tokens", "8", "--json", str(tmp_path / "js.json"))
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((tmp_path / "js.json").read_text())["configs"][0]["summary"]
     assert summary["texts_ok"] and summary["requests"] > 0 and summary["latency_p50_ms"] is not None
