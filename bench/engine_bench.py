@@ -83,6 +83,21 @@ def generate(engine, ids, n, speculative=True, use_cache=True):
     return stream.stats
 
 
+def speculation_on_off(engine, ids, rounds: int, sync) -> tuple[dict, dict]:
+    """Decode 32 tokens with speculation off and on, interleaved (so drift on a shared machine hits
+    both alike): tokens/s by setting and the last stats of each."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    last = {}
+    for _ in range(rounds):
+        for spec in (False, True):
+            t0 = time.perf_counter()
+            last[spec] = generate(engine, ids, 32, speculative=spec)
+            sync()
+            times[spec].append(time.perf_counter() - t0)
+    tps = {spec: last[spec].decode_tokens / statistics.median(times[spec]) for spec in (False, True)}
+    return tps, last
+
+
 def filler(engine, n_tokens: int) -> list[int]:
     ids = engine.tokenizer.encode(ORDINARY * 40)
     return ids[:n_tokens]
@@ -143,19 +158,11 @@ def main() -> None:
     print(f"decode: {(t16 - t1) / 15:8.2f} ms/token")
     print(f"warm 16-token completion: {t16:8.1f} ms")
 
-    # Speculation on and off, interleaved so that drift on a shared machine hits both alike.
+    # Speculation on and off.
     for name, text in (("copy-heavy", COPY_HEAVY), ("ordinary", ORDINARY)):
         ids = engine.tokenizer.encode(text)
         generate(engine, ids, 1)
-        times: dict[bool, list[float]] = {False: [], True: []}
-        last = {}
-        for _ in range(2 * r):
-            for spec in (False, True):
-                t0 = time.perf_counter()
-                last[spec] = generate(engine, ids, 32, speculative=spec)
-                sync()
-                times[spec].append(time.perf_counter() - t0)
-        tps = {spec: last[spec].decode_tokens / statistics.median(times[spec]) for spec in (False, True)}
+        tps, last = speculation_on_off(engine, ids, 2 * r, sync)
         s = last[True]
         acc = s.accepted_tokens / max(1, s.drafted_tokens)
         print(f"speculation {name:>10}: {tps[False]:7.0f} -> {tps[True]:7.0f} tokens/s ({tps[True] / tps[False]:.2f}x), "
@@ -175,15 +182,7 @@ def main() -> None:
             if policy is None:
                 engine.drafter.policy = DraftPolicy([1.0] * len(costs), prior_rate=0.99)
                 engine.drafter.policy.length = lambda available: min(3, available)
-            times = {False: [], True: []}
-            last = {}
-            for _ in range(r):
-                for spec in (False, True):
-                    t0 = time.perf_counter()
-                    last[spec] = generate(engine, ids, 32, speculative=spec)
-                    sync()
-                    times[spec].append(time.perf_counter() - t0)
-            tps = {spec: last[spec].decode_tokens / statistics.median(times[spec]) for spec in (False, True)}
+            tps, last = speculation_on_off(engine, ids, r, sync)
             s = last[True]
             print(f"draft-model speculation ({label}): {tps[False]:7.0f} -> {tps[True]:7.0f} tokens/s "
                   f"({tps[True] / tps[False]:.2f}x), accepted {s.accepted_tokens}/{s.drafted_tokens}")
