@@ -18,11 +18,18 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 from pygls.lsp.client import LanguageClient
 
+from .lines import insert_at, to_client_units
 from .prompt import split_lines
 
 
-def utf16_len(s: str) -> int:
-    return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
+def first_item(result) -> types.InlineCompletionItem | None:
+    """The first item of an inlineCompletion answer (a list or an InlineCompletionList)."""
+    items = getattr(result, "items", None) or (result if isinstance(result, (list, tuple)) else [])
+    return items[0] if items else None
+
+
+def item_text(item) -> str:
+    return item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
 
 
 @dataclass
@@ -114,28 +121,21 @@ class EditorClient:
 
     def insert(self, line: int, character: int, text: str) -> tuple[int, int]:
         """Insert at (line, code-point column); returns the new cursor (line, column)."""
-        cur = self.lines[line]
-        pos = types.Position(line=line, character=utf16_len(cur[:character]))
-        new = split_lines(cur[:character] + text + cur[character:])
-        if line < len(self.lines) - 1 and new[-1] == "":  # the line kept its break: no new last line
-            new.pop()
-        self.lines[line:line + 1] = new
+        pos = types.Position(line=line, character=to_client_units(self.lines[line], character, "utf-16"))
+        self.lines, end_line, end_character = insert_at(self.lines, line, character, text)
         self.version += 1
         self.client.text_document_did_change(types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version),
             content_changes=[types.TextDocumentContentChangePartial(
                 range=types.Range(start=pos, end=pos), text=text)]))
-        added = split_lines(text)
-        if len(added) == 1:
-            return line, character + len(text)
-        return line + len(added) - 1, len(added[-1])
+        return end_line, end_character
 
     def send_inline_request(self, line: int, character: int) -> tuple[int, asyncio.Future]:
         """Schedule an inlineCompletion request; returns its id (for cancel) and the future."""
         msg_id = next(self._ids)
         params = types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=self.uri),
-            position=types.Position(line=line, character=utf16_len(self.lines[line][:character])),
+            position=types.Position(line=line, character=to_client_units(self.lines[line], character, "utf-16")),
             context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
         fut = self.client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
         return msg_id, fut
@@ -153,12 +153,10 @@ class EditorClient:
         except JsonRpcRequestCancelled:
             return Suggestion("", None, (time.perf_counter() - t0) * 1000, cancelled=True)
         latency = (time.perf_counter() - t0) * 1000
-        items = getattr(result, "items", None) or (result if isinstance(result, (list, tuple)) else [])
-        if not items:
+        item = first_item(result)
+        if item is None:
             return Suggestion("", None, latency)
-        item = items[0]
-        text = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
-        return Suggestion(text, item, latency)
+        return Suggestion(item_text(item), item, latency)
 
     async def stats(self, requests: bool = False) -> dict:
         """The server's completer/stats: counters and engine totals (and its request log)."""

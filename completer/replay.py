@@ -25,7 +25,8 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from .editor_client import EditorClient
+from .editor_client import EditorClient, first_item, item_text
+from .lines import clamp, line_body, replace_range, to_client_units
 from .prompt import split_lines
 from .session import Session
 
@@ -91,43 +92,22 @@ class Mirror:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def to_index(self, line: int, units: int) -> int:
-        body = self.lines[line].rstrip("\r\n") if line < len(self.lines) else ""
-        if self.encoding == "utf-32":
-            return min(units, len(body))
-        n = 0
-        for i, ch in enumerate(body):
-            if n >= units:
-                return i
-            n += _units(ch, self.encoding)
-        return len(body)
+    def to_index(self, line: int, client_units: int) -> int:
+        return clamp(self.lines, line, client_units, self.encoding)[1]
 
     def to_units(self, line: int, index: int) -> int:
-        if self.encoding == "utf-32":
-            return index
-        return sum(_units(ch, self.encoding) for ch in self.lines[line][:index])
+        return to_client_units(self.lines[line], index, self.encoding)
 
     def apply(self, change: list) -> tuple[int, int]:
         """Apply [sl, sc, el, ec, text]; returns the cursor after the inserted text (line, code points)."""
         sl, sc, el, ec, text = change
         if sl is None:
             self.lines = split_lines(text)
-            return len(self.lines) - 1, len(self.lines[-1].rstrip("\r\n"))
-        sl, el = min(sl, len(self.lines) - 1), min(el, len(self.lines) - 1)
-        a, b = self.to_index(sl, sc), self.to_index(el, ec)
-        head, tail = self.lines[sl][:a], self.lines[el][b:]
-        new = split_lines(head + text + tail)
-        if el < len(self.lines) - 1 and new[-1] == "":  # tail kept its line break: no new last line
-            new.pop()
-        self.lines[sl:el + 1] = new
-        added = split_lines(head + text)
-        return sl + len(added) - 1, len(added[-1])
-
-
-def _units(ch: str, encoding: str) -> int:
-    if encoding == "utf-16":
-        return 2 if ord(ch) > 0xFFFF else 1
-    return len(ch.encode("utf-8"))
+            return len(self.lines) - 1, len(line_body(self.lines[-1]))
+        start, end = clamp(self.lines, sl, sc, self.encoding), clamp(self.lines, el, ec, self.encoding)
+        added = split_lines(self.lines[start[0]][:start[1]] + text)
+        self.lines = replace_range(self.lines, start, end, text)
+        return start[0] + len(added) - 1, len(added[-1])
 
 
 class Observer:
@@ -302,20 +282,13 @@ class _Replay:
         return o.reaction_median_ms * math.exp(self.rng.gauss(0.0, o.reaction_sigma))
 
 
-def _first_item(result):
-    items = getattr(result, "items", None) or (result if isinstance(result, (list, tuple)) else [])
-    return items[0] if items else None
-
-
 def _first_text(result) -> str:
-    item = _first_item(result)
-    if item is None:
-        return ""
-    return item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+    item = first_item(result)
+    return item_text(item) if item is not None else ""
 
 
 def _first_command(result) -> tuple[str, list] | None:
-    command = getattr(_first_item(result), "command", None)
+    command = getattr(first_item(result), "command", None)
     return (command.command, list(command.arguments or [])) if command is not None else None
 
 

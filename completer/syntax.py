@@ -146,33 +146,37 @@ class Snapshot:
     source: bytes
 
 
+def _parse(language: str, source: bytes, old: Tree | None) -> Snapshot:
+    if len(source) > MAX_PARSE_BYTES:
+        return Snapshot(language, None, source)
+    parser = parser_for(language)
+    return Snapshot(language, parser.parse(source, old) if old else parser.parse(source), source)
+
+
+def reparse(old: Snapshot, text: str) -> Snapshot:
+    """The snapshot of `text`, parsed incrementally from `old` (which stays untouched)."""
+    new = text.encode("utf-8")
+    if old.tree is None or len(new) > MAX_PARSE_BYTES:
+        return _parse(old.language, new, None)
+    start = _common_prefix(old.source, new)
+    suffix = _common_suffix(old.source, new, start)
+    old_end, new_end = len(old.source) - suffix, len(new) - suffix
+    edited = old.tree.copy()  # snapshots handed out earlier stay untouched
+    edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+                start_point=_point(old.source, start), old_end_point=_point(old.source, old_end),
+                new_end_point=_point(new, new_end))
+    return _parse(old.language, new, edited)
+
+
 class DocumentSyntax:
     """The tree of one document, updated from each new text by an incremental re-parse."""
 
     def __init__(self, language: str, text: str):
         self.language = language
-        self.snapshot = self._parse(text.encode("utf-8"), None)
-
-    def _parse(self, source: bytes, old: Tree | None) -> Snapshot:
-        if len(source) > MAX_PARSE_BYTES:
-            return Snapshot(self.language, None, source)
-        return Snapshot(self.language, parser_for(self.language).parse(source, old) if old else
-                        parser_for(self.language).parse(source), source)
+        self.snapshot = _parse(language, text.encode("utf-8"), None)
 
     def update(self, text: str) -> Snapshot:
-        new = text.encode("utf-8")
-        old = self.snapshot
-        if old.tree is None or len(new) > MAX_PARSE_BYTES:
-            self.snapshot = self._parse(new, None)
-            return self.snapshot
-        start = _common_prefix(old.source, new)
-        suffix = _common_suffix(old.source, new, start)
-        old_end, new_end = len(old.source) - suffix, len(new) - suffix
-        edited = old.tree.copy()  # snapshots handed out earlier stay untouched
-        edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
-                    start_point=_point(old.source, start), old_end_point=_point(old.source, old_end),
-                    new_end_point=_point(new, new_end))
-        self.snapshot = self._parse(new, edited)
+        self.snapshot = reparse(self.snapshot, text)
         return self.snapshot
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from lsprotocol import types
 
-from .documents import line_body, to_client_units
+from completer.lines import line_body, to_client_units
+
 from .inline_completion import complete_inline
 
 TRIGGER_CHARACTERS = [".", "(", ","]

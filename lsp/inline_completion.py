@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from lsprotocol import types
 
 from completer.completion import CompletionRequest
+from completer.lines import line_body, to_client_units, to_codepoints
 from completer.reuse import typed_since
 
 from . import prefetch
 from .accept import ACCEPT_COMMAND
-from .documents import line_body, to_client_units, to_codepoints
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,13 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     if delay:  # typing outruns the model: let a burst pass; a newer request supersedes this one
         await asyncio.sleep(delay)
         if cancel.is_set():
-            _release(ls, uri, cancel)
+            ls.release_pending(uri, cancel)
             ls.counters["debounced"] += 1
             return done("debounced")
 
     completer = await ls.get_completer()
     if completer is None:
-        _release(ls, uri, cancel)
+        ls.release_pending(uri, cancel)
         ls.counters["errors"] += 1
         return done("error")
     request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
@@ -155,7 +155,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.send_status("error", message="completion failed; see the server log")
         return done("error")
     finally:
-        _release(ls, uri, cancel)
+        ls.release_pending(uri, cancel)
 
     if result.finish_reason == "unavailable":  # the engine daemon is away; it reconnects in the background
         ls.counters["unavailable"] += 1
@@ -185,19 +185,14 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         return done("engine", stats=result.stats)
     ls.counters["answered"] += 1
     if selected is None:  # the next suggestion, as if this one were accepted, while the user reads it
-        prefetch.schedule(ls, uri, doc.language_id, _relative_path(uri), lines, line, character, result.text, context)
+        prefetch.schedule(ls, uri, doc.language_id, _relative_path(uri), lines, line, character, result.text, context,
+                          syntax)
     if selected is not None:
         return done("engine", real_lines, line, start, item_text + result.text, result.stats, replace_to=end)
     return done("engine", lines, line, character, result.text, result.stats)
 
 
 RECYCLE_GRACE_S = 0.05
-
-
-def _release(ls, uri: str, cancel: threading.Event) -> None:
-    """This request no longer runs for the document (unless a newer one took its place)."""
-    if ls.pending.get(uri) is cancel:
-        del ls.pending[uri]
 
 
 @dataclass

@@ -16,20 +16,10 @@ import logging
 import threading
 
 from completer.completion import CompletionRequest
-from completer.prompt import split_lines
-from completer.syntax import DocumentSyntax, language_for
+from completer.lines import insert_at, line_body
+from completer.syntax import reparse
 
 log = logging.getLogger(__name__)
-
-
-def as_accepted(lines, line: int, character: int, text: str) -> tuple[list[str], int, int]:
-    """The document with `text` inserted at the cursor, and the cursor after it (code points)."""
-    current = lines[line]
-    new = split_lines(current[:character] + text + current[character:])
-    if line < len(lines) - 1 and new[-1] == "":  # the line kept its break: no new last line
-        new.pop()
-    inserted = split_lines(current[:character] + text)
-    return list(lines[:line]) + new + list(lines[line + 1:]), line + len(inserted) - 1, len(inserted[-1])
 
 
 BLOCK_OPENERS = (":", "{", "(", "[")
@@ -37,33 +27,36 @@ BLOCK_OPENERS = (":", "{", "(", "[")
 
 def after_enter(lines, line: int) -> tuple[list[str], int, int]:
     """The document with a line break and auto-indentation after `line` (whose text is complete)."""
-    body = lines[line].rstrip("\r\n")
+    body = line_body(lines[line])
     indent = body[:len(body) - len(body.lstrip(" \t"))]
     if body.rstrip().endswith(BLOCK_OPENERS):
         indent += "\t" if indent.startswith("\t") else " " * 4
-    return as_accepted(lines, line, len(body), "\n" + indent)
+    return insert_at(lines, line, len(body), "\n" + indent)
 
 
-def schedule(ls, uri: str, language_id: str, path: str, lines, line: int, character: int, text: str, context) -> None:
+def schedule(ls, uri: str, language_id: str, path: str, lines, line: int, character: int, text: str, context,
+             syntax) -> None:
+    """Prefetch after `text` was shown at (line, character) of `lines`, whose tree is `syntax`."""
     if not ls.prefetch or ls.reuse is None or ls.completer is None or not text:
         return
-    task = asyncio.ensure_future(_prefetch(ls, uri, language_id, path, lines, line, character, text, context))
+    task = asyncio.ensure_future(_prefetch(ls, uri, language_id, path, lines, line, character, text, context,
+                                           syntax))
     ls.background_tasks.add(task)
     task.add_done_callback(ls.background_tasks.discard)
 
 
-async def _prefetch(ls, uri, language_id, path, lines, line, character, text, context) -> None:
+async def _prefetch(ls, uri, language_id, path, lines, line, character, text, context, syntax) -> None:
     if ls.pending.get(uri) is not None:  # a real request is already waiting
         return
     cancel = threading.Event()
     ls.pending[uri] = cancel
-    virtual, vline, vchar = as_accepted(lines, line, character, text)
+    virtual, vline, vchar = insert_at(lines, line, character, text)
     completer = ls.completer
 
-    language = language_for(language_id, path)
-
     def complete_at(doc_lines, at_line, at_char):
-        syntax = DocumentSyntax(language, "".join(doc_lines)).snapshot if language else None
+        nonlocal syntax
+        if syntax is not None:  # the tree of the shown document, edited: an incremental parse
+            syntax = reparse(syntax, "".join(doc_lines))
         request = CompletionRequest(doc_lines, at_line, at_char, path=path, language_id=language_id,
                                     session_key=uri, syntax=syntax, context=context)
         return completer.complete(request, cancel)
@@ -85,8 +78,7 @@ async def _prefetch(ls, uri, language_id, path, lines, line, character, text, co
         log.exception("prefetch failed")
         return
     finally:
-        if ls.pending.get(uri) is cancel:
-            del ls.pending[uri]
+        ls.release_pending(uri, cancel)
     if result is None or cancel.is_set() or result.finish_reason == "cancelled" or not result.text:
         return
     doc = ls.store.get(uri)

@@ -194,6 +194,11 @@ class CompleterServer(LanguageServer):
         self.completer = fut.result()
         self.send_status("ready")
 
+    def release_pending(self, uri: str, cancel: threading.Event) -> None:
+        """The request owning `cancel` no longer runs for the document (unless a newer one took its place)."""
+        if self.pending.get(uri) is cancel:
+            del self.pending[uri]
+
     def reload_engine(self) -> None:
         """Load the engine again with the current options (after a configuration change)."""
         old = self.completer

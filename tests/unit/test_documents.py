@@ -4,8 +4,9 @@ import random
 
 import pytest
 
-from lsp.documents import Document, to_client_units, to_codepoints
+from completer.lines import to_client_units, to_codepoints
 from completer.prompt import split_lines
+from lsp.documents import Document
 
 ALPHABET = ["a", "b", " ", "\n", "\r\n", "\r", "é", "✓", "𝔘", "\x0c", "\u2028", "\t", "()"]
 

@@ -53,15 +53,15 @@ def test_small_edits_nearby_are_tolerated_large_ones_are_not():
     assert r.lookup("u", rewritten, 5, 7) is None
 
 
-def test_as_accepted_inserts_the_suggestion_and_moves_the_cursor():
-    from lsp.prefetch import as_accepted
+def test_insert_at_inserts_the_suggestion_and_moves_the_cursor():
+    from completer.lines import insert_at
 
-    lines = ["def f(x):\n", "    return \n", "\n"]
-    virtual, line, character = as_accepted(lines, 1, 11, "x + 1")
-    assert virtual == ["def f(x):\n", "    return x + 1\n", "\n"] and (line, character) == (1, 16)
-    virtual, line, character = as_accepted(lines, 1, 11, "(\n        x)")
+    lines = split_lines("def f(x):\n    return \n\n")  # as documents hold them: the last piece unterminated
+    virtual, line, character = insert_at(lines, 1, 11, "x + 1")
+    assert virtual == ["def f(x):\n", "    return x + 1\n", "\n", ""] and (line, character) == (1, 16)
+    virtual, line, character = insert_at(lines, 1, 11, "(\n        x)")
     assert "".join(virtual) == "def f(x):\n    return (\n        x)\n\n" and (line, character) == (2, 10)
-    assert as_accepted(["ab"], 0, 1, "X")[0] == ["aXb"]
+    assert insert_at(["ab"], 0, 1, "X")[0] == ["aXb"]
 
 
 def test_a_prefetched_suggestion_is_found_at_its_place_but_not_shown():

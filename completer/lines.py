@@ -1,0 +1,81 @@
+"""A document as LSP sees it: a list of lines (split_lines), positions in the negotiated encoding,
+and range edits. One implementation for the server's document store, the scripted editor, the
+replay's copy of a document and the prefetch's "as if accepted" document.
+
+Columns are code-point indexes unless a name says client units (utf-8 bytes, utf-16 code units or
+code points for utf-32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .prompt import split_lines
+
+def units(ch: str, encoding: str) -> int:
+    """How many client units one character takes."""
+    cp = ord(ch)
+    if encoding == "utf-16":
+        return 2 if cp > 0xFFFF else 1
+    if encoding == "utf-8":
+        return 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
+    return 1
+
+
+def to_codepoints(line: str, character: int, encoding: str) -> int:
+    """Client column (in `encoding` units) -> code-point index; past the end clamps to the end, and a
+    column inside a surrogate pair or UTF-8 sequence rounds down to the character's start."""
+    if encoding == "utf-32":
+        return max(0, min(character, len(line)))
+    total = 0
+    for i, ch in enumerate(line):
+        total += units(ch, encoding)
+        if total > character:
+            return i
+    return len(line)
+
+
+def to_client_units(line: str, index: int, encoding: str) -> int:
+    if encoding == "utf-32":
+        return index
+    return sum(units(ch, encoding) for ch in line[:index])
+
+
+def line_body(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+def clamp(lines: Sequence[str], line: int, character: int, encoding: str) -> tuple[int, int]:
+    """Client position -> (line, code-point column), clamped into the document."""
+    if line < 0:
+        return 0, 0
+    if line >= len(lines):
+        last = len(lines) - 1
+        return last, len(line_body(lines[last]))
+    return line, to_codepoints(line_body(lines[line]), max(character, 0), encoding)
+
+
+def replace_range(lines: Sequence[str], start: tuple[int, int], end: tuple[int, int], text: str) -> list[str]:
+    """The lines with [start, end) (code-point positions inside the document) replaced by `text`.
+
+    The re-split covers the line before and the line after the range, so a "\\r" and a "\\n" that the
+    edit brings together become one line break."""
+    if end < start:  # an inverted range: treat it as the ordered one
+        start, end = end, start
+    (sl, sc), (el, ec) = start, end
+    first, last = max(sl - 1, 0), min(el + 2, len(lines))
+    region = "".join(lines[first:last])
+    offset_start = sum(len(ln) for ln in lines[first:sl]) + sc
+    offset_end = sum(len(ln) for ln in lines[first:el]) + ec
+    new_lines = split_lines(region[:offset_start] + text + region[offset_end:])
+    if last < len(lines):
+        # The region ended with a terminator, so split_lines added an empty last piece.
+        new_lines.pop()
+    return list(lines[:first]) + new_lines + list(lines[last:])
+
+
+def insert_at(lines: Sequence[str], line: int, character: int, text: str) -> tuple[list[str], int, int]:
+    """The lines with `text` inserted at (line, code-point column), and the position just after it."""
+    inserted = split_lines(lines[line][:character] + text)
+    return replace_range(lines, (line, character), (line, character), text), \
+        line + len(inserted) - 1, len(inserted[-1])
