@@ -38,6 +38,28 @@ def _add_engine_options(p: argparse.ArgumentParser, settings: bool = True) -> No
     g.add_argument("--draft-model", metavar="DIR", default=None,
                    help="a small model sharing the tokenizer, proposing tokens for speculative decoding "
                    "(e.g. embedded-draft); used when its measured cost pays off")
+    g = p.add_argument_group("GPU and server backends (see engine_builds/README.md)")
+    g.add_argument("--speculation", choices=["ngram", "draft", "none"], default=None,
+                   help="trtllm: NGram prompt lookup (default), DraftTarget with --draft-model, or none; "
+                   "lmdeploy: only none (it has no draft-target or n-gram proposer)")
+    g.add_argument("--backend-options", metavar="FILE", default=None,
+                   help="trtllm/lmdeploy: YAML or JSON mapping of extra engine arguments (trtllm: LLM(...) keywords, "
+                   "the same keys as trtllm-serve --extra_llm_api_options; lmdeploy: engine config fields)")
+    g.add_argument("--lmdeploy-engine", choices=["turbomind", "pytorch"], default=None,
+                   help="lmdeploy: TurboMind (default) or its PyTorch engine")
+    g.add_argument("--server-url", metavar="URL", default=None,
+                   help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1 (API key from "
+                   "$COMPLETER_API_KEY or $OPENAI_API_KEY)")
+    g.add_argument("--served-model", metavar="NAME", default=None,
+                   help="openai: the model name to request (default: the first the server lists); --model must "
+                   "hold the same model's tokenizer")
+    g.add_argument("--affinity-header", metavar="NAME", default=None,
+                   help="openai: header carrying the editor session, for routers with session affinity "
+                   "(default X-Session-Id; empty: none)")
+    g.add_argument("--server-stop-ids", action="store_true",
+                   help="openai: also send the FIM stop ids as stop_token_ids (vLLM, SGLang, completer serve-openai)")
+    g.add_argument("--server-extra", metavar="JSON", default=None,
+                   help="openai: extra fields merged into every request body")
 
 
 def _settings_from_args(args):
@@ -58,7 +80,11 @@ def _settings_from_args(args):
 def _engine_options(args) -> dict:
     return {"backend": args.backend, "model": args.model, "device": args.device, "dtype": args.dtype,
             "threads": args.threads, "cache_mb": args.cache_mb, "edit_reuse": False if args.no_edit_reuse else None,
-            "compile": args.compile, "draft_model": args.draft_model}
+            "compile": args.compile, "draft_model": args.draft_model, "server_url": args.server_url,
+            "served_model": args.served_model, "affinity_header": args.affinity_header,
+            "server_stop_ids": args.server_stop_ids, "server_extra": args.server_extra,
+            "speculation": args.speculation, "lmdeploy_engine": args.lmdeploy_engine,
+            "backend_options": args.backend_options}
 
 
 def cmd_serve(args) -> int:
@@ -140,12 +166,13 @@ def _serve_flags(args) -> list[str]:
     """`completer serve` options from the engine options (and reuse/context switches) of `args`."""
     flags = []
     for name in ("model", "backend", "device", "dtype", "max_tokens", "threads", "cache_mb", "fim_template",
-                 "draft_model"):
+                 "draft_model", "speculation", "backend_options", "lmdeploy_engine", "server_url", "served_model",
+                 "affinity_header", "server_extra"):
         value = getattr(args, name, None)
         if value is not None and not (name in ("backend", "device", "dtype") and value in ("torch", "auto")):
             flags += [f"--{name.replace('_', '-')}", str(value)]
     for name in ("no_speculative", "no_cache", "no_edit_reuse", "compile", "no_syntax", "no_reuse", "no_context",
-                 "no_prefetch", "no_recycle", "no_debounce"):
+                 "no_prefetch", "no_recycle", "no_debounce", "server_stop_ids"):
         if getattr(args, name, False):
             flags.append(f"--{name.replace('_', '-')}")
     return flags
@@ -195,6 +222,27 @@ def cmd_engine(args) -> int:
     socket_path = args.socket or default_socket(options)
     engine = load_engine(**options)
     EngineDaemon(engine, socket_path, idle_exit_s=args.idle_exit_s).serve_forever()
+    return 0
+
+
+def cmd_serve_openai(args) -> int:
+    import os
+
+    from .openai_server import serve
+    from .runtime import load_engine
+
+    api_key = None
+    if args.require_api_key:
+        api_key = os.environ.get("COMPLETER_API_KEY")
+        if not api_key:
+            raise SystemExit("completer serve-openai: --require-api-key needs $COMPLETER_API_KEY set")
+    engine = load_engine(**_engine_options(args))
+    name = args.served_name or (args.model or "embedded")
+
+    def ready(url: str) -> None:  # tests and scripts wait for this line
+        print(f"completer serve-openai: {name!r} on {url}", flush=True)
+
+    serve(engine, host=args.host, port=args.port, model_name=name, api_key=api_key, ready=ready)
     return 0
 
 
@@ -285,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit after S seconds without clients (0: never; default 600)")
     _add_engine_options(p, settings=False)  # completion settings travel with each request
     p.set_defaults(func=cmd_engine)
+
+    p = sub.add_parser("serve-openai", help="serve the engine over an OpenAI-compatible HTTP API",
+                       description="POST /v1/completions (prompts as token ids or text, streaming), GET /v1/models, "
+                       "GET /health, backed by a completer engine: for --backend openai clients and small teams.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
+    p.add_argument("--served-name", metavar="NAME", default=None, help="model name in the API (default: --model)")
+    p.add_argument("--require-api-key", action="store_true",
+                   help="require `Authorization: Bearer $COMPLETER_API_KEY` on every request")
+    _add_engine_options(p, settings=False)
+    p.set_defaults(func=cmd_serve_openai)
 
     p = sub.add_parser("replay", help="replay typing sessions against the real server and report latency",
                        description="Drive `completer serve --stdio` (or --server-cmd) with typing sessions like an "

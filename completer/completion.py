@@ -120,6 +120,17 @@ class Completer:
             parts.append(delta.text)
             if on_text is not None:
                 on_text(delta.text)
+        if stream.stats.finish_reason == "heal_mismatch":
+            # A backend that cannot constrain its output went elsewhere than the backed-up token: ask
+            # again with the prompt ending at the cursor (its prefix is cached on the server).
+            prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character, path=req.path,
+                                  settings=dataclasses.replace(prompt_settings, heal=False), syntax=req.syntax,
+                                  context=req.context)
+            stream = self.engine.generate(dataclasses.replace(request, prompt_ids=prompt.ids, heal_prefix=b""), cancel)
+            for delta in stream:
+                parts.append(delta.text)
+                if on_text is not None:
+                    on_text(delta.text)
         raw = "".join(parts)
         t_engine = time.perf_counter()
 

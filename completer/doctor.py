@@ -59,15 +59,45 @@ def _gpu() -> dict:
             "cuda": torch.version.cuda}
 
 
-def _backends(gpu: dict) -> dict:
+def _openai_status(url: str | None) -> dict:
+    if not url:
+        return {"can_run": False, "why": "needs --server-url of an OpenAI-compatible /v1/completions server"}
+    import http.client
+    import json as _json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout=3)
+        key = os.environ.get("COMPLETER_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        conn.request("GET", (parts.path.rstrip("/") or "/v1") + "/models",
+                     headers={"Authorization": f"Bearer {key}"} if key else {})
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return {"can_run": False, "why": f"{url} does not answer: {exc}"}
+    if resp.status != 200:
+        return {"can_run": False, "why": f"{url}/models answered HTTP {resp.status}"}
+    try:
+        names = [m.get("id") for m in _json.loads(body).get("data", [])]
+    except (ValueError, AttributeError):
+        names = []
+    return {"can_run": True, "why": f"{url} serves {', '.join(map(str, names)) or 'a model'}"}
+
+
+def _backends(gpu: dict, server_url: str | None = None) -> dict:
     out = {"torch": {"can_run": True, "why": "CPU" + (" and CUDA" if gpu.get("available") else "")}}
+    hints = {"trtllm": "tensorrt-llm 1.2.1 comes from NVIDIA's package index or its NGC image, not PyPI",
+             "lmdeploy": "pip install lmdeploy==0.18.0 on a CUDA machine"}
     for name, module in (("trtllm", "tensorrt_llm"), ("lmdeploy", "lmdeploy")):
         installed = importlib.util.find_spec(module) is not None
-        why = "package installed, but the backend is not implemented yet" if installed else f"{module} not installed"
+        reasons = [] if installed else [f"{module} not installed ({hints[name]})"]
         if not gpu.get("available"):
-            why += "; needs an NVIDIA GPU"
-        out[name] = {"can_run": False, "why": why}
-    out["openai"] = {"can_run": False, "why": "backend not implemented yet"}
+            reasons.append("needs an NVIDIA GPU")
+        out[name] = {"can_run": not reasons, "why": "; ".join(reasons) or f"{module} installed, GPU {gpu.get('name')}"}
+    out["openai"] = _openai_status(server_url)
     return out
 
 
@@ -91,7 +121,7 @@ def collect(args) -> tuple[dict, list[str]]:
     report["packages"], report["grammars"] = packages, grammars
     report["cpu"] = _cpu()
     report["gpu"] = gpu = _gpu()
-    report["backends"] = _backends(gpu)
+    report["backends"] = _backends(gpu, getattr(args, "server_url", None))
     chosen = args.backend
     if not report["backends"][chosen]["can_run"]:
         problems.append(f"backend {chosen!r} cannot run: {report['backends'][chosen]['why']}")
@@ -104,10 +134,11 @@ def collect(args) -> tuple[dict, list[str]]:
 
         model["shipped"] = sorted(shipped_models())
         model["dir"] = str(resolve_model(args.model))
-        if chosen == "torch" and not problems:
+        if not problems:
             t0 = time.perf_counter()
-            engine = load_engine(backend=chosen, model=args.model, device=args.device, dtype=args.dtype,
-                                 threads=args.threads)
+            from .cli import _engine_options
+
+            engine = load_engine(**_engine_options(args))
             model["engine"] = engine.describe()
             completer = Completer(engine)
             model["fim_template"] = completer.template.name
@@ -142,8 +173,9 @@ def run_doctor(args) -> int:
     print(f"model:     {m.get('dir', m['requested'])}  (shipped: {', '.join(m.get('shipped', [])) or 'none'})")
     if "engine" in m:
         e = m["engine"]
-        print(f"engine:    {e['architecture']} {e['parameters']:,} parameters on {e['device']} {e['dtype']}, "
-              f"FIM {m['fim_template']}, loaded in {e['load_ms']:.0f} ms")
+        what = (f"{e['architecture']} {e['parameters']:,} parameters" if "architecture" in e
+                else f"{e['backend']} {e.get('served_model') or ''}".rstrip())
+        print(f"engine:    {what} on {e['device']} {e['dtype']}, FIM {m['fim_template']}, loaded in {e['load_ms']:.0f} ms")
         print(f"check:     one completion in {m['test_completion']['ms']} ms: {m['test_completion']['text']!r}")
     if problems:
         print("\nthe default setup cannot serve:")

@@ -3,6 +3,11 @@
 A request carries token ids, limits, stop rules and a session key; the answer is a stream of token
 deltas followed by per-request stats. Cancellation is a `threading.Event` the backend checks between
 decode steps, so a cancelled request stops within one step.
+
+Backends: `torch` (torch_engine.py), `trtllm` and `lmdeploy` (in-process GPU engines), `openai` (any
+OpenAI-compatible server). The last three generate on their own: OutputShaper (shaper.py) applies
+the stop rules and checks the heal prefix on our side. tests/e2e/test_backend_contract.py holds them
+all to the same answers.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ BACKENDS = ("torch", "trtllm", "lmdeploy", "openai")
 
 
 class BackendUnavailableError(RuntimeError):
-    """The requested backend cannot run here (missing package, not implemented yet, no GPU)."""
+    """The requested backend cannot run here (missing package, no GPU, no server URL)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class Engine(Protocol):
     device: str
     tokenizer: "Tokenizer"  # the model's tokenizer: prompts are built as ids on our side
     max_seq: int  # prompt + generated tokens must fit
+    # Whether generation can be constrained to re-type a heal prefix (token healing). Backends that
+    # cannot get prompts that end at the cursor instead.
+    can_heal: bool
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream: ...
 
@@ -106,9 +114,16 @@ def create_engine(backend: str, model_dir, *, device: str = "auto", dtype: str =
         from .torch_engine import TorchEngine
 
         return TorchEngine(model_dir, device=device, dtype=dtype, **options)
-    if backend in ("trtllm", "lmdeploy", "openai"):
-        raise BackendUnavailableError(
-            f"backend {backend!r} is not implemented yet (tracked in the GPU and scale-out backends issue); "
-            "use --backend torch"
-        )
+    if backend == "trtllm":
+        from .trtllm_engine import TrtllmEngine
+
+        return TrtllmEngine(model_dir, device=device, dtype=dtype, **options)
+    if backend == "lmdeploy":
+        from .lmdeploy_engine import LmdeployEngine
+
+        return LmdeployEngine(model_dir, device=device, dtype=dtype, **options)
+    if backend == "openai":
+        from .openai_engine import OpenAIEngine
+
+        return OpenAIEngine(model_dir, device=device, dtype=dtype, **options)
     raise BackendUnavailableError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")

@@ -51,13 +51,16 @@ def _receive(sock: socket.socket, unpacker: msgpack.Unpacker, op: str) -> dict:
 def engine_flags(options: dict) -> list[str]:
     """`completer engine` command-line options for engine options (as runtime.load_engine takes them)."""
     flags = []
-    for key in ("backend", "model", "device", "dtype", "threads", "cache_mb", "draft_model"):
+    for key in ("backend", "model", "device", "dtype", "threads", "cache_mb", "draft_model", "speculation",
+                "backend_options", "lmdeploy_engine", "server_url", "served_model", "affinity_header", "server_extra"):
         if options.get(key) not in (None, ""):
             flags += [f"--{key.replace('_', '-')}", str(options[key])]
     if options.get("edit_reuse") is False:
         flags.append("--no-edit-reuse")
     if options.get("compile"):
         flags.append("--compile")
+    if options.get("server_stop_ids"):
+        flags.append("--server-stop-ids")
     return flags
 
 
@@ -87,6 +90,7 @@ class RemoteEngine:
         self.tokenizer = Tokenizer(self.info["model_dir"])
         self.device = self.info.get("device", "")
         self.max_seq = int(self.info["max_seq"])
+        self.can_heal = bool(self.info.get("can_heal", True))  # as the daemon's own backend can
 
     # -- connection ---------------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ def common_prefix_len(a, b) -> int:
 
 class TorchEngine:
     name = "torch"
+    can_heal = True
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
@@ -157,7 +158,7 @@ class TorchEngine:
             "decode_dtype": self.decode_dtype, "compiled": self._decode_fn is not self.model,
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.cache_mb, 1),
             "cache_blocks": self.prefix_cache.num_blocks if self.prefix_cache else 0, "block_size": self.block_size,
-            "edit_reuse": self.edit_reuse,
+            "edit_reuse": self.edit_reuse, "can_heal": self.can_heal,
         }
 
     def _setup_pool(self, cache_mb: float, block_size: int) -> None:

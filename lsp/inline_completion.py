@@ -157,10 +157,14 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     finally:
         ls.release_pending(uri, cancel)
 
-    if result.finish_reason == "unavailable":  # the engine daemon is away; it reconnects in the background
+    if result.finish_reason == "unavailable":  # the daemon or completion server is away; we keep retrying
         ls.counters["unavailable"] += 1
         if ls.engine_available:
-            ls.send_status("error", message="the engine daemon is unavailable; reconnecting")
+            info = completer.engine.describe()
+            where = info.get("device") if info.get("backend") == "openai" else "the engine daemon"
+            why = str(info.get("status", ""))
+            ls.send_status("error", message=f"{where} is unavailable{' (' + why + ')' if why.startswith('down') else ''}; "
+                           "retrying")
             ls.engine_available = False
         return done("unavailable")
     if not ls.engine_available:

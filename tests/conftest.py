@@ -20,3 +20,29 @@ def fixture_model_dir() -> Path:
 def server_command(*extra: str) -> list[str]:
     return [sys.executable, "-m", "completer", "serve", "--stdio", "--model", str(FIXTURE_MODEL), "--device", "cpu",
             *extra]
+
+
+class OpenAIServer:
+    """`completer serve-openai` on a free local port, for as long as the `with` block runs."""
+
+    def __init__(self, *extra: str, model: Path = FIXTURE_MODEL, port: int = 0, env: dict | None = None):
+        self.cmd = [sys.executable, "-m", "completer", "serve-openai", "--port", str(port), "--model", str(model),
+                    "--device", "cpu", *extra]
+        self.env = {**os.environ, **(env or {})}
+        self.url = ""
+
+    def __enter__(self) -> "OpenAIServer":
+        import subprocess
+
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env=self.env)
+        line = self.proc.stdout.readline()  # "completer serve-openai: 'NAME' on http://HOST:PORT/v1"
+        if " on http" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"serve-openai did not start: {line!r}")
+        self.url = line.rsplit(" on ", 1)[1].strip()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

@@ -1,0 +1,452 @@
+"""The `trtllm` backend: TensorRT-LLM 1.2.1's PyTorch-backend `LLM`, in process, on an NVIDIA GPU.
+
+We build the prompt as token ids, stream `token_ids_diff`, and apply every stop rule on our side with
+OutputShaper; the engine also gets the stop ids, end id and token budget so it stops by itself. Its KV
+block reuse (partial reuse on) replaces our prefix cache; `cache_salt` = the request's session key, so
+one editor session's blocks never match another's. Speculation is fixed at start-up: n-gram prompt
+lookup (default), a draft model, or none; greedy output is the same either way, and a request's
+`speculative=False` cannot switch it off (there is no per-request switch).
+
+TensorRT-LLM streams through asyncio, and a request only gets its async queue when it is created
+inside a running loop. We run one loop on a daemon thread: each request is created and read there and
+handed to the caller's thread through a queue. That thread checks cancel and deadline between outputs
+and aborts the request the moment our side is done, so the engine stops within one decode step.
+
+`tensorrt_llm` is imported lazily: it is not on PyPI as a wheel and needs a GPU (see MISSING).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .engine import BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream
+from .shaper import OutputShaper
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SEQ = 8192  # completion prompts are a few thousand tokens: no KV budget for 32k contexts
+NGRAM_MATCH = 4  # max_matching_ngram_size: the longest context suffix looked up in the n-gram pool
+CUDA_GRAPH_MAX_BATCH = 8  # an editor keeps a few requests in flight: 4 graphs (1, 2, 4, 8), not 34 up to 128
+POLL_S = 0.002  # how often the caller's thread checks cancel and deadline while it waits for output
+ABORT_WAIT_S = 2.0  # bound on waiting for the loop thread to run an abort
+SPECULATION = ("ngram", "draft", "none")
+SPECULATION_NAMES = {"NGram": "ngram", "DraftTarget": "draft-target"}  # decoding_type -> what describe() says
+DTYPES = {"auto": "auto", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float32": "float32", "fp32": "float32"}
+# Our defaults for these nested LLM(...) configs merge with backend_options' dicts field by field.
+MERGED_CONFIGS = {"kv_cache_config": "KvCacheConfig", "cuda_graph_config": "CudaGraphConfig"}
+MISSING = ("tensorrt_llm is not installed. tensorrt-llm 1.2.1 has no wheel on PyPI (only an sdist that fetches "
+           "the real multi-GB wheel from NVIDIA's package index, https://pypi.nvidia.com); install it from that "
+           "index or run inside the NGC image nvcr.io/nvidia/tensorrt-llm/release:1.2.1. It needs an NVIDIA GPU.")
+
+OUTPUT, ERROR, END = "output", "error", "end"  # kinds of items a loop-thread pump hands over
+
+
+# -- pieces shared with the lmdeploy backend ---------------------------------------------------------
+
+class EventLoopThread:
+    """One asyncio loop on a daemon thread, for engines whose async APIs need a running loop."""
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        """Schedule a coroutine; coroutines submitted from one thread start in submission order."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro, timeout: float | None = None):
+        return self.submit(coro).result(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel what still runs on the loop, then stop and close it."""
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():
+            try:
+                self.call(_cancel_other_tasks(), timeout)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                log.warning("event loop %s: tasks did not finish within %.1fs of cancelling", self._thread.name,
+                            timeout)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+async def _cancel_other_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=2.0)
+    await asyncio.get_running_loop().shutdown_asyncgens()
+
+
+def next_item(items: queue.SimpleQueue, shaper: OutputShaper, cancel: threading.Event):
+    """The next (kind, value) a pump handed over, or None once cancel or the deadline ends the request
+    while we wait (checked every POLL_S)."""
+    while True:
+        try:
+            return items.get(timeout=POLL_S)
+        except queue.Empty:
+            if shaper.check(cancel):
+                return None
+
+
+@dataclass
+class Relay:
+    """What the caller's thread learnt from a pump; its `finally` reads it even after an exception."""
+    backend_finish: str = ""
+    ended: bool = False  # the backend's request is over: nothing to abort
+    t_first: float | None = None
+    outputs: int = 0  # streamed outputs other than a cancellation notice (one engine iteration each)
+    produced: int = 0  # tokens the engine generated, a returned-less stop id included
+
+
+def relay(items: queue.SimpleQueue, shaper: OutputShaper, cancel: threading.Event, stats: GenerationStats,
+          t_start: float, state: Relay):
+    """Hand a pump's outputs (ids, finish_reason, cached tokens) through the shaper as deltas until the
+    backend or our side ends the request; then the text the shaper held back."""
+    while True:
+        item = next_item(items, shaper, cancel)
+        if item is None:
+            break
+        kind, value = item
+        if kind in (END, ERROR):
+            state.ended = True
+            if kind == ERROR:
+                raise value
+            break
+        ids, finish, cached = value
+        if state.t_first is None:
+            state.t_first = time.perf_counter()
+            stats.prefill_ms = (state.t_first - t_start) * 1000
+        stats.cached_tokens = max(stats.cached_tokens, cached)
+        state.outputs += finish != "cancelled"
+        state.produced += len(ids) + (finish == "stop")
+        if ids:
+            delta = shaper.add_tokens(ids)
+            if delta is not None:
+                yield delta
+        if finish:
+            state.backend_finish, state.ended = finish, True
+            break
+        if shaper.finish or shaper.check(cancel):
+            break
+    if shaper.finish != "cancelled":
+        tail = shaper.flush()  # text held back in case a stop string or block end would cut it
+        if tail is not None and tail.text:
+            yield tail
+
+
+def select_cuda_device(device: str, backend: str) -> str:
+    """'auto' / 'cuda' / 'cuda:N'. These engines place themselves on the first visible GPU, so cuda:N
+    narrows CUDA_VISIBLE_DEVICES to GPU N, which only works before CUDA is initialised here."""
+    if device in ("auto", "cuda", "cuda:0"):
+        return "cuda" if device == "auto" else device
+    index = device[5:] if device.startswith("cuda:") else ""
+    if not index.isdigit():
+        raise BackendUnavailableError(f"{backend} runs on NVIDIA GPUs only: device {device!r} is not supported "
+                                      "(use auto, cuda or cuda:N)")
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else None
+    if ids is not None and int(index) >= len(ids):
+        raise BackendUnavailableError(f"device {device!r}: CUDA_VISIBLE_DEVICES={visible} shows {len(ids)} GPU(s)")
+    if torch.cuda.is_initialized():
+        raise BackendUnavailableError(f"device {device!r}: CUDA is already initialised in this process; start it with "
+                                      f"CUDA_VISIBLE_DEVICES={index} and --device cuda")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[int(index)] if ids else index
+    log.info("%s: CUDA_VISIBLE_DEVICES=%s for device %s", backend, os.environ["CUDA_VISIBLE_DEVICES"], device)
+    return device
+
+
+def read_model_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: the model directory needs a Hugging Face config.json") from None
+
+
+def model_max_seq(config: dict, max_seq: int | None) -> int:
+    if max_seq:
+        return int(max_seq)
+    return min(int(config.get("max_position_embeddings") or DEFAULT_MAX_SEQ), DEFAULT_MAX_SEQ)
+
+
+def eos_id(config: dict) -> int | None:
+    eos = config.get("eos_token_id")
+    return eos[0] if isinstance(eos, list) and eos else eos if isinstance(eos, int) else None
+
+
+def check_prompt(prompt: list[int], max_seq: int) -> None:
+    if not prompt:
+        raise ValueError("empty prompt")
+    if len(prompt) >= max_seq:
+        raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {max_seq}-token context")
+
+
+# -- the backend -----------------------------------------------------------------------------------
+
+class _Handle:
+    """The backend's request object, set by the pump on the loop thread before its first await."""
+
+    result: Any = None
+
+
+class TrtllmEngine:
+    name = "trtllm"
+    can_heal = False  # the engine cannot be constrained to re-type a backed-up token
+
+    def __init__(self, model_dir, *, device: str = "auto", dtype: str = "auto", speculation: str = "ngram",
+                 draft_model: str | Path | None = None, max_draft: int = 4, tokens_per_block: int = 16,
+                 free_gpu_memory_fraction: float = 0.85, max_seq: int | None = None, cuda_graphs: bool = True,
+                 backend_options: dict | None = None):
+        t0 = time.perf_counter()
+        if speculation not in SPECULATION:
+            raise ValueError(f"speculation {speculation!r}: choose from {', '.join(SPECULATION)}")
+        if speculation == "draft" and not draft_model:
+            raise ValueError("speculation='draft' needs a draft model (--draft-model DIR: a smaller model sharing the "
+                             "target's tokenizer)")
+        if draft_model and speculation != "draft":
+            raise ValueError(f"a draft model was given but speculation is {speculation!r}: pass speculation='draft' "
+                             "(--speculation draft) to use it")
+        if max_draft < 1:
+            raise ValueError(f"max_draft must be >= 1, got {max_draft}")
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+        self.device = select_cuda_device(device, "TensorRT-LLM")
+        trt, llmapi = _import_trtllm()
+        self._trt = trt
+        self.model_dir = Path(model_dir)
+        config = read_model_config(self.model_dir)
+        self.tokenizer = Tokenizer(self.model_dir)
+        self.eos_id = eos_id(config)
+
+        spec = None
+        if speculation == "ngram":
+            spec = {"decoding_type": "NGram", "max_draft_len": max_draft, "max_matching_ngram_size": NGRAM_MATCH}
+        elif speculation == "draft":
+            from .models import resolve_model
+
+            spec = {"decoding_type": "DraftTarget", "max_draft_len": max_draft,
+                    "speculative_model_dir": str(resolve_model(str(draft_model)))}
+        # Plain data first (what describe() reports), turned into the config classes at the end.
+        plan: dict[str, Any] = {
+            "model": str(self.model_dir), "dtype": DTYPES[dtype], "max_seq_len": model_max_seq(config, max_seq),
+            # Otherwise a validator sets 1024, and longer FIM prompts would be refused.
+            "max_input_len": model_max_seq(config, max_seq) - 1,
+            "kv_cache_config": {"enable_block_reuse": True, "enable_partial_reuse": True,
+                                "tokens_per_block": tokens_per_block,
+                                "free_gpu_memory_fraction": free_gpu_memory_fraction},
+            "cuda_graph_config": ({"max_batch_size": CUDA_GRAPH_MAX_BATCH, "enable_padding": True}
+                                  if cuda_graphs else None),
+            "speculative_config": spec,
+        }
+        self.backend_options = dict(backend_options or {})
+        merge_backend_options(plan, self.backend_options)
+        if plan.get("speculative_config") is not None:
+            # The docs run both drafters with the overlap scheduler off (two-model speculation needs it).
+            plan.setdefault("disable_overlap_scheduler", True)
+        self.plan = plan
+        self.max_seq = int(plan["max_seq_len"])
+        self.dtype = plan["dtype"]
+        self.speculation = describe_speculation(plan.get("speculative_config"))
+        log.info("trtllm: speculation %s; KV block reuse %s", self.speculation, plan.get("kv_cache_config"))
+        if (plan.get("speculative_config") or {}).get("decoding_type") == "DraftTarget":
+            log.warning("trtllm: with a draft model, check the start-up log for KV block reuse being disabled "
+                        "(a known issue of earlier releases)")
+        self.llm = trt.LLM(**build_llm_kwargs(plan, llmapi))
+        self.version = getattr(trt, "__version__", "unknown")
+        self._loop = EventLoopThread("trtllm-loop")
+        self._closed = False
+        self.load_ms = (time.perf_counter() - t0) * 1000
+
+    # -- Engine ---------------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        kv = self.plan.get("kv_cache_config")
+        kv = kv if isinstance(kv, dict) else {}
+        graphs = self.plan.get("cuda_graph_config")
+        return {
+            "backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
+            "max_seq": self.max_seq, "can_heal": self.can_heal, "speculation": self.speculation,
+            "kv_cache": {"tokens_per_block": kv.get("tokens_per_block"), "block_reuse": kv.get("enable_block_reuse"),
+                         "partial_reuse": kv.get("enable_partial_reuse"),
+                         "free_gpu_memory_fraction": kv.get("free_gpu_memory_fraction")},
+            "cache_salt": "per session",
+            "reports_cached_tokens": False,  # the LLM API gives no per-request reuse count
+            "cuda_graphs": graphs is not None, "cuda_graph_config": graphs,
+            "overlap_scheduler": not self.plan.get("disable_overlap_scheduler", False),
+            "backend_options": sorted(self.backend_options), "version": self.version,
+            "load_ms": round(self.load_ms, 1),
+        }
+
+    def close(self) -> None:
+        """Stop the loop (pending reads are cancelled) and shut the engine down; not reusable after."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.stop()
+        shutdown = getattr(self.llm, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream:
+        stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
+        return GenerationStream(self._run(request, cancel or threading.Event(), stats), stats)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def sampling_params(self, req: GenerationRequest, max_new: int):
+        kw: dict[str, Any] = {"max_tokens": max_new, "end_id": self.eos_id,
+                              "stop_token_ids": sorted(req.stop.stop_token_ids),
+                              "detokenize": False}  # we decode with our own tokenizer
+        if req.temperature > 0:
+            kw.update(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+        else:
+            kw["temperature"] = 0.0  # greedy (params_imply_greedy_decoding)
+        return self._trt.SamplingParams(**kw)
+
+    @staticmethod
+    def cache_salt(req: GenerationRequest) -> str | None:
+        # Reuse only within a session. use_cache=False gets a salt nothing else has: no block can match
+        # (there is no per-request switch for reuse).
+        if not req.use_cache:
+            return f"no-reuse-{uuid.uuid4().hex}"
+        return req.session_key or None
+
+    async def _pump(self, prompt: list[int], params, salt: str | None, handle: _Handle,
+                    items: queue.SimpleQueue) -> None:
+        """On the loop thread: create the request (inside the running loop) and hand each output over
+        as (new token ids, finish reason), copied now: the result object is updated in place."""
+        try:
+            handle.result = self.llm.generate_async(prompt, sampling_params=params, streaming=True, cache_salt=salt)
+            async for output in handle.result:
+                out = output.outputs[0]
+                items.put((OUTPUT, (list(out.token_ids_diff), out.finish_reason, 0)))
+        except Exception as exc:  # raised again on the caller's thread
+            items.put((ERROR, exc))
+        finally:
+            items.put((END, None))
+
+    @staticmethod
+    async def _abort(handle: _Handle) -> None:
+        result = handle.result
+        if result is not None and not result.finished:
+            result.abort()
+
+    def _run(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
+        if self._closed:
+            raise RuntimeError("the trtllm engine is closed")
+        t_start = time.perf_counter()
+        prompt = list(req.prompt_ids)
+        check_prompt(prompt, self.max_seq)
+        max_new = max(1, min(req.max_new_tokens, self.max_seq - len(prompt)))
+        params = self.sampling_params(req, max_new)
+        shaper = OutputShaper(req, stats, self.tokenizer.token_bytes)
+        handle, items = _Handle(), queue.SimpleQueue()
+        self._loop.submit(self._pump(prompt, params, self.cache_salt(req), handle, items))
+        state = Relay()
+        try:
+            yield from relay(items, shaper, cancel, stats, t_start, state)
+        finally:
+            if not state.ended:  # our side ended it (stop rule, cancel, deadline, consumer gone): stop the engine
+                try:
+                    self._loop.call(self._abort(handle), ABORT_WAIT_S)
+                except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+                    log.warning("trtllm: abort did not run: %r", exc)
+            stats.finish_reason = shaper.finish or map_finish(state.backend_finish, max_new < req.max_new_tokens)
+            # One streamed output per engine iteration (stream_interval=1): the prefill and each decode
+            # step, drafts included. The LLM API reports no per-request reuse or draft counts, so
+            # cached_tokens, prefill_tokens, drafted_tokens and accepted_tokens stay 0 (unknown).
+            stats.forward_passes = state.outputs
+            if state.t_first is not None:
+                stats.decode_ms = (time.perf_counter() - state.t_first) * 1000
+
+
+def map_finish(backend: str, capped: bool) -> str:
+    """A TensorRT-LLM finish_reason in our vocabulary ('length' is the cache limit when we capped the budget)."""
+    if backend == "length":
+        return "length" if capped else "max_tokens"
+    return {"stop": "stop_token", "cancelled": "cancelled", "timeout": "deadline"}.get(backend, "interrupted")
+
+
+def merge_backend_options(plan: dict, options: dict) -> None:
+    """backend_options override our LLM(...) arguments. Dicts for kv_cache_config / cuda_graph_config
+    update our fields; a speculative_config dict with decoding_type replaces ours, one without updates
+    it. Unknown names are left for LLM(...) to reject (its arguments forbid extras)."""
+    for key, value in options.items():
+        if key == "model":
+            raise ValueError("backend_options cannot set 'model': pass the model directory itself")
+        if key in MERGED_CONFIGS and isinstance(value, dict):
+            plan[key] = {**(plan.get(key) or {}), **value}
+        elif key == "speculative_config" and isinstance(value, dict):
+            base = {} if "decoding_type" in value else (plan.get(key) or {})
+            plan[key] = {**base, **value}
+            if "decoding_type" not in plan[key]:
+                raise ValueError("backend_options speculative_config needs decoding_type (NGram, DraftTarget, ...)")
+        else:
+            plan[key] = value
+
+
+def build_llm_kwargs(plan: dict, llmapi) -> dict:
+    kwargs = dict(plan)
+    for key, cls_name in MERGED_CONFIGS.items():
+        if isinstance(kwargs.get(key), dict):
+            kwargs[key] = getattr(llmapi, cls_name)(**kwargs[key])
+    spec = kwargs.get("speculative_config")
+    if isinstance(spec, dict):
+        fields = dict(spec)
+        kind = fields.pop("decoding_type")
+        cls = getattr(llmapi, f"{kind}DecodingConfig", None)
+        if cls is None:
+            raise ValueError(f"speculative_config decoding_type {kind!r}: tensorrt_llm.llmapi has no "
+                             f"{kind}DecodingConfig")
+        kwargs["speculative_config"] = cls(**fields)
+    return kwargs
+
+
+def describe_speculation(spec) -> str:
+    """e.g. 'ngram (max_draft_len=4, max_matching_ngram_size=4)'."""
+    if spec is None:
+        return "none"
+    if not isinstance(spec, dict):
+        return type(spec).__name__
+    kind = spec.get("decoding_type", "?")
+    fields = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "decoding_type")
+    return f"{SPECULATION_NAMES.get(kind, kind)} ({fields})"
+
+
+def _import_trtllm():
+    try:
+        import tensorrt_llm
+        from tensorrt_llm import llmapi
+    except ModuleNotFoundError as exc:
+        if exc.name == "tensorrt_llm":
+            raise BackendUnavailableError(MISSING) from None
+        if (exc.name or "").startswith("tensorrt_llm."):
+            raise BackendUnavailableError(f"tensorrt_llm has no {exc.name}: this backend is written for "
+                                          "TensorRT-LLM 1.2.1 (the LLM API)") from None
+        raise BackendUnavailableError(f"tensorrt_llm failed to import: {exc} (a dependency is missing; it needs "
+                                      "its CUDA libraries and an NVIDIA GPU)") from None
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailableError(f"tensorrt_llm failed to import: {exc} (it needs an NVIDIA GPU with its "
+                                      "driver and CUDA libraries)") from None
+    return tensorrt_llm, llmapi
