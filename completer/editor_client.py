@@ -50,6 +50,7 @@ class EditorClient:
         self.version = 1
         self.client = LanguageClient("completer-demo", "1")
         self.status: dict = {}
+        self.is_completer = True  # until initialize says otherwise
         self.log_path = log_path
         self._stderr_task: asyncio.Task | None = None
         self._ids = itertools.count(1_000_000)  # our own ids, so a request can be cancelled by id
@@ -68,8 +69,11 @@ class EditorClient:
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         caps = types.ClientCapabilities(general=types.GeneralClientCapabilities(
             position_encodings=[types.PositionEncodingKind.Utf16]))
-        await self.client.initialize_async(types.InitializeParams(
+        result = await self.client.initialize_async(types.InitializeParams(
             capabilities=caps, process_id=os.getpid(), initialization_options=initialization_options))
+        # Only completer reports completer/status and answers completer/stats; other servers are
+        # ready once initialized.
+        self.is_completer = bool(result.server_info and result.server_info.name == "completer")
         self.client.initialized(types.InitializedParams())
         if not open_document:
             return
@@ -105,6 +109,8 @@ class EditorClient:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait for the server to report its model loaded (or failed)."""
+        if not self.is_completer:
+            return
         deadline = time.monotonic() + timeout
         while self.status.get("state") not in ("ready", "error"):
             if time.monotonic() > deadline:
@@ -159,7 +165,10 @@ class EditorClient:
         return Suggestion(item_text(item), item, latency)
 
     async def stats(self, requests: bool = False) -> dict:
-        """The server's completer/stats: counters and engine totals (and its request log)."""
+        """The server's completer/stats: counters and engine totals (and its request log); {} from
+        another server."""
+        if not self.is_completer:
+            return {}
         result = await self.client.protocol.send_request_async("completer/stats",
                                                                {"requests": True} if requests else None)
         return _plain(result)

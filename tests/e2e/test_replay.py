@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from completer.session import Session, event, read_session, write_session
-from tests.conftest import FIXTURE_MODEL, server_command
+from tests.conftest import FIXTURE_MODEL, ROOT, server_command
 
 ABOVE = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        "
 BELOW = "\n    return names\n"
@@ -103,6 +103,22 @@ def test_ab_mode_runs_each_configuration_and_prints_ratios(tmp_path):
     base, variant = (c["summary"] for c in report["configs"])
     assert variant["engine_per_request"]["cached"] == 0 < base["engine_per_request"]["cached"]
     assert "no-cache" in report["ratios"] and report["ratios"]["no-cache"]["latency_p50_ms"] is not None
+
+
+def test_replay_drives_another_lsp_server(tmp_path):
+    """--server-cmd with a server that is not completer (no completer/status, no completer/stats):
+    bench/lsp_floor_server.py, which answers "x" at once, over pygls and over plain framing."""
+    target = "names.append(name)"
+    path = tmp_path / "s.msgpack"
+    write_session(path, _session(target, [["type", i, ch, 20.0] for i, ch in enumerate(target)]))
+    floor = str(ROOT / "bench" / "lsp_floor_server.py")
+    for flags in ("", " --raw"):
+        r = completer("replay", str(path), "--no-accept", "--json", str(tmp_path / "floor.json"),
+                      "--server-cmd", f"{shlex.quote(sys.executable)} {shlex.quote(floor)}{flags}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        summary = json.loads((tmp_path / "floor.json").read_text())["configs"][0]["summary"]
+        assert summary["requests"] >= len(target) - 1 and summary["with_text"] > summary["requests"] // 2
+        assert summary["engine_requests"] == 0 and summary["errors"] == 0
 
 
 def test_corrupt_and_newer_sessions_are_clear_errors(tmp_path):
