@@ -19,7 +19,8 @@ class OutputShaper:
     """Feed it a backend's output in order; it returns the visible deltas and sets `finish` once a rule
     ends the request (the caller then stops or aborts the backend's request)."""
 
-    def __init__(self, request: GenerationRequest, stats: GenerationStats, token_bytes=None):
+    def __init__(self, request: GenerationRequest, stats: GenerationStats, token_bytes=None,
+                 started: float | None = None):
         self.request = request
         self.stats = stats
         self.token_bytes = token_bytes  # id -> bytes; needed only by add_tokens
@@ -27,7 +28,7 @@ class OutputShaper:
         self._out = bytearray()  # everything generated, the heal prefix included
         self._emitted = 0  # characters of visible text already returned
         self._flushed = False  # the backend is done: nothing held back any more
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() if started is None else started  # first_token_ms counts from here
 
     def add_tokens(self, ids) -> TokenDelta | None:
         """Token ids as the backend chose them (stop ids are checked here, not by the backend)."""
