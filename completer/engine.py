@@ -5,9 +5,8 @@ deltas followed by per-request stats. Cancellation is a `threading.Event` the ba
 decode steps, so a cancelled request stops within one step.
 
 Backends: `torch` (torch_engine.py), `trtllm` and `lmdeploy` (in-process GPU engines), `openai` (any
-OpenAI-compatible server). The last three generate on their own: OutputShaper (shaper.py) applies
-the stop rules and checks the heal prefix on our side. tests/e2e/test_backend_contract.py holds them
-all to the same answers.
+OpenAI-compatible server). All apply the stop rules with OutputShaper (shaper.py); only torch can
+constrain tokens for healing. tests/e2e/test_backend_contract.py holds them to the same answers.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Our side of a request's rules, for backends that generate on their own (TensorRT-LLM, LMDeploy,
-OpenAI-compatible servers): stop ids, stop strings, line and block limits, the token budget, the heal
-prefix and UTF-8 hold-back, applied to whatever the backend streams (token ids or text pieces).
+"""A request's output rules, applied on our side for every backend: stop ids, stop strings, line and
+block limits, the token budget, the heal prefix and UTF-8 hold-back, over whatever the backend
+streams (token ids or text pieces). Text a later stop string or block end could still cut is held
+back until it cannot (or the backend is done: `flush`).
 
-The torch engine applies the same rules inside its decode loop (it can also constrain tokens); these
-backends cannot, so a heal prefix the output does not re-type ends the request with nothing shown.
+The torch engine also constrains its tokens to re-type a heal prefix; TensorRT-LLM, LMDeploy and
+OpenAI-compatible servers cannot, so there a heal prefix the output does not re-type ends the
+request with nothing shown ("heal_mismatch"; the Completer then asks again without healing).
 """
 
 from __future__ import annotations
