@@ -43,6 +43,7 @@ class CompletionRequest:
     path: str = "untitled"
     language_id: str = ""
     session_key: str = ""
+    cache_scope: str = ""  # the workspace (see GenerationRequest.cache_scope)
     max_tokens: int | None = None  # overrides the settings
     syntax: Snapshot | None = None  # the document's tree for exactly these lines, if its language is known
     context: tuple[tuple[str, str], ...] = ()  # (path, text) chunks of other files, changed only when idle
@@ -109,6 +110,7 @@ class Completer:
             stop=StopRules(self.template.stop_ids, max_lines=s.max_lines if multiline else 1,
                            min_indent=indent if multiline and indent and s.block_stop else None),
             session_key=req.session_key,
+            cache_scope=req.cache_scope,
             speculative=s.speculative,
             use_cache=s.use_cache,
             edit_reuse=s.edit_reuse,

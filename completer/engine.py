@@ -41,7 +41,7 @@ class GenerationRequest:
     max_new_tokens: int = 64
     deadline_s: float | None = None  # absolute time.monotonic() after which decoding stops
     stop: StopRules = StopRules()
-    session_key: str = ""
+    session_key: str = ""  # the editor document: per-session affinity in the KV pool
     speculative: bool = True  # n-gram (prompt lookup) drafting; greedy output is identical either way
     use_cache: bool = True  # reuse KV of the longest common prefix with earlier requests
     # Also reuse unchanged chunks after an edit, moved to their new positions (an approximation:
@@ -52,6 +52,9 @@ class GenerationRequest:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int | None = None  # sampling is reproducible for a given seed
+    # Who may share cached prefixes on a multi-tenant backend (TensorRT-LLM's cache_salt): the
+    # workspace. "": no restriction.
+    cache_scope: str = ""
 
 
 @dataclass

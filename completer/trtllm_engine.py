@@ -2,8 +2,8 @@
 
 We build the prompt as token ids, stream `token_ids_diff`, and apply every stop rule on our side with
 OutputShaper; the engine also gets the stop ids, end id and token budget so it stops by itself. Its KV
-block reuse (partial reuse on) replaces our prefix cache; `cache_salt` = the request's session key, so
-one editor session's blocks never match another's. Speculation is fixed at start-up: n-gram prompt
+block reuse (partial reuse on) replaces our prefix cache; `cache_salt` = the request's cache scope (the
+workspace), so one project's blocks never match another's. Speculation is fixed at start-up: n-gram prompt
 lookup (default), a draft model, or none; greedy output is the same either way, and a request's
 `speculative=False` cannot switch it off (there is no per-request switch).
 
@@ -290,7 +290,7 @@ class TrtllmEngine:
             "kv_cache": {"tokens_per_block": kv.get("tokens_per_block"), "block_reuse": kv.get("enable_block_reuse"),
                          "partial_reuse": kv.get("enable_partial_reuse"),
                          "free_gpu_memory_fraction": kv.get("free_gpu_memory_fraction")},
-            "cache_salt": "per session",
+            "cache_salt": "per workspace",
             "reports_cached_tokens": False,  # the LLM API gives no per-request reuse count
             "cuda_graphs": graphs is not None, "cuda_graph_config": graphs,
             "overlap_scheduler": not self.plan.get("disable_overlap_scheduler", False),
@@ -326,11 +326,12 @@ class TrtllmEngine:
 
     @staticmethod
     def cache_salt(req: GenerationRequest) -> str | None:
-        # Reuse only within a session. use_cache=False gets a salt nothing else has: no block can match
+        # Reuse only within a workspace (files of one project share context chunks; other projects'
+        # prefixes stay private). use_cache=False gets a salt nothing else has: no block can match
         # (there is no per-request switch for reuse).
         if not req.use_cache:
             return f"no-reuse-{uuid.uuid4().hex}"
-        return req.session_key or None
+        return req.cache_scope or None
 
     async def _pump(self, prompt: list[int], params, salt: str | None, handle: _Handle,
                     items: queue.SimpleQueue) -> None:

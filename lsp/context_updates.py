@@ -81,7 +81,7 @@ async def warm_up(ls, uri: str, line: int, character: int) -> None:
     cancel = threading.Event()
     ls.pending[uri] = cancel
     request = CompletionRequest(doc.lines, line, character, path=uri.rsplit("/", 1)[-1], language_id=doc.language_id,
-                                session_key=uri, max_tokens=1, syntax=doc.snapshot, context=doc.context)
+                                session_key=uri, cache_scope=ls.workspace_root, max_tokens=1, syntax=doc.snapshot, context=doc.context)
     try:
         await asyncio.get_running_loop().run_in_executor(ls.engine_executor, completer.complete, request, cancel)
         ls.counters["warmups"] += 1

@@ -132,7 +132,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         ls.counters["errors"] += 1
         return done("error")
     request = CompletionRequest(lines, line, character, path=_relative_path(uri), language_id=doc.language_id,
-                                session_key=uri, syntax=syntax, context=context)
+                                session_key=uri, cache_scope=ls.workspace_root, syntax=syntax, context=context)
     loop = asyncio.get_running_loop()
     flight = InFlight(lines, line, character, cancel)
     flight.future = loop.run_in_executor(ls.engine_executor, completer.complete, request, cancel,

@@ -83,6 +83,7 @@ def register(server) -> None:
             ls.recorder.encoding = ls.store.encoding
         apply_initialization_options(ls, params.initialization_options)
         root = _workspace_root(params)
+        ls.workspace_root = root or ""
         if root and ls.use_context:
             ls.ring = ContextRing(Workspace(root))
         log.info("position encoding %s, engine %s", ls.store.encoding, ls.engine_options)

@@ -58,7 +58,8 @@ async def _prefetch(ls, uri, language_id, path, lines, line, character, text, co
         if syntax is not None:  # the tree of the shown document, edited: an incremental parse
             syntax = reparse(syntax, "".join(doc_lines))
         request = CompletionRequest(doc_lines, at_line, at_char, path=path, language_id=language_id,
-                                    session_key=uri, syntax=syntax, context=context)
+                                    session_key=uri, cache_scope=ls.workspace_root, syntax=syntax,
+                                    context=context)
         return completer.complete(request, cancel)
 
     def work():

@@ -147,6 +147,7 @@ class CompleterServer(LanguageServer):
         self.change_hooks: list = []  # called with (uri, opened) after each didOpen / didChange
         self.use_context = context
         self.ring = None  # ContextRing over the workspace, set at initialize (None: no cross-file context)
+        self.workspace_root = ""  # its path, set at initialize: the scope of shared KV on multi-tenant backends
         self.context_tasks: dict[str, asyncio.Task] = {}
         self.request_log = RequestLog()
         self.prefetch = prefetch  # compute the next suggestion as if the shown one were accepted

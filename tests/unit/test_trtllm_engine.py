@@ -304,7 +304,8 @@ def test_create_engine_dispatches_to_the_trtllm_backend(fake, calls):
 @pytest.mark.parametrize("text", PROMPTS)
 def test_trtllm_api_fake_streams_token_ids_with_cache_salt(engine, calls, reference, text):
     prompt = engine.tokenizer.encode(text)
-    ids, out_text, stats = run(engine, prompt, max_new_tokens=24, session_key="workspace-1")
+    ids, out_text, stats = run(engine, prompt, max_new_tokens=24, session_key="file:///w/a.py",
+                               cache_scope="workspace-1")
     assert ids == greedy(reference, prompt, 24)
     assert out_text == engine.tokenizer.decode(ids)
     assert stats.finish_reason == "max_tokens" and stats.decode_tokens == 24 and stats.prompt_tokens == len(prompt)
