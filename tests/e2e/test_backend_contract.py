@@ -166,3 +166,37 @@ def test_describe_says_what_runs(engine):
     assert info["backend"] == engine.name
     assert engine.max_seq > 0 and info["max_seq"] == engine.max_seq
     assert info["can_heal"] == engine.can_heal
+
+
+@pytest.mark.parametrize("backend", ["trtllm", "lmdeploy"])
+def test_language_server_on_the_api_fake_backend_answers_like_torch(backend, tmp_path, monkeypatch):
+    """The real `completer serve --stdio` with `--backend trtllm|lmdeploy`, the package being the API
+    fake on PYTHONPATH (the server is a subprocess): a keystroke gets the suggestion the torch
+    backend gives for the same text."""
+    import asyncio
+
+    from completer.editor_client import EditorClient
+    from tests.conftest import server_command
+    from tests.fakes import FAKES_DIR
+
+    text = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        \n"
+
+    async def suggestion(*flags) -> str:
+        client = EditorClient(server_command("--model", str(MODEL), "--max-tokens", "6", "--no-reuse", *flags),
+                              "file:///work/a.py", text)
+        await client.start()
+        try:
+            await client.wait_ready(timeout=60)
+            line, col = client.insert(6, 8, "names")
+            await client.complete(line, col, timeout=30)  # the fakes load their model on first use
+            line, col = client.insert(line, col, ".")
+            answer = await client.complete(line, col, timeout=30)
+            assert (await client.stats())["engineInfo"]["backend"] == (flags[1] if flags else "torch")
+            return answer.text
+        finally:
+            await client.stop()
+
+    monkeypatch.setenv("PYTHONPATH", f"{FAKES_DIR}:{ROOT}")
+    fake = asyncio.run(suggestion("--backend", backend, "--device", "cuda"))
+    torch_text = asyncio.run(suggestion())
+    assert fake and fake == torch_text
