@@ -64,22 +64,18 @@ def _openai_status(url: str | None) -> dict:
         return {"can_run": False, "why": "needs --server-url of an OpenAI-compatible /v1/completions server"}
     import http.client
     import json as _json
-    from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
+    from .engine import BackendUnavailableError
+    from .openai_engine import api_key_from_env, get
+
     try:
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout=3)
-        key = os.environ.get("COMPLETER_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        conn.request("GET", (parts.path.rstrip("/") or "/v1") + "/models",
-                     headers={"Authorization": f"Bearer {key}"} if key else {})
-        resp = conn.getresponse()
-        body = resp.read()
-        conn.close()
+        status, body = get(url, "/models", 3.0, api_key_from_env())
+    except BackendUnavailableError as exc:  # not an http(s) URL
+        return {"can_run": False, "why": str(exc)}
     except (OSError, http.client.HTTPException, ValueError) as exc:
         return {"can_run": False, "why": f"{url} does not answer: {exc}"}
-    if resp.status != 200:
-        return {"can_run": False, "why": f"{url}/models answered HTTP {resp.status}"}
+    if status != 200:
+        return {"can_run": False, "why": f"{url}/models answered HTTP {status}"}
     try:
         names = [m.get("id") for m in _json.loads(body).get("data", [])]
     except (ValueError, AttributeError):

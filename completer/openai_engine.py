@@ -35,6 +35,31 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 MAX_STOP_STRINGS = 4  # the OpenAI API's limit on `stop`
 
 
+def api_key_from_env() -> str | None:
+    return next((os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), None)
+
+
+def endpoint(server_url: str) -> tuple[bool, str, int, str]:
+    """http(s)://HOST[:PORT][/v1] -> (https?, host, port, base path)."""
+    url = urlsplit(server_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise BackendUnavailableError(f"--server-url {server_url!r}: expected http(s)://HOST[:PORT][/v1]")
+    https = url.scheme == "https"
+    return https, url.hostname, url.port or (443 if https else 80), url.path.rstrip("/") or "/v1"
+
+
+def get(server_url: str, path: str, timeout_s: float, api_key: str | None = None) -> tuple[int, bytes]:
+    """One GET on a fresh connection (e.g. /models): (HTTP status, body)."""
+    https, host, port, base = endpoint(server_url)
+    conn = (http.client.HTTPSConnection if https else http.client.HTTPConnection)(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", base + path, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 class ServerError(RuntimeError):
     """The server refused the request (4xx): a setting to fix, not a transient failure."""
 
@@ -50,13 +75,8 @@ class OpenAIEngine:
                  max_seq: int | None = None):
         if not server_url:
             raise BackendUnavailableError("the openai backend needs --server-url (e.g. http://127.0.0.1:8000/v1)")
-        url = urlsplit(server_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise BackendUnavailableError(f"--server-url {server_url!r}: expected http(s)://HOST[:PORT][/v1]")
+        self._https, self._host, self._port, self._base = endpoint(server_url)
         self.server_url = server_url.rstrip("/")
-        self._https = url.scheme == "https"
-        self._host, self._port = url.hostname, url.port or (443 if self._https else 80)
-        self._base = url.path.rstrip("/") or "/v1"
         t0 = time.perf_counter()
         self.model_dir = Path(model_dir)
         self.tokenizer = Tokenizer(self.model_dir)
@@ -66,7 +86,7 @@ class OpenAIEngine:
         self.send_stop_ids, self.extra_body = send_stop_ids, dict(extra_body or {})
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
         self.retries, self.backoff_s, self.down_s = retries, backoff_s, down_s
-        self.api_key = next((os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), None)
+        self.api_key = api_key_from_env()
         self._idle: list[http.client.HTTPConnection] = []  # kept-alive connections, reused per request
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -101,7 +121,8 @@ class OpenAIEngine:
         """Learn the served model (and its context) once at start; a server that is not up yet is
         fine: requests answer "unavailable" until it is."""
         try:
-            status, payload = self._get_json("/models")
+            status, body = get(self.server_url, "/models", self.connect_timeout_s, self.api_key)
+            payload = json.loads(body or b"{}")
         except (OSError, http.client.HTTPException, ValueError) as exc:
             self._mark_down(f"{type(exc).__name__}: {exc}")
             log.warning("openai backend: %s does not answer yet (%s)", self.server_url, exc)
@@ -141,15 +162,6 @@ class OpenAIEngine:
                 self._idle.append(conn)
                 return
         conn.close()
-
-    def _get_json(self, path: str) -> tuple[int, dict]:
-        conn, _ = self._connection()
-        try:
-            conn.request("GET", self._base + path, headers=self._headers())
-            resp = conn.getresponse()
-            return resp.status, json.loads(resp.read() or b"{}")
-        finally:
-            conn.close()
 
     def _mark_down(self, why: str) -> None:
         self.status = f"down: {why}"
