@@ -20,7 +20,6 @@ import time
 import torch
 
 from completer.engine import GenerationRequest, StopRules
-from completer.runtime import load_engine
 
 ORDINARY = '''import os
 import sys
@@ -111,18 +110,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start)")
     ap.add_argument("--draft-model", default=None, help="also measure draft-model speculation (e.g. embedded-draft)")
+    ap.add_argument("--max-draft", type=int, default=None, help="longest draft to verify (engine default if unset)")
     args = ap.parse_args()
     from completer.torch_engine import TorchEngine
     from completer.models import resolve_model
 
     engine = TorchEngine(resolve_model(args.model), device=args.device, decode_dtype=args.decode_dtype,
-                         compile=args.compile, draft_model=args.draft_model)
+                         compile=args.compile, draft_model=args.draft_model,
+                         **({"max_draft": args.max_draft} if args.max_draft else {}))
     info = engine.describe()
     r = args.repeats
     print(f"machine: {platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads; "
           f"python {sys.version.split()[0]}, torch {torch.__version__}")
     print(f"model: {info['model_dir']} ({info['parameters']:,} parameters) on {info['device']}, "
-          f"weights {info['dtype']}, decode weights {info['decode_dtype']}, compiled {info['compiled']}, "
+          f"weights {info['dtype']}, decode weights {info['decode_dtype']}, compiled {info['compiled']} "
+          f"(static shapes {info['static_decode']}), "
           f"ready in {info['load_ms'] / 1000:.1f} s\n")
 
     def sync():

@@ -11,6 +11,9 @@ Two ways to call `forward`:
   Prefill, one decode step and speculative verification are the same call with different ranges;
   rolling back is just calling again with an earlier start_pos (stale entries beyond the new end are
   never read).
+- CUDA graphs: `forward_static(idx, positions)` is the same serving call with every shape fixed for
+  a given T: K/V are written at the position tensor and attention covers the whole cache under a
+  mask, so one captured graph serves every position.
 """
 
 from __future__ import annotations
@@ -50,8 +53,12 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # k, v: [B, n_kv, T, hd] -> views of the cache over [0, start + T)
+        if isinstance(start, torch.Tensor):  # positions [T] (static shapes): the whole cache
+            self.k.index_copy_(2, start, k)
+            self.v.index_copy_(2, start, v)
+            return self.k, self.v
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
@@ -126,7 +133,7 @@ class Attention(nn.Module):
         self.o_proj = InferenceLinear(self.o_proj.weight, self.o_proj.bias, small_dtype, small_max_t)
         del self.q_proj, self.k_proj, self.v_proj
 
-    def forward(self, x, cos, sin, start_pos: int | None, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x, cos, sin, start_pos: int | torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
         # x: [B, T, D]; cos, sin: [T, hd] for the positions of x
         B, T, _ = x.shape
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -273,6 +280,22 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, start_pos, mask)
         if num_logits is not None:
             x = x[:, -num_logits:]
+        return self.lm_head(self.model.norm(x)).float()
+
+    def forward_static(self, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """idx: [B, T]; positions: [T] cache positions of idx (long, on the model's device) -> logits
+        [B, T, vocab] (fp32), equal to forward(idx, positions[0]) up to rounding.
+
+        No shape depends on the position: K/V go in with index_copy_, and attention runs over all
+        max_seq cache entries with a mask (entries past a query's position, stale or never written,
+        get no weight). What CUDA graph capture needs; on a CPU the full-length attention costs more
+        than the exact-length one forward uses.
+        """
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        mask = self._positions[None, :] <= positions[:, None]  # [T, max_seq]
+        x = self.model.embed_tokens(idx)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, positions, mask)
         return self.lm_head(self.model.norm(x)).float()
 
     def num_params(self) -> int:

@@ -72,6 +72,69 @@ def test_bf16_decode_speculation_equals_bf16_decode_without(bf16_engine, text):
     assert spec == plain
 
 
+def test_forward_static_equals_forward_and_ignores_stale_entries(fixture_model_dir):
+    """The fixed-shape call (CUDA graphs) attends over the whole cache under a mask: entries past the
+    query, written by an earlier longer step, must get no weight."""
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=128, decode_dtype="none", edit_reuse=False)
+    model = eng.model
+    prompt = torch.tensor([eng.tokenizer.encode(PROMPTS[0])])
+    n = prompt.shape[1]
+    with torch.inference_mode():
+        model(prompt, start_pos=0, num_logits=1)
+        for width in (1, 3):
+            idx = torch.tensor([[5, 17, 40][:width]])
+            exact = model(idx, start_pos=n, num_logits=width)
+            model.forward_static(torch.tensor([[9] * 6]), torch.arange(n + width, n + width + 6))  # stale
+            static = model.forward_static(idx, torch.arange(n, n + width))
+            torch.testing.assert_close(static, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_static_decode_path_is_exactly_greedy(fixture_model_dir):
+    """The engine's decode steps through forward_static (as on CUDA, here uncompiled) give the same
+    tokens as the reference, with speculation on and off."""
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", edit_reuse=False)
+    eng._decode_fn = eng._decode_over_static(eng.model.forward_static)
+    for text in PROMPTS[:3]:
+        prompt = eng.tokenizer.encode(text)
+        expected = reference_greedy(eng, prompt, 24)
+        for speculative in (False, True):
+            assert run(eng, prompt, max_new_tokens=24, speculative=speculative)[0] == expected, speculative
+
+
+def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
+    """torch.compile of the decode step, both forms: dynamic shapes with the C++ wrapper (CPU) and
+    the fixed-shape graphs CUDA captures (compiled here without capture: no GPU in CI). Most module
+    guards are skipped, so a second, differently shaped model compiled in the same process (a
+    configuration reload) must still get graphs of its own."""
+    def engine_for(model_dir):
+        eng = TorchEngine(model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
+                          max_draft=2, compile=True)
+        assert eng.describe()["compiled"] and not eng.static_decode
+        cases = [eng.tokenizer.encode(text) for text in PROMPTS[:2]]
+        return eng, [(prompt, reference_greedy(eng, prompt, 16)) for prompt in cases]
+
+    def check(eng, cases, label):
+        for prompt, expected in cases:
+            for speculative in (False, True):
+                assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, (label, speculative)
+
+    first, first_cases = engine_for(fixture_model_dir)
+    # Start-up compiled every call shape the engine makes: none may recompile (seconds) mid-request.
+    scratch = first.max_seq - (2 + first.max_draft)
+    with torch._dynamo.config.patch(error_on_recompile=True), torch.inference_mode():
+        for width in range(1, first.max_draft + 2):
+            for logits in (1, width):
+                first._forward([5] * width, scratch, logits)
+    check(first, first_cases, "dynamic")
+    other, other_cases = engine_for(resolve_model("embedded-draft"))
+    assert other.model.config.hidden_size != first.model.config.hidden_size
+    check(other, other_cases, "second model")
+    check(first, first_cases, "first model again")
+    first._compile_decode(static=True)
+    assert first.static_decode
+    check(first, first_cases, "static")
+
+
 def test_speculation_saves_forward_passes_on_repetitive_text(engine):
     prompt = engine.tokenizer.encode(PROMPTS[2])
     _, plain = run(engine, prompt, max_new_tokens=32, speculative=False)
