@@ -63,7 +63,8 @@ async def run_session(args, path: Path, server_flags: list[str]) -> int:
     try:
         await client.wait_ready()
         print(f"server ready in {time.perf_counter() - t_start:.2f} s: {client.status.get('backend')} on "
-              f"{client.status.get('device')}, model {client.status.get('model')}\n", flush=True)
+              f"{client.status.get('device')}, model {client.status.get('model')}, "
+              f"decode step {client.status.get('compile') or 'not compiled'}\n", flush=True)
         interval = 1.0 / args.cps if args.cps > 0 else None
         latencies: list[float] = []
         counts = {"keystrokes": 0, "requests": 0, "with_text": 0, "cancelled": 0, "accepted": 0, "accepted_chars": 0}
@@ -169,7 +170,8 @@ def run_session_files(args, server_flags: list[str]) -> int:
         return 2
 
     def ready(status: dict) -> None:
-        print(f"server ready: {status.get('backend')} on {status.get('device')}, model {status.get('model')}\n",
+        print(f"server ready: {status.get('backend')} on {status.get('device')}, model {status.get('model')}, "
+              f"decode step {status.get('compile') or 'not compiled'}\n",
               flush=True)
 
     def done(res) -> None:

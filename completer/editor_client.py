@@ -58,7 +58,7 @@ class EditorClient:
         @self.client.feature("completer/status")
         def on_status(params):
             self.status = {k: getattr(params, k, None) for k in ("state", "model", "backend", "device",
-                                                                   "lastLatencyMs", "message")}
+                                                                   "compile", "lastLatencyMs", "message")}
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ def engine_flags(options: dict) -> list[str]:
     if options.get("edit_reuse") is False:
         flags.append("--no-edit-reuse")
     if options.get("compile"):
-        flags.append("--compile")
+        mode = options["compile"]
+        flags += ["--compile", "on" if mode is True else str(mode)]
     if options.get("server_stop_ids"):
         flags.append("--server-stop-ids")
     return flags

@@ -40,13 +40,15 @@ def read_backend_options(path: str | None) -> dict | None:
 
 def load_engine(backend: str = "torch", model: str | None = None, device: str = "auto", dtype: str = "auto",
                 threads: int | None = None, cache_mb: float | None = None, edit_reuse: bool | None = None,
-                compile: bool = False, draft_model: str | None = None, server_url: str | None = None,
+                compile: bool | str | None = None, draft_model: str | None = None, server_url: str | None = None,
                 served_model: str | None = None, affinity_header: str | None = None, server_stop_ids: bool = False,
                 server_extra: str | None = None, speculation: str | None = None, lmdeploy_engine: str | None = None,
                 backend_options: str | None = None) -> Engine:
     """An engine from the command line's options; options another backend would take are refused
     rather than ignored."""
     model_dir = resolve_model(model)
+    if backend != "torch" and compile in ("auto", "off", False):
+        compile = None  # the servers' default (auto), meaningless for other backends
     options: dict = {}
     given = {"threads": threads, "cache_mb": cache_mb, "edit_reuse": edit_reuse, "compile": compile or None,
              "draft_model": draft_model, "server_url": server_url, "served_model": served_model,

@@ -17,6 +17,7 @@ the greedy output. Requests are serialised by a lock (one model, one slot).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,12 @@ from .kv_pool import PrefixCache
 from .model import load_model, rerotate_keys
 from .shaper import OutputShaper
 from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+# off; on: compile before the first request; background: serve eager at once and switch when the
+# compiled step is ready; auto: background on CPU, off on CUDA (not yet measured on a GPU).
+COMPILE_MODES = ("off", "on", "background", "auto")
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -95,10 +102,15 @@ class TorchEngine:
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
-                 num_threads: int | None = None, compile: bool = False, cache_mb: float = 64.0,
+                 num_threads: int | None = None, compile: bool | str = False, cache_mb: float = 64.0,
                  block_size: int = 16, edit_reuse: bool = True, min_chunk: int = 8,
                  draft_model: str | Path | None = None):
         self.device = resolve_device(device)
+        mode = {False: "off", True: "on"}.get(compile, compile) if isinstance(compile, bool) else compile
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {compile!r} (one of {', '.join(COMPILE_MODES)})")
+        if mode == "auto":
+            mode = "background" if self.device == "cpu" else "off"
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         if dtype not in DTYPES:
@@ -139,17 +151,48 @@ class TorchEngine:
         self.max_draft = max_draft
         self._decode_fn = self.model
         self.static_decode = False
-        if compile:
+        self.compile_state = "off"  # off, compiling, compiled, failed: ...
+        if mode == "on":
             self._compile_decode()
         costs = self._measure_step_costs()
         self.ngram_policy = DraftPolicy(costs)
         self.drafter = ModelDrafter(self, draft_model, costs) if draft_model else None
         self.load_ms = (time.perf_counter() - t0) * 1000
+        self.compile_finished = threading.Event()  # set when a background compile ends, either way
+        if mode == "background":
+            self.compile_state = "compiling"
+            threading.Thread(target=self._compile_then_switch, name="completer-compile", daemon=True).start()
+
+    def _compile_then_switch(self) -> None:
+        """Background compile: requests run eager meanwhile (and keep clear of the cache positions
+        the warm-up writes, see _usable_seq); the compiled step takes over between two requests."""
+        t0 = time.perf_counter()
+        try:
+            fn, static = self._build_compiled_decode()
+            with self._lock:
+                self._decode_fn, self.static_decode = fn, static
+                self.ngram_policy = DraftPolicy(self._measure_step_costs())
+                self.compile_state = "compiled"
+            log.info("compiled decode step ready after %.1f s", time.perf_counter() - t0)
+        except Exception as exc:  # slower, not broken: stay eager
+            self.compile_state = f"failed: {type(exc).__name__}: {exc}"
+            log.warning("compiling the decode step failed, staying eager: %s", exc)
+        finally:
+            self.compile_finished.set()
+
+    def _usable_seq(self) -> int:
+        """Cache positions requests may use: all, except the warm-up's while a compile runs."""
+        return self.max_seq - (2 + self.max_draft) if self.compile_state == "compiling" else self.max_seq
 
     def _compile_decode(self, static: bool | None = None) -> None:
-        """torch.compile the decode-phase forward (1 + draft tokens), prefill stays eager. Compiling
-        takes tens of seconds (less with inductor's on-disk cache), so it is opt-in and done here,
-        before any request; warm-up writes only the last cache positions, which hold nothing yet.
+        """Compile now, before any request (--compile on)."""
+        self._decode_fn, self.static_decode = self._build_compiled_decode(static)
+        self.compile_state = "compiled"
+
+    def _build_compiled_decode(self, static: bool | None = None):
+        """torch.compile the decode-phase forward (1 + draft tokens), prefill stays eager; returns the
+        step and whether it is the static form. Compiling takes tens of seconds (less with inductor's
+        on-disk cache); warm-up writes only the last cache positions, which requests leave alone.
 
         static (the default on CUDA): one fixed-shape graph per width (forward_static), captured as
         CUDA graphs, so a step is a single launch instead of ~60 small kernels. Otherwise (CPU):
@@ -172,8 +215,7 @@ class TorchEngine:
             for t in range(1, self.max_draft + 2):
                 for n in sorted({1, t}):
                     fn(torch.zeros((1, t), dtype=torch.long, device=self.device), start_pos=scratch, num_logits=n)
-        self._decode_fn = fn
-        self.static_decode = static
+        return fn, static
 
     def _decode_over_static(self, graphs):
         """The forward(idx, start_pos, num_logits) signature over forward_static."""
@@ -198,7 +240,7 @@ class TorchEngine:
             "backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
             "architecture": cfg.architecture, "parameters": self.params, "max_seq": self.max_seq,
             "decode_dtype": self.decode_dtype, "compiled": self._decode_fn is not self.model,
-            "static_decode": self.static_decode,
+            "static_decode": self.static_decode, "compile": self.compile_state,
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.cache_mb, 1),
             "cache_blocks": self.prefix_cache.num_blocks if self.prefix_cache else 0, "block_size": self.block_size,
             "edit_reuse": self.edit_reuse, "can_heal": self.can_heal,
@@ -335,9 +377,10 @@ class TorchEngine:
         prompt = list(req.prompt_ids)
         if not prompt:
             raise ValueError("empty prompt")
-        if len(prompt) >= self.max_seq:
-            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.max_seq}-token cache")
-        max_new = min(req.max_new_tokens, self.max_seq - len(prompt))
+        limit = self._usable_seq()
+        if len(prompt) >= limit:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {limit}-token cache")
+        max_new = min(req.max_new_tokens, limit - len(prompt))
 
         logits = self._prefill(prompt, req, stats)
         stats.prefill_ms = (time.perf_counter() - t_start) * 1000
@@ -381,7 +424,7 @@ class TorchEngine:
             if req.deadline_s is not None and time.monotonic() > req.deadline_s:
                 finish = "deadline"
                 break
-            if pos + 1 >= self.max_seq:
+            if pos + 1 >= limit:
                 finish = "length"
                 break
             context.extend(new_ids)
@@ -393,7 +436,7 @@ class TorchEngine:
             # (free), else the draft model.
             last = new_ids[-1]
             draft, policy, shadow = self._propose(ngrams, drafter, context, constraint, sampler,
-                                                  min(self.max_draft, self.max_seq - pos - 2,
+                                                  min(self.max_draft, limit - pos - 2,
                                                       max_new - stats.decode_tokens - 1))
             rows = self._forward([last] + draft, pos, 1 + len(draft))
             stats.forward_passes += 1

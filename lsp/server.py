@@ -194,6 +194,16 @@ class CompleterServer(LanguageServer):
             return
         self.completer = fut.result()
         self.send_status("ready")
+        compiled = getattr(self.completer.engine, "compile_finished", None)
+        if compiled is not None and not compiled.is_set():  # tell the editor when the faster step takes over
+            loop = asyncio.get_running_loop()
+            completer = self.completer
+
+            def announce() -> None:
+                compiled.wait()
+                if self.completer is completer:
+                    loop.call_soon_threadsafe(self.send_status, "ready")
+            threading.Thread(target=announce, name="completer-compile-status", daemon=True).start()
 
     def release_pending(self, uri: str, cancel: threading.Event) -> None:
         """The request owning `cancel` no longer runs for the document (unless a newer one took its place)."""
@@ -228,6 +238,7 @@ class CompleterServer(LanguageServer):
             "model": info.get("model_dir", self.engine_options.get("model") or ""),
             "backend": info.get("backend", self.engine_options.get("backend", "torch")),
             "device": info.get("device", ""),
+            "compile": info.get("compile", "off"),  # torch: off, compiling, compiled, failed: ...
             "lastLatencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 2),
             "message": message,
         }

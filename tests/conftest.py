@@ -10,6 +10,9 @@ FIXTURE_MODEL = ROOT / "completer" / "models" / "fixture"
 # The server subprocesses and the engine under test share 2 cores with pytest: keep torch to one
 # thread each so the suite does not oversubscribe the machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Servers started by tests (directly, by Neovim or by VS Code) serve eager: a background compile
+# would take both cores for tens of seconds per server. The default itself has its own tests.
+os.environ.setdefault("COMPLETER_COMPILE", "off")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 cancellation, token healing. Behaviour only; quality is not the fixture's job."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -133,6 +134,32 @@ def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
     first._compile_decode(static=True)
     assert first.static_decode
     check(first, first_cases, "static")
+
+
+def test_background_compile_serves_at_once_then_switches(fixture_model_dir):
+    """compile="background" (what servers do by default on CPU): requests run eager while the step
+    compiles, clear of the cache positions its warm-up writes; afterwards they run compiled, with
+    the same tokens."""
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
+                      max_draft=2, compile="background")
+    assert eng.compile_state == "compiling" and eng._decode_fn is eng.model
+    assert eng._usable_seq() == eng.max_seq - 4
+    prompt = eng.tokenizer.encode(PROMPTS[1])
+    expected = reference_greedy(eng, prompt, 16)
+    assert run(eng, prompt, max_new_tokens=16)[0] == expected
+    deadline = time.monotonic() + 600
+    while eng.compile_state == "compiling":
+        assert time.monotonic() < deadline, "the background compile never finished"
+        time.sleep(0.2)
+    assert eng.compile_state == "compiled" and eng.describe()["compiled"]
+    assert eng._usable_seq() == eng.max_seq
+    for speculative in (False, True):
+        assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
+
+
+def test_unknown_compile_mode_is_refused(fixture_model_dir):
+    with pytest.raises(ValueError, match="compile mode"):
+        TorchEngine(fixture_model_dir, device="cpu", max_seq=64, compile="fast")
 
 
 def test_speculation_saves_forward_passes_on_repetitive_text(engine):

@@ -1,0 +1,43 @@
+"""The server's default on CPU: it answers at once with the eager engine while the decode step
+compiles in the background, then switches (real `completer serve --stdio`, fixture model)."""
+
+import asyncio
+import time
+from pathlib import Path
+
+from completer.editor_client import EditorClient
+from tests.conftest import server_command
+
+TEXT = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        \n"
+LINE = 6
+
+
+def test_server_answers_while_compiling_then_runs_compiled(tmp_path, monkeypatch):
+    monkeypatch.delenv("COMPLETER_COMPILE", raising=False)  # conftest turns it off for other tests
+    uri = (tmp_path / "files.py").as_uri()
+    Path(tmp_path / "files.py").write_text(TEXT)
+
+    async def main():
+        client = EditorClient(server_command(), uri, TEXT, log_path=str(tmp_path / "server.log"))
+        await client.start()
+        try:
+            await client.wait_ready()
+            assert client.status["compile"] == "compiling"
+            line, col = client.insert(LINE, 8, "n")
+            first = await client.complete(line, col, timeout=60)
+            assert not first.cancelled and first.text
+            deadline = time.monotonic() + 600
+            while client.status.get("compile") == "compiling":  # the server says when it switches
+                assert time.monotonic() < deadline, "the background compile never finished"
+                await asyncio.sleep(0.5)
+            assert client.status["compile"] == "compiled", client.status
+            stats = await client.stats()
+            assert stats["engineInfo"]["compiled"] and stats["engineInfo"]["compile"] == "compiled"
+            line, col = client.insert(line, col, "ame.")  # not what was suggested: the model answers
+            later = await client.complete(line, col, timeout=60)
+            assert not later.cancelled and later.text
+            assert (await client.stats())["engine"]["engine_requests"] > stats["engine"]["engine_requests"]
+        finally:
+            await client.stop()
+
+    asyncio.run(main())
