@@ -12,6 +12,10 @@ Per keystroke the cost is the tokens that changed, not the prompt. Two levels of
 
 Decoding is greedy, optionally with n-gram (prompt-lookup) drafts verified k at a time, which yields
 the greedy output. Requests are serialised by a lock (one model, one slot).
+
+Decode-phase calls (1 token, 1 + a draft, short prefill segments) can run torch.compile'd: dynamic
+shapes on CPU, fixed-shape CUDA graphs on CUDA (Transformer.forward_static); longer prefills stay
+eager. Compiling takes seconds, so it can happen in the background while requests run eager.
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class TorchEngine:
                  block_size: int = 16, edit_reuse: bool = True, min_chunk: int = 8,
                  draft_model: str | Path | None = None):
         self.device = resolve_device(device)
-        mode = {False: "off", True: "on"}.get(compile, compile) if isinstance(compile, bool) else compile
+        mode = ("on" if compile else "off") if isinstance(compile, bool) else compile
         if mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {compile!r} (one of {', '.join(COMPILE_MODES)})")
         if mode == "auto":
