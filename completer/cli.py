@@ -92,13 +92,18 @@ def _engine_options(args) -> dict:
             "backend_options": args.backend_options}
 
 
+def _compile_mode(args, default: str) -> str | None:
+    """--compile, else $COMPLETER_COMPILE, else `default`; None for backends other than torch."""
+    mode = getattr(args, "compile", None)
+    if mode is None and getattr(args, "backend", None) in (None, "torch"):
+        mode = os.environ.get("COMPLETER_COMPILE") or default
+    return mode
+
+
 def _server_engine_options(args) -> dict:
     """Engine options of a process that serves for hours: unless told otherwise the torch engine
     compiles its decode step in the background ($COMPLETER_COMPILE sets the default; tests use off)."""
-    options = _engine_options(args)
-    if options["compile"] is None and options["backend"] in (None, "torch"):
-        options["compile"] = os.environ.get("COMPLETER_COMPILE") or "auto"
-    return options
+    return {**_engine_options(args), "compile": _compile_mode(args, "auto")}
 
 
 def cmd_serve(args) -> int:
@@ -190,9 +195,7 @@ def _serve_flags(args) -> list[str]:
         if getattr(args, name, False):
             flags.append(f"--{name.replace('_', '-')}")
     # Replay and demo measure the steady state: the compiled step ready before the first key.
-    compile_mode = getattr(args, "compile", None)
-    if compile_mode is None and getattr(args, "backend", None) in (None, "torch"):
-        compile_mode = os.environ.get("COMPLETER_COMPILE") or "on"
+    compile_mode = _compile_mode(args, "on")
     if compile_mode is not None:
         flags += ["--compile", compile_mode]
     return flags

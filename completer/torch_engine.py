@@ -162,10 +162,12 @@ class TorchEngine:
         self.ngram_policy = DraftPolicy(costs)
         self.drafter = ModelDrafter(self, draft_model, costs) if draft_model else None
         self.load_ms = (time.perf_counter() - t0) * 1000
-        self.compile_finished = threading.Event()  # set when a background compile ends, either way
+        self.compile_finished = threading.Event()  # set unless a background compile is still running
         if mode == "background":
             self.compile_state = "compiling"
             threading.Thread(target=self._compile_then_switch, name="completer-compile", daemon=True).start()
+        else:
+            self.compile_finished.set()
 
     def _compile_then_switch(self) -> None:
         """Background compile: requests run eager meanwhile (and keep clear of the cache positions
@@ -223,9 +225,11 @@ class TorchEngine:
 
     def _decode_over_static(self, graphs):
         """The forward(idx, start_pos, num_logits) signature over forward_static."""
+        cuda = self.device.startswith("cuda")
+
         def decode(idx: torch.Tensor, start_pos: int, num_logits: int) -> torch.Tensor:
             positions = torch.arange(start_pos, start_pos + idx.shape[1], device=idx.device)
-            if self.device.startswith("cuda"):
+            if cuda:
                 # A new replay may reuse the previous one's output memory: the caller is done with it.
                 torch.compiler.cudagraph_mark_step_begin()
             return graphs(idx, positions)[:, -num_logits:]

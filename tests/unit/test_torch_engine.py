@@ -111,6 +111,7 @@ def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
         eng = TorchEngine(model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
                           max_draft=2, compile=True)
         assert eng.describe()["compiled"] and not eng.static_decode
+        assert eng.compile_finished.is_set()  # nothing left to wait for: the server starts no watcher
         cases = [eng.tokenizer.encode(text) for text in PROMPTS[:2]]
         return eng, [(prompt, reference_greedy(eng, prompt, 16)) for prompt in cases]
 
@@ -143,6 +144,7 @@ def test_background_compile_serves_at_once_then_switches(fixture_model_dir):
     eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
                       max_draft=2, compile="background")
     assert eng.compile_state == "compiling" and eng._decode_fn is eng.model
+    assert not eng.compile_finished.is_set()
     assert eng._usable_seq() == eng.max_seq - 4
     prompt = eng.tokenizer.encode(PROMPTS[1])
     expected = reference_greedy(eng, prompt, 16)
@@ -151,7 +153,7 @@ def test_background_compile_serves_at_once_then_switches(fixture_model_dir):
     while eng.compile_state == "compiling":
         assert time.monotonic() < deadline, "the background compile never finished"
         time.sleep(0.2)
-    assert eng.compile_state == "compiled" and eng.describe()["compiled"]
+    assert eng.compile_state == "compiled" and eng.describe()["compiled"] and eng.compile_finished.is_set()
     assert eng._usable_seq() == eng.max_seq
     for speculative in (False, True):
         assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
