@@ -125,7 +125,9 @@ def main() -> None:
     print(f"model: {info['model_dir']} ({info['parameters']:,} parameters) on {info['device']}, "
           f"weights {info['dtype']}, decode weights {info['decode_dtype']}, compiled {info['compiled']} "
           f"(static shapes {info['static_decode']}), "
-          f"ready in {info['load_ms'] / 1000:.1f} s\n")
+          f"ready in {info['load_ms'] / 1000:.1f} s")
+    costs = engine.ngram_policy.cost
+    print("verification cost, 1 + k tokens vs 1 (k = 1..): " + " ".join(f"{c:.2f}" for c in costs[1:]) + "\n")
 
     def sync():
         if engine.device.startswith("cuda"):
@@ -142,16 +144,17 @@ def main() -> None:
         cold()
         print(f"cold prefill {n:>4} tokens: {median_ms(cold, r):8.1f} ms")
 
-    # Warm keystrokes: 1-3 new tokens after a cached 1k-token prompt, up to the first token.
+    # Warm keystrokes: 1-3 new tokens after a cached 1k-token prompt, up to the first token; 8 and 32
+    # new tokens are an edit a few lines above the cursor (or a pasted line).
     base = filler(engine, 1000)
-    extra = engine.tokenizer.encode(" total += count_lines(path)")
-    for k in (1, 2, 3):
+    extra = (engine.tokenizer.encode(" total += count_lines(path)") + filler(engine, 40))[:32]
+    for k in (1, 2, 3, 8, 32):
         def warm():
             engine.cached_ids = engine.cached_ids[:len(base)]
             generate(engine, base + extra[:k], 1)
             sync()
         generate(engine, base, 1)
-        print(f"warm first token, {k} new token{'s' if k > 1 else ' '}: {median_ms(warm, r):8.2f} ms")
+        print(f"warm first token, {k:>2} new token{'s' if k > 1 else ' '}: {median_ms(warm, r):8.2f} ms")
 
     # Decode speed and a 16-token completion on a warm cache, speculation off.
     generate(engine, base, 1)

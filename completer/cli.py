@@ -37,7 +37,7 @@ def _add_engine_options(p: argparse.ArgumentParser, settings: bool = True) -> No
                    help="after an edit, recompute everything past it instead of moving unchanged K/V chunks")
     g.add_argument("--compile", nargs="?", const="on", default=None, choices=["on", "off", "background", "auto"],
                    help="torch.compile the decode step, ~3x faster on CPU: on (alone: compile before serving, "
-                   "~20 s), background (serve at once, switch when ready), auto (background on CPU, off on CUDA), "
+                   "~1.5-2 min on 2 cores), background (serve at once, switch when ready), auto (background on CPU, off on CUDA), "
                    "off. Servers (serve, engine, serve-openai) default to $COMPLETER_COMPILE or auto; replay and "
                    "demo to on, so they measure the steady state; other commands to off")
     g.add_argument("--draft-model", metavar="DIR", default=None,

@@ -21,6 +21,10 @@ from pygls.lsp.client import LanguageClient
 from .lines import insert_at, to_client_units
 from .prompt import split_lines
 
+# Loading plus compiling the decode step before serving: 1.5-2 minutes on 2 idle cores, more on a
+# busy machine.
+STARTUP_TIMEOUT_S = 900.0
+
 
 def first_item(result) -> types.InlineCompletionItem | None:
     """The first item of an inlineCompletion answer (a list or an InlineCompletionList)."""
@@ -108,7 +112,8 @@ class EditorClient:
             self._stderr_task.cancel()
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait for the server to report its model loaded (or failed)."""
+        """Wait for the server to report its model loaded (or failed). A server told to compile
+        before serving (`--compile on`) needs STARTUP_TIMEOUT_S."""
         if not self.is_completer:
             return
         deadline = time.monotonic() + timeout

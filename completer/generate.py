@@ -37,13 +37,18 @@ class NgramIndex:
 
     def draft(self, k: int) -> list[int]:
         """Up to k tokens that followed the longest earlier match of the current tail."""
+        return self.lookup(k)[0]
+
+    def lookup(self, k: int) -> tuple[list[int], int]:
+        """draft(k) and the order n of the match that gave it (0: none). Longer matches are right
+        more often, so the engine keeps an acceptance rate per order."""
         toks = self.tokens
         for n in self.orders:
             if len(toks) >= n:
                 start = self._after[n].get(tuple(toks[len(toks) - n:]))
                 if start is not None:
-                    return toks[start:start + k]
-        return []
+                    return toks[start:start + k], n
+        return [], 0
 
 
 class DraftPolicy:
@@ -55,20 +60,27 @@ class DraftPolicy:
     successes and its first rejection as a failure (a geometric model). Steps without drafting still
     learn: the draft's first token is compared with the token actually generated ("shadow" drafts),
     so a policy that stopped drafting notices when drafts become good again.
+
+    `key` keeps separate rates for drafts of different quality (the n-gram order that matched:
+    a 3-token match in copied code is right far more often than a 2-token one in new code).
     """
 
     def __init__(self, cost: list[float], prior_rate: float = 0.6, decay: float = 0.9):
         self.cost = cost
         self.decay = decay
-        self._hits, self._misses = 2 * prior_rate, 2 * (1 - prior_rate)
+        self.prior_rate = prior_rate
+        self._counts: dict[object, list[float]] = {}  # key -> [hits, misses], exponentially weighted
 
-    @property
-    def rate(self) -> float:
-        return self._hits / (self._hits + self._misses)
+    def _entry(self, key) -> list[float]:
+        return self._counts.setdefault(key, [2 * self.prior_rate, 2 * (1 - self.prior_rate)])
 
-    def length(self, available: int) -> int:
+    def rate(self, key=None) -> float:
+        hits, misses = self._entry(key)
+        return hits / (hits + misses)
+
+    def length(self, available: int, key=None) -> int:
         """Draft length (0 = plain decoding) maximising expected tokens per unit of time."""
-        a = min(self.rate, 0.999)
+        a = min(self.rate(key), 0.999)
         best_k, best = 0, 1.0
         for k in range(1, min(available, len(self.cost) - 1) + 1):
             expected = (1 - a ** (k + 1)) / (1 - a)  # tokens produced by one verification
@@ -77,9 +89,10 @@ class DraftPolicy:
                 best_k, best = k, value
         return best_k
 
-    def observe(self, accepted: int, drafted: int) -> None:
-        self._hits = self.decay * self._hits + accepted
-        self._misses = self.decay * self._misses + (1 if accepted < drafted else 0)
+    def observe(self, accepted: int, drafted: int, key=None) -> None:
+        counts = self._entry(key)
+        counts[0] = self.decay * counts[0] + accepted
+        counts[1] = self.decay * counts[1] + (1 if accepted < drafted else 0)
 
 
 class Sampler:

@@ -25,7 +25,7 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from .editor_client import EditorClient, first_item, item_text
+from .editor_client import STARTUP_TIMEOUT_S, EditorClient, first_item, item_text
 from .lines import clamp, line_body, replace_range, to_client_units
 from .prompt import split_lines
 from .session import Session
@@ -482,7 +482,7 @@ async def replay_all(server_cmd: list[str], sessions: list[Session], options: Re
     client = EditorClient(server_cmd, "file:///replay", "", log_path=log_path)
     await client.start(open_document=False)
     try:
-        await client.wait_ready(timeout=120)
+        await client.wait_ready(timeout=STARTUP_TIMEOUT_S)
         if on_ready:
             on_ready(client.status)
         results = []

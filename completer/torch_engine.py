@@ -13,17 +13,20 @@ Per keystroke the cost is the tokens that changed, not the prompt. Two levels of
 Decoding is greedy, optionally with n-gram (prompt-lookup) drafts verified k at a time, which yields
 the greedy output. Requests are serialised by a lock (one model, one slot).
 
-Decode-phase calls (1 token, 1 + a draft, short prefill segments) can run torch.compile'd: dynamic
-shapes on CPU, fixed-shape CUDA graphs on CUDA (Transformer.forward_static); longer prefills stay
-eager. Compiling takes seconds, so it can happen in the background while requests run eager.
+Decode-phase calls (1 token, 1 + a draft) and prefill segments of up to 256 tokens can run
+torch.compile'd: dynamic shapes and frozen weights on CPU, fixed-shape CUDA graphs on CUDA
+(Transformer.forward_static, decode widths only); longer prefills stay eager. Compiling takes one to
+two minutes on CPU, so it can happen in the background while requests run eager.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -45,6 +48,11 @@ COMPILE_MODES = ("off", "on", "background", "auto")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 DEFAULT_MAX_SEQ = 4096
+COST_POSITION = 768  # where draft verification costs are measured: about a completion prompt's length
+# Prefill segments up to this many tokens run the compiled segment graph (CPU): eager costs ~7 ms a
+# forward in per-op overhead alone, compiled 2.5 ms for 6 tokens, 4.6 for 32, 30 for 256 (eager 38).
+# Longer prompts prefill eager, where the BLAS handles large products well.
+COMPILED_SEGMENT_MAX = 256
 
 
 def resolve_device(device: str) -> str:
@@ -68,13 +76,16 @@ def uncovered(start: int, end: int, chunks: list[tuple[int, int, int]]) -> list[
     return out
 
 
-def measure_step(forward, start: int, n_tokens: int, device: str, repeats: int = 5) -> float:
-    """Median seconds of a forward over n_tokens at cache position `start`."""
+def measure_step(forward, start: int, n_tokens: int, device: str, repeats: int = 5, then: int = 0) -> float:
+    """Median seconds of a forward over n_tokens at cache position `start`, followed by one over
+    `then` tokens when then > 0."""
     samples = []
     with torch.inference_mode():
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
             forward([0] * n_tokens, start, n_tokens)
+            if then:
+                forward([0] * then, start, then)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             samples.append(time.perf_counter() - t0)
@@ -126,11 +137,13 @@ class TorchEngine:
         self.model = load_model(self.model_dir, device=self.device, dtype=DTYPES[dtype])
         self.tokenizer = Tokenizer(self.model_dir)
         self.params = self.model.num_params()
-        # Decode-phase calls (1 token, or 1 + a draft) are bound by memory bandwidth on CPU: bf16 weight
-        # copies make them ~1.5-3x faster there, while prefill keeps the fp32 weights (bf16 matrix
-        # products without AMX/AVX-512 are several times slower). See BENCHMARKS.md.
+        # Eager decode-phase calls (1 token, or 1 + a draft) on CPU are ~1.5x faster with bf16 weight
+        # copies, while prefill keeps the fp32 weights (bf16 matrix products without AMX/AVX-512 are
+        # several times slower). Compiled, fp32 with frozen weights and Inductor's C++ GEMM template is
+        # faster still, and a k-token verification costs far less than k steps. See BENCHMARKS.md.
         if decode_dtype == "auto":
-            decode_dtype = "bfloat16" if self.device == "cpu" and dtype == "float32" else "none"
+            eager_cpu = self.device == "cpu" and dtype == "float32" and mode == "off"
+            decode_dtype = "bfloat16" if eager_cpu else "none"
         if decode_dtype != "none" and decode_dtype not in DTYPES:
             raise ValueError(f"unknown decode dtype {decode_dtype!r} (none or one of {', '.join(DTYPES)})")
         self.decode_dtype = decode_dtype
@@ -212,16 +225,51 @@ class TorchEngine:
             fn = self._decode_over_static(graphs)
         else:
             # The C++ wrapper calls the kernels without a Python frame per op: ~0.1-0.2 ms a step on CPU.
-            fn = torch.compile(self.model, dynamic=True, options={**options, "cpp_wrapper": self.device == "cpu"})
+            fn = self._decode_by_shape({**options, "cpp_wrapper": self.device == "cpu"})
         # Every call shape the engine makes, so no request pays a recompile (seconds): decode and
         # verification (t tokens, t logits) and short prefill segments (t tokens, 1 logit; dynamo
-        # specialises 1, so these are graphs of their own).
+        # specialises 1, so these are graphs of their own). Inductor compiles at these first calls.
         scratch = self.max_seq - (2 + self.max_draft)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._inductor_settings(static):
             for t in range(1, self.max_draft + 2):
                 for n in sorted({1, t}):
                     fn(torch.zeros((1, t), dtype=torch.long, device=self.device), start_pos=scratch, num_logits=n)
         return fn, static
+
+    def _inductor_settings(self, static: bool):
+        """On CPU: weights frozen into the graph as constants, so the matrix products can use
+        Inductor's C++ GEMM template (max_autotune picks it where it beats the BLAS call). For the
+        small widths of decoding the BLAS on this kind of CPU is slow, and the template reads each
+        weight once for all t rows: a 5-token verification costs ~2x a 1-token step instead of ~3.5x,
+        and the step itself is faster (BENCHMARKS.md). Costs a longer compile (~1.5 min on 2 cores).
+        Global settings, not per-compile options: freezing is read outside the options' scope."""
+        if static or self.device != "cpu":
+            return contextlib.nullcontext()
+        import torch._inductor.config as inductor_config
+        return inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
+
+    def _decode_by_shape(self, options: dict):
+        """The forward(idx, start_pos, num_logits) signature over three compiled functions, one per
+        kind of call: a 1-token step, a verification (t tokens, t logits) and a short prefill segment
+        (t tokens, 1 logit). Dynamo keeps its graphs per code object and tries a call against them
+        most recently used first: with one function, each 1-token step after a verification first
+        failed the verification graph's guards. So each kind gets a code object of its own, made for
+        this engine (so its graphs, which hold frozen weights, are never another engine's)."""
+        model = self.model
+
+        def call(idx: torch.Tensor, start_pos: int, num_logits: int) -> torch.Tensor:
+            return model(idx, start_pos=start_pos, num_logits=num_logits)
+
+        step, verify, segment = (
+            torch.compile(types.FunctionType(call.__code__.replace(co_name=f"{kind}_{id(self):x}"), call.__globals__,
+                                             kind, None, call.__closure__), dynamic=True, options=options)
+            for kind in ("decode_step", "verify_draft", "prefill_segment"))
+
+        def decode(idx: torch.Tensor, start_pos: int, num_logits: int) -> torch.Tensor:
+            if idx.shape[1] == 1:
+                return step(idx, start_pos, num_logits)
+            return segment(idx, start_pos, num_logits) if num_logits == 1 else verify(idx, start_pos, num_logits)
+        return decode
 
     def _decode_over_static(self, graphs):
         """The forward(idx, start_pos, num_logits) signature over forward_static."""
@@ -235,12 +283,18 @@ class TorchEngine:
             return graphs(idx, positions)[:, -num_logits:]
         return decode
 
-    def _measure_step_costs(self, repeats: int = 5) -> list[float]:
-        """Time of a (1 + k)-token decode step relative to a 1-token step, k = 0..max_draft, on the last
-        cache positions (empty at start-up)."""
-        times = [measure_step(self._forward, self.max_seq - (2 + self.max_draft), 1 + k, self.device, repeats)
-                 for k in range(self.max_draft + 1)]
-        return [t / times[0] for t in times]
+    def _measure_step_costs(self, repeats: int = 7) -> list[float]:
+        """What a (1 + k)-token verification costs relative to a 1-token step, k = 0..max_draft, at a
+        typical prompt length (attention's share of a step, and so the ratios, depend on it; compiled
+        on CPU they are not even monotonic in k). Measured as the extra time of a 1-token step that
+        follows the verification: compiled on CPU each kind of call has its own frozen weights, and
+        switching between them costs the next step cache misses too. Called with the lock held or
+        before serving."""
+        start = min(COST_POSITION, self.max_seq - (2 + self.max_draft))
+        del self.cached_ids[start:]  # the steps overwrite the K/V from there
+        step = measure_step(self._forward, start, 1, self.device, repeats, then=1) / 2
+        return [1.0] + [max(measure_step(self._forward, start, 1 + k, self.device, repeats, then=1) / step - 1, 1.0)
+                        for k in range(1, self.max_draft + 1)]
 
     def describe(self) -> dict:
         cfg = self.model.config
@@ -318,27 +372,30 @@ class TorchEngine:
 
     def _forward(self, ids: list[int], start: int, num_logits: int) -> torch.Tensor:
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        fn = self._decode_fn if len(ids) <= 1 + self.max_draft else self.model
+        # The dynamic-shape prefill-segment graph takes any width; fixed-shape graphs only theirs.
+        compiled_max = 1 + self.max_draft if self.static_decode or num_logits > 1 else COMPILED_SEGMENT_MAX
+        fn = self._decode_fn if len(ids) <= compiled_max else self.model
         return fn(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
 
     def _propose(self, ngrams, drafter, context, constraint, sampler, room):
-        """(draft tokens, the policy to inform, shadow) for the next step. The shadow is an n-gram
-        draft token not worth verifying, checked against the real next token: free learning."""
+        """(draft tokens, the policy to inform and its key, shadow) for the next step. N-gram drafts
+        are keyed by the order that matched. The shadow (token, order) is an n-gram draft token not
+        worth verifying, checked against the real next token: free learning."""
         shadow = None
         if room <= 0 or (constraint is not None and not constraint.done):
-            return [], None, None
+            return [], None, None, None
         if ngrams is not None:
-            candidates = ngrams.draft(room)
+            candidates, order = ngrams.lookup(room)
             if candidates:
-                k = self.ngram_policy.length(len(candidates))
+                k = self.ngram_policy.length(len(candidates), order)
                 if k:
-                    return candidates[:k], self.ngram_policy, None
-                shadow = candidates[0]
+                    return candidates[:k], self.ngram_policy, order, None
+                shadow = (candidates[0], order)
         if drafter is not None:
             k = drafter.policy.length(room)
             if k:
-                return drafter.propose(context, k, sampler), drafter.policy, shadow
-        return [], None, shadow
+                return drafter.propose(context, k, sampler), drafter.policy, None, shadow
+        return [], None, None, shadow
 
     def _run(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
         with self._lock, torch.inference_mode():
@@ -443,9 +500,9 @@ class TorchEngine:
             # Feed the last chosen token, plus a draft when one pays for itself: n-gram lookup first
             # (free), else the draft model.
             last = new_ids[-1]
-            draft, policy, shadow = self._propose(ngrams, drafter, context, constraint, sampler,
-                                                  min(self.max_draft, limit - pos - 2,
-                                                      max_new - stats.decode_tokens - 1))
+            draft, policy, key, shadow = self._propose(ngrams, drafter, context, constraint, sampler,
+                                                       min(self.max_draft, limit - pos - 2,
+                                                           max_new - stats.decode_tokens - 1))
             rows = self._forward([last] + draft, pos, 1 + len(draft))
             stats.forward_passes += 1
             self.cached_ids.append(last)
@@ -458,9 +515,9 @@ class TorchEngine:
                 pos += accepted
                 stats.drafted_tokens += len(draft)
                 stats.accepted_tokens += accepted
-                policy.observe(accepted, len(draft))
+                policy.observe(accepted, len(draft), key)
             if shadow is not None:
-                self.ngram_policy.observe(int(pending[0] == shadow), 1)
+                self.ngram_policy.observe(int(pending[0] == shadow[0]), 1, shadow[1])
 
         if finish != "cancelled":
             tail = shaper.flush()  # text held back in case a stop string or block end would cut it

@@ -74,10 +74,10 @@ def test_draft_policy_weighs_cost_against_acceptance():
     dear = DraftPolicy([1.0, 1.6, 2.2, 2.8, 3.4])  # a CPU bound by bandwidth
     for _ in range(30):
         dear.observe(0, 2)  # drafts keep failing
-    assert dear.rate < 0.1 and dear.length(4) == 0
+    assert dear.rate() < 0.1 and dear.length(4) == 0
     for _ in range(30):
         dear.observe(4, 4)  # now they are always right (e.g. copying a block)
-    assert dear.rate > 0.9 and dear.length(4) >= 3
+    assert dear.rate() > 0.9 and dear.length(4) >= 3
 
 
 def test_plan_edit_reuse_finds_shifted_chunks():
@@ -123,3 +123,22 @@ def test_sampler_and_verification():
             assert got == plain[:len(got)]
     top = Sampler(temperature=1.0, top_p=0.5, seed=1)
     assert {top.pick(rows[0], i) for i in range(50)} == {1}  # top-p keeps only the dominant token
+
+
+def test_ngram_lookup_reports_the_order_that_matched():
+    assert NgramIndex([1, 2, 3, 7, 1, 2, 3]).lookup(2) == ([7, 1], 3)
+    assert NgramIndex([5, 2, 3, 9, 1, 2, 3]).lookup(2) == ([9, 1], 2)  # no earlier "1 2 3"; "2 3" matched
+    assert NgramIndex([4, 5, 6]).lookup(4) == ([], 0)
+
+
+def test_draft_policy_keeps_a_rate_per_key():
+    """Drafts from 2-token matches keep failing while 3-token matches are right: only the latter draft."""
+    from completer.generate import DraftPolicy
+
+    policy = DraftPolicy([1.0, 1.3, 1.5, 1.6, 1.7])
+    for _ in range(30):
+        policy.observe(0, 3, key=2)
+        policy.observe(4, 4, key=3)
+    assert policy.rate(2) < 0.1 and policy.length(4, key=2) == 0
+    assert policy.rate(3) > 0.9 and policy.length(4, key=3) == 4
+    assert policy.rate() == policy.prior_rate  # an unseen key starts from the prior

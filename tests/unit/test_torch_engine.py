@@ -105,8 +105,8 @@ def test_static_decode_path_is_exactly_greedy(fixture_model_dir):
 def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
     """torch.compile of the decode step, both forms: dynamic shapes with the C++ wrapper (CPU) and
     the fixed-shape graphs CUDA captures (compiled here without capture: no GPU in CI). Most module
-    guards are skipped, so a second, differently shaped model compiled in the same process (a
-    configuration reload) must still get graphs of its own."""
+    guards are skipped and weights are frozen into the graphs, so a second model compiled in the same
+    process (a configuration reload), differently shaped or not, must still get graphs of its own."""
     def engine_for(model_dir):
         eng = TorchEngine(model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
                           max_draft=2, compile=True)
@@ -127,11 +127,23 @@ def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
         for width in range(1, first.max_draft + 2):
             for logits in (1, width):
                 first._forward([5] * width, scratch, logits)
+        first._forward([5] * 40, scratch - 40, 1)  # a longer prefill segment: the same dynamic-shape graph
     check(first, first_cases, "dynamic")
     other, other_cases = engine_for(resolve_model("embedded-draft"))
     assert other.model.config.hidden_size != first.model.config.hidden_size
     check(other, other_cases, "second model")
     check(first, first_cases, "first model again")
+    # Same shapes, other weights (a fine-tuned model): compiled graphs hold frozen weights, so they
+    # must be this engine's own, whatever the shapes say.
+    same = TorchEngine(fixture_model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
+                       max_draft=2)
+    with torch.no_grad():
+        same.model.model.norm.weight.mul_(-1.0)
+    same_cases = [(prompt, reference_greedy(same, prompt, 16)) for prompt, _ in first_cases]
+    assert [c[1] for c in same_cases] != [c[1] for c in first_cases]
+    same._compile_decode()
+    check(same, same_cases, "same shapes, other weights")
+    check(first, first_cases, "first model after the third")
     first._compile_decode(static=True)
     assert first.static_decode
     check(first, first_cases, "static")
