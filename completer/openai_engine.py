@@ -246,7 +246,7 @@ class OpenAIEngine:
                     raise ServerError(f"{self.server_url}: {_message(chunk)}")
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    if choice.get("text"):
+                    if choice.get("text") and not shaper.finish:
                         if stats.decode_tokens == 0:
                             stats.prefill_ms = (time.perf_counter() - t_start) * 1000
                         delta = shaper.add_text(choice["text"])
@@ -256,7 +256,10 @@ class OpenAIEngine:
                         # vLLM and completer serve-openai say which rule stopped: a string or an id.
                         matched = choice.get("stop_reason")
                         server_finish = "stop_string" if isinstance(matched, str) else choice["finish_reason"]
-                if shaper.finish or shaper.check(cancel):
+                # At the token budget the server (given the same one) is ending its stream too: read
+                # on to [DONE] for the usage chunk (cached tokens). Other rules are ours alone, so
+                # closing the stream is what stops the server.
+                if shaper.check(cancel) and shaper.finish != "max_tokens":
                     break
         except (OSError, http.client.HTTPException, ValueError) as exc:
             if not (cancel.is_set() or shaper.check(cancel)):
