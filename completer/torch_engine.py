@@ -209,9 +209,10 @@ class TorchEngine:
         self.compile_state = "compiled"
 
     def _build_compiled_decode(self, static: bool | None = None):
-        """torch.compile the decode-phase forward (1 + draft tokens), prefill stays eager; returns the
-        step and whether it is the static form. Compiling takes tens of seconds (less with inductor's
-        on-disk cache); warm-up writes only the last cache positions, which requests leave alone.
+        """torch.compile the decode-phase forward (1 + draft tokens; on CPU also prefill segments of
+        up to COMPILED_SEGMENT_MAX tokens, see _forward); returns the step and whether it is the static
+        form. Compiling takes 1.5-2 minutes on 2 CPU cores (Inductor benchmarks its GEMM choices);
+        warm-up writes only the last cache positions, which requests leave alone.
 
         static (the default on CUDA): one fixed-shape graph per width (forward_static), captured as
         CUDA graphs, so a step is a single launch instead of ~60 small kernels. Otherwise (CPU):
