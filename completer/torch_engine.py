@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import statistics
 import threading
 import time
 import types
@@ -37,6 +38,7 @@ from .generate import (DraftPolicy, NgramIndex, PrefixConstraint, Sampler, index
 from .kv_pool import PrefixCache
 from .model import load_model, rerotate_keys
 from .shaper import OutputShaper
+from .shared_constants import shared_frozen_constants
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,7 @@ class TorchEngine:
         self._decode_fn = self.model
         self.static_decode = False
         self.compile_state = "off"  # off, compiling, compiled, failed: ...
+        self.constant_sharing = None  # compiled on CPU: what the graphs share (shared_constants.Sharing)
         if mode == "on":
             self._compile_decode()
         costs = self._measure_step_costs()
@@ -191,6 +194,8 @@ class TorchEngine:
             with self._lock:
                 self._decode_fn, self.static_decode = fn, static
                 self.ngram_policy = DraftPolicy(self._measure_step_costs())
+                if self.drafter is not None:  # its costs are relative to the target's step
+                    self.drafter.policy = self.drafter.measured_policy(self, self.ngram_policy.cost)
                 self.compile_state = "compiled"
             log.info("compiled decode step ready after %.1f s", time.perf_counter() - t0)
         except Exception as exc:  # slower, not broken: stay eager
@@ -243,11 +248,17 @@ class TorchEngine:
         small widths of decoding the BLAS on this kind of CPU is slow, and the template reads each
         weight once for all t rows: a 5-token verification costs ~2x a 1-token step instead of ~3.5x,
         and the step itself is faster (BENCHMARKS.md). Costs a longer compile (~1.5 min on 2 cores).
-        Global settings, not per-compile options: freezing is read outside the options' scope."""
+        Global settings, not per-compile options: freezing is read outside the options' scope.
+        The step, verification and segment graphs share one copy of the packed weights
+        (shared_constants.py): with a copy each, switching graphs cost the next steps cache misses."""
         if static or self.device != "cpu":
             return contextlib.nullcontext()
         import torch._inductor.config as inductor_config
-        return inductor_config.patch(freezing=True, max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
+        settings = contextlib.ExitStack()
+        settings.enter_context(inductor_config.patch(freezing=True, max_autotune=True,
+                                                     max_autotune_gemm_backends="CPP,ATEN"))
+        self.constant_sharing = settings.enter_context(shared_frozen_constants())
+        return settings
 
     def _decode_by_shape(self, options: dict):
         """The forward(idx, start_pos, num_logits) signature over three compiled functions, one per
@@ -284,18 +295,35 @@ class TorchEngine:
             return graphs(idx, positions)[:, -num_logits:]
         return decode
 
-    def _measure_step_costs(self, repeats: int = 7) -> list[float]:
+    def _measure_step_costs(self, rounds: int = 15) -> list[float]:
         """What a (1 + k)-token verification costs relative to a 1-token step, k = 0..max_draft, at a
         typical prompt length (attention's share of a step, and so the ratios, depend on it; compiled
         on CPU they are not even monotonic in k). Measured as the extra time of a 1-token step that
-        follows the verification: compiled on CPU each kind of call has its own frozen weights, and
-        switching between them costs the next step cache misses too. Called with the lock held or
-        before serving."""
+        follows the verification: compiled on CPU each kind of call is its own graph, and switching
+        graphs costs the next step some cache misses too (less since they share weights).
+
+        The policy lives on these numbers, and this machine is shared: each round times every width
+        back to back and gives one ratio per width, and the median over rounds is kept, so a noisy
+        spell spoils rounds, not a width (measured one width at a time, a spike once made every
+        verification look free). Called with the lock held or before serving."""
         start = min(COST_POSITION, self.max_seq - (2 + self.max_draft))
         del self.cached_ids[start:]  # the steps overwrite the K/V from there
-        step = measure_step(self._forward, start, 1, self.device, repeats, then=1) / 2
-        return [1.0] + [max(measure_step(self._forward, start, 1 + k, self.device, repeats, then=1) / step - 1, 1.0)
-                        for k in range(1, self.max_draft + 1)]
+        ratios: list[list[float]] = [[] for _ in range(self.max_draft + 1)]
+        with torch.inference_mode():
+            for round_ in range(rounds + 1):  # round 0 warms up
+                times = []
+                for k in range(self.max_draft + 1):
+                    t0 = time.perf_counter()
+                    self._forward([0] * (1 + k), start, 1 + k)
+                    self._forward([0], start, 1)
+                    if self.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t0)
+                if round_:
+                    step = times[0] / 2
+                    for k in range(1, self.max_draft + 1):
+                        ratios[k].append(times[k] / step - 1)
+        return [1.0] + [max(statistics.median(r), 1.0) for r in ratios[1:]]
 
     def describe(self) -> dict:
         cfg = self.model.config
@@ -307,6 +335,7 @@ class TorchEngine:
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.cache_mb, 1),
             "cache_blocks": self.prefix_cache.num_blocks if self.prefix_cache else 0, "block_size": self.block_size,
             "edit_reuse": self.edit_reuse, "can_heal": self.can_heal,
+            "reused_constant_mb": round(self.constant_sharing.reused_bytes / 2**20, 1) if self.constant_sharing else 0,
         }
 
     def _setup_pool(self, cache_mb: float, block_size: int) -> None:
@@ -380,18 +409,18 @@ class TorchEngine:
 
     def _propose(self, ngrams, drafter, context, constraint, sampler, room):
         """(draft tokens, the policy to inform and its key, shadow) for the next step. N-gram drafts
-        are keyed by the order that matched. The shadow (token, order) is an n-gram draft token not
+        are keyed by the length of their match. The shadow (token, key) is an n-gram draft token not
         worth verifying, checked against the real next token: free learning."""
         shadow = None
         if room <= 0 or (constraint is not None and not constraint.done):
             return [], None, None, None
         if ngrams is not None:
-            candidates, order = ngrams.lookup(room)
+            candidates, match = ngrams.lookup(room)
             if candidates:
-                k = self.ngram_policy.length(len(candidates), order)
+                k = self.ngram_policy.length(len(candidates), match)
                 if k:
-                    return candidates[:k], self.ngram_policy, order, None
-                shadow = (candidates[0], order)
+                    return candidates[:k], self.ngram_policy, match, None
+                shadow = (candidates[0], match)
         if drafter is not None:
             k = drafter.policy.length(room)
             if k:
@@ -550,10 +579,15 @@ class ModelDrafter:
         self.model.prepare_for_inference(small, small_max_t=1 + engine.max_draft)
         self.model.setup_cache(engine.max_seq)
         self.cached_ids: list[int] = []
+        self.policy = self.measured_policy(engine, target_costs)
+
+    def measured_policy(self, engine: TorchEngine, target_costs: list[float]) -> DraftPolicy:
+        """A fresh policy from the cost of drafting k tokens and verifying them, relative to one
+        plain target step (again when the target's step changes: after a background compile)."""
         scratch = engine.max_seq - (2 + engine.max_draft)
+        del self.cached_ids[scratch:], engine.cached_ids[scratch:]  # both slots get overwritten there
         step = measure_step(self._forward, scratch, 1, self.device) / measure_step(engine._forward, scratch, 1, self.device)
-        # cost of drafting k tokens and verifying them, relative to one plain target step
-        self.policy = DraftPolicy([target_costs[k] + k * step for k in range(len(target_costs))])
+        return DraftPolicy([target_costs[k] + k * step for k in range(len(target_costs))])
 
     def _forward(self, ids: list[int], start: int, num_logits: int) -> torch.Tensor:
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)

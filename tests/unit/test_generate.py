@@ -125,10 +125,16 @@ def test_sampler_and_verification():
     assert {top.pick(rows[0], i) for i in range(50)} == {1}  # top-p keeps only the dominant token
 
 
-def test_ngram_lookup_reports_the_order_that_matched():
+def test_ngram_lookup_reports_how_long_the_match_is():
     assert NgramIndex([1, 2, 3, 7, 1, 2, 3]).lookup(2) == ([7, 1], 3)
     assert NgramIndex([5, 2, 3, 9, 1, 2, 3]).lookup(2) == ([9, 1], 2)  # no earlier "1 2 3"; "2 3" matched
     assert NgramIndex([4, 5, 6]).lookup(4) == ([], 0)
+    copied = [1, 2, 3, 4, 5, 6, 7]
+    # The 3-gram "5 6 7" found the copy; the match goes on backwards to 7 tokens: bucket 6 (6-9).
+    assert NgramIndex([9, *copied, 8, *copied]).lookup(2) == ([8, 1], 6)
+    assert NgramIndex([9, 4, 5, 6, 7, 8, *copied]).lookup(1) == ([8], 4)  # "4 5 6 7": 4 tokens
+    long = list(range(20, 40))
+    assert NgramIndex([*long, 0, *long]).lookup(1) == ([0], 10)  # 10 tokens or more: one class
 
 
 def test_draft_policy_keeps_a_rate_per_key():

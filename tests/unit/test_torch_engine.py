@@ -129,6 +129,8 @@ def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
                 first._forward([5] * width, scratch, logits)
         first._forward([5] * 40, scratch - 40, 1)  # a longer prefill segment: the same dynamic-shape graph
     check(first, first_cases, "dynamic")
+    # The step, verification and segment graphs read one copy of the packed weights, not one each.
+    assert first.describe()["reused_constant_mb"] > 0
     other, other_cases = engine_for(resolve_model("embedded-draft"))
     assert other.model.config.hidden_size != first.model.config.hidden_size
     check(other, other_cases, "second model")
@@ -365,6 +367,19 @@ def test_sampling_is_reproducible_and_unchanged_by_speculation(drafted_engine):
     assert spec == plain == again and len(plain) == 16 and stats.drafted_tokens > 0
     others = {tuple(run(drafted_engine, prompt, max_new_tokens=16, temperature=0.8, seed=s)[0]) for s in range(4, 9)}
     assert len(others | {tuple(plain)}) > 1  # seeds matter
+
+
+def test_draft_model_policy_is_measured_against_the_target_step(drafted_engine):
+    """What a background compile calls once the target's step is faster: drafting k tokens costs
+    the verification plus k draft steps, so the costs grow with k and exceed the target's alone.
+    It must leave both models' slots usable (it writes K/V at the scratch positions)."""
+    eng = drafted_engine
+    target = [1.0, 1.5, 1.7, 1.9, 2.1][:eng.max_draft + 1]
+    policy = eng.drafter.measured_policy(eng, target)
+    assert all(c > t for c, t in zip(policy.cost[1:], target[1:]))
+    assert policy.cost == sorted(policy.cost)
+    prompt = eng.tokenizer.encode(PROMPTS[0])
+    assert run(eng, prompt, max_new_tokens=12)[0] == reference_greedy(eng, prompt, 12)
 
 
 def test_draft_model_must_share_the_tokenizer():
