@@ -4,8 +4,8 @@ With freezing, every compiled graph (the 1-token step, the verification, the pre
 its weights as constants, repacked into the blocked layout of Inductor's C++ GEMM template. Each
 graph makes its own copy, although the packed values and layouts come out identical: three copies of
 the embedded model (3 x 12.6 MB) do not fit in this CPU's L3 cache with the K/V cache beside them.
-Each switch from one graph to another then reloads weights from memory for several steps, which is
-what made speculation slower than plain decoding on ordinary code.
+Each switch from one graph to another then reloads weights from memory for several steps: part of
+why speculation was slower than plain decoding on ordinary code.
 
 `shared_frozen_constants()` interns constants while graphs are lowered: a constant equal to one
 seen before (same dtype, shape, strides and values) is replaced by that earlier tensor, so the graphs
