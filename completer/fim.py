@@ -4,9 +4,12 @@ Every family gets the Contract 1 layout through its own sentinels (inserted as i
 
     qwen / embedded  [<|file_sep|>path\\n] <|fim_prefix|>ABOVE <|fim_suffix|>SUFFIX <|fim_middle|>LEFT
     starcoder        [<file_sep>path\\n] <fim_prefix>ABOVE <fim_suffix>SUFFIX <fim_middle>LEFT
-    deepseek         <｜fim▁begin｜>ABOVE <｜fim▁hole｜>SUFFIX <｜fim▁end｜>LEFT
-    codellama        ▁<PRE>ABOVE ▁<SUF>SUFFIX ▁<MID>LEFT
-    codestral        [SUFFIX]SUFFIX [PREFIX]ABOVE LEFT          (suffix first: no middle marker)
+    deepseek         [BOS] <｜fim▁begin｜>ABOVE <｜fim▁hole｜>SUFFIX <｜fim▁end｜>LEFT
+    codellama        [BOS] ▁<PRE>ABOVE ▁<SUF>SUFFIX ▁<MID>LEFT
+    codestral        [BOS] [SUFFIX]SUFFIX [PREFIX]ABOVE LEFT    (suffix first: no middle marker)
+
+BOS: the Llama-style families were trained with their tokenizer's begin-of-sentence token first
+(`add_bos_token`), so the prompt starts with it when the vocabulary has it.
 
 In each, everything before LEFT (the cursor line's left part) depends only on the lines around the
 cursor line, so typing within a line keeps the cached prefix. Only the first two have file
@@ -34,6 +37,7 @@ class FimTemplate:
     repo_name_id: int | None
     stop_ids: frozenset[int]  # end of text, sentinels, file separator, padding
     suffix_first: bool = False
+    bos_id: int | None = None  # first token of every prompt (Llama-style families)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class _Family:
     repo_name: str | None = None
     stops: tuple[str, ...] = ()
     suffix_first: bool = False
+    bos: str | None = None
 
 
 FAMILIES = {
@@ -53,9 +58,9 @@ FAMILIES = {
     "starcoder": _Family("<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>", "<repo_name>",
                          ("<|endoftext|>", "<fim_pad>")),
     "deepseek": _Family("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
-                        stops=("<｜end▁of▁sentence｜>", "<|EOT|>")),
-    "codellama": _Family("▁<PRE>", "▁<SUF>", "▁<MID>", stops=("▁<EOT>", "</s>")),
-    "codestral": _Family("[PREFIX]", "[SUFFIX]", None, stops=("</s>", "[MIDDLE]"), suffix_first=True),
+                        stops=("<｜end▁of▁sentence｜>", "<|EOT|>"), bos="<｜begin▁of▁sentence｜>"),
+    "codellama": _Family("▁<PRE>", "▁<SUF>", "▁<MID>", stops=("▁<EOT>", "</s>"), bos="<s>"),
+    "codestral": _Family("[PREFIX]", "[SUFFIX]", None, stops=("</s>", "[MIDDLE]"), suffix_first=True, bos="<s>"),
 }
 
 
@@ -77,8 +82,9 @@ def detect_template(tokenizer: Tokenizer, override: str | None = None) -> FimTem
         sep = tokenizer.token_id(f.file_sep) if f.file_sep else None
         repo = tokenizer.token_id(f.repo_name) if f.repo_name else None
         stops = {tokenizer.token_id(s) for s in f.stops} | {pre, suf, mid, sep, repo}
+        bos = tokenizer.token_id(f.bos) if f.bos else None
         return FimTemplate(family, pre, suf, mid, sep, repo, frozenset(i for i in stops if i is not None),
-                           f.suffix_first)
+                           f.suffix_first, bos)
     raise UnknownFimTemplateError(
         f"{tokenizer.path}: no FIM sentinels of a known family ({', '.join(FAMILIES)}); "
         "pass an explicit template or use a FIM-trained code model"

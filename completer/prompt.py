@@ -45,7 +45,7 @@ def layout_ids(tok: Tokenizer, tpl: FimTemplate, *, path: str, above: str, suffi
                context: tuple[tuple[str, str], ...] = (), repo_name: str = "") -> tuple[list[int], int]:
     """Token ids of the Contract 1 layout, and the index where the cursor line's left part starts
     (just past <|fim_middle|>, or past the prefix in a suffix-first layout)."""
-    ids: list[int] = []
+    ids: list[int] = [] if tpl.bos_id is None else [tpl.bos_id]
     if repo_name and tpl.repo_name_id is not None:
         ids += [tpl.repo_name_id, *tok.encode(repo_name + "\n")]
     if tpl.file_sep_id is not None:
@@ -83,6 +83,8 @@ def _window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget
         if boundary is not None:
             while first < cursor_line and not boundary(first):
                 first += 1
+            if first == cursor_line:  # one statement (a big literal, a broken tree) fills the window:
+                first = start  # cut it by lines rather than show nothing above
         text = "".join(lines[r] for r in headers if r < first) + "".join(lines[first:cursor_line])
         if len(tok.encode_cached(text)) <= budget:
             return text
@@ -104,6 +106,8 @@ def _window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget
         if boundary is not None and end < len(lines):
             while last > first and not boundary(last):
                 last -= 1
+            if last == first:  # no boundary in reach: cut by lines rather than show nothing below
+                last = end
         text = "".join(lines[first:last])
         if len(tok.encode_cached(text)) <= budget:
             return text

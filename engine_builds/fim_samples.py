@@ -18,12 +18,15 @@ Rows are packed to seq_len + 1 tokens and padded with <|fim_pad|> (no loss).
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
 
 from completer.fim import FimTemplate
-from completer.prompt import layout_ids, split_lines
+from completer.prompt import PromptSettings, _window_above, _window_below, layout_ids, split_lines
+from completer.syntax import (DocumentSyntax, Snapshot, anchor_point, enclosing_header_rows,
+                              is_statement_boundary)
 from completer.tokenizer import Tokenizer
 
 NONE, CONTEXT, TARGET = 0, 1, 2
@@ -40,6 +43,7 @@ class SampleMix:
     midline_end: float = 0.20  # span ends before the rest of the line
     cursor_indent: float = 0.35  # cursor at the indentation; else mid-line or mid-identifier
     cursor_ident: float = 0.30
+    syntax: float = 0.0  # of FIM samples: windows cut as serving cuts them with a tree (prompt.py)
 
 
 class SampleBuilder:
@@ -59,6 +63,29 @@ class SampleBuilder:
             self.by_package.setdefault(f["package"], []).append(i)
         self.eot = tok.id_of("<|endoftext|>")
         self.pad = tok.id_of("<|fim_pad|>")
+        self._trees: dict[int, Snapshot] = {}  # a few recent files' trees (files repeat in a row)
+
+    def _tree(self, i: int) -> Snapshot:
+        snap = self._trees.get(i)
+        if snap is None:
+            if len(self._trees) >= 16:
+                self._trees.pop(next(iter(self._trees)))
+            snap = self._trees[i] = DocumentSyntax("python", self.files[i]["text"]).snapshot
+        return snap
+
+    def _syntax_windows(self, i: int, line: int, col: int, last: int, above_tokens: int,
+                        below_tokens: int) -> tuple[str, str] | None:
+        """The windows above the cursor line and below the span's last line, cut at statement
+        boundaries with the enclosing signatures first, exactly as build_prompt cuts them."""
+        snap, lines = self._tree(i), self.lines[i]
+        if snap.tree is None:
+            return None
+        step = PromptSettings().window_step
+        boundary = functools.partial(is_statement_boundary, snap, lines, anchor=anchor_point(snap, lines, line))
+        above = _window_above(lines, line, self.tok, above_tokens, step, boundary,
+                              enclosing_header_rows(snap, lines, line, col))
+        below = _window_below(lines, last, self.tok, below_tokens, step, boundary)
+        return above, below
 
     def _pick_file(self, rng: random.Random) -> int:
         import bisect
@@ -108,6 +135,7 @@ class SampleBuilder:
         line_start = sum(len(ln) for ln in lines[:line]) if line < 64 else len("".join(lines[:line]))
         cursor, end = line_start + col, line_start + len(body)
         r = rng.random()
+        last = line  # the span's last line
         if r < self.mix.multiline:
             last = min(len(lines) - 1, line + rng.randint(1, 7))
             end = line_start + sum(len(ln) for ln in lines[line:last]) + len(lines[last].rstrip("\n"))
@@ -128,6 +156,12 @@ class SampleBuilder:
         suffix = after[:below_chars]
         if "\n" in suffix[1:] and len(after) > below_chars:
             suffix = suffix[: suffix.rindex("\n") + 1]
+        if self.mix.syntax and rng.random() < self.mix.syntax:
+            above_tokens = int(above_chars / _CHARS_PER_TOKEN)
+            windows = self._syntax_windows(i, line, col, last, above_tokens, room - above_tokens)
+            if windows is not None:
+                rest_of_line = after.split("\n", 1)[0] + ("\n" if "\n" in after else "")
+                above, suffix = windows[0], rest_of_line + windows[1]
         context: tuple[tuple[str, str], ...] = ()
         siblings = self.by_package.get(self.files[i]["package"], [])
         if len(siblings) > 1 and rng.random() < self.mix.context:

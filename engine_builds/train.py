@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from completer.config import ModelConfig
 from completer.fim import detect_template
-from completer.model import Transformer, init_weights
+from completer.model import Transformer, init_weights, load_model
 from completer.tokenizer import Tokenizer
-from engine_builds.fim_samples import CONTEXT, TARGET, SampleBuilder
+from engine_builds.fim_samples import CONTEXT, TARGET, SampleBuilder, SampleMix
 
 
 def preset(name: str, vocab_size: int) -> ModelConfig:
@@ -70,6 +70,7 @@ class TrainConfig:
     workers: int = 2
     bf16: bool = False
     compile: bool = False
+    syntax_windows: float = 0.5  # of FIM samples: windows cut at statement boundaries, as serving cuts them
 
 
 def load_corpus(data_dir: Path) -> list[dict]:
@@ -80,13 +81,14 @@ def load_corpus(data_dir: Path) -> list[dict]:
 class Rows(IterableDataset):
     """Endless packed rows from one split; each worker draws from its own seeded stream."""
 
-    def __init__(self, data_dir: Path, split: str, seq_len: int, seed: int):
+    def __init__(self, data_dir: Path, split: str, seq_len: int, seed: int, syntax_windows: float = 0.0):
         self.data_dir, self.split, self.seq_len, self.seed = data_dir, split, seq_len, seed
+        self.syntax_windows = syntax_windows
 
     def builder(self) -> SampleBuilder:
         tok = Tokenizer(self.data_dir / "tokenizer")
         files = [f for f in load_corpus(self.data_dir) if f["split"] == self.split]
-        return SampleBuilder(tok, detect_template(tok), files)
+        return SampleBuilder(tok, detect_template(tok), files, SampleMix(syntax=self.syntax_windows))
 
     def __iter__(self):
         info = get_worker_info()
@@ -179,6 +181,7 @@ def main() -> None:
     ap.add_argument("--export-dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--shard-mb", type=float, default=15.0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", type=Path, help="start from this model's weights (fine-tuning; shapes must match --preset)")
     ap.add_argument("--device", default="auto")
     for f, v in asdict(TrainConfig()).items():
         kind = type(v)
@@ -198,6 +201,14 @@ def main() -> None:
     mcfg = preset(cfg.preset, tok.vocab_size)
     model = Transformer(mcfg)
     init_weights(model, cfg.seed)
+    if args.init_from and not (args.resume and (args.out / "ckpt.pt").exists()):
+        start = load_model(args.init_from)
+        shape = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads")
+        if any(getattr(start.config, f) != getattr(mcfg, f) for f in shape):
+            raise SystemExit(f"--init-from {args.init_from}: its shape {start.config} is not preset {cfg.preset!r}")
+        model.load_state_dict(start.state_dict())
+        print(f"starting from the weights of {args.init_from}", flush=True)
     model.to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -223,12 +234,13 @@ def main() -> None:
         return torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16,
                               enabled=use_bf16)
 
-    val_iter = iter(Rows(args.data, "val", cfg.seq_len, seed=99))
+    val_iter = iter(Rows(args.data, "val", cfg.seq_len, seed=99, syntax_windows=cfg.syntax_windows))
     val_rows = [next(val_iter) for _ in range(cfg.eval_rows)]
     val_batches = [(torch.stack([r[0] for r in val_rows[i:i + cfg.batch_size]]),
                     torch.stack([r[1] for r in val_rows[i:i + cfg.batch_size]]))
                    for i in range(0, len(val_rows), cfg.batch_size)]
-    loader = DataLoader(Rows(args.data, "train", cfg.seq_len, seed=cfg.seed + state["step"]),
+    loader = DataLoader(Rows(args.data, "train", cfg.seq_len, seed=cfg.seed + state["step"],
+                             syntax_windows=cfg.syntax_windows),
                         batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device == "cuda",
                         persistent_workers=cfg.workers > 0, prefetch_factor=8 if cfg.workers else None)
     print(f"{cfg.preset}: {model.num_params():,} parameters on {device}{' bf16' if use_bf16 else ''}, "

@@ -147,3 +147,27 @@ def test_prefix_stays_stable_while_typing_with_syntax(tok, tpl):
         p = build_prompt(tok, tpl, cur, row, n, path="inv.py", settings=PromptSettings(budget_tokens=600), syntax=snap)
         stable = stable or p.ids[:p.stable_len]
         assert p.ids[:p.stable_len] == stable
+
+
+def test_syntax_windows_inside_a_statement_longer_than_the_budget_fall_back_to_lines(tok, tpl):
+    # A cursor inside a literal bigger than the window (an encoding table, generated data): no
+    # statement boundary is in reach above or below, so the windows are cut by lines instead of
+    # coming out empty (which cost the model all its context).
+    from completer.syntax import DocumentSyntax
+
+    table = "TABLE = {\n" + "".join(f"    0x{i:04x}: 0x{i * 7:04x},  # entry {i}\n" for i in range(400)) + "}\n"
+    lines = split_lines(table)
+    row = 200
+    snap = DocumentSyntax("python", table).snapshot
+    settings = PromptSettings(budget_tokens=2000)
+    plain = build_prompt(tok, tpl, lines, row, 4, path="table.py", settings=settings)
+    aware = build_prompt(tok, tpl, lines, row, 4, path="table.py", settings=settings, syntax=snap)
+
+    def windows(p):
+        ids = list(p.ids)
+        return (tok.decode(ids[ids.index(tpl.prefix_id) + 1:ids.index(tpl.suffix_id)]),
+                tok.decode(ids[ids.index(tpl.suffix_id) + 1:ids.index(tpl.middle_id)]))
+
+    above, below = windows(aware)
+    assert above == windows(plain)[0] and above.count("\n") > 5 and lines[row - 1] in above
+    assert below == windows(plain)[1] and below.count("\n") > 1 and lines[row + 1] in below

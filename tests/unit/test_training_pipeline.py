@@ -66,6 +66,38 @@ def test_fim_samples_follow_the_serving_layout(tiny_data):
     assert len(row_ids) == len(row_classes) == 1025
 
 
+def test_syntax_window_samples_are_cut_as_serving_cuts_them(tiny_data):
+    # With SampleMix.syntax, the prefix window is what build_prompt gives a tree-backed document at
+    # that cursor: it starts at a statement boundary, with the enclosing signatures first.
+    from completer.prompt import PromptSettings, build_prompt
+    from engine_builds.fim_samples import SampleMix
+
+    tok, plain = builder(tiny_data)
+    b = SampleBuilder(tok, plain.tpl, plain.files, SampleMix(syntax=1.0, spm=0.0, context=0.0, plain=0.0))
+    i = next(k for k, f in enumerate(b.files) if f["path"] == "textwrap.py")
+    lines = b.lines[i]
+    row = next(r for r, ln in enumerate(lines) if "chunks.reverse()" in ln)  # deep in TextWrapper
+    settings = PromptSettings(budget_tokens=1000, heal=False)
+    budget = 1000 - 2 * (1000 // 8) - len(tok.encode("textwrap.py")) - 8  # build_prompt's window budget
+    above, below = b._syntax_windows(i, row, 8, row, int(budget * 0.75), int(budget * 0.25))
+    assert above.startswith("class TextWrapper:\n")  # the enclosing class's signature
+    assert [ln for ln in above.split("\n") if ln.strip()][1].startswith("    def ")  # then whole methods
+    from completer.syntax import DocumentSyntax
+
+    snap = DocumentSyntax("python", "".join(lines)).snapshot
+    served = build_prompt(tok, b.tpl, lines, row, 8, path="textwrap.py", settings=settings, syntax=snap)
+    ids = list(served.ids)
+    assert tok.decode(ids[ids.index(b.tpl.prefix_id) + 1:ids.index(b.tpl.suffix_id)]) == above
+    assert tok.decode(ids[ids.index(b.tpl.suffix_id) + 1:ids.index(b.tpl.middle_id)]).endswith(below)
+    seen = 0
+    rng = random.Random(1)
+    for _ in range(60):
+        ids, _ = b.sample(rng, 500)
+        if b.tpl.prefix_id in ids:
+            seen += 1
+    assert seen > 30
+
+
 def test_split_is_by_file_and_deterministic():
     assert split_of("a/b.py", 1) == split_of("a/b.py", 1)
     splits = {split_of(f"pkg/mod{i}.py", 1234) for i in range(300)}
