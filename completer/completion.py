@@ -7,6 +7,7 @@ and neither knows about token ids or caches.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,8 @@ from .prompt import PromptSettings, build_prompt
 from .syntax import Snapshot, byte_offset
 
 BLOCK_OPENERS = (":", "{", "(", "[")
+# Keyword-delimited blocks (Lua: `function f(x)`, `for ... do`, `if ... then`, `else`, `repeat`).
+_KEYWORD_OPENER = re.compile(r"(\bdo|\bthen|\belse|\brepeat|\bfunction\b[\w.:\s]*\([^()]*\))$")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ def wants_block(left: str, right: str, lines_above: Sequence[str]) -> bool:
         return False
     for line in reversed(lines_above):
         if line.strip():
-            return line.rstrip().endswith(BLOCK_OPENERS)
+            line = line.rstrip()
+            return line.endswith(BLOCK_OPENERS) or _KEYWORD_OPENER.search(line) is not None
     return False
 
 
@@ -137,7 +141,8 @@ class Completer:
         t_engine = time.perf_counter()
 
         cursor_byte = byte_offset(req.lines, req.line, req.character) if req.syntax is not None and multiline else 0
-        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte)
+        prev_lines = tuple(ln.rstrip("\r\n") for ln in req.lines[max(0, req.line - 16):req.line])
+        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte, prev_lines)
         text = postprocess(raw, ctx)
         if stream.stats.finish_reason == "cancelled":
             text = ""

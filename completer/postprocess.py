@@ -6,6 +6,7 @@ block around the cursor ends once the suggestion is typed (syntax.py), when the 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ class Context:
     multiline: bool
     syntax: "Snapshot | None" = None  # the document's tree, when its language is known
     cursor_byte: int = 0  # UTF-8 offset of the cursor in syntax.source
+    prev_lines: tuple[str, ...] = ()  # document lines before the cursor line (the nearest last)
 
 
 def truncate_at_block_end(text: str, ctx: Context) -> str:
@@ -38,15 +40,29 @@ def truncate_at_block_end(text: str, ctx: Context) -> str:
 _CLOSERS = ("}", ")", "]", "};", "});", "end", "fi", "done", "esac")
 
 
+def _is_closer(line: str) -> bool:
+    """A line that only closes something (`}`, `end`, `});`): it says which block by its indentation."""
+    s = line.strip()
+    return s in _CLOSERS or (s != "" and not any(ch.isalnum() for ch in s))
+
+
+def _width(line: str) -> int:
+    body = line.lstrip(" \t")
+    return len(line[:len(line) - len(body)].expandtabs(4))
+
+
 def drop_duplicate_closer(text: str, ctx: Context) -> str:
-    """The suggestion's last line closes what the next line of the document already closes."""
+    """The suggestion's last line closes what the document already closes: right of the cursor, or
+    on the next line at the same indentation (a closer further left closes an outer block)."""
     lines = text.split("\n")
     if len(lines) < 2 or lines[-1].strip() not in _CLOSERS:
         return text
-    following = ctx.right.strip() or next((ln.strip() for ln in ctx.next_lines if ln.strip()), "")
-    if following.startswith(lines[-1].strip()):
-        return "\n".join(lines[:-1])
-    return text
+    if ctx.right.strip():
+        same = ctx.right.strip().startswith(lines[-1].strip())
+    else:
+        following = next((ln for ln in ctx.next_lines if ln.strip()), "")
+        same = following.strip().startswith(lines[-1].strip()) and _width(following) == _width(lines[-1])
+    return "\n".join(lines[:-1]) if same else text
 
 
 def trim_trailing_whitespace(text: str, ctx: Context) -> str:
@@ -81,12 +97,15 @@ def drop_suffix_overlap(text: str, ctx: Context) -> str:
 
 def stop_at_existing_code(text: str, ctx: Context) -> str:
     """A multi-line suggestion that reaches the code below the cursor ends before repeating it."""
-    following = next((ln.strip() for ln in ctx.next_lines if ln.strip()), None)
+    following = next((ln for ln in ctx.next_lines if ln.strip()), None)
     if following is None or "\n" not in text:
         return text
+    # A bare closer matches only at its own indentation: `}` one level in closes the suggestion's
+    # own loop, not the function the document closes below.
+    closer = _is_closer(following)
     lines = text.split("\n")
     for i, line in enumerate(lines[1:], start=1):
-        if line.strip() == following:
+        if line.strip() == following.strip() and (not closer or _width(line) == _width(following)):
             return "\n".join(lines[:i])
     return text
 
@@ -100,23 +119,42 @@ def drop_repetition(text: str, ctx: Context) -> str:
     return text
 
 
+def _indent_step(leads: list[str]) -> int | None:
+    """The usual indentation step of space-indented lines: the commonest increase from one line to
+    the next (aligned continuation lines are rarer than nesting), else the smallest width."""
+    widths = [len(ld) for ld in leads if ld and set(ld) == {" "}]
+    rises = Counter(b - a for a, b in zip(widths, widths[1:]) if b > a)
+    if rises:
+        return max(sorted(rises), key=rises.__getitem__)
+    return min(widths) if widths else None
+
+
+def _lead(line: str) -> str:
+    return line[:len(line) - len(line.lstrip(" \t"))]
+
+
 def match_indentation(text: str, ctx: Context) -> str:
-    """Later lines of a suggestion indent like the file: tabs in a tab-indented file, spaces (in the
-    file's step) in a space-indented one."""
+    """Later lines of a suggestion indent like the file: tabs in a tab-indented file (one per step of
+    the suggestion's own spacing), spaces in the file's step in a space-indented one."""
     if "\n" not in text:
         return text
-    sample = [ln for ln in [ctx.left, *ctx.next_lines] if ln[:1] in (" ", "\t")]
-    if not sample:
+    sample = [ln for ln in [*ctx.prev_lines, ctx.left, *ctx.next_lines] if ln.strip() or ln is ctx.left]
+    leads = [_lead(ln) for ln in sample if ln[:1] in (" ", "\t")]
+    if not leads:
         return text
-    tabs = sum(ln.startswith("\t") for ln in sample) > len(sample) / 2
-    widths = sorted({len(ln) - len(ln.lstrip(" ")) for ln in sample if ln.startswith(" ")} - {0})
-    step = widths[0] if widths else 4
+    tabs = sum(ld.startswith("\t") for ld in leads) > len(leads) / 2
     out = [text.split("\n")[0]]
-    for line in text.split("\n")[1:]:
+    later = text.split("\n")[1:]
+    if tabs:
+        step = _indent_step([_lead(ln) for ln in later if ln.strip()]) or 4
+    else:
+        step = _indent_step(leads) or 4
+    for line in later:
         body = line.lstrip(" \t")
         lead = line[: len(line) - len(body)]
-        if tabs and " " * step in lead:
-            lead = lead.replace(" " * step, "\t")
+        if tabs and " " in lead:
+            spaces = len(lead.replace("\t", " " * step))
+            lead = "\t" * (spaces // step) + " " * (spaces % step)
         elif not tabs and "\t" in lead:
             lead = lead.replace("\t", " " * step)
         out.append(lead + body)
