@@ -72,21 +72,33 @@ def _window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget
 
     With syntax: the start moves down to the next statement boundary (no half statements), and the
     signature lines of the definitions around the cursor that fell outside the window come first.
+    The statement boundaries of the step above the start are tried first, earliest first, so the
+    window uses the budget the line rounding would leave (still stable within a step).
     """
-    chars, start = 0, cursor_line
-    while start > 0 and chars + len(lines[start - 1]) <= budget * _CHARS_PER_TOKEN:
-        start -= 1
-        chars += len(lines[start])
-    start = -(-start // step) * step if start > 0 else 0  # round up to a step boundary
-    while start < cursor_line:
+
+    def text_from(start: int) -> str:
         first = start
         if boundary is not None:
             while first < cursor_line and not boundary(first):
                 first += 1
             if first == cursor_line:  # one statement (a big literal, a broken tree) fills the window:
                 first = start  # cut it by lines rather than show nothing above
-        text = "".join(lines[r] for r in headers if r < first) + "".join(lines[first:cursor_line])
+        return "".join(lines[r] for r in headers if r < first) + "".join(lines[first:cursor_line])
+
+    chars, start = 0, cursor_line
+    while start > 0 and chars + len(lines[start - 1]) <= budget * _CHARS_PER_TOKEN:
+        start -= 1
+        chars += len(lines[start])
+    start = -(-start // step) * step if start > 0 else 0  # round up to a step boundary
+    while start < cursor_line:
+        text = text_from(start)
         if len(tok.encode_cached(text)) <= budget:
+            if boundary is not None:  # the earliest boundary of the step above that still fits
+                for row in range(max(0, start - step), start):
+                    if boundary(row):
+                        earlier = text_from(row)
+                        if len(tok.encode_cached(earlier)) <= budget:
+                            return earlier
             return text
         start += step
     return "".join(lines[r] for r in headers) if headers else ""

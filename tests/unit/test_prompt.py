@@ -1,5 +1,7 @@
 """Contract 1 layout and its cache stability, on the fixture tokenizer."""
 
+import functools
+
 import pytest
 
 from completer.fim import UnknownFimTemplateError, detect_template
@@ -171,3 +173,25 @@ def test_syntax_windows_inside_a_statement_longer_than_the_budget_fall_back_to_l
     above, below = windows(aware)
     assert above == windows(plain)[0] and above.count("\n") > 5 and lines[row - 1] in above
     assert below == windows(plain)[1] and below.count("\n") > 1 and lines[row + 1] in below
+
+
+def test_syntax_windows_use_the_budget_the_line_rounding_leaves(tok, tpl):
+    # The line window starts at a multiple of 16 lines; a syntax window may start at a statement
+    # boundary of the 16 lines above that, when it still fits: no whole sibling lost to rounding.
+    from completer.prompt import _window_above
+    from completer.syntax import DocumentSyntax, anchor_point, is_statement_boundary
+
+    lines = split_lines(SOURCE)
+    snap = DocumentSyntax("python", SOURCE).snapshot
+    row = len(lines) - 3  # inside the last function
+    boundary = functools.partial(is_statement_boundary, snap, lines, anchor=anchor_point(snap, lines, row))
+    for budget in (200, 300, 400):
+        by_lines = _window_above(lines, row, tok, budget, 16)
+        by_syntax = _window_above(lines, row, tok, budget, 16, boundary)
+        start_lines, start_syntax = row - by_lines.count("\n"), row - by_syntax.count("\n")
+        assert start_lines % 16 == 0 and boundary(start_syntax)
+        assert lines[start_syntax].startswith("def ") or not lines[start_syntax].strip()  # between functions
+        assert start_lines - 16 <= start_syntax < start_lines  # earlier than the rounding allowed
+        assert len(tok.encode(by_syntax)) <= budget
+        earlier = max(r for r in range(start_syntax) if boundary(r))
+        assert len(tok.encode("".join(lines[earlier:row]))) > budget  # and as early as fits
