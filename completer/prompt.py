@@ -65,7 +65,7 @@ _NEXT_LINES = 16
 _CHARS_PER_TOKEN = 4  # generous estimate to pick a window before the one exact tokenisation
 
 
-def _window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
+def window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
                   boundary: Callable[[int], bool] | None = None, headers: Sequence[int] = ()) -> str:
     """Lines above the cursor line. The window starts at a multiple of `step`, so it stays put while
     the cursor moves within `step` lines; it shrinks `step` lines at a time to fit the budget.
@@ -104,7 +104,7 @@ def _window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget
     return "".join(lines[r] for r in headers) if headers else ""
 
 
-def _window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
+def window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
                   boundary: Callable[[int], bool] | None = None) -> str:
     """Lines below the cursor line, whole lines only, shrunk `step` lines at a time to fit; with
     syntax, it ends at a statement boundary (whole sibling statements, not half of one)."""
@@ -166,9 +166,9 @@ def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: i
     if settings.syntax and syntax is not None and syntax.tree is not None:
         boundary = functools.partial(is_statement_boundary, syntax, lines, anchor=anchor_point(syntax, lines, line))
         headers = enclosing_header_rows(syntax, lines, line, character)
-    above = _window_above(lines, line, tok, int(budget * settings.above_share), settings.window_step, boundary,
+    above = window_above(lines, line, tok, int(budget * settings.above_share), settings.window_step, boundary,
                           headers)
-    below = _window_below(lines, line, tok, int(budget * (1 - settings.above_share)), settings.window_step, boundary)
+    below = window_below(lines, line, tok, int(budget * (1 - settings.above_share)), settings.window_step, boundary)
     ids, stable = layout_ids(tok, tpl, path=path, above=above, suffix=right + newline + below, left="", context=context)
     heal = b""
     left_ids = tok.encode(left)

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from completer.fim import FimTemplate
-from completer.prompt import PromptSettings, _window_above, _window_below, layout_ids, split_lines
+from completer.prompt import PromptSettings, layout_ids, split_lines, window_above, window_below
 from completer.syntax import (DocumentSyntax, Snapshot, anchor_point, enclosing_header_rows,
                               is_statement_boundary)
 from completer.tokenizer import Tokenizer
@@ -82,9 +82,9 @@ class SampleBuilder:
             return None
         step = PromptSettings().window_step
         boundary = functools.partial(is_statement_boundary, snap, lines, anchor=anchor_point(snap, lines, line))
-        above = _window_above(lines, line, self.tok, above_tokens, step, boundary,
+        above = window_above(lines, line, self.tok, above_tokens, step, boundary,
                               enclosing_header_rows(snap, lines, line, col))
-        below = _window_below(lines, last, self.tok, below_tokens, step, boundary)
+        below = window_below(lines, last, self.tok, below_tokens, step, boundary)
         return above, below
 
     def _pick_file(self, rng: random.Random) -> int:

@@ -178,7 +178,7 @@ def test_syntax_windows_inside_a_statement_longer_than_the_budget_fall_back_to_l
 def test_syntax_windows_use_the_budget_the_line_rounding_leaves(tok, tpl):
     # The line window starts at a multiple of 16 lines; a syntax window may start at a statement
     # boundary of the 16 lines above that, when it still fits: no whole sibling lost to rounding.
-    from completer.prompt import _window_above
+    from completer.prompt import window_above
     from completer.syntax import DocumentSyntax, anchor_point, is_statement_boundary
 
     lines = split_lines(SOURCE)
@@ -186,8 +186,8 @@ def test_syntax_windows_use_the_budget_the_line_rounding_leaves(tok, tpl):
     row = len(lines) - 3  # inside the last function
     boundary = functools.partial(is_statement_boundary, snap, lines, anchor=anchor_point(snap, lines, row))
     for budget in (200, 300, 400):
-        by_lines = _window_above(lines, row, tok, budget, 16)
-        by_syntax = _window_above(lines, row, tok, budget, 16, boundary)
+        by_lines = window_above(lines, row, tok, budget, 16)
+        by_syntax = window_above(lines, row, tok, budget, 16, boundary)
         start_lines, start_syntax = row - by_lines.count("\n"), row - by_syntax.count("\n")
         assert start_lines % 16 == 0 and boundary(start_syntax)
         assert lines[start_syntax].startswith("def ") or not lines[start_syntax].strip()  # between functions
