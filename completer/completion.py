@@ -141,8 +141,8 @@ class Completer:
         t_engine = time.perf_counter()
 
         cursor_byte = byte_offset(req.lines, req.line, req.character) if req.syntax is not None and multiline else 0
-        prev_lines = tuple(ln.rstrip("\r\n") for ln in req.lines[max(0, req.line - 16):req.line])
-        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte, prev_lines)
+        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte,
+                      prompt.prev_lines)
         text = postprocess(raw, ctx)
         if stream.stats.finish_reason == "cancelled":
             text = ""

@@ -46,9 +46,12 @@ def _is_closer(line: str) -> bool:
     return s in _CLOSERS or (s != "" and not any(ch.isalnum() for ch in s))
 
 
+def _lead(line: str) -> str:
+    return line[:len(line) - len(line.lstrip(" \t"))]
+
+
 def _width(line: str) -> int:
-    body = line.lstrip(" \t")
-    return len(line[:len(line) - len(body)].expandtabs(4))
+    return len(_lead(line).expandtabs(4))
 
 
 def drop_duplicate_closer(text: str, ctx: Context) -> str:
@@ -129,10 +132,6 @@ def _indent_step(leads: list[str]) -> int | None:
     return min(widths) if widths else None
 
 
-def _lead(line: str) -> str:
-    return line[:len(line) - len(line.lstrip(" \t"))]
-
-
 def match_indentation(text: str, ctx: Context) -> str:
     """Later lines of a suggestion indent like the file: tabs in a tab-indented file (one per step of
     the suggestion's own spacing), spaces in the file's step in a space-indented one."""
@@ -150,8 +149,8 @@ def match_indentation(text: str, ctx: Context) -> str:
     else:
         step = _indent_step(leads) or 4
     for line in later:
-        body = line.lstrip(" \t")
-        lead = line[: len(line) - len(body)]
+        lead = _lead(line)
+        body = line[len(lead):]
         if tabs and " " in lead:
             spaces = len(lead.replace("\t", " " * step))
             lead = "\t" * (spaces // step) + " " * (spaces % step)

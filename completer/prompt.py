@@ -39,6 +39,7 @@ class Prompt:
     left: str  # cursor line, left of the cursor
     right: str  # cursor line, right of the cursor
     next_lines: list[str]  # a few lines after the cursor line, for post-processing
+    prev_lines: tuple[str, ...] = ()  # as many lines before it (the nearest last)
 
 
 def layout_ids(tok: Tokenizer, tpl: FimTemplate, *, path: str, above: str, suffix: str, left: str,
@@ -61,12 +62,12 @@ def layout_ids(tok: Tokenizer, tpl: FimTemplate, *, path: str, above: str, suffi
     return ids, stable
 
 
-_NEXT_LINES = 16
+_NEXT_LINES = 16  # lines after (and before) the cursor line kept for post-processing
 _CHARS_PER_TOKEN = 4  # generous estimate to pick a window before the one exact tokenisation
 
 
 def window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
-                  boundary: Callable[[int], bool] | None = None, headers: Sequence[int] = ()) -> str:
+                 boundary: Callable[[int], bool] | None = None, headers: Sequence[int] = ()) -> str:
     """Lines above the cursor line. The window starts at a multiple of `step`, so it stays put while
     the cursor moves within `step` lines; it shrinks `step` lines at a time to fit the budget.
 
@@ -105,7 +106,7 @@ def window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget:
 
 
 def window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
-                  boundary: Callable[[int], bool] | None = None) -> str:
+                 boundary: Callable[[int], bool] | None = None) -> str:
     """Lines below the cursor line, whole lines only, shrunk `step` lines at a time to fit; with
     syntax, it ends at a statement boundary (whole sibling statements, not half of one)."""
     first = cursor_line + 1
@@ -147,6 +148,14 @@ def healable(token: bytes) -> bool:
     return not (token.strip(b" \t") == b"" and (len(token) >= 2 or token == b"\t"))
 
 
+def syntax_cuts(syntax: Snapshot, lines: Sequence[str], line: int,
+                character: int) -> tuple[Callable[[int], bool], list[int]]:
+    """Where windows around the cursor may start or end (statement boundaries of the blocks around
+    it), and the rows of the enclosing signatures to keep: what window_above/window_below take."""
+    boundary = functools.partial(is_statement_boundary, syntax, lines, anchor=anchor_point(syntax, lines, line))
+    return boundary, enclosing_header_rows(syntax, lines, line, character)
+
+
 def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: int, character: int, *,
                  path: str, settings: PromptSettings = PromptSettings(),
                  context: tuple[tuple[str, str], ...] = (), syntax: Snapshot | None = None) -> Prompt:
@@ -164,10 +173,9 @@ def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: i
     budget = max(budget, 32)
     boundary, headers = None, []
     if settings.syntax and syntax is not None and syntax.tree is not None:
-        boundary = functools.partial(is_statement_boundary, syntax, lines, anchor=anchor_point(syntax, lines, line))
-        headers = enclosing_header_rows(syntax, lines, line, character)
+        boundary, headers = syntax_cuts(syntax, lines, line, character)
     above = window_above(lines, line, tok, int(budget * settings.above_share), settings.window_step, boundary,
-                          headers)
+                         headers)
     below = window_below(lines, line, tok, int(budget * (1 - settings.above_share)), settings.window_step, boundary)
     ids, stable = layout_ids(tok, tpl, path=path, above=above, suffix=right + newline + below, left="", context=context)
     heal = b""
@@ -177,4 +185,5 @@ def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: i
         left_ids = left_ids[:-1]
     ids += left_ids
     next_lines = [ln.rstrip("\r\n") for ln in lines[line + 1:line + 1 + _NEXT_LINES]]
-    return Prompt(tuple(ids), heal, stable, left, right, next_lines)
+    prev_lines = tuple(ln.rstrip("\r\n") for ln in lines[max(0, line - _NEXT_LINES):line])
+    return Prompt(tuple(ids), heal, stable, left, right, next_lines, prev_lines)

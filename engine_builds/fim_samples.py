@@ -18,15 +18,13 @@ Rows are packed to seq_len + 1 tokens and padded with <|fim_pad|> (no loss).
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 from dataclasses import dataclass
 
 from completer.fim import FimTemplate
-from completer.prompt import PromptSettings, layout_ids, split_lines, window_above, window_below
-from completer.syntax import (DocumentSyntax, Snapshot, anchor_point, enclosing_header_rows,
-                              is_statement_boundary)
+from completer.prompt import PromptSettings, layout_ids, split_lines, syntax_cuts, window_above, window_below
+from completer.syntax import DocumentSyntax, Snapshot
 from completer.tokenizer import Tokenizer
 
 NONE, CONTEXT, TARGET = 0, 1, 2
@@ -81,9 +79,8 @@ class SampleBuilder:
         if snap.tree is None:
             return None
         step = PromptSettings().window_step
-        boundary = functools.partial(is_statement_boundary, snap, lines, anchor=anchor_point(snap, lines, line))
-        above = window_above(lines, line, self.tok, above_tokens, step, boundary,
-                              enclosing_header_rows(snap, lines, line, col))
+        boundary, headers = syntax_cuts(snap, lines, line, col)
+        above = window_above(lines, line, self.tok, above_tokens, step, boundary, headers)
         below = window_below(lines, last, self.tok, below_tokens, step, boundary)
         return above, below
 
