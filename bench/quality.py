@@ -190,21 +190,28 @@ def block_cases(corpus: Path, n: int, seed: int = 5) -> list[Case]:
 
 
 def run_blocks(completer: Completer, cases: list[Case], syntax: bool) -> dict:
+    """First-line EM, ES and "stays in block" of the shown suggestion, and ES of the raw one."""
     from completer.syntax import DocumentSyntax
 
-    first_em = es = inside = 0.0
+    first_em = es = raw_es = inside = 0.0
     for c in cases:
         snap = DocumentSyntax("python", "".join(c.lines)).snapshot if syntax else None
+        raw: list[str] = []
         r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
-                                                 syntax=snap))
+                                                 syntax=snap), on_text=raw.append)
         # Later lines of a suggestion carry the body's indentation; the target's were dedented.
-        pred = "\n".join(ln[c.character:] if k and ln.startswith(" " * c.character) else ln
-                         for k, ln in enumerate(r.text.split("\n")))
+        pred, raw_pred = (_dedent_later(t, c.character) for t in (r.text, "".join(raw)))
         first_em += pred.split("\n")[0].strip() == c.target.split("\n")[0].strip()
         es += 1 - Levenshtein.normalized_distance(pred.strip(), c.target.strip())
+        raw_es += 1 - Levenshtein.normalized_distance(raw_pred.strip(), c.target.strip())
         inside += all(not ln.strip() or ln.startswith(" " * c.character) for ln in r.text.split("\n")[1:])
     n = max(1, len(cases))
-    return {"first_line_em": 100 * first_em / n, "es": 100 * es / n, "stays_in_block": 100 * inside / n}
+    return {"first_line_em": 100 * first_em / n, "es": 100 * es / n, "raw_es": 100 * raw_es / n,
+            "stays_in_block": 100 * inside / n}
+
+
+def _dedent_later(text: str, width: int) -> str:
+    return "\n".join(ln[width:] if k and ln.startswith(" " * width) else ln for k, ln in enumerate(text.split("\n")))
 
 
 def window_loss_ab(model, tokenizer, template, corpus: Path, n: int, budget: int = 1536) -> dict:
@@ -254,25 +261,32 @@ def ngram_predict(tokenizer, case: Case) -> str:
 
 
 def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> dict:
-    """syntax: give the completer each document's tree (Python), as the language server does."""
+    """syntax: give the completer each document's tree (Python), as the language server does.
+    rows: scores of the suggestions as shown; raw_rows: of the model's text before post-processing
+    (the same generation, so the two are exactly paired)."""
     from completer.syntax import DocumentSyntax
 
     rows = {k: [] for k in KINDS}
+    raw_rows = {k: [] for k in KINDS}
     prompt_tokens = 0
     t0 = time.perf_counter()
     for c in cases:
         snap = DocumentSyntax("python", "".join(c.lines)).snapshot if syntax else None
+        raw: list[str] = []
         r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
-                                                 syntax=snap))
+                                                 syntax=snap), on_text=raw.append)
         rows[c.kind].append(score(r.text, c.target))
+        raw_rows[c.kind].append(score("".join(raw), c.target))
         prompt_tokens += r.stats.prompt_tokens
     n = max(1, len(cases))
-    return {"rows": rows, "ms_per_case": (time.perf_counter() - t0) * 1000 / n, "prompt_tokens": prompt_tokens / n}
+    return {"rows": rows, "raw_rows": raw_rows, "ms_per_case": (time.perf_counter() - t0) * 1000 / n,
+            "prompt_tokens": prompt_tokens / n}
 
 
-def paired_difference(a: dict, b: dict) -> tuple[float, float]:
-    """Mean per-case ES difference (a - b, points) over the same cases, with its standard error."""
-    d = [100 * (x[1] - y[1]) for k in KINDS for x, y in zip(a[k], b[k])]
+def paired_difference(a: dict, b: dict, field: int = 1) -> tuple[float, float]:
+    """Mean per-case difference (a - b, points) of ES (field 1) or EM (field 0) over the same cases,
+    with its standard error."""
+    d = [100 * (float(x[field]) - float(y[field])) for k in KINDS for x, y in zip(a[k], b[k])]
     if len(d) < 2:
         return (d[0] if d else 0.0), 0.0
     return statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
@@ -362,29 +376,39 @@ def main() -> None:
         blocks = block_cases(args.corpus, max(60, args.cases // 3))
         multi = CompletionSettings(deadline_ms=10_000)
         print(f"\nE2-block: {len(blocks)} cursors on the first line of a block body, multi-line suggestions\n"
-              f"{'post-processing':<34}{'first line EM':>14}{'ES':>7}{'stays in block':>16}")
+              f"{'prompt and stop rule':<34}{'first line EM':>14}{'ES':>7}{'raw ES':>8}{'stays in block':>16}")
         for label, on in (("syntax (tree + block end)", True), ("plain (line limit only)", False)):
             cfg = dataclasses.replace(multi, block_stop=on, prompt=dataclasses.replace(multi.prompt, syntax=on))
             r = run_blocks(Completer(engines[name], cfg), blocks, syntax=on)
             results.setdefault("block_ab", {})[label] = r
-            print(f"{label:<34}{r['first_line_em']:>14.1f}{r['es']:>7.1f}{r['stays_in_block']:>15.1f}%", flush=True)
+            print(f"{label:<34}{r['first_line_em']:>14.1f}{r['es']:>7.1f}{r['raw_es']:>8.1f}"
+                  f"{r['stays_in_block']:>15.1f}%", flush=True)
+        print("(raw ES: the model's text before post-processing)")
         for suite, suite_cases in suites.items():
             print(f"\n{suite.upper()}, syntax-aware prompts (tree-sitter windows, enclosing signatures) vs line windows, "
-                  f"{Path(name).name}\n{'prompts':<28}" + "".join(f"{k + ' EM':>11}{'ES':>6}" for k in (*KINDS, "all"))
-                  + f"{'prompt tokens':>15}")
-            runs = {}
+                  f"with and without post-processing, {Path(name).name}\n{'prompts':<40}"
+                  + "".join(f"{k + ' EM':>11}{'ES':>6}" for k in (*KINDS, "all")) + f"{'prompt tokens':>15}")
+            arms = {}
             for label, on in (("syntax-aware", True), ("line windows", False)):
                 res = run_model(Completer(engines[name], dataclasses.replace(
                     settings, prompt=dataclasses.replace(settings.prompt, syntax=on))), suite_cases, syntax=on)
-                s = summarize(res["rows"])
-                s["prompt_tokens"] = res["prompt_tokens"]
-                runs[label] = res
-                results.setdefault(f"{suite}_syntax_ab", {})[label] = s
-                print(f"{label:<28}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all"))
-                      + f"{res['prompt_tokens']:>15.0f}", flush=True)
-            diff, err = paired_difference(runs["syntax-aware"]["rows"], runs["line windows"]["rows"])
-            results[f"{suite}_syntax_ab"]["es_difference"] = {"mean": diff, "standard_error": err}
-            print(f"ES difference, paired per case: {diff:+.2f} +- {err:.2f} (standard error)")
+                arms[f"{label} + post-processing"] = res["rows"]
+                arms[f"{label}, raw"] = res["raw_rows"]
+                for arm in (f"{label} + post-processing", f"{label}, raw"):
+                    s = summarize(arms[arm])
+                    s["prompt_tokens"] = res["prompt_tokens"]
+                    results.setdefault(f"{suite}_syntax_ab", {})[arm] = s
+                    print(f"{arm:<40}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all"))
+                          + f"{res['prompt_tokens']:>15.0f}", flush=True)
+            full = "syntax-aware + post-processing"
+            # The issue's comparison, then what each half contributes (same cases, paired).
+            for a, b in ((full, "line windows, raw"), (full, "line windows + post-processing"),
+                         ("line windows + post-processing", "line windows, raw")):
+                diff, err = paired_difference(arms[a], arms[b])
+                em_diff, em_err = paired_difference(arms[a], arms[b], field=0)
+                results[f"{suite}_syntax_ab"][f"{a} - {b}"] = {"es": diff, "es_standard_error": err,
+                                                               "em": em_diff, "em_standard_error": em_err}
+                print(f"paired, {a} - {b}: ES {diff:+.2f} +- {err:.2f}, EM {em_diff:+.2f} +- {em_err:.2f}")
         if args.window_loss_pairs:
             eng = engines[name]
             r = window_loss_ab(eng.model, eng.tokenizer, Completer(eng, settings).template, args.corpus,

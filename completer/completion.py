@@ -142,7 +142,7 @@ class Completer:
 
         cursor_byte = byte_offset(req.lines, req.line, req.character) if req.syntax is not None and multiline else 0
         ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte,
-                      prompt.prev_lines)
+                      prompt.prev_lines, truncated=stream.stats.finish_reason in ("max_tokens", "length", "deadline"))
         text = postprocess(raw, ctx)
         if stream.stats.finish_reason == "cancelled":
             text = ""

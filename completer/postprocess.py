@@ -6,6 +6,7 @@ block around the cursor ends once the suggestion is typed (syntax.py), when the 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ class Context:
     syntax: "Snapshot | None" = None  # the document's tree, when its language is known
     cursor_byte: int = 0  # UTF-8 offset of the cursor in syntax.source
     prev_lines: tuple[str, ...] = ()  # document lines before the cursor line (the nearest last)
+    truncated: bool = False  # generation ran out of tokens (it did not stop by itself)
 
 
 def truncate_at_block_end(text: str, ctx: Context) -> str:
@@ -122,6 +124,23 @@ def drop_repetition(text: str, ctx: Context) -> str:
     return text
 
 
+# A unit of 1-24 characters, then at least three more copies of it right after.
+_RUNAWAY = re.compile(r"(.{1,24}?)\1{3,}", re.DOTALL)
+
+
+def cut_runaway_repetition(text: str, ctx: Context) -> str:
+    """A suggestion that ran out of tokens while looping (`5, 5, 5, 5, 5,`, `bar\nbar\nbar\n`) keeps
+    what came before the loop and one copy of it. Only a truncated suggestion: the same pattern in one
+    that ended by itself is a table or a ruler the model chose to finish."""
+    if not ctx.truncated:
+        return text
+    for m in _RUNAWAY.finditer(text):
+        unit = m.group(1)
+        if unit.strip() and len(m.group(0)) >= 8:
+            return text[:m.start() + len(unit)].rstrip()
+    return text
+
+
 def _indent_step(leads: list[str]) -> int | None:
     """The usual indentation step of space-indented lines: the commonest increase from one line to
     the next (aligned continuation lines are rarer than nesting), else the smallest width."""
@@ -164,8 +183,9 @@ def drop_empty(text: str, ctx: Context) -> str:
     return text if text.strip() else ""
 
 
-FILTERS = (trim_trailing_whitespace, truncate_at_block_end, drop_suffix_overlap, stop_at_existing_code,
-           drop_repetition, match_indentation, trim_trailing_whitespace, drop_duplicate_closer, drop_empty)
+FILTERS = (trim_trailing_whitespace, cut_runaway_repetition, truncate_at_block_end, drop_suffix_overlap,
+           stop_at_existing_code, drop_repetition, match_indentation, trim_trailing_whitespace,
+           drop_duplicate_closer, drop_empty)
 
 
 def postprocess(text: str, ctx: Context) -> str:

@@ -1,5 +1,5 @@
-from completer.postprocess import (Context, drop_repetition, drop_suffix_overlap, postprocess,
-                                   stop_at_existing_code)
+from completer.postprocess import (Context, cut_runaway_repetition, drop_repetition, drop_suffix_overlap,
+                                   postprocess, stop_at_existing_code)
 
 
 def ctx(left="", right="", next_lines=(), multiline=False):
@@ -20,6 +20,21 @@ def test_multiline_stops_before_the_code_below():
 
 def test_repetition_is_cut():
     assert drop_repetition("a\nb\nb\nb\nb", ctx()) == "a\nb"
+
+
+def test_a_loop_that_ran_out_of_tokens_keeps_what_came_before_it():
+    truncated = Context("    ", "", [], False, truncated=True)
+    # Seen from the embedded model on held-out stdlib tests (bench/quality.py, E2-block).
+    assert cut_runaway_repetition("self.nav.ess(1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5,", truncated) == \
+        "self.nav.ess(1, 2, 3, 4, 5"
+    assert cut_runaway_repetition("self._test(b'foo = bar\nbar\nbar\nbar\nbar\nbar\nba", truncated) == \
+        "self._test(b'foo = bar"
+    assert cut_runaway_repetition("name = first + second + third", truncated) == "name = first + second + third"
+    assert cut_runaway_repetition("x = y))))", truncated) == "x = y))))"  # too short to call a loop
+    # A suggestion that ended by itself keeps its table or ruler.
+    done = Context("    ", "", [], False)
+    assert cut_runaway_repetition("row = [0, 0, 0, 0, 0, 0, 0, 0]", done) == "row = [0, 0, 0, 0, 0, 0, 0, 0]"
+    assert postprocess('print("=-=-=-=-=-=-=-=-=-', truncated) == 'print("=-'
 
 
 def test_postprocess_trims_and_drops_whitespace_only():
