@@ -27,20 +27,25 @@ class Document:
     syntax: DocumentSyntax | None = None  # the tree-sitter tree, for languages with a grammar
     # Chunks of other files for the prompt: changed only when the user is idle (cache stability).
     context: tuple[tuple[str, str], ...] = ()
+    _parsed: list[str] | None = None  # the `lines` list the tree was last brought up to date with
 
     @classmethod
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":
         language = language_for(language_id, uri)
-        return cls(uri, language_id, version, split_lines(text), DocumentSyntax(language, text) if language else None)
-
-    def reparse(self) -> None:
-        """Bring the tree up to date with the lines (incrementally); once per didChange."""
-        if self.syntax is not None:
-            self.syntax.update(self.text)
+        lines = split_lines(text)
+        return cls(uri, language_id, version, lines, DocumentSyntax(language, text) if language else None, _parsed=lines)
 
     @property
     def snapshot(self) -> Snapshot | None:
-        return self.syntax.snapshot if self.syntax is not None else None
+        """The tree of the current lines. Re-parsed (incrementally) here, when a request needs it, not
+        at each didChange: a typed-through answer needs no tree, and the keystrokes between two model
+        requests cost one re-parse together."""
+        if self.syntax is None:
+            return None
+        if self._parsed is not self.lines:  # every edit makes a new list (see the module docstring)
+            self.syntax.update(self.text)
+            self._parsed = self.lines
+        return self.syntax.snapshot
 
     @property
     def text(self) -> str:

@@ -70,15 +70,16 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         return done("invalid")
     line, character = doc.clamp(pos.line, pos.character, ls.store.encoding)
     ls.last_cursor[uri] = (line, character)
-    real_lines, syntax, context = doc.lines, doc.snapshot, doc.context  # immutable snapshots
+    real_lines, context = doc.lines, doc.context  # immutable snapshots
     lines = real_lines
+    syntax = None  # the tree, read after reuse misses (reuse needs none) and before the first await
     selected = _selected_completion(ls, params, real_lines, line)
     if selected is not None:  # the document as if the widget's selected item were accepted
         start, end, item_text = selected
         body = line_body(real_lines[line])
         lines = list(real_lines)
         lines[line] = body[:start] + item_text + body[end:] + real_lines[line][len(body):]
-        character, syntax = start + len(item_text), None
+        character = start + len(item_text)
 
     flight = ls.inflight.get(uri)
     typed = _continues(flight, lines, line, character) if selected is None and ls.recycle else None
@@ -97,6 +98,8 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
             ls.note_latency(started)
             return done(kind, lines, line, character, text)
 
+    if selected is None:
+        syntax = doc.snapshot  # of real_lines: nothing has awaited since they were read
     if typed:  # the running generation already produced what the user typed: take it over
         flight.claimed = True
         try:

@@ -3,8 +3,10 @@
 Per document, an exponential average of the gaps between requests (gaps over IDLE_S are pauses, not
 typing rhythm) and of the model's answer time. While the typical gap is shorter than the typical
 answer, most model requests would be cancelled by the next key anyway: a request then waits a
-fraction of the typical gap first, and a newer request in that time supersedes it without any model
-work. At ordinary typing speed the gap is longer than the answer and nothing waits.
+little longer than the typical gap first, so that at a steady rhythm the next key supersedes it
+before it costs any model work, and only the last key of a burst runs the model. (A wait shorter
+than the gap supersedes nothing when keys come evenly.) At ordinary typing speed the gap is longer
+than the answer and nothing waits.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 IDLE_S = 1.0
 ALPHA = 0.3  # weight of the newest observation
 MAX_DEBOUNCE_S = 0.06
-GAP_SHARE = 0.75
+GAP_SHARE = 1.25
 
 
 @dataclass

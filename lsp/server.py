@@ -1,15 +1,16 @@
 """The language server object: state shared by the feature modules, and `create_server`.
 
-Threading: pygls runs one asyncio loop; every handler is `async def` so `$/cancelRequest` can
-interrupt it. The model runs on one dedicated worker thread (`engine_executor`), never on pygls'
-own pool, which also reads stdin. A cancelled request sets its `threading.Event`, which the engine
-checks between decode steps.
+Threading: pygls runs one asyncio loop, which also reads stdin (transport.py); every handler is
+`async def` so `$/cancelRequest` can interrupt it. The model runs on one dedicated worker thread
+(`engine_executor`), never on pygls' own pool. A cancelled request sets its `threading.Event`, which
+the engine checks between decode steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from completer.reuse import SuggestionReuse
 
 from .documents import DocumentStore
 from .pacing import Pacer
+from .transport import is_pipe_or_socket, serve_stdio
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,6 @@ class CompleterProtocol(LanguageServerProtocol):
                                  store.encoding)
             else:
                 doc.apply_change(None, None, change.text, store.encoding)
-        doc.reparse()
         doc.version = params.text_document.version
         if self._server.recorder:
             self._server.recorder.changed(doc.uri, doc.version, [_change_record(c) for c in params.content_changes])
@@ -161,6 +162,13 @@ class CompleterServer(LanguageServer):
             from .recording import Recorder
 
             self.recorder = Recorder(record_dir)
+
+    def start_io(self, stdin=None, stdout=None) -> None:
+        """stdio, read by the event loop when stdin is a pipe or socket (see transport.py)."""
+        if is_pipe_or_socket(stdin or sys.stdin.buffer):
+            serve_stdio(self, stdin, stdout)
+        else:
+            super().start_io(stdin, stdout)
 
     # -- engine ---------------------------------------------------------------------------------
 

@@ -107,3 +107,43 @@ def test_binary_and_huge_documents_get_graceful_answers(raw):
     raw.send(inline(12, "file:///long.py", 0, 600_000))
     assert "result" in raw.response(12)
     assert raw.proc.poll() is None
+
+
+# -- the stdio transport (lsp/transport.py): the event loop reads a pipe, pygls' reader anything else --
+
+def frame(message: dict) -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+INITIALIZE = {"id": 1, "method": "initialize", "params": {"capabilities": {}, "processId": None}}
+
+
+def test_an_overlong_header_line_is_dropped_and_serving_goes_on(raw):
+    raw.proc.stdin.write(b"X-Junk: " + b"j" * 300_000 + b"\r\n")  # over the stream's 64 KiB line limit
+    raw.proc.stdin.flush()
+    raw.send({"method": "textDocument/didOpen", "params": {"textDocument": {
+        "uri": "file:///ok.py", "languageId": "python", "version": 1, "text": "def f(x):\n    return x\n"}}})
+    raw.send(inline(2, "file:///ok.py", 1, 12))
+    assert "result" in raw.response(2)
+    assert raw.proc.poll() is None
+
+
+def test_input_ending_inside_a_message_ends_the_server_without_a_traceback():
+    proc = subprocess.Popen(server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out, err = proc.communicate(frame(INITIALIZE) + b"Content-Length: 100\r\n\r\n{\"jsonrpc\": ", timeout=120)
+    assert b'"id": 1' in out  # the complete message was answered
+    assert proc.returncode == 0
+    assert b"Traceback" not in err, err.decode(errors="replace")
+
+
+def test_stdin_from_a_regular_file_is_served_by_pygls_reader(tmp_path):
+    # asyncio cannot watch a regular file: the server falls back to pygls' own reader.
+    script = tmp_path / "session.jsonrpc"
+    script.write_bytes(frame(INITIALIZE) + frame({"method": "initialized", "params": {}})
+                       + frame({"id": 2, "method": "shutdown"}) + frame({"method": "exit"}))
+    with open(script, "rb") as stdin:
+        proc = subprocess.run(server_command(), stdin=stdin, capture_output=True, timeout=120)
+    assert b'"id": 1' in proc.stdout and b'"id": 2' in proc.stdout
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")

@@ -78,3 +78,18 @@ def test_columns_inside_a_surrogate_pair_round_down():
     assert to_codepoints("𝔘x", 2, "utf-16") == 1
     assert to_codepoints("éx", 1, "utf-8") == 0
     assert to_codepoints("éx", 99, "utf-8") == 2
+
+
+def test_the_tree_follows_the_lines_when_read_not_at_each_edit():
+    doc = Document.from_text("file:///t.py", "python", 1, "def f(x):\n    return x\n")
+    typed = "def g(y):\n    return y * 2\n"
+    line, column = 2, 0
+    for ch in typed:  # typed at the end, one key at a time, nobody reading the tree
+        doc.apply_change((line, column), (line, column), ch, "utf-16")
+        line, column = (line + 1, 0) if ch == "\n" else (line, column + 1)
+    assert doc.text.endswith(typed)
+    snapshot = doc.snapshot  # one incremental re-parse for all the keys
+    assert snapshot.source == doc.text.encode()
+    names = [n.child_by_field_name("name").text for n in snapshot.tree.root_node.children]
+    assert names == [b"f", b"g"]
+    assert doc.snapshot is snapshot  # nothing changed since: no re-parse
