@@ -1,7 +1,8 @@
 """The transport floor: an LSP server that answers every inline completion at once with "x".
 
-    completer replay SESSION --server-cmd "python bench/lsp_floor_server.py"        # pygls, as completer
-    completer replay SESSION --server-cmd "python bench/lsp_floor_server.py --raw"  # plain framing
+    completer replay SESSION --server-cmd "python bench/lsp_floor_server.py"          # pygls, as completer
+    completer replay SESSION --server-cmd "python bench/lsp_floor_server.py --pygls-reader"  # pygls' own stdin reader
+    completer replay SESSION --server-cmd "python bench/lsp_floor_server.py --raw"    # plain framing
 
 Client-observed latency against it is what the process hop, JSON-RPC framing and pygls' dispatch
 cost before any completion work; typed-through answers cannot beat it.
@@ -42,7 +43,7 @@ def serve_raw() -> None:
             send(msg["id"], None)
 
 
-def serve_pygls() -> None:
+def serve_pygls(own_reader: bool) -> None:
     from lsprotocol import types
     from pygls.lsp.server import LanguageServer
 
@@ -56,8 +57,13 @@ def serve_pygls() -> None:
     def changed(params: types.DidChangeTextDocumentParams) -> None:
         pass
 
-    server.start_io()
+    if own_reader:  # pygls reads stdin on its thread pool, three hops per message
+        server.start_io()
+    else:  # as completer does: the event loop reads the pipe (lsp/transport.py)
+        from lsp.transport import serve_stdio
+
+        serve_stdio(server)
 
 
 if __name__ == "__main__":
-    serve_raw() if "--raw" in sys.argv[1:] else serve_pygls()
+    serve_raw() if "--raw" in sys.argv[1:] else serve_pygls(own_reader="--pygls-reader" in sys.argv[1:])
