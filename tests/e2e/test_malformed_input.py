@@ -10,6 +10,14 @@ import pytest
 from tests.conftest import server_command
 
 
+def framed(body: bytes) -> bytes:
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def frame(message: dict) -> bytes:
+    return framed(json.dumps({"jsonrpc": "2.0", **message}).encode())
+
+
 class RawServer:
     def __init__(self):
         self.proc = subprocess.Popen(server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -32,11 +40,12 @@ class RawServer:
             self.messages.put(json.loads(out.read(length)))
 
     def send_bytes(self, body: bytes):
-        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.write(framed(body))
         self.proc.stdin.flush()
 
     def send(self, message: dict):
-        self.send_bytes(json.dumps({"jsonrpc": "2.0", **message}).encode())
+        self.proc.stdin.write(frame(message))
+        self.proc.stdin.flush()
 
     def response(self, msg_id, timeout=60):
         while True:
@@ -110,11 +119,6 @@ def test_binary_and_huge_documents_get_graceful_answers(raw):
 
 
 # -- the stdio transport (lsp/transport.py): the event loop reads a pipe, pygls' reader anything else --
-
-def frame(message: dict) -> bytes:
-    body = json.dumps({"jsonrpc": "2.0", **message}).encode()
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
-
 
 INITIALIZE = {"id": 1, "method": "initialize", "params": {"capabilities": {}, "processId": None}}
 
