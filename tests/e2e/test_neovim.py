@@ -31,7 +31,9 @@ def wait(fn, timeout=60.0, interval=0.05):
 
 @pytest.fixture
 def nvim(tmp_path):
-    nv = pynvim.attach("child", argv=[NVIM, "--embed", "--headless", "--clean"])
+    # -n: no swap file. A stale one left by an earlier run for the same tmp path makes `:edit` wait for
+    # an answer to "swap file exists" that a headless test never gives.
+    nv = pynvim.attach("child", argv=[NVIM, "--embed", "--headless", "--clean", "-n"])
     cmd = [sys.executable, "-m", "completer", "serve", "--stdio", "--log-file", str(tmp_path / "server.log")]
     nv.exec_lua(f"""
         vim.opt.rtp:prepend({json.dumps(str(ROOT / "editors" / "neovim"))})
