@@ -30,7 +30,8 @@ def _add_engine_options(p: argparse.ArgumentParser, settings: bool = True) -> No
         g.add_argument("--fim-template", default=None,
                        choices=["qwen", "starcoder", "deepseek", "codellama", "codestral"],
                        help="FIM sentinel family (default: detected from the tokenizer)")
-    g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: one fewer than the cores, at least 1)")
     g.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                    help="memory for the KV block pool shared by all files and sessions (default 64)")
     g.add_argument("--no-edit-reuse", action="store_true",

@@ -14,6 +14,7 @@ from .replay import SessionResult
 
 PCTS = (50, 90, 95, 99)
 ENGINE_FIELDS = ("prompt", "cached", "prefilled", "decoded", "drafted", "accepted")
+SPENT_PARTS = ("parse", "wait", "prompt", "prefill", "decode", "post")  # the server's record, lsp/server.py
 
 
 def summarize(results: list[SessionResult]) -> dict:
@@ -66,9 +67,19 @@ def summarize(results: list[SessionResult]) -> dict:
         "duration_s": _r(duration / 1000, 1),
         "texts_ok": all(res.text_ok is not False for res in results),
     }
+    # Where a model answer's server-side time went, on average and in the slowest 5% of them.
+    timed = sorted((e for e in engine if "spent" in e), key=lambda e: e["ms"])
+    out["engine_spent_mean_ms"] = _spent_means(timed)
+    out["engine_spent_slowest5_mean_ms"] = _spent_means(timed[-max(1, len(timed) // 20):])
     if recorded:
         out["recorded_agreement"] = _r(sum(res.agreed_chars for res in results) / recorded, 3)
     return out
+
+
+def _spent_means(records: list[dict]) -> dict | None:
+    if not records:
+        return None
+    return {part: _r(sum(e["spent"].get(part, 0.0) for e in records) / len(records), 2) for part in SPENT_PARTS}
 
 
 def _r(x, nd: int = 2):
@@ -164,7 +175,19 @@ def table(configs: list[dict]) -> str:
         lines.append("  ".join(c.ljust(widths[0]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
         if i == 0:
             lines.append("-" * len(lines[0]))
-    return "\n".join(lines)
+    return "\n".join(lines + where_time_went(configs))
+
+
+def where_time_went(configs: list[dict]) -> list[str]:
+    """Lines under the table: the mean server-side milliseconds of a model answer by part."""
+    lines = []
+    for c in configs:
+        for label, key in (("model answers", "engine_spent_mean_ms"), ("slowest 5%", "engine_spent_slowest5_mean_ms")):
+            means = c["summary"].get(key)
+            if means:
+                parts = ", ".join(f"{part} {means[part]:.2f}" for part in SPENT_PARTS)
+                lines.append(f"{c['name']}, {label}, server-side mean ms: {parts}")
+    return [""] + lines if lines else []
 
 
 def machine() -> dict:

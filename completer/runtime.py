@@ -9,6 +9,7 @@ from pathlib import Path
 from .config import UnsupportedModelError
 from .engine import BackendUnavailableError, Engine, create_engine
 from .fim import UnknownFimTemplateError
+from .heap import freeze_loaded_objects
 from .models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -82,5 +83,6 @@ def load_engine(backend: str = "torch", model: str | None = None, device: str = 
         if not isinstance(options["extra_body"], dict):
             raise ValueError("--server-extra: expected a JSON object")
     engine = create_engine(backend, model_dir, device=device, dtype=dtype, **options)
+    freeze_loaded_objects()  # the model and its graphs stay for the process's life (heap.py)
     log.info("engine ready: %s", engine.describe())
     return engine

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import statistics
 import threading
 import time
@@ -35,6 +36,7 @@ import torch
 from .engine import GenerationRequest, GenerationStats, GenerationStream
 from .generate import (DraftPolicy, NgramIndex, PrefixConstraint, Sampler, index_by_first_byte, plan_edit_reuse,
                        verify_draft)
+from .heap import freeze_loaded_objects
 from .kv_pool import PrefixCache
 from .model import load_model, rerotate_keys
 from .shaper import OutputShaper
@@ -55,6 +57,17 @@ COST_POSITION = 768  # where draft verification costs are measured: about a comp
 # forward in per-op overhead alone, compiled 2.5 ms for 6 tokens, 4.6 for 32, 30 for 256 (eager 38).
 # Longer prompts prefill eager, where the BLAS handles large products well.
 COMPILED_SEGMENT_MAX = 256
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # the physical cores; read before any engine changes it
+
+
+def default_cpu_threads() -> int:
+    """Torch threads on CPU when none are asked for: one core fewer than this process may run on
+    (at most torch's own default, the physical cores), and at least one. A thread team waits at every
+    operator for its slowest member; a member that shares its core with the server's event loop, the
+    editor or anything else is descheduled now and then, and a one-token step of ~1 ms then takes
+    35-40 ms. On 2 cores that was most of the replay's p95 (BENCHMARKS.md, "One torch thread")."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(TORCH_DEFAULT_THREADS, available - 1))
 
 
 def resolve_device(device: str) -> str:
@@ -132,8 +145,13 @@ class TorchEngine:
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
-        if num_threads:
-            torch.set_num_threads(num_threads)
+        # Threads on CPU (None on CUDA). Long prefills (past COMPILED_SEGMENT_MAX: a file's first
+        # request, eager) use every core: they are few, and a stall is small beside 50-100 ms of work.
+        self.threads = self.long_prefill_threads = None
+        if self.device == "cpu":
+            self.threads = num_threads or default_cpu_threads()
+            self.long_prefill_threads = num_threads or max(self.threads, TORCH_DEFAULT_THREADS)
+            torch.set_num_threads(self.threads)  # before compiling: Inductor's kernels keep the count
         self.model_dir = Path(model_dir)
         t0 = time.perf_counter()
         self.model = load_model(self.model_dir, device=self.device, dtype=DTYPES[dtype])
@@ -191,6 +209,7 @@ class TorchEngine:
         t0 = time.perf_counter()
         try:
             fn, static = self._build_compiled_decode()
+            freeze_loaded_objects()  # the graphs live as long as the engine (heap.py); a ~0.4 s pause, once
             with self._lock:
                 self._decode_fn, self.static_decode = fn, static
                 self.ngram_policy = DraftPolicy(self._measure_step_costs())
@@ -330,7 +349,9 @@ class TorchEngine:
         return {
             "backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
             "architecture": cfg.architecture, "parameters": self.params, "max_seq": self.max_seq,
-            "decode_dtype": self.decode_dtype, "compiled": self._decode_fn is not self.model,
+            "decode_dtype": self.decode_dtype, "threads": self.threads,
+            "long_prefill_threads": self.long_prefill_threads,
+            "compiled": self._decode_fn is not self.model,
             "static_decode": self.static_decode, "compile": self.compile_state,
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.cache_mb, 1),
             "cache_blocks": self.prefix_cache.num_blocks if self.prefix_cache else 0, "block_size": self.block_size,
@@ -404,8 +425,16 @@ class TorchEngine:
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
         # The dynamic-shape prefill-segment graph takes any width; fixed-shape graphs only theirs.
         compiled_max = 1 + self.max_draft if self.static_decode or num_logits > 1 else COMPILED_SEGMENT_MAX
-        fn = self._decode_fn if len(ids) <= compiled_max else self.model
-        return fn(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
+        if len(ids) <= compiled_max:
+            return self._decode_fn(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
+        wide = len(ids) > COMPILED_SEGMENT_MAX and self.long_prefill_threads != self.threads
+        if wide:
+            torch.set_num_threads(self.long_prefill_threads)
+        try:
+            return self.model(idx, start_pos=start, num_logits=num_logits)[0]
+        finally:
+            if wide:
+                torch.set_num_threads(self.threads)
 
     def _propose(self, ngrams, drafter, context, constraint, sampler, room):
         """(draft tokens, the policy to inform and its key, shadow) for the next step. N-gram drafts

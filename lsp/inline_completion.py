@@ -50,13 +50,14 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     version = doc.version if doc is not None else -1
     trigger = int(params.context.trigger_kind) if params.context else 2
     rid = ls.recorder.request(uri, version, pos.line, pos.character, trigger) if ls.recorder else 0
+    spent: dict[str, float] = {}  # where the milliseconds went, for the request log
 
     def done(kind: str, lines=None, line: int = 0, character: int = 0, text: str = "", stats=None,
              replace_to: int | None = None):
         """Count, log and record one answer; `kind` says who answered (see RequestLog)."""
         ms = (time.perf_counter() - started) * 1000
         answer = _answer(ls, lines, line, character, text, replace_to) if text else EMPTY
-        ls.request_log.add(version, pos.line, pos.character, kind, ms, stats)
+        ls.request_log.add(version, pos.line, pos.character, kind, ms, stats, spent)
         if ls.recorder:
             ls.recorder.answer(rid, text, ms, answer.items[0].command.arguments[0] if text else None)
         return answer
@@ -99,7 +100,9 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
             return done(kind, lines, line, character, text)
 
     if selected is None:
+        t_parse = time.perf_counter()
         syntax = doc.snapshot  # of real_lines: nothing has awaited since they were read
+        spent["parse"] = (time.perf_counter() - t_parse) * 1000
     if typed:  # the running generation already produced what the user typed: take it over
         flight.claimed = True
         try:
@@ -123,6 +126,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     ls.pending[uri] = cancel
     delay = ls.pacer.debounce_s(uri) if ls.debounce else 0.0
     if delay:  # typing outruns the model: let a burst pass; a newer request supersedes this one
+        spent["debounce"] = delay * 1000
         await asyncio.sleep(delay)
         if cancel.is_set():
             ls.release_pending(uri, cancel)
@@ -138,8 +142,13 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
                                 session_key=uri, cache_scope=ls.workspace_root, syntax=syntax, context=context)
     loop = asyncio.get_running_loop()
     flight = InFlight(lines, line, character, cancel)
-    flight.future = loop.run_in_executor(ls.engine_executor, completer.complete, request, cancel,
-                                         flight.generated.append)
+    submitted = time.perf_counter()
+
+    def run_completion():
+        spent["wait"] = (time.perf_counter() - submitted) * 1000  # behind a prefetch or a cancelled generation
+        return completer.complete(request, cancel, flight.generated.append)
+
+    flight.future = loop.run_in_executor(ls.engine_executor, run_completion)
     ls.inflight[uri] = flight
     flight.future.add_done_callback(lambda _: ls.inflight.pop(uri) if ls.inflight.get(uri) is flight else None)
     try:
@@ -182,24 +191,38 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
         return done("stale", stats=result.stats)
     ls.note_latency(started)
     ls.pacer.answered(uri, result.timings.get("total_ms", 0.0) / 1000)
+    spent.update((key.removesuffix("_ms"), ms) for key, ms in result.timings.items()
+                 if key in ("prompt_ms", "prefill_ms", "decode_ms", "post_ms"))
     if ls.reuse is not None and current.context is context and selected is None:  # not stale by a context update
         ls.reuse.remember(uri, lines, line, character, result.text)
     ls.record_stats(result.stats)
     log.debug("%s:%d:%d %r %s", uri, line, character, result.text, result.timings)
-    ls.send_status("ready")
+    after_response(lambda: ls.send_status("ready"))  # carries the latency; the answer goes first
     if not result.text:
         ls.counters["empty"] += 1
         return done("engine", stats=result.stats)
     ls.counters["answered"] += 1
     if selected is None:  # the next suggestion, as if this one were accepted, while the user reads it
-        prefetch.schedule(ls, uri, doc.language_id, _relative_path(uri), lines, line, character, result.text, context,
-                          syntax)
+        after_response(lambda: prefetch.schedule(ls, uri, doc.language_id, _relative_path(uri), lines, line, character,
+                                                 result.text, context, syntax))
     if selected is not None:
         return done("engine", real_lines, line, start, item_text + result.text, result.stats, replace_to=end)
     return done("engine", lines, line, character, result.text, result.stats)
 
 
 RECYCLE_GRACE_S = 0.05
+
+
+def after_response(callback) -> None:
+    """Run `callback` once the answer is on its way. pygls writes a request's response from the first
+    done-callback of the handler's task, so one added now runs after it: a status notification or
+    a prefetch (whose prompt building on the engine thread would contend for the GIL) no longer
+    delays the answer the editor is waiting for."""
+    task = asyncio.current_task()
+    if task is None:
+        callback()
+    else:
+        task.add_done_callback(lambda _: callback())
 
 
 @dataclass

@@ -41,16 +41,20 @@ class RequestLog:
     A record is keyed the way a client can match it, by document version and client position, and says
     who answered (kind: typed_through | recent | recycled | engine | debounced | cancelled | stale |
     unavailable | error | not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
-    decoded, drafted and accepted tokens)."""
+    decoded, drafted and accepted tokens) and where the time went (milliseconds: parse, the tree brought up to
+    date; wait, queued behind the engine's previous job; prompt, prefill, decode, post)."""
 
     def __init__(self, size: int = 50_000):
         self.records: deque[dict] = deque(maxlen=size)
 
-    def add(self, version: int, line: int, character: int, kind: str, ms: float, stats=None) -> None:
+    def add(self, version: int, line: int, character: int, kind: str, ms: float, stats=None,
+            spent: dict[str, float] | None = None) -> None:
         record = {"version": version, "line": line, "character": character, "kind": kind, "ms": round(ms, 3)}
         if stats is not None:
             record.update(prompt=stats.prompt_tokens, cached=stats.cached_tokens, prefilled=stats.prefill_tokens,
                           decoded=stats.decode_tokens, drafted=stats.drafted_tokens, accepted=stats.accepted_tokens)
+        if spent:
+            record["spent"] = {k: round(v, 3) for k, v in spent.items()}
         self.records.append(record)
 
 

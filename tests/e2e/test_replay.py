@@ -63,6 +63,8 @@ def test_replay_accepts_a_matching_suggestion_records_it_and_replays_the_recordi
     assert summary["chars_typed"] + summary["chars_accepted"] == len(target)
     assert summary["server_kinds"].get("unmatched", 0) == 0  # every request paired with the server's record
     assert summary["server_kinds"].get("engine", 0) >= 1
+    spent = summary["engine_spent_mean_ms"]  # where the model answers' server-side time went
+    assert spent["prompt"] > 0 and spent["decode"] > 0 and "server-side mean ms: parse" in r.stdout
     requests = report["configs"][0]["sessions"][0]["requests"]
     assert requests[0]["text"] == suggestion or requests[0]["text"].startswith(suggestion)
     assert requests[0]["accepted"] == "full" and requests[0]["server"]["kind"] == "engine"
@@ -158,5 +160,5 @@ def test_demo_replays_a_session_with_a_live_display(tmp_path):
                   "--max-tokens", "6")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "session s:" in r.stdout and "server ready" in r.stdout and "7 |" in r.stdout  # a suggestion shown
-    last = r.stdout.rstrip().splitlines()[-1]
-    assert last.startswith("documents end as intended") and last.split()[-1] == "True"
+    verdict = [line for line in r.stdout.splitlines() if line.startswith("documents end as intended")]
+    assert len(verdict) == 1 and verdict[0].split()[-1] == "True"

@@ -10,7 +10,8 @@ import torch
 from completer.engine import GenerationRequest, StopRules
 from completer.generate import utf8_complete_len
 from completer.models import resolve_model
-from completer.torch_engine import TorchEngine
+from completer import torch_engine
+from completer.torch_engine import TorchEngine, default_cpu_threads
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,31 @@ def test_background_compile_serves_at_once_then_switches(fixture_model_dir):
 def test_unknown_compile_mode_is_refused(fixture_model_dir):
     with pytest.raises(ValueError, match="compile mode"):
         TorchEngine(fixture_model_dir, device="cpu", max_seq=64, compile="fast")
+
+
+@pytest.mark.parametrize("cores, torch_default, expected", [(2, 2, 1), (1, 1, 1), (16, 8, 8), (4, 8, 3)])
+def test_default_cpu_threads_leave_one_core_free(monkeypatch, cores, torch_default, expected):
+    monkeypatch.setattr(torch_engine.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(torch_engine, "TORCH_DEFAULT_THREADS", torch_default)
+    assert default_cpu_threads() == expected
+
+
+def test_engine_sets_its_threads_and_widens_them_for_long_prefills_only(fixture_model_dir):
+    before = torch.get_num_threads()
+    try:
+        eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, num_threads=1, edit_reuse=False)
+        info = eng.describe()
+        assert torch.get_num_threads() == 1 and info["threads"] == info["long_prefill_threads"] == 1
+        eng.long_prefill_threads = 2  # what the default gives on two or more cores
+        seen = []
+        forward = eng.model.forward
+        eng.model.forward = lambda *a, **k: seen.append(torch.get_num_threads()) or forward(*a, **k)
+        prompt = list(range(10, 10 + torch_engine.COMPILED_SEGMENT_MAX + 20))
+        run(eng, prompt, max_new_tokens=2)
+        assert seen[0] == 2 and set(seen[1:]) == {1}  # the long prefill, then one-token steps
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_speculation_saves_forward_passes_on_repetitive_text(engine):
