@@ -24,6 +24,20 @@ class UnsupportedModelError(ValueError):
     """The model directory describes something this engine cannot run."""
 
 
+def read_hf_config(model_dir: str | Path) -> dict:
+    """The raw config.json of a Hugging Face model directory; every backend reads it through here."""
+    path = Path(model_dir) / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UnsupportedModelError(f"{path} not found: not a Hugging Face model directory") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnsupportedModelError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UnsupportedModelError(f"{path}: expected a JSON object")
+    return raw
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -105,14 +119,7 @@ class ModelConfig:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> "ModelConfig":
-        path = Path(model_dir) / "config.json"
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UnsupportedModelError(f"{path} not found: not a Hugging Face model directory") from None
-        except json.JSONDecodeError as exc:
-            raise UnsupportedModelError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_hf_dict(raw)
+        return cls.from_hf_dict(read_hf_config(model_dir))
 
     def to_hf_dict(self) -> dict:
         """config.json as transformers writes it for each supported architecture."""

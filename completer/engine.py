@@ -26,6 +26,33 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here (missing package, no GPU, no server URL)."""
 
 
+def import_backend(package: str, module: str, attribute: str, *, missing: str, written_for: str, needs: str):
+    """(the package, `attribute` of `module`) for an in-process GPU backend; every way the import can
+    fail becomes a BackendUnavailableError saying what to do. `missing`: the message when the package
+    is not installed; `written_for`: the release whose API we drive; `needs`: what a failing
+    dependency usually means."""
+    import importlib
+
+    try:
+        root = importlib.import_module(package)
+        target = getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as exc:
+        if exc.name == package:
+            raise BackendUnavailableError(missing) from None
+        if (exc.name or "").startswith(package + "."):
+            raise BackendUnavailableError(f"{package} has no {exc.name}: this backend is written for "
+                                          f"{written_for}") from None
+        raise BackendUnavailableError(f"{package} failed to import: {exc} (a dependency is missing; it needs "
+                                      f"{needs})") from None
+    except AttributeError:
+        raise BackendUnavailableError(f"{module} has no {attribute}: this backend is written for "
+                                      f"{written_for}") from None
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailableError(f"{package} failed to import: {exc} (it needs an NVIDIA GPU with its "
+                                      "driver and CUDA libraries)") from None
+    return root, target
+
+
 @dataclass(frozen=True)
 class StopRules:
     stop_token_ids: frozenset[int] = frozenset()

@@ -30,11 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .engine import BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream
+from .config import read_hf_config
+from .engine import (BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream,
+                     import_backend)
 from .shaper import OutputShaper
 from .tokenizer import Tokenizer
 from .trtllm_engine import (ABORT_WAIT_S, END, ERROR, OUTPUT, EventLoopThread, Relay, check_prompt, model_max_seq,
-                            read_model_config, relay, select_cuda_device)
+                            relay, select_cuda_device)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class LmdeployEngine:
             raise ValueError(f"dtype {dtype!r}: LMDeploy computes in {', '.join(DTYPES)}")
         self.device = select_cuda_device(device, "LMDeploy")
         self.model_dir = Path(model_dir)
-        config = read_model_config(self.model_dir)
+        config = read_hf_config(self.model_dir)
         for arch in config.get("architectures") or []:
             if arch in UNSUPPORTED_ARCHS:
                 raise BackendUnavailableError(UNSUPPORTED_ARCHS[arch])
@@ -219,18 +221,6 @@ def map_finish(backend: str | None, capped: bool) -> str:
 
 
 def _import_lmdeploy():
-    try:
-        import lmdeploy
-        from lmdeploy.serve.core import AsyncEngine
-    except ModuleNotFoundError as exc:
-        if exc.name == "lmdeploy":
-            raise BackendUnavailableError(MISSING) from None
-        if (exc.name or "").startswith("lmdeploy."):
-            raise BackendUnavailableError(f"lmdeploy has no {exc.name}: this backend is written for LMDeploy 0.18.0 "
-                                          "(AsyncEngine in lmdeploy.serve.core)") from None
-        raise BackendUnavailableError(f"lmdeploy failed to import: {exc} (a dependency is missing; it needs torch "
-                                      "with CUDA and an NVIDIA GPU)") from None
-    except (ImportError, OSError) as exc:
-        raise BackendUnavailableError(f"lmdeploy failed to import: {exc} (it needs an NVIDIA GPU with its driver "
-                                      "and CUDA libraries)") from None
-    return lmdeploy, AsyncEngine
+    return import_backend("lmdeploy", "lmdeploy.serve.core", "AsyncEngine", missing=MISSING,
+                          written_for="LMDeploy 0.18.0 (AsyncEngine in lmdeploy.serve.core)",
+                          needs="torch with CUDA and an NVIDIA GPU")

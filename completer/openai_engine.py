@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .config import read_hf_config
 from .engine import BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream
 from .shaper import OutputShaper
 from .tokenizer import Tokenizer
@@ -330,7 +331,7 @@ def _message(payload) -> str:
 
 def _config_max_seq(model_dir: Path) -> int:
     try:
-        cfg = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError):
+        cfg = read_hf_config(model_dir)
+    except (OSError, ValueError):  # a served model needs no local config (UnsupportedModelError: a ValueError)
         return 8192
     return int(cfg.get("max_position_embeddings") or 8192)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
 import queue
@@ -30,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine import BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream
+from .config import read_hf_config
+from .engine import (BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream,
+                     import_backend)
 from .shaper import OutputShaper
 from .tokenizer import Tokenizer
 
@@ -176,14 +177,6 @@ def select_cuda_device(device: str, backend: str) -> str:
     return device
 
 
-def read_model_config(model_dir: Path) -> dict:
-    path = model_dir / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found: the model directory needs a Hugging Face config.json") from None
-
-
 def model_max_seq(config: dict, max_seq: int | None) -> int:
     if max_seq:
         return int(max_seq)
@@ -235,7 +228,7 @@ class TrtllmEngine:
         trt, llmapi = _import_trtllm()
         self._trt = trt
         self.model_dir = Path(model_dir)
-        config = read_model_config(self.model_dir)
+        config = read_hf_config(self.model_dir)
         self.tokenizer = Tokenizer(self.model_dir)
         self.eos_id = eos_id(config)
 
@@ -436,18 +429,6 @@ def describe_speculation(spec) -> str:
 
 
 def _import_trtllm():
-    try:
-        import tensorrt_llm
-        from tensorrt_llm import llmapi
-    except ModuleNotFoundError as exc:
-        if exc.name == "tensorrt_llm":
-            raise BackendUnavailableError(MISSING) from None
-        if (exc.name or "").startswith("tensorrt_llm."):
-            raise BackendUnavailableError(f"tensorrt_llm has no {exc.name}: this backend is written for "
-                                          "TensorRT-LLM 1.2.1 (the LLM API)") from None
-        raise BackendUnavailableError(f"tensorrt_llm failed to import: {exc} (a dependency is missing; it needs "
-                                      "its CUDA libraries and an NVIDIA GPU)") from None
-    except (ImportError, OSError) as exc:
-        raise BackendUnavailableError(f"tensorrt_llm failed to import: {exc} (it needs an NVIDIA GPU with its "
-                                      "driver and CUDA libraries)") from None
-    return tensorrt_llm, llmapi
+    return import_backend("tensorrt_llm", "tensorrt_llm", "llmapi", missing=MISSING,
+                          written_for="TensorRT-LLM 1.2.1 (the LLM API)",
+                          needs="its CUDA libraries and an NVIDIA GPU")

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from completer.config import ModelConfig, UnsupportedModelError
+from completer import openai_engine
+from completer.config import ModelConfig, UnsupportedModelError, read_hf_config
 from completer.model import Transformer, init_weights, load_model, save_model
 
 transformers = pytest.importorskip("transformers")
@@ -108,6 +109,21 @@ def test_config_roundtrip_and_refusals(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(UnsupportedModelError, match="safetensors"):
         load_model(tmp_path)
+
+
+def test_every_backend_reads_config_json_one_way(tmp_path):
+    """config.read_hf_config: the torch, trtllm, lmdeploy and openai backends all read through it."""
+    with pytest.raises(UnsupportedModelError, match="not found"):
+        read_hf_config(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(UnsupportedModelError, match="JSON object"):
+        read_hf_config(tmp_path)
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(UnsupportedModelError, match="not valid JSON"):
+        read_hf_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 1234}))
+    assert read_hf_config(tmp_path) == {"max_position_embeddings": 1234}
+    assert openai_engine._config_max_seq(tmp_path) == 1234
 
 
 def test_cache_overflow_is_a_clear_error():
