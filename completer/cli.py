@@ -173,7 +173,7 @@ def cmd_complete(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args, _serve_flags(args))
+    return run_demo(args, _serve_flags(args), compiles_first=_compile_mode(args, "on") == "on")
 
 
 def cmd_doctor(args) -> int:

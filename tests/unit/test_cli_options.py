@@ -1,6 +1,6 @@
 """Which compile mode each command gives the torch engine (strings only, no engine loaded)."""
 
-from completer.cli import _serve_flags, _server_engine_options, build_parser
+from completer.cli import _serve_flags, _server_engine_options, build_parser, cmd_demo
 from completer.remote_engine import engine_flags
 
 
@@ -40,3 +40,11 @@ def test_the_daemon_gets_the_same_mode():
     assert engine_flags({"compile": "auto"})[-2:] == ["--compile", "auto"]
     assert engine_flags({"compile": True})[-2:] == ["--compile", "on"]
     assert "--compile" not in engine_flags({"compile": None})
+
+
+def test_demo_says_why_it_starts_slowly_only_when_it_compiles_first(monkeypatch, capsys):
+    monkeypatch.delenv("COMPLETER_COMPILE", raising=False)
+    assert cmd_demo(parse("demo", "/no/such/file.py")) == 2  # stops at the missing file, after announcing
+    assert "compiles its decode step" in capsys.readouterr().out
+    assert cmd_demo(parse("demo", "/no/such/file.py", "--compile", "off")) == 2
+    assert "compiles its decode step" not in capsys.readouterr().out

@@ -7,10 +7,10 @@ import time
 import pytest
 import torch
 
+from completer import torch_engine
 from completer.engine import GenerationRequest, StopRules
 from completer.generate import utf8_complete_len
 from completer.models import resolve_model
-from completer import torch_engine
 from completer.torch_engine import TorchEngine, default_cpu_threads
 
 
