@@ -14,7 +14,7 @@ from .replay import SessionResult
 
 PCTS = (50, 90, 95, 99)
 ENGINE_FIELDS = ("prompt", "cached", "prefilled", "decoded", "drafted", "accepted")
-SPENT_PARTS = ("parse", "wait", "prompt", "prefill", "decode", "post")  # the server's record, lsp/server.py
+SPENT_PARTS = ("reuse", "parse", "wait", "prompt", "prefill", "decode", "post", "back")  # the server's record, lsp/server.py
 
 
 def summarize(results: list[SessionResult]) -> dict:

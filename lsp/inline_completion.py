@@ -90,7 +90,9 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
                 event.set()
 
     if ls.reuse is not None and selected is None:  # a suggestion that is still valid answers without the model
+        t_reuse = time.perf_counter()
         hit = ls.reuse.lookup(uri, lines, line, character)
+        spent["reuse"] = (time.perf_counter() - t_reuse) * 1000
         if hit is not None:
             text, kind = hit
             if typed:
@@ -143,16 +145,21 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     loop = asyncio.get_running_loop()
     flight = InFlight(lines, line, character, cancel)
     submitted = time.perf_counter()
+    finished = [0.0]  # when the engine thread was done, to time the hand-back to this coroutine
 
     def run_completion():
         spent["wait"] = (time.perf_counter() - submitted) * 1000  # behind a prefetch or a cancelled generation
-        return completer.complete(request, cancel, flight.generated.append)
+        try:
+            return completer.complete(request, cancel, flight.generated.append)
+        finally:
+            finished[0] = time.perf_counter()
 
     flight.future = loop.run_in_executor(ls.engine_executor, run_completion)
     ls.inflight[uri] = flight
     flight.future.add_done_callback(lambda _: ls.inflight.pop(uri) if ls.inflight.get(uri) is flight else None)
     try:
         result = await asyncio.shield(flight.future)
+        spent["back"] = (time.perf_counter() - finished[0]) * 1000
     except asyncio.CancelledError:  # $/cancelRequest: pygls answers -32800 for us
         # The generation runs on a moment, in case the next keystroke's request continues it.
         loop.call_later(RECYCLE_GRACE_S, lambda: None if flight.claimed else cancel.set())

@@ -41,8 +41,9 @@ class RequestLog:
     A record is keyed the way a client can match it, by document version and client position, and says
     who answered (kind: typed_through | recent | recycled | engine | debounced | cancelled | stale |
     unavailable | error | not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
-    decoded, drafted and accepted tokens) and where the time went (milliseconds: parse, the tree brought up to
-    date; wait, queued behind the engine's previous job; prompt, prefill, decode, post)."""
+    decoded, drafted and accepted tokens) and where the time went (milliseconds: reuse, looking for a suggestion
+    still valid; parse, the tree brought up to date; wait, queued behind the engine's previous job; prompt,
+    prefill, decode, post; back, from the engine thread's end to this request's coroutine)."""
 
     def __init__(self, size: int = 50_000):
         self.records: deque[dict] = deque(maxlen=size)

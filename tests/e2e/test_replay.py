@@ -64,7 +64,7 @@ def test_replay_accepts_a_matching_suggestion_records_it_and_replays_the_recordi
     assert summary["server_kinds"].get("unmatched", 0) == 0  # every request paired with the server's record
     assert summary["server_kinds"].get("engine", 0) >= 1
     spent = summary["engine_spent_mean_ms"]  # where the model answers' server-side time went
-    assert spent["prompt"] > 0 and spent["decode"] > 0 and "server-side mean ms: parse" in r.stdout
+    assert spent["prompt"] > 0 and spent["decode"] > 0 and "server-side mean ms: reuse" in r.stdout
     requests = report["configs"][0]["sessions"][0]["requests"]
     assert requests[0]["text"] == suggestion or requests[0]["text"].startswith(suggestion)
     assert requests[0]["accepted"] == "full" and requests[0]["server"]["kind"] == "engine"
