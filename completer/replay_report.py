@@ -14,7 +14,8 @@ from .replay import SessionResult
 
 PCTS = (50, 90, 95, 99)
 ENGINE_FIELDS = ("prompt", "cached", "prefilled", "decoded", "drafted", "accepted")
-SPENT_PARTS = ("reuse", "parse", "wait", "prompt", "prefill", "decode", "post", "back")  # the server's record, lsp/server.py
+# The parts of a model answer's server-side time in the server's request log (lsp/server.py).
+SPENT_PARTS = ("reuse", "parse", "wait", "prompt", "prefill", "decode", "post", "back")
 
 
 def summarize(results: list[SessionResult]) -> dict:

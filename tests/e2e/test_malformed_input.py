@@ -14,8 +14,12 @@ def framed(body: bytes) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
+def encoded(message: dict) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", **message}).encode()
+
+
 def frame(message: dict) -> bytes:
-    return framed(json.dumps({"jsonrpc": "2.0", **message}).encode())
+    return framed(encoded(message))
 
 
 class RawServer:
@@ -44,8 +48,7 @@ class RawServer:
         self.proc.stdin.flush()
 
     def send(self, message: dict):
-        self.proc.stdin.write(frame(message))
-        self.proc.stdin.flush()
+        self.send_bytes(encoded(message))
 
     def response(self, msg_id, timeout=60):
         while True:
