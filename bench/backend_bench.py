@@ -21,12 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from completer.completion import Completer, CompletionRequest, CompletionSettings
-from completer.prompt import PromptSettings, split_lines
-from completer.runtime import load_engine
+from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
+from completer.completion.prompt import PromptSettings
+from completer.engines.loading import load_engine
+from completer.engines.options import EngineOptions
+from completer.lines import split_lines
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["completer/demo_data/inventory.py", "completer/lines.py", "completer/shaper.py", "completer/session.py"]
+SOURCES = ["completer/replay/demo_data/inventory.py", "completer/lines.py", "completer/engines/shaper.py", "completer/replay/session.py"]
 
 
 def cases(n: int, seed: int) -> list[tuple[list[str], int, int, str]]:
@@ -70,8 +72,8 @@ def main() -> int:
                                "--device", "cpu"], stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().rsplit(" on ", 1)[1].strip()
-        torch_engine = load_engine(model=args.model, device="cpu")
-        remote = load_engine(backend="openai", model=args.model, server_url=url)
+        torch_engine = load_engine(EngineOptions(model=args.model, device="cpu"))
+        remote = load_engine(EngineOptions(backend="openai", model=args.model, server_url=url))
         rows = [
             measure("torch (in-process)", Completer(torch_engine), work),
             measure("openai (local HTTP)", Completer(remote), work),

@@ -21,9 +21,10 @@ import statistics
 import time
 from pathlib import Path
 
-from completer.completion import Completer, CompletionRequest, CompletionSettings
-from completer.prompt import split_lines
-from completer.runtime import load_engine
+from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
+from completer.engines.loading import load_engine
+from completer.engines.options import EngineOptions
+from completer.lines import split_lines
 
 
 def enter_cases(corpus: Path, n: int, seed: int = 11):
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("data/stdlib/corpus.jsonl.gz"))
     ap.add_argument("--cases", type=int, default=150)
     args = ap.parse_args()
-    engine = load_engine(model=args.model, device="cpu")
+    engine = load_engine(EngineOptions(model=args.model, device="cpu"))
     cases = enter_cases(args.corpus, args.cases)
     results = {mode: {"ms": [], "prefill": [], "shifted": [], "texts": []} for mode in ("exact", "prefix", "edit")}
     for path, before, bl, bc, after, al, ac, truth in cases:

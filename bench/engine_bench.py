@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from completer.engine import GenerationRequest, StopRules
+from completer.engines.contract import GenerationRequest, StopRules
 
 ORDINARY = '''import os
 import sys
@@ -112,8 +112,8 @@ def main() -> None:
     ap.add_argument("--draft-model", default=None, help="also measure draft-model speculation (e.g. embedded-draft)")
     ap.add_argument("--max-draft", type=int, default=None, help="longest draft to verify (engine default if unset)")
     args = ap.parse_args()
-    from completer.torch_engine import TorchEngine
-    from completer.models import resolve_model
+    from completer.engines.model_dirs import resolve_model
+    from completer.engines.torch.engine import TorchEngine
 
     engine = TorchEngine(resolve_model(args.model), device=args.device, decode_dtype=args.decode_dtype,
                          compile=args.compile, draft_model=args.draft_model,
@@ -177,7 +177,7 @@ def main() -> None:
               f"forward passes {last[False].forward_passes} -> {s.forward_passes}")
 
     if engine.drafter is not None:
-        from completer.generate import DraftPolicy
+        from completer.engines.torch.decoding import DraftPolicy
 
         costs = engine.drafter.policy.cost
         print(f"draft model {engine.drafter.model_dir.name}: cost of drafting+verifying k tokens vs one step: "

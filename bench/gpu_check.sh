@@ -79,7 +79,7 @@ mkdir -p "$OUTDIR"
 rm -f "$OUTDIR"/engine-*.log "$OUTDIR"/replay-*.json "$OUTDIR"/replay-*.log "$OUTDIR"/summary.*
 
 step "machine and prerequisites (device $DEVICE)"
-for f in bench/engine_bench.py bench/sessions completer/demo_data/inventory.py pyproject.toml; do
+for f in bench/engine_bench.py bench/sessions completer/replay/demo_data/inventory.py pyproject.toml; do
   [ -e "$f" ] || die "$f is missing: run this from a full checkout of the repository"
 done
 case "$DEVICE" in
@@ -155,14 +155,14 @@ else
 fi
 # The engine needs torch, tokenizers, safetensors and rapidfuzz; the server and replay need the rest.
 ENGINE_OK=1; SERVER_OK=1
-"$PYTHON" -c "import completer.torch_engine, completer.runtime, safetensors, rapidfuzz" 2>"$OUTDIR/import-engine.log" || ENGINE_OK=0
-"$PYTHON" -c "import completer.replay, lsp.server, rapidfuzz" 2>"$OUTDIR/import-server.log" || SERVER_OK=0
+"$PYTHON" -c "import completer.engines.torch.engine, completer.engines.loading, safetensors, rapidfuzz" 2>"$OUTDIR/import-engine.log" || ENGINE_OK=0
+"$PYTHON" -c "import completer.replay.driver, lsp.server, rapidfuzz" 2>"$OUTDIR/import-server.log" || SERVER_OK=0
 [ "$ENGINE_OK" = 1 ] || echo "   the engine does not import: $(tail -n 1 "$OUTDIR/import-engine.log")"
 [ "$SERVER_OK" = 1 ] || echo "   the language server does not import: $(tail -n 1 "$OUTDIR/import-server.log")"
 
 step "one completion through the CLI (completer complete --device $DEVICE)"
 if [ "$ENGINE_OK" = 1 ]; then
-  run complete "$OUTDIR/complete.log" "$PYTHON" -m completer complete completer/demo_data/inventory.py \
+  run complete "$OUTDIR/complete.log" "$PYTHON" -m completer complete completer/replay/demo_data/inventory.py \
     --line 40 --character 8 --json --model "$MODEL" --device "$DEVICE" "${DTYPE_FLAGS[@]}"
 else skip complete "the engine does not import (see $OUTDIR/import-engine.log)"; fi
 
@@ -174,10 +174,10 @@ else skip engine-eager "the engine does not import"; fi
 step "engine micro-benchmark, compiled (bench/engine_bench.py --compile)"
 # Say what --compile is here, from the code itself: on CUDA the decode step is compiled as
 # fixed-shape graphs (forward_static) with Inductor's CUDA-graph capture; check that it still is.
-"$PYTHON" - >"$OUTDIR/compile-mode.txt" <<'EOF' || echo "unknown (could not read completer/torch_engine.py)" >"$OUTDIR/compile-mode.txt"
+"$PYTHON" - >"$OUTDIR/compile-mode.txt" <<'EOF' || echo "unknown (could not read completer/engines/torch/engine.py)" >"$OUTDIR/compile-mode.txt"
 import inspect
-from completer.torch_engine import TorchEngine
-src = inspect.getsource(TorchEngine._compile_decode)
+from completer.engines.torch.engine import TorchEngine
+src = inspect.getsource(TorchEngine._build_compiled_decode)
 graphs = "triton.cudagraphs" in src and "forward_static" in src
 print("--compile on CUDA = torch.compile of fixed-shape decode steps (forward_static), "
       + ("captured as CUDA graphs: one launch per step (TORCH_LOGS=cudagraphs says if capture was skipped)"

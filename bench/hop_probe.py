@@ -159,7 +159,7 @@ def main() -> int:
     if sys.argv[1:2] == ["--role-server"]:
         sys.path.insert(0, str(ROOT))
         install("server")
-        from completer.cli import main as cli
+        from completer.cli.main import main as cli
         return cli(["serve", "--stdio", *sys.argv[2:]])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sessions", nargs="*")
@@ -169,7 +169,7 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="hop-probe-"))
     os.environ["HOP_PROBE_DIR"] = str(out)
     install("client")
-    from completer.cli import main as cli
+    from completer.cli.main import main as cli
     server = shlex.join([sys.executable, str(Path(__file__).resolve()), "--role-server"]) + " " + args.server_flags
     rc = cli(["replay", *sessions, "--max-pause-ms", "1000", "--server-cmd", server])
     (out / "client.json").write_text(json.dumps(EVENTS))

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from completer.completion import Completer, CompletionRequest, CompletionSettings
-from completer.demo import DEMO_FILE, choose_span
-from completer.metrics import percentiles
-from completer.prompt import split_lines
-from completer.runtime import load_engine
+from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
+from completer.engines.loading import load_engine
+from completer.engines.options import EngineOptions
+from completer.lines import split_lines
+from completer.replay.demo import DEMO_FILE, choose_span
+from completer.replay.metrics import percentiles
 
 VARIANTS = {
     "cache+spec": dict(use_cache=True, speculative=True),
@@ -75,7 +76,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=12)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    engine = load_engine(model=args.model, device=args.device, threads=args.threads)
+    engine = load_engine(EngineOptions(model=args.model, device=args.device, threads=args.threads))
     info = engine.describe()
     requests = keystroke_requests(args.file, args.lines)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "

@@ -19,8 +19,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from completer.session import write_session
-from completer.typist import TypingModel, synthesize_tree
+from completer.replay.session import write_session
+from completer.replay.typist import TypingModel, synthesize_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_FILES = ["packaging/src/packaging/utils.py", "packaging/src/packaging/_tokenizer.py",

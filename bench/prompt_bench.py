@@ -16,9 +16,10 @@ import sysconfig
 import time
 from pathlib import Path
 
-from completer.fim import detect_template
-from completer.models import resolve_model
-from completer.prompt import PromptSettings, build_prompt, split_lines
+from completer.completion.fim import detect_template
+from completer.completion.prompt import PromptSettings, build_prompt
+from completer.engines.model_dirs import resolve_model
+from completer.lines import split_lines
 from completer.tokenizer import Tokenizer
 from lsp.documents import Document
 

@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 from rapidfuzz.distance import Levenshtein
 
-from completer.completion import Completer, CompletionRequest, CompletionSettings
-from completer.generate import NgramIndex
-from completer.prompt import split_lines
-from completer.runtime import load_engine
+from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
+from completer.engines.loading import load_engine
+from completer.engines.options import EngineOptions
+from completer.engines.torch.decoding import NgramIndex
+from completer.lines import split_lines
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 KINDS = ("indent", "midline", "ident")
@@ -297,7 +298,7 @@ def draft_acceptance(target: Completer, draft_engine, cases: list[Case], limit: 
     agree = total = 0
     for c in cases[:limit]:
         r = target.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1]))
-        from completer.prompt import build_prompt
+        from completer.completion.prompt import build_prompt
 
         p = build_prompt(target.tokenizer, target.template, c.lines, c.line, c.character,
                          path=c.path.rsplit("/", 1)[-1], settings=target.settings.prompt)
@@ -349,7 +350,7 @@ def main() -> None:
           + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})")
     results: dict = {}
     settings = CompletionSettings(multiline=False, deadline_ms=10_000)
-    engines = {name: load_engine(model=name, device=args.device) for name in args.models}
+    engines = {name: load_engine(EngineOptions(model=name, device=args.device)) for name in args.models}
     for suite, cases in suites.items():
         print(f"\n{suite.upper()}\n{'model':<28}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
                                                                          for k in (*KINDS, "all")) + f"{'ms/case':>9}")
@@ -429,7 +430,7 @@ def main() -> None:
         ok = sum(passes(ic, ic.case.target) for ic in e1[:20])
         print(f"(sanity: the canonical lines pass {ok}/20)")
     if args.draft:
-        draft = load_engine(model=args.draft, device=args.device)
+        draft = load_engine(EngineOptions(model=args.draft, device=args.device))
         rate = draft_acceptance(Completer(engines[args.models[0]], settings), draft, cases)
         results["draft_acceptance"] = {"draft": args.draft, "target": args.models[0], "rate": rate}
         print(f"\ndraft acceptance ({Path(args.draft).name} -> {Path(args.models[0]).name}): {100 * rate:.1f}% of tokens")

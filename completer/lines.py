@@ -8,9 +8,21 @@ code points for utf-32).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-from .prompt import split_lines
+_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their terminators, by LSP rules (\\n, \\r\\n, \\r only; not \\f or U+2028)."""
+    if "\r" not in text:
+        parts = text.split("\n")
+        return [p + "\n" for p in parts[:-1]] + [parts[-1]]
+    lines = _LINE_RE.findall(text)
+    lines.append(text[sum(map(len, lines)):])
+    return lines
+
 
 def units(ch: str, encoding: str) -> int:
     """How many client units one character takes."""

@@ -22,8 +22,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from completer.fim import FimTemplate
-from completer.prompt import PromptSettings, layout_ids, split_lines, syntax_cuts, window_above, window_below
+from completer.completion.fim import FimTemplate
+from completer.completion.prompt import PromptSettings, layout_ids, syntax_cuts, window_above, window_below
+from completer.lines import split_lines
 from completer.syntax import DocumentSyntax, Snapshot
 from completer.tokenizer import Tokenizer
 

@@ -33,7 +33,7 @@ tar cf "$OUT/logs.tar" "$R"/*.log "$R"/machine.txt "$R"/*/hf/train_log.json 2>/d
 # The CUDA path of our engine: one completion per model, then keystroke latency and quality.
 DEV=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 for preset in target large; do
-  [ -d "$R/$preset/hf" ] && timeout 60 python3 -m completer complete completer/demo_data/inventory.py \
+  [ -d "$R/$preset/hf" ] && timeout 60 python3 -m completer complete completer/replay/demo_data/inventory.py \
     --line 40 --character 8 --json --model "$R/$preset/hf" --device "$DEV"
 done > "$R/cuda_complete.txt" 2>&1
 timeout 90 python3 bench/keystroke_latency.py --device "$DEV" --model "$R/target/hf" --lines 5 > "$R/cuda_latency.txt" 2>&1

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from completer.config import ModelConfig
-from completer.model import Transformer, init_weights, save_model
+from completer.engines.model_config import ModelConfig
+from completer.engines.torch.model import Transformer, init_weights, save_model
 from engine_builds.train_tokenizer import SPECIAL_TOKENS, save, train_tokenizer
 
 MODULES = ["textwrap.py", "string.py", "bisect.py", "heapq.py", "functools.py", "contextlib.py",

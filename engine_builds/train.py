@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from completer.config import ModelConfig
-from completer.fim import detect_template
-from completer.model import Transformer, init_weights, load_model
+from completer.completion.fim import detect_template
+from completer.engines.model_config import ModelConfig
+from completer.engines.torch.model import Transformer, init_weights, load_model
 from completer.tokenizer import Tokenizer
 from engine_builds.fim_samples import CONTEXT, TARGET, SampleBuilder, SampleMix
 

@@ -20,7 +20,7 @@ DID_PARTIALLY_ACCEPT = "textDocument/didPartiallyAcceptCompletion"
 def register(server) -> None:
     @server.command(ACCEPT_COMMAND)
     async def did_accept(ls, *args):
-        ls.counters["accepted"] += 1
+        ls.counters.accepted += 1
         log.info("accepted %s", args[0] if args else "?")
         if ls.recorder and args and isinstance(args[0], str):
             ls.recorder.accepted(args[0])
@@ -28,11 +28,11 @@ def register(server) -> None:
 
     @server.feature(DID_SHOW)
     async def did_show(ls, params):
-        ls.counters["shown"] += 1
+        ls.counters.shown += 1
 
     @server.feature(DID_PARTIALLY_ACCEPT)
     async def did_partially_accept(ls, params):
-        ls.counters["partially_accepted"] += 1
+        ls.counters.partially_accepted += 1
         if ls.recorder:
             item_id, length = _partial_accept(params)
             if item_id is not None:

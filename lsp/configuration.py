@@ -1,6 +1,6 @@
 """workspace/didChangeConfiguration: the user changed settings while the server runs.
 
-The settings are those of initializationOptions (lifecycle.py), under a "completer" section or at the
+The settings are those of initializationOptions (options.py), under a "completer" section or at the
 top level: {"completer": {"maxTokens": 24, "reuse": false, "model": "/path", ...}}. Completion
 settings apply to the next request; a changed backend, model, device, dtype, cache size or edit
 reuse reloads the engine (the status goes to loading, then ready), keeping every open document.
@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 
 from lsprotocol import types
-
-from .lifecycle import apply_initialization_options
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +24,7 @@ def register(server) -> None:
         if not isinstance(settings, dict):
             log.info("ignoring didChangeConfiguration settings that are not an object: %r", settings)
             return
-        before = dict(ls.engine_options)
-        apply_initialization_options(ls, settings)
-        if ls.engine_options != before:
-            log.info("engine options changed: %s -> %s; reloading", before, ls.engine_options)
+        before = ls.options.engine
+        if ls.apply_client_settings(settings):
+            log.info("engine options changed: %s -> %s; reloading", before, ls.options.engine)
             ls.reload_engine()

@@ -16,8 +16,8 @@ import threading
 from lsprotocol import types
 from pygls.uris import to_fs_path
 
-from completer.completion import CompletionRequest
-from completer.context import python_import_definitions
+from completer.completion.context import python_import_definitions
+from completer.completion.pipeline import CompletionRequest
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ async def refresh_after_idle(ls, uri: str) -> None:
     if chosen == doc.context:
         return
     doc.context = chosen
-    ls.counters["context_updates"] += 1
+    ls.counters.context_updates += 1
     if ls.reuse is not None:  # suggestions made without this context are stale now
         ls.reuse.forget(uri)
     await warm_up(ls, uri, line, min(character, len(doc.lines[line].rstrip("\r\n"))))
@@ -84,7 +84,7 @@ async def warm_up(ls, uri: str, line: int, character: int) -> None:
                                 session_key=uri, cache_scope=ls.workspace_root, max_tokens=1, syntax=doc.snapshot, context=doc.context)
     try:
         await asyncio.get_running_loop().run_in_executor(ls.engine_executor, completer.complete, request, cancel)
-        ls.counters["warmups"] += 1
+        ls.counters.warmups += 1
     except Exception:
         log.warning("context warm-up failed", exc_info=True)
     finally:

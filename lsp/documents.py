@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from completer.lines import clamp, replace_range
-from completer.prompt import split_lines
+from completer.lines import clamp, replace_range, split_lines
 from completer.syntax import DocumentSyntax, Snapshot, language_for
 
 

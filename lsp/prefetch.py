@@ -12,10 +12,11 @@ Only full accepts benefit (or typing exactly the suggestion); a partial accept a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 
-from completer.completion import CompletionRequest
+from completer.completion.pipeline import CompletionRequest
 from completer.lines import insert_at, line_body
 from completer.syntax import reparse
 
@@ -34,43 +35,46 @@ def after_enter(lines, line: int) -> tuple[list[str], int, int]:
     return insert_at(lines, line, len(body), "\n" + indent)
 
 
-def schedule(ls, uri: str, language_id: str, path: str, lines, line: int, character: int, text: str, context,
-             syntax) -> None:
-    """Prefetch after `text` was shown at (line, character) of `lines`, whose tree is `syntax`."""
-    if not ls.prefetch or ls.reuse is None or ls.completer is None or not text:
+def schedule(ls, shown_for: CompletionRequest, text: str) -> None:
+    """Prefetch after `text` was shown for `shown_for` (its document, cursor and tree)."""
+    if not ls.switches.prefetch or ls.reuse is None or ls.completer is None or not text:
         return
-    task = asyncio.ensure_future(_prefetch(ls, uri, language_id, path, lines, line, character, text, context,
-                                           syntax))
+    task = asyncio.ensure_future(_prefetch(ls, shown_for, text))
     ls.background_tasks.add(task)
     task.add_done_callback(ls.background_tasks.discard)
 
 
-async def _prefetch(ls, uri, language_id, path, lines, line, character, text, context, syntax) -> None:
+async def _prefetch(ls, shown_for: CompletionRequest, text: str) -> None:
+    uri = shown_for.session_key
     if ls.pending.get(uri) is not None:  # a real request is already waiting
         return
     cancel = threading.Event()
     ls.pending[uri] = cancel
-    virtual, vline, vchar = insert_at(lines, line, character, text)
     completer = ls.completer
+    # The document as if `text` were accepted.
+    lines, line, character = insert_at(shown_for.lines, shown_for.line, shown_for.character, text)
+    request = dataclasses.replace(shown_for, lines=lines, line=line, character=character, syntax=None)
 
-    def complete_at(doc_lines, at_line, at_char):
-        nonlocal syntax
-        if syntax is not None:  # the tree of the shown document, edited: an incremental parse
-            syntax = reparse(syntax, "".join(doc_lines))
-        request = CompletionRequest(doc_lines, at_line, at_char, path=path, language_id=language_id,
-                                    session_key=uri, cache_scope=ls.workspace_root, syntax=syntax,
-                                    context=context)
-        return completer.complete(request, cancel)
+    tree = shown_for.syntax
+
+    def with_tree(req: CompletionRequest) -> CompletionRequest:
+        """`req` with the last tree edited to its text (an incremental parse)."""
+        nonlocal tree
+        if tree is not None:
+            tree = reparse(tree, "".join(req.lines))
+        return dataclasses.replace(req, syntax=tree)
 
     def work():
-        nonlocal virtual, vline, vchar
+        nonlocal request
         if cancel.is_set():
             return None
-        result = complete_at(virtual, vline, vchar)
-        line_done = not virtual[vline][vchar:].strip()
+        request = with_tree(request)
+        result = completer.complete(request, cancel)
+        line_done = not request.lines[request.line][request.character:].strip()
         if not result.text and line_done and not cancel.is_set():  # nothing more on this line: the next one
-            virtual, vline, vchar = after_enter(virtual, vline)
-            result = complete_at(virtual, vline, vchar)
+            lines, line, character = after_enter(request.lines, request.line)
+            request = with_tree(dataclasses.replace(request, lines=lines, line=line, character=character))
+            result = completer.complete(request, cancel)
         return result
 
     try:
@@ -83,7 +87,7 @@ async def _prefetch(ls, uri, language_id, path, lines, line, character, text, co
     if result is None or cancel.is_set() or result.finish_reason == "cancelled" or not result.text:
         return
     doc = ls.store.get(uri)
-    if doc is None or doc.context is not context or ls.reuse is None:
+    if doc is None or doc.context is not shown_for.context or ls.reuse is None:
         return
-    ls.reuse.remember_recent(uri, virtual, vline, vchar, result.text)
-    ls.counters["prefetched"] += 1
+    ls.reuse.remember_recent(uri, request.lines, request.line, request.character, result.text)
+    ls.counters.prefetched += 1

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from completer import __version__
-from completer.session import SessionWriter, event
+from completer.replay.session import SessionWriter, event
 
 log = logging.getLogger(__name__)
 

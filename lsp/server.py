@@ -15,6 +15,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
@@ -23,12 +25,17 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 
 from completer import __version__
-from completer.completion import Completer, CompletionSettings
-from completer.reuse import SuggestionReuse
+from completer.completion.pipeline import Completer, CompletionSettings
+from completer.completion.reuse import SuggestionReuse
+from completer.records import WORK_FIELDS, AnswerRecord, EngineWork
 
 from .documents import DocumentStore
+from .options import EnginePlacement, ServerOptions, ServerSwitches, apply_client_settings
 from .pacing import Pacer
 from .transport import is_pipe_or_socket, serve_stdio
+
+if TYPE_CHECKING:
+    from .inline_completion import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +43,47 @@ STATUS_NOTIFICATION = "completer/status"
 
 
 class RequestLog:
-    """The most recent inlineCompletion requests, for the replay bench (completer/stats {"requests": true}).
-
-    A record is keyed the way a client can match it, by document version and client position, and says
-    who answered (kind: typed_through | recent | recycled | engine | debounced | cancelled | stale |
-    unavailable | error | not_open | invalid), the server-side time and, for the engine, its work (prompt, cached, prefilled,
-    decoded, drafted and accepted tokens) and where the time went (milliseconds: reuse, looking for a suggestion
-    still valid; parse, the tree brought up to date; wait, queued behind the engine's previous job; prompt,
-    prefill, decode, post; back, from the engine thread's end to this request's coroutine)."""
+    """The most recent inlineCompletion answers (completer.records.AnswerRecord), for the replay bench
+    (completer/stats {"requests": true}). Bounded: the oldest records go first."""
 
     def __init__(self, size: int = 50_000):
-        self.records: deque[dict] = deque(maxlen=size)
+        self.records: deque[AnswerRecord] = deque(maxlen=size)
 
-    def add(self, version: int, line: int, character: int, kind: str, ms: float, stats=None,
-            spent: dict[str, float] | None = None) -> None:
-        record = {"version": version, "line": line, "character": character, "kind": kind, "ms": round(ms, 3)}
-        if stats is not None:
-            record.update(prompt=stats.prompt_tokens, cached=stats.cached_tokens, prefilled=stats.prefill_tokens,
-                          decoded=stats.decode_tokens, drafted=stats.drafted_tokens, accepted=stats.accepted_tokens)
-        if spent:
-            record["spent"] = {k: round(v, 3) for k, v in spent.items()}
+    def add(self, record: AnswerRecord) -> None:
         self.records.append(record)
+
+
+@dataclass
+class Counters:
+    """What the server did so far (completer/stats "counters")."""
+    requests: int = 0
+    answered: int = 0
+    empty: int = 0
+    cancelled: int = 0
+    stale: int = 0
+    errors: int = 0
+    accepted: int = 0
+    shown: int = 0
+    partially_accepted: int = 0
+    reuse_typed_through: int = 0
+    reuse_recent: int = 0
+    context_updates: int = 0
+    warmups: int = 0
+    unavailable: int = 0
+    prefetched: int = 0
+    recycled: int = 0
+    debounced: int = 0
+
+
+@dataclass
+class EngineTotals(EngineWork):
+    """Engine work summed over answered requests (completer/stats "engine"; the replay bench reads it)."""
+    engine_requests: int = 0
+
+    def add(self, stats: EngineWork) -> None:
+        self.engine_requests += 1
+        for name in WORK_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(stats, name))
 
 
 class CompleterProtocol(LanguageServerProtocol):
@@ -123,42 +150,29 @@ def _change_record(change) -> list:
 
 
 class CompleterServer(LanguageServer):
-    def __init__(self, engine_options: dict, settings: CompletionSettings, reuse: bool = True,
-                 context: bool = True, record_dir: str | None = None, engine: dict | None = None,
-                 prefetch: bool = True, recycle: bool = True, debounce: bool = True):
+    def __init__(self, options: ServerOptions, placement: EnginePlacement = EnginePlacement(),
+                 record_dir: str | None = None):
         super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
         self.store = DocumentStore()
-        self.engine_options = engine_options
-        # Where the model runs: {"mode": inproc | auto | connect, "socket": path or None, "idle_exit_s": ...}
-        self.engine_mode = dict(engine or {"mode": "inproc"})
-        self.settings = settings
+        self.options = options  # engine, completion settings, switches; client settings replace it
+        self.placement = placement
         self.engine_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="completer-engine")
         self._completer_future: asyncio.Future | None = None
         self.completer: Completer | None = None
         self.load_error: str | None = None
         self.pending: dict[str, threading.Event] = {}  # uri -> cancel event of the request in flight
-        self.inflight: dict = {}  # uri -> inline_completion.InFlight, the generation running for it
+        self.inflight: dict[str, InFlight] = {}  # uri -> the generation running for it
         self.last_latency_ms: float | None = None
-        self.counters = {"requests": 0, "answered": 0, "empty": 0, "cancelled": 0, "stale": 0, "errors": 0,
-                         "accepted": 0, "shown": 0, "partially_accepted": 0, "reuse_typed_through": 0,
-                         "reuse_recent": 0, "context_updates": 0, "warmups": 0, "unavailable": 0, "prefetched": 0,
-                         "recycled": 0, "debounced": 0}
-        # Engine work summed over answered requests (what the replay bench reads).
-        self.engine_totals = {k: 0 for k in ("engine_requests", "prompt_tokens", "cached_tokens", "restored_tokens",
-                                             "shifted_tokens", "prefill_tokens", "decode_tokens", "drafted_tokens",
-                                             "accepted_tokens")}
-        self.reuse = SuggestionReuse() if reuse else None
+        self.counters = Counters()
+        self.engine_totals = EngineTotals()
+        self.reuse = SuggestionReuse() if options.switches.reuse else None
         self._next_item_id = 0
         self.last_cursor: dict[str, tuple[int, int]] = {}  # uri -> (line, code-point column) of the last request
         self.change_hooks: list = []  # called with (uri, opened) after each didOpen / didChange
-        self.use_context = context
         self.ring = None  # ContextRing over the workspace, set at initialize (None: no cross-file context)
         self.workspace_root = ""  # its path, set at initialize: the scope of shared KV on multi-tenant backends
         self.context_tasks: dict[str, asyncio.Task] = {}
         self.request_log = RequestLog()
-        self.prefetch = prefetch  # compute the next suggestion as if the shown one were accepted
-        self.recycle = recycle  # a request that typed what is being generated takes the generation over
-        self.debounce = debounce  # wait a moment before asking the model while typing outruns it
         self.pacer = Pacer()
         self.background_tasks: set[asyncio.Task] = set()
         self.engine_available = True  # False while a daemon engine is away (status says so once)
@@ -167,6 +181,26 @@ class CompleterServer(LanguageServer):
             from .recording import Recorder
 
             self.recorder = Recorder(record_dir)
+
+    @property
+    def settings(self) -> CompletionSettings:
+        return self.options.settings
+
+    @property
+    def switches(self) -> ServerSwitches:
+        return self.options.switches
+
+    def apply_client_settings(self, raw) -> bool:
+        """initializationOptions or a didChangeConfiguration section; True if the engine must reload."""
+        before = self.options
+        self.options = apply_client_settings(before, raw)
+        if self.options.switches.reuse and self.reuse is None:
+            self.reuse = SuggestionReuse()
+        elif not self.options.switches.reuse:
+            self.reuse = None
+        if self.completer is not None:
+            self.completer.settings = self.options.settings
+        return self.options.engine != before.engine
 
     def start_io(self, stdin=None, stdout=None) -> None:
         """stdio, read by the event loop when stdin is a pipe or socket (see transport.py)."""
@@ -184,16 +218,16 @@ class CompleterServer(LanguageServer):
             self._completer_future.add_done_callback(self._loaded)
 
     def _load(self) -> Completer:
-        mode = self.engine_mode.get("mode", "inproc")
-        if mode == "inproc":
-            from completer.runtime import load_engine
+        placement = self.placement
+        if placement.mode == "inproc":
+            from completer.engines.loading import load_engine
 
-            engine = load_engine(**self.engine_options)
+            engine = load_engine(self.options.engine)
         else:
-            from completer.remote_engine import RemoteEngine
+            from completer.serving.remote_engine import RemoteEngine
 
-            engine = RemoteEngine(self.engine_options, mode, self.engine_mode.get("socket"),
-                                  idle_exit_s=self.engine_mode.get("idle_exit_s"))
+            engine = RemoteEngine(self.options.engine, placement.mode, placement.socket,
+                                  idle_exit_s=placement.idle_exit_s)
         return Completer(engine, self.settings)
 
     def _loaded(self, fut: asyncio.Future) -> None:
@@ -248,8 +282,8 @@ class CompleterServer(LanguageServer):
         info = self.completer.engine.describe() if self.completer else {}
         params = {
             "state": state,  # loading | ready | error
-            "model": info.get("model_dir", self.engine_options.get("model") or ""),
-            "backend": info.get("backend", self.engine_options.get("backend", "torch")),
+            "model": info.get("model_dir", self.options.engine.model or ""),
+            "backend": info.get("backend", self.options.engine.backend),
             "device": info.get("device", ""),
             "compile": info.get("compile", "off"),  # torch: off, compiling, compiled, failed: ...
             "lastLatencyMs": None if self.last_latency_ms is None else round(self.last_latency_ms, 2),
@@ -264,13 +298,6 @@ class CompleterServer(LanguageServer):
         for hook in self.change_hooks:
             hook(self, uri, opened)
 
-    def record_stats(self, stats) -> None:
-        totals = self.engine_totals
-        totals["engine_requests"] += 1
-        for key in totals:
-            if key != "engine_requests":
-                totals[key] += getattr(stats, key)
-
     def new_item_id(self) -> str:
         self._next_item_id += 1
         return f"c{self._next_item_id}"
@@ -279,14 +306,19 @@ class CompleterServer(LanguageServer):
         self.last_latency_ms = (time.perf_counter() - started) * 1000
 
 
-def create_server(engine_options: dict, settings: CompletionSettings = CompletionSettings(),
-                  reuse: bool = True, context: bool = True, record_dir: str | None = None,
-                  engine: dict | None = None, prefetch: bool = True, recycle: bool = True,
-                  debounce: bool = True) -> CompleterServer:
-    from . import accept, completion_fallback, configuration, context_updates, inline_completion, lifecycle, stats
+def create_server(options: ServerOptions = ServerOptions(), placement: EnginePlacement = EnginePlacement(),
+                  record_dir: str | None = None) -> CompleterServer:
+    from . import (
+        accept,
+        completion_fallback,
+        configuration,
+        context_updates,
+        inline_completion,
+        lifecycle,
+        stats,
+    )
 
-    server = CompleterServer(engine_options, settings, reuse, context, record_dir, engine, prefetch, recycle,
-                             debounce)
+    server = CompleterServer(options, placement, record_dir)
     for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates):
         feature.register(server)
     return server

@@ -43,7 +43,7 @@ fi
 echo "engine flags: ${FLAGS[*]}"
 
 step "a draft model is refused at start-up (lmdeploy cannot speculate for this pair)"
-if "$COMPLETER" complete completer/demo_data/inventory.py --line 40 --character 8 "${FLAGS[@]}" \
+if "$COMPLETER" complete completer/replay/demo_data/inventory.py --line 40 --character 8 "${FLAGS[@]}" \
      --draft-model "$MODEL" >/dev/null 2>&1; then
   echo "warning: completer accepted --draft-model with lmdeploy; it should refuse it"
 else
@@ -51,7 +51,7 @@ else
 fi
 
 step "one completion"
-"$COMPLETER" complete completer/demo_data/inventory.py --line 40 --character 8 --json "${FLAGS[@]}"
+"$COMPLETER" complete completer/replay/demo_data/inventory.py --line 40 --character 8 --json "${FLAGS[@]}"
 
 step "replay of bench/sessions"
 if [ "$REPLAY" = 1 ]; then

@@ -48,7 +48,7 @@ fi
 echo "engine flags: ${FLAGS[*]}"
 
 step "one completion (loads the model, captures CUDA graphs: a minute or so)"
-"$COMPLETER" complete completer/demo_data/inventory.py --line 40 --character 8 --json "${FLAGS[@]}"
+"$COMPLETER" complete completer/replay/demo_data/inventory.py --line 40 --character 8 --json "${FLAGS[@]}"
 
 step "replay of bench/sessions"
 if [ "$REPLAY" = 1 ]; then

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from completer.engine import GenerationRequest, StopRules, create_engine
-from completer.torch_engine import TorchEngine
+from completer.engines.contract import GenerationRequest, StopRules
+from completer.engines.loading import create_engine
+from completer.engines.torch.engine import TorchEngine
 from tests.conftest import ROOT, OpenAIServer
 
 MODEL = ROOT / "completer" / "models" / "embedded"
@@ -175,7 +176,7 @@ def test_language_server_on_the_api_fake_backend_answers_like_torch(backend, tmp
     backend gives for the same text."""
     import asyncio
 
-    from completer.editor_client import EditorClient
+    from completer.replay.editor_client import EditorClient
     from tests.conftest import server_command
     from tests.fakes import FAKES_DIR
 

@@ -6,7 +6,7 @@ import sys
 
 from tests.conftest import FIXTURE_MODEL, ROOT
 
-SAMPLE = ROOT / "completer" / "demo_data" / "inventory.py"
+SAMPLE = ROOT / "completer" / "replay" / "demo_data" / "inventory.py"
 
 
 def completer(*args, timeout=120):

@@ -5,7 +5,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from completer.editor_client import EditorClient
+from completer.replay.editor_client import EditorClient
 from tests.conftest import server_command
 
 TEXT = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        \n"

@@ -14,7 +14,7 @@ import time
 import msgpack
 import pytest
 
-from completer.editor_client import EditorClient
+from completer.replay.editor_client import EditorClient
 from tests.conftest import FIXTURE_MODEL, server_command
 
 TEXT = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        \n"

@@ -1,9 +1,9 @@
 """Raw JSON-RPC frames a real client would never send: the server answers what it can and survives."""
 
 import json
+import queue
 import subprocess
 import threading
-import queue
 
 import pytest
 

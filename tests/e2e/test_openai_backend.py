@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from completer.editor_client import EditorClient
-from completer.engine import GenerationRequest, StopRules, create_engine
-from completer.openai_engine import ServerError
+from completer.engines.contract import GenerationRequest, StopRules
+from completer.engines.loading import create_engine
+from completer.engines.openai_compat import ServerError
+from completer.replay.editor_client import EditorClient
 from tests.conftest import FIXTURE_MODEL, ROOT, OpenAIServer, server_command
 
 EMBEDDED = ROOT / "completer" / "models" / "embedded"

@@ -7,7 +7,7 @@ import shlex
 import subprocess
 import sys
 
-from completer.session import Session, event, read_session, write_session
+from completer.replay.session import Session, event, read_session, write_session
 from tests.conftest import FIXTURE_MODEL, ROOT, server_command
 
 ABOVE = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        "
@@ -103,7 +103,7 @@ def test_ab_mode_runs_each_configuration_and_prints_ratios(tmp_path):
     assert "no-cache/default" in r.stdout
     report = json.loads((tmp_path / "ab.json").read_text())
     base, variant = (c["summary"] for c in report["configs"])
-    assert variant["engine_per_request"]["cached"] == 0 < base["engine_per_request"]["cached"]
+    assert variant["engine_per_request"]["cached_tokens"] == 0 < base["engine_per_request"]["cached_tokens"]
     assert "no-cache" in report["ratios"] and report["ratios"]["no-cache"]["latency_p50_ms"] is not None
 
 

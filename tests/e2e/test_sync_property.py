@@ -10,7 +10,7 @@ import pytest
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from completer.replay import Mirror
+from completer.replay.driver import Mirror
 from tests.conftest import server_command
 
 # Multi-byte and astral characters, every LSP line break, and the separators LSP does not split on.

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from completer.engine import GenerationRequest, StopRules
-from completer.torch_engine import TorchEngine
+from completer.engines.contract import GenerationRequest, StopRules
+from completer.engines.torch.engine import TorchEngine
 
 _ENGINES: dict[tuple[str, str, int], TorchEngine] = {}
 _LOCK = threading.Lock()

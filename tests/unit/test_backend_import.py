@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from completer.engine import BackendUnavailableError, import_backend
+from completer.engines.contract import BackendUnavailableError
+from completer.engines.gpu_runtime import import_backend
 
 NAMES = dict(missing="not installed: see the README", written_for="FakeGPU 1.0 (the Engine API)", needs="a GPU")
 

@@ -1,7 +1,14 @@
-"""Which compile mode each command gives the torch engine (strings only, no engine loaded)."""
+"""The command line's options as typed values: which compile mode each command gives the torch
+engine, and flags that say the options again (replay, demo, the daemon) parse back to the same
+options (strings only, no engine loaded)."""
 
-from completer.cli import _serve_flags, _server_engine_options, build_parser, cmd_demo
-from completer.remote_engine import engine_flags
+import dataclasses
+
+import pytest
+
+from completer.cli.main import build_parser, cmd_demo
+from completer.cli.options import completion_settings, engine_options, serve_flags, server_engine_options
+from completer.engines.options import EngineOptions
 
 
 def parse(*argv):
@@ -11,35 +18,63 @@ def parse(*argv):
 def test_servers_compile_in_the_background_by_default(monkeypatch):
     monkeypatch.delenv("COMPLETER_COMPILE", raising=False)
     for argv in (["serve", "--stdio"], ["engine"], ["serve-openai"]):
-        assert _server_engine_options(parse(*argv))["compile"] == "auto", argv
-    assert _server_engine_options(parse("serve", "--stdio", "--compile"))["compile"] == "on"
-    assert _server_engine_options(parse("serve", "--stdio", "--compile", "off"))["compile"] == "off"
+        assert server_engine_options(parse(*argv)).compile == "auto", argv
+    assert server_engine_options(parse("serve", "--stdio", "--compile")).compile == "on"
+    assert server_engine_options(parse("serve", "--stdio", "--compile", "off")).compile == "off"
     monkeypatch.setenv("COMPLETER_COMPILE", "off")
-    assert _server_engine_options(parse("serve", "--stdio"))["compile"] == "off"
+    assert server_engine_options(parse("serve", "--stdio")).compile == "off"
 
 
 def test_other_backends_get_no_compile_option(monkeypatch):
     monkeypatch.delenv("COMPLETER_COMPILE", raising=False)
-    options = _server_engine_options(parse("serve", "--stdio", "--backend", "openai"))
-    assert options["compile"] is None
-    assert "--compile" not in _serve_flags(parse("replay", "s.msgpack", "--backend", "openai"))
+    assert server_engine_options(parse("serve", "--stdio", "--backend", "openai")).compile is None
+    assert "--compile" not in serve_flags(parse("replay", "s.msgpack", "--backend", "openai"))
 
 
 def test_replay_and_demo_measure_the_compiled_steady_state(monkeypatch):
     monkeypatch.delenv("COMPLETER_COMPILE", raising=False)
-    flags = _serve_flags(parse("replay", "s.msgpack"))
+    flags = serve_flags(parse("replay", "s.msgpack"))
     assert flags[flags.index("--compile") + 1] == "on"
-    flags = _serve_flags(parse("replay", "s.msgpack", "--compile", "off"))
+    flags = serve_flags(parse("replay", "s.msgpack", "--compile", "off"))
     assert flags[flags.index("--compile") + 1] == "off"
     monkeypatch.setenv("COMPLETER_COMPILE", "off")
-    flags = _serve_flags(parse("demo"))
+    flags = serve_flags(parse("demo"))
     assert flags[flags.index("--compile") + 1] == "off"
 
 
-def test_the_daemon_gets_the_same_mode():
-    assert engine_flags({"compile": "auto"})[-2:] == ["--compile", "auto"]
-    assert engine_flags({"compile": True})[-2:] == ["--compile", "on"]
-    assert "--compile" not in engine_flags({"compile": None})
+@pytest.mark.parametrize("options", [
+    EngineOptions(),
+    EngineOptions(compile="auto", threads=1, cache_mb=8.0, edit_reuse=False, draft_model="embedded-draft"),
+    EngineOptions(edit_reuse=True, model="/models/x", device="cpu", dtype="bfloat16"),
+    EngineOptions(backend="openai", server_url="http://127.0.0.1:8000/v1", served_model="m", affinity_header="",
+                  server_stop_ids=True, server_extra='{"a": 1}'),
+    EngineOptions(backend="trtllm", speculation="draft", draft_model="d", backend_options="o.yaml"),
+    EngineOptions(backend="lmdeploy", lmdeploy_engine="pytorch", speculation="none"),
+])
+def test_engine_flags_parse_back_to_the_same_options(options):
+    """What a server passes to the daemon it starts (and replay to the server) means the same there."""
+    for command in (["engine"], ["serve", "--stdio"]):
+        assert engine_options(parse(*command, *options.to_flags())) == options
+    assert options.key() == dataclasses.replace(options).key()
+
+
+def test_server_flags_carry_settings_and_switches(monkeypatch):
+    monkeypatch.delenv("COMPLETER_COMPILE", raising=False)
+    argv = ["replay", "s.msgpack", "--max-tokens", "12", "--no-speculative", "--no-syntax", "--no-reuse",
+            "--no-debounce", "--fim-template", "qwen", "--threads", "1"]
+    flags = serve_flags(parse(*argv))
+    served = parse("serve", "--stdio", *flags)
+    assert completion_settings(served) == completion_settings(parse(*argv))
+    assert served.no_reuse and served.no_debounce and not served.no_context
+    assert engine_options(served) == engine_options(parse(*argv), compile_default="on")
+
+
+def test_an_option_for_another_backend_is_refused():
+    from completer.engines.loading import backend_arguments
+
+    with pytest.raises(ValueError, match="--server-url does not apply to the torch backend"):
+        backend_arguments(EngineOptions(server_url="http://x"))
+    assert backend_arguments(EngineOptions(edit_reuse=False, threads=2)) == {"edit_reuse": False, "num_threads": 2}
 
 
 def test_demo_says_why_it_starts_slowly_only_when_it_compiles_first(monkeypatch, capsys):

@@ -1,6 +1,6 @@
 """Cross-file context: privacy rules, ranking, de-duplication, budget, import definitions."""
 
-from completer.context import ContextRing, Workspace, python_import_definitions
+from completer.completion.context import ContextRing, Workspace, python_import_definitions
 
 
 def make_workspace(tmp_path):

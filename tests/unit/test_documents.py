@@ -4,8 +4,7 @@ import random
 
 import pytest
 
-from completer.lines import to_client_units, to_codepoints
-from completer.prompt import split_lines
+from completer.lines import split_lines, to_client_units, to_codepoints
 from lsp.documents import Document
 
 ALPHABET = ["a", "b", " ", "\n", "\r\n", "\r", "é", "✓", "𝔘", "\x0c", "\u2028", "\t", "()"]

@@ -6,8 +6,9 @@ import time
 
 import msgpack
 
-from completer.engine import GenerationRequest, StopRules
-from completer.engine_protocol import default_socket, request_from_wire, request_to_wire, runtime_dir
+from completer.engines.contract import GenerationRequest, StopRules
+from completer.engines.options import EngineOptions
+from completer.serving.wire import default_socket, request_from_wire, request_to_wire, runtime_dir
 
 
 def test_engine_sockets_live_in_a_private_directory_one_per_configuration(tmp_path, monkeypatch):
@@ -17,9 +18,9 @@ def test_engine_sockets_live_in_a_private_directory_one_per_configuration(tmp_pa
     os.chmod(directory, 0o755)
     runtime_dir()
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700  # tightened again
-    a = default_socket({"model": "embedded", "device": "cpu"})
-    assert a.parent == directory and a == default_socket({"device": "cpu", "model": "embedded"})
-    assert a != default_socket({"model": "other", "device": "cpu"})
+    a = default_socket(EngineOptions(model="embedded", device="cpu"))
+    assert a.parent == directory and a == default_socket(EngineOptions(device="cpu", model="embedded"))
+    assert a != default_socket(EngineOptions(model="other", device="cpu"))
 
 
 def test_generation_requests_cross_the_wire_unchanged():

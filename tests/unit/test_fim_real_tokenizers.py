@@ -10,8 +10,9 @@ import os
 
 import pytest
 
-from completer.fim import detect_template
-from completer.prompt import build_prompt, split_lines
+from completer.completion.fim import detect_template
+from completer.completion.prompt import build_prompt
+from completer.lines import split_lines
 from completer.tokenizer import Tokenizer
 from tests import vocabs
 

@@ -14,8 +14,9 @@ import pytest
 from tokenizers import AddedToken, Regex, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
-from completer.fim import detect_template
-from completer.prompt import PromptSettings, build_prompt, split_lines
+from completer.completion.fim import detect_template
+from completer.completion.prompt import PromptSettings, build_prompt
+from completer.lines import split_lines
 from completer.tokenizer import Tokenizer
 
 FAMILY_SPECIALS = {
@@ -77,7 +78,7 @@ def test_golden_layout(tmp_path, family):
 
 
 def test_override_must_match_the_tokenizer(tmp_path):
-    from completer.fim import UnknownFimTemplateError
+    from completer.completion.fim import UnknownFimTemplateError
 
     tok = synthetic(tmp_path, FAMILY_SPECIALS["deepseek"])
     assert detect_template(tok, "deepseek").name == "deepseek"

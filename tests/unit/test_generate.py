@@ -1,4 +1,5 @@
-from completer.generate import NgramIndex, PrefixConstraint, find_text_stop, index_by_first_byte, utf8_complete_len
+from completer.engines.shaper import find_text_stop, utf8_complete_len
+from completer.engines.torch.decoding import NgramIndex, PrefixConstraint, index_by_first_byte
 
 
 def test_ngram_draft_prefers_longest_and_latest_match():
@@ -67,7 +68,7 @@ def test_find_text_stop():
 
 
 def test_draft_policy_weighs_cost_against_acceptance():
-    from completer.generate import DraftPolicy
+    from completer.engines.torch.decoding import DraftPolicy
 
     free = DraftPolicy([1.0, 1.0, 1.0, 1.0, 1.0])  # a GPU: wider steps cost nothing extra
     assert free.length(4) == 4 and free.length(2) == 2 and free.length(0) == 0
@@ -81,7 +82,7 @@ def test_draft_policy_weighs_cost_against_acceptance():
 
 
 def test_plan_edit_reuse_finds_shifted_chunks():
-    from completer.generate import plan_edit_reuse
+    from completer.engines.torch.decoding import plan_edit_reuse
 
     old = list(range(100, 140))
     new = old[:10] + [1, 2, 3] + old[10:]  # three tokens inserted after a 10-token common prefix
@@ -100,7 +101,7 @@ def test_block_end_rule_stops_before_a_dedented_line():
 def test_sampler_and_verification():
     import torch
 
-    from completer.generate import Sampler, verify_draft
+    from completer.engines.torch.decoding import Sampler, verify_draft
 
     rows = torch.tensor([[0.0, 5.0, 1.0], [4.0, 0.0, 1.0], [0.0, 0.0, 9.0]])
     greedy = Sampler()
@@ -139,7 +140,7 @@ def test_ngram_lookup_reports_how_long_the_match_is():
 
 def test_draft_policy_keeps_a_rate_per_key():
     """Drafts from 2-token matches keep failing while 3-token matches are right: only the latter draft."""
-    from completer.generate import DraftPolicy
+    from completer.engines.torch.decoding import DraftPolicy
 
     policy = DraftPolicy([1.0, 1.3, 1.5, 1.6, 1.7])
     for _ in range(30):

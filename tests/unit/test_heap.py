@@ -4,7 +4,7 @@ by an earlier load and is garbage now (a reloaded engine's cycles) is freed."""
 import gc
 import weakref
 
-from completer.heap import freeze_loaded_objects
+from completer.engines.heap import freeze_loaded_objects
 
 
 class Cycle:

@@ -1,6 +1,6 @@
 """Prefix cache bookkeeping: exact block ids, sharing, reference counts and eviction order."""
 
-from completer.kv_pool import PrefixCache
+from completer.engines.torch.kv_pool import PrefixCache
 
 
 def seq(*blocks, bs=4):

@@ -13,35 +13,33 @@ import time
 
 import pytest
 
-from completer.engine import BackendUnavailableError, GenerationRequest, StopRules, create_engine
-from completer.models import resolve_model
-from completer.torch_engine import TorchEngine
-from tests.fakes import hide_backends, use_fakes
+from completer.engines.contract import BackendUnavailableError, GenerationRequest, StopRules
+from completer.engines.loading import create_engine
+from tests.fakes import hide_backends
+from tests.fakes.backend_harness import (
+    MAX_SEQ,
+    MODEL,
+    PROMPTS,
+    builder,
+    fake_package,
+    only,
+    reference_engine,
+    steps_after,
+)
+from tests.fakes.backend_harness import run as harness_run
 
-MODEL = resolve_model("embedded")
-MAX_SEQ = 512
 BLOCK = 16
-PROMPTS = [
-    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return",
-    "import os\nimport sys\n\nfor name in os.listdir(path):\n    print(name)\nfor name in",
-    "x = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2",
-]
 EOS = 0  # the embedded model's eos_token_id
 
 
 @pytest.fixture(scope="module")
 def fake():
-    with pytest.MonkeyPatch.context() as mp:
-        use_fakes(mp)
-        import lmdeploy
-
-        assert lmdeploy.__version__.endswith("+fake")
-        yield lmdeploy
+    yield from fake_package("lmdeploy")
 
 
 @pytest.fixture(scope="module")
 def engine(fake):
-    from completer.lmdeploy_engine import LmdeployEngine
+    from completer.engines.lmdeploy import LmdeployEngine
 
     eng = LmdeployEngine(MODEL, max_seq=MAX_SEQ, block_size=BLOCK)
     yield eng
@@ -50,7 +48,7 @@ def engine(fake):
 
 @pytest.fixture(scope="module")
 def reference():
-    return TorchEngine(MODEL, device="cpu", dtype="float32", decode_dtype="none", max_seq=MAX_SEQ, edit_reuse=False)
+    return reference_engine()
 
 
 @pytest.fixture
@@ -61,25 +59,14 @@ def calls(fake):
 
 @pytest.fixture
 def make(fake):
-    from completer.lmdeploy_engine import LmdeployEngine
+    from completer.engines.lmdeploy import LmdeployEngine
 
-    built = []
-
-    def build(model=MODEL, **kw):
-        eng = LmdeployEngine(model, **kw)
-        built.append(eng)
-        return eng
-
-    yield build
-    for eng in built:
-        eng.close()
+    yield from builder(LmdeployEngine)
 
 
 def run(engine, prompt, cancel=None, **kw):
     kw.setdefault("stop", StopRules(stop_token_ids=frozenset({EOS}), max_lines=0))
-    stream = engine.generate(GenerationRequest(prompt_ids=tuple(prompt), **kw), cancel)
-    deltas = list(stream)
-    return [t for d in deltas for t in d.token_ids], "".join(d.text for d in deltas), stream.stats
+    return harness_run(engine, prompt, cancel, **kw)
 
 
 def greedy(reference, prompt, n):
@@ -87,17 +74,9 @@ def greedy(reference, prompt, n):
     return ids
 
 
-def only(fake, name):
-    found = fake.calls(name)
-    assert len(found) == 1, (name, found)
-    return found[0]
-
-
 def steps_after_cancel(fake, session_id) -> int:
     """Decode steps the fake ran for this session after the cancel (must be 0)."""
-    names = [name for name, d in fake.CALLS if d.get("session_id") == session_id]
-    assert "cancel" in names, "the request was not cancelled"
-    return names[names.index("cancel"):].count("step")
+    return steps_after(fake, "session_id", session_id, "cancel")
 
 
 def model_with_architecture(tmp_path, arch: str):
@@ -112,7 +91,7 @@ def model_with_architecture(tmp_path, arch: str):
 
 def test_missing_lmdeploy_raises_backend_unavailable(monkeypatch):
     hide_backends(monkeypatch)
-    from completer.lmdeploy_engine import LmdeployEngine
+    from completer.engines.lmdeploy import LmdeployEngine
 
     with pytest.raises(BackendUnavailableError, match=r"lmdeploy is not installed: `pip install lmdeploy==0\.18\.0`"):
         LmdeployEngine(MODEL)
@@ -157,7 +136,7 @@ def test_lmdeploy_api_fake_backend_options_override_engine_config_fields(calls, 
 
 
 def test_speculation_is_refused_at_start_up_never_ignored(calls):
-    from completer.lmdeploy_engine import LmdeployEngine
+    from completer.engines.lmdeploy import LmdeployEngine
 
     with pytest.raises(BackendUnavailableError, match="no draft-target or n-gram proposer"):
         LmdeployEngine(MODEL, draft_model="embedded-draft")
@@ -169,7 +148,7 @@ def test_speculation_is_refused_at_start_up_never_ignored(calls):
 
 
 def test_starcoder2_is_refused_by_both_engines(tmp_path, calls):
-    from completer.lmdeploy_engine import LmdeployEngine
+    from completer.engines.lmdeploy import LmdeployEngine
 
     model = model_with_architecture(tmp_path, "Starcoder2ForCausalLM")
     for kind in ("turbomind", "pytorch"):
@@ -187,7 +166,7 @@ def test_lmdeploy_api_fake_refuses_starcoder2_itself(tmp_path, fake):
 
 
 def test_devices_dtypes_and_engines_are_checked(fake):
-    from completer.lmdeploy_engine import LmdeployEngine
+    from completer.engines.lmdeploy import LmdeployEngine
 
     with pytest.raises(BackendUnavailableError, match="NVIDIA GPUs only"):
         LmdeployEngine(MODEL, device="cpu")

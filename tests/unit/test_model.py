@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from completer import openai_engine
-from completer.config import ModelConfig, UnsupportedModelError, read_hf_config
-from completer.model import Transformer, init_weights, load_model, save_model
+from completer.engines import openai_compat as openai_engine
+from completer.engines.model_config import ModelConfig, UnsupportedModelError, read_hf_config
+from completer.engines.torch.model import Transformer, init_weights, load_model, save_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -161,7 +161,7 @@ def test_prepared_for_inference_matches_training_layout(name):
 
 
 def test_rerotated_keys_equal_keys_computed_at_the_new_position():
-    from completer.model import rerotate_keys, rope_tables, rotate_half
+    from completer.engines.torch.model import rerotate_keys, rope_tables, rotate_half
 
     cfg = CONFIGS["qwen2-bias-gqa-tied"]
     cos, sin = rope_tables(cfg, 128)

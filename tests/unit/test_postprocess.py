@@ -1,5 +1,11 @@
-from completer.postprocess import (Context, cut_runaway_repetition, drop_repetition, drop_suffix_overlap,
-                                   postprocess, stop_at_existing_code)
+from completer.completion.postprocess import (
+    Context,
+    cut_runaway_repetition,
+    drop_repetition,
+    drop_suffix_overlap,
+    postprocess,
+    stop_at_existing_code,
+)
 
 
 def ctx(left="", right="", next_lines=(), multiline=False):
@@ -43,7 +49,7 @@ def test_postprocess_trims_and_drops_whitespace_only():
 
 
 def test_block_truncation_uses_the_syntax_tree():
-    from completer.postprocess import truncate_at_block_end
+    from completer.completion.postprocess import truncate_at_block_end
     from completer.syntax import DocumentSyntax
 
     text = "def f(x):\n    \n\ndef g():\n    pass\n"
@@ -56,7 +62,7 @@ def test_block_truncation_uses_the_syntax_tree():
 
 
 def test_a_closer_the_document_already_has_is_dropped():
-    from completer.postprocess import drop_duplicate_closer
+    from completer.completion.postprocess import drop_duplicate_closer
 
     assert drop_duplicate_closer("return x;\n}", ctx(next_lines=["}", ""])) == "return x;"
     assert drop_duplicate_closer("return x;\n}", ctx(next_lines=["int g() {"])) == "return x;\n}"
@@ -64,7 +70,7 @@ def test_a_closer_the_document_already_has_is_dropped():
 
 
 def test_indentation_follows_the_file():
-    from completer.postprocess import match_indentation
+    from completer.completion.postprocess import match_indentation
 
     tabbed = ctx(left="\t", next_lines=["\treturn x", "\t\ty = 1"], multiline=True)
     assert match_indentation("if x:\n        y()\n    z()", tabbed) == "if x:\n\t\ty()\n\tz()"

@@ -15,8 +15,8 @@ suggestion's own block taken for the document's, the indent step guessed from to
 
 import pytest
 
-from completer.postprocess import Context, postprocess
-from completer.prompt import split_lines
+from completer.completion.postprocess import Context, postprocess
+from completer.lines import split_lines
 from completer.syntax import GRAMMARS, DocumentSyntax, byte_offset
 
 
@@ -252,6 +252,6 @@ def test_trailing_whitespace_is_trimmed(lang):
     ("local t = {", True), ("print('done')", False),
 ])
 def test_a_blank_line_after_a_block_opener_wants_a_block(above, wanted):
-    from completer.completion import wants_block
+    from completer.completion.pipeline import wants_block
 
     assert wants_block("  ", "", [above + "\n"]) is wanted

@@ -4,8 +4,9 @@ import functools
 
 import pytest
 
-from completer.fim import UnknownFimTemplateError, detect_template
-from completer.prompt import PromptSettings, build_prompt, split_lines
+from completer.completion.fim import UnknownFimTemplateError, detect_template
+from completer.completion.prompt import PromptSettings, build_prompt
+from completer.lines import split_lines
 from completer.tokenizer import Tokenizer
 
 SOURCE = "".join(f"def function_{i}(x):\n    y = x * {i}\n    return y + {i}\n\n" for i in range(60))
@@ -178,7 +179,7 @@ def test_syntax_windows_inside_a_statement_longer_than_the_budget_fall_back_to_l
 def test_syntax_windows_use_the_budget_the_line_rounding_leaves(tok, tpl):
     # The line window starts at a multiple of 16 lines; a syntax window may start at a statement
     # boundary of the 16 lines above that, when it still fits: no whole sibling lost to rounding.
-    from completer.prompt import window_above
+    from completer.completion.prompt import window_above
     from completer.syntax import DocumentSyntax, anchor_point, is_statement_boundary
 
     lines = split_lines(SOURCE)

@@ -1,5 +1,5 @@
-from completer.prompt import split_lines
-from completer.reuse import SuggestionReuse
+from completer.completion.reuse import SuggestionReuse
+from completer.lines import split_lines
 
 DOC = "import os\n\n\ndef listing(path):\n    entries = os.listdir(path)\n    ret\n\nprint(listing('.'))\n"
 

@@ -3,8 +3,16 @@
 import msgpack
 import pytest
 
-from completer.session import VERSION, Session, SessionError, SessionWriter, event, parse_session, read_session, \
-    write_session
+from completer.replay.session import (
+    VERSION,
+    Session,
+    SessionError,
+    SessionWriter,
+    event,
+    parse_session,
+    read_session,
+    write_session,
+)
 
 
 def _session() -> Session:

@@ -3,8 +3,8 @@
 import threading
 import time
 
-from completer.engine import GenerationRequest, GenerationStats, StopRules
-from completer.shaper import OutputShaper
+from completer.engines.contract import GenerationRequest, GenerationStats, StopRules
+from completer.engines.shaper import OutputShaper
 
 # A toy vocabulary: id -> bytes. 9 is a stop id; 5 and 6 are the two halves of "é".
 VOCAB = [b"a", b"b", b" ", b"\n", b"ret", b"\xc3", b"\xa9", b"urn", b"(", b"<eos>"]

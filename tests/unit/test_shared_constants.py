@@ -1,10 +1,10 @@
-"""Interning of frozen constants across compiled graphs (completer/shared_constants.py)."""
+"""Interning of frozen constants across compiled graphs (completer/engines/torch/frozen_constants.py)."""
 
 import torch
 from torch._inductor.graph import GraphLowering
 
-from completer import shared_constants
-from completer.shared_constants import intern, shared_frozen_constants
+from completer.engines.torch import frozen_constants as shared_constants
+from completer.engines.torch.frozen_constants import intern, shared_frozen_constants
 
 
 def test_equal_constants_become_one_tensor_and_others_stay_apart():

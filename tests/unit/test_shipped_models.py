@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from completer.fim import detect_template
-from completer.model import load_model
-from completer.models import SHIPPED_DIR, default_model_name, shipped_models
+from completer.completion.fim import detect_template
+from completer.engines.model_dirs import SHIPPED_DIR, default_model_name, shipped_models
+from completer.engines.torch.model import load_model
 from completer.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")

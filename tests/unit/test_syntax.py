@@ -5,8 +5,16 @@ import random
 
 import pytest
 
-from completer.syntax import (GRAMMARS, MAX_PARSE_BYTES, DocumentSyntax, byte_offset, enclosing_block_end,
-                              get_language, language_for, parser_for)
+from completer.syntax import (
+    GRAMMARS,
+    MAX_PARSE_BYTES,
+    DocumentSyntax,
+    byte_offset,
+    enclosing_block_end,
+    get_language,
+    language_for,
+    parser_for,
+)
 
 SAMPLES = {
     "python": "def f(x):\n    if x:\n        return 1\n    return 2\n",

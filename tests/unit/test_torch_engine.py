@@ -7,11 +7,11 @@ import time
 import pytest
 import torch
 
-from completer import torch_engine
-from completer.engine import GenerationRequest, StopRules
-from completer.generate import utf8_complete_len
-from completer.models import resolve_model
-from completer.torch_engine import TorchEngine, default_cpu_threads
+from completer.engines.contract import GenerationRequest, StopRules
+from completer.engines.model_dirs import resolve_model
+from completer.engines.shaper import utf8_complete_len
+from completer.engines.torch import engine as torch_engine
+from completer.engines.torch.engine import TorchEngine, default_cpu_threads
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +330,7 @@ def test_block_pool_is_bounded_and_evicts(fixture_model_dir):
 
 
 def test_moving_chunks_reads_sources_before_writing_and_rerotates_keys(fixture_model_dir):
-    from completer.model import rerotate_keys
+    from completer.engines.torch.model import rerotate_keys
 
     eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=64, decode_dtype="none")
     cache = eng.model.model.layers[0].self_attn.kv_cache
@@ -364,7 +364,7 @@ def test_edit_reuse_computes_only_the_edited_region(fixture_model_dir):
 
 @pytest.fixture(scope="module")
 def drafted_engine():
-    from completer.generate import DraftPolicy
+    from completer.engines.torch.decoding import DraftPolicy
 
     eng = TorchEngine(resolve_model("embedded"), device="cpu", decode_dtype="none", edit_reuse=False,
                       draft_model="embedded-draft")

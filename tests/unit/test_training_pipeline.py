@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from completer.fim import detect_template
+from completer.completion.fim import detect_template
 from completer.tokenizer import Tokenizer
 from engine_builds.fim_samples import CONTEXT, NONE, TARGET, SampleBuilder
 from engine_builds.prepare_data import split_of
@@ -69,7 +69,7 @@ def test_fim_samples_follow_the_serving_layout(tiny_data):
 def test_syntax_window_samples_are_cut_as_serving_cuts_them(tiny_data):
     # With SampleMix.syntax, the prefix window is what build_prompt gives a tree-backed document at
     # that cursor: it starts at a statement boundary, with the enclosing signatures first.
-    from completer.prompt import PromptSettings, build_prompt
+    from completer.completion.prompt import PromptSettings, build_prompt
     from engine_builds.fim_samples import SampleMix
 
     tok, plain = builder(tiny_data)
@@ -120,8 +120,8 @@ def test_train_resume_export_and_serve(tiny_data, tmp_path):
     assert log["steps"] == 6
     assert (export / "model.safetensors.index.json").exists()  # sharded below 0.5 MB
 
-    from completer.completion import Completer, CompletionRequest
-    from completer.torch_engine import TorchEngine
+    from completer.completion.pipeline import Completer, CompletionRequest
+    from completer.engines.torch.engine import TorchEngine
 
     engine = TorchEngine(export, device="cpu")
     result = Completer(engine).complete(CompletionRequest(["def f(x):\n", "    return "], 1, 11))

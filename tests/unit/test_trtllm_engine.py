@@ -10,34 +10,34 @@ import time
 
 import pytest
 
-from completer.engine import BackendUnavailableError, GenerationRequest, StopRules, create_engine
-from completer.models import resolve_model
-from completer.torch_engine import TorchEngine
-from tests.fakes import hide_backends, use_fakes
+from completer.engines.contract import BackendUnavailableError, GenerationRequest, StopRules
+from completer.engines.loading import create_engine
+from completer.engines.model_dirs import resolve_model
+from tests.fakes import hide_backends
+from tests.fakes.backend_harness import (
+    MAX_SEQ,
+    MODEL,
+    PROMPTS,
+    builder,
+    fake_package,
+    greedy,
+    only,
+    reference_engine,
+    run,
+    steps_after,
+)
 
-MODEL = resolve_model("embedded")
 DRAFT = resolve_model("embedded-draft")
-MAX_SEQ = 512
-PROMPTS = [
-    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return",
-    "import os\nimport sys\n\nfor name in os.listdir(path):\n    print(name)\nfor name in",
-    "x = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2",
-]
 
 
 @pytest.fixture(scope="module")
 def fake():
-    with pytest.MonkeyPatch.context() as mp:
-        use_fakes(mp)
-        import tensorrt_llm
-
-        assert tensorrt_llm.__version__.endswith("+fake")
-        yield tensorrt_llm
+    yield from fake_package("tensorrt_llm")
 
 
 @pytest.fixture(scope="module")
 def engine(fake):
-    from completer.trtllm_engine import TrtllmEngine
+    from completer.engines.trtllm import TrtllmEngine
 
     eng = TrtllmEngine(MODEL, max_seq=MAX_SEQ)
     yield eng
@@ -46,8 +46,7 @@ def engine(fake):
 
 @pytest.fixture(scope="module")
 def reference():
-    # The fake decodes with the same settings: fp32, no bf16 decode copy.
-    return TorchEngine(MODEL, device="cpu", dtype="float32", decode_dtype="none", max_seq=MAX_SEQ, edit_reuse=False)
+    return reference_engine()
 
 
 @pytest.fixture
@@ -59,51 +58,21 @@ def calls(fake):
 @pytest.fixture
 def make(fake):
     """Build extra engines; all are closed after the test."""
-    from completer.trtllm_engine import TrtllmEngine
+    from completer.engines.trtllm import TrtllmEngine
 
-    built = []
-
-    def build(**kw):
-        eng = TrtllmEngine(MODEL, **kw)
-        built.append(eng)
-        return eng
-
-    yield build
-    for eng in built:
-        eng.close()
-
-
-def run(engine, prompt, cancel=None, **kw):
-    kw.setdefault("stop", StopRules(max_lines=0))
-    stream = engine.generate(GenerationRequest(prompt_ids=tuple(prompt), **kw), cancel)
-    deltas = list(stream)
-    return [t for d in deltas for t in d.token_ids], "".join(d.text for d in deltas), stream.stats
-
-
-def greedy(reference, prompt, n):
-    ids, _, _ = run(reference, prompt, max_new_tokens=n, speculative=False)
-    return ids
-
-
-def only(fake, name):
-    found = fake.calls(name)
-    assert len(found) == 1, (name, found)
-    return found[0]
+    yield from builder(TrtllmEngine)
 
 
 def steps_after_abort(fake, request_id) -> int:
     """Decode steps the fake ran for this request after its abort() (must be 0)."""
-    names = [(name, d) for name, d in fake.CALLS if d.get("request_id") == request_id]
-    aborted = [i for i, (name, _) in enumerate(names) if name == "abort"]
-    assert aborted, "abort() was not called"
-    return sum(1 for name, _ in names[aborted[0]:] if name == "step")
+    return steps_after(fake, "request_id", request_id, "abort")
 
 
 # -- start-up -------------------------------------------------------------------------------------
 
 def test_missing_tensorrt_llm_raises_backend_unavailable_with_how_to_install(monkeypatch):
     hide_backends(monkeypatch)
-    from completer.trtllm_engine import TrtllmEngine
+    from completer.engines.trtllm import TrtllmEngine
 
     with pytest.raises(BackendUnavailableError, match=r"tensorrt-llm 1\.2\.1 has no wheel on PyPI") as err:
         TrtllmEngine(MODEL)
@@ -165,7 +134,7 @@ def test_trtllm_api_fake_without_speculation(calls, make):
 
 
 def test_speculation_arguments_are_checked_before_anything_loads(calls):
-    from completer.trtllm_engine import TrtllmEngine
+    from completer.engines.trtllm import TrtllmEngine
 
     with pytest.raises(ValueError, match="needs a draft model"):
         TrtllmEngine(MODEL, speculation="draft")
@@ -214,7 +183,12 @@ def test_trtllm_api_fake_rejects_unknown_backend_options(fake, make):
 
 
 def test_trtllm_api_fake_config_classes_are_strict(fake):
-    from tensorrt_llm.llmapi import CudaGraphConfig, DraftTargetDecodingConfig, KvCacheConfig, NGramDecodingConfig
+    from tensorrt_llm.llmapi import (
+        CudaGraphConfig,
+        DraftTargetDecodingConfig,
+        KvCacheConfig,
+        NGramDecodingConfig,
+    )
 
     with pytest.raises(ValueError, match="extra inputs"):
         KvCacheConfig(block_reuse=True)
@@ -262,7 +236,7 @@ def test_trtllm_api_fake_refuses_requests_outside_a_running_loop(fake):
 
 
 def test_cpu_device_is_refused_and_cuda_n_narrows_visible_devices(fake, make, monkeypatch):
-    from completer.trtllm_engine import TrtllmEngine
+    from completer.engines.trtllm import TrtllmEngine
 
     with pytest.raises(BackendUnavailableError, match="NVIDIA GPUs only"):
         TrtllmEngine(MODEL, device="cpu")

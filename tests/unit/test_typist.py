@@ -2,8 +2,8 @@
 
 import random
 
-from completer.replay import Mirror, decide_accept
-from completer.typist import TypingModel, find_spans, plan_typing, synthesize, synthesize_tree
+from completer.replay.driver import Mirror, decide_accept
+from completer.replay.typist import TypingModel, find_spans, plan_typing, synthesize, synthesize_tree
 
 PY = '''import os
 

@@ -1,0 +1,206 @@
+"""Cross-file context: chunks of other workspace files worth putting before the current file.
+
+Two sources, ranked together by how much they share with the code around the cursor:
+
+- a ring of recently opened, edited and saved files, cut into chunks of `chunk_lines` lines;
+- for Python, the signatures of the top-level functions and classes of workspace modules the
+  current file imports (tree-sitter), so the model sees what it is about to call.
+
+Chunks already visible in the local window are dropped, the rest fill a token budget. Privacy: a
+file is used only if it lies inside the workspace root, is not ignored by a .gitignore on its way
+from the root, does not look like a secret (.env, keys, credentials) and is not too large.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from completer.syntax import parser_for
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+SECRET_PATTERNS = (".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "*secret*",
+                   "*credential*", "*.keystore", ".netrc", ".pypirc", "*.token")
+MAX_FILE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Chunk:
+    path: str  # workspace-relative, what the prompt shows
+    text: str
+    kind: str  # "recent" or "definitions"
+
+
+class Workspace:
+    """Which files may feed the prompt."""
+
+    def __init__(self, root: str | Path | None):
+        self.root = Path(root).resolve() if root else None
+        self._ignores: dict[Path, list[str]] = {}
+
+    def relative(self, path: str | Path) -> str | None:
+        """Workspace-relative path if the file may be used, else None."""
+        if self.root is None:
+            return None
+        try:
+            p = Path(path).resolve()
+            rel = p.relative_to(self.root)
+        except (ValueError, OSError):
+            return None  # outside the workspace
+        name = p.name.lower()
+        if any(fnmatch.fnmatch(name, pat) for pat in SECRET_PATTERNS):
+            return None
+        if self._ignored(rel):
+            return None
+        return rel.as_posix()
+
+    def _patterns(self, directory: Path) -> list[str]:
+        if directory not in self._ignores:
+            try:
+                lines = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                lines = []
+            self._ignores[directory] = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        return self._ignores[directory]
+
+    def _ignored(self, rel: Path) -> bool:
+        """A .gitignore subset: glob patterns (with / anchoring and dir/ patterns) from the root down,
+        the last matching one wins and "!" re-includes. Good enough to keep build output, virtual
+        environments and local secrets out; `.git/` is always ignored."""
+        parts = rel.parts
+        if ".git" in parts:
+            return True
+        ignored = False
+        for depth in range(len(parts)):
+            directory = self.root.joinpath(*parts[:depth])
+            sub = parts[depth:]
+            for pattern in self._patterns(directory):
+                negate = pattern.startswith("!")
+                pat = pattern[1:] if negate else pattern
+                dir_only = pat.endswith("/")
+                pat = pat.strip("/")
+                candidates = ["/".join(sub[:i]) for i in range(1, len(sub) + (0 if dir_only else 1))]
+                anchored = "/" in pattern.rstrip("/")[1:] or pattern.startswith("/")
+                for cand in candidates:
+                    target = cand if anchored else cand.rsplit("/", 1)[-1]
+                    if fnmatch.fnmatch(target, pat):
+                        ignored = not negate
+                        break
+        return ignored
+
+
+def _identifiers(text: str) -> set[str]:
+    return set(_IDENT.findall(text))
+
+
+class ContextRing:
+    def __init__(self, workspace: Workspace, max_files: int = 8, chunk_lines: int = 24):
+        self.workspace = workspace
+        self.max_files, self.chunk_lines = max_files, chunk_lines
+        self.files: OrderedDict[str, list[Chunk]] = OrderedDict()  # relative path -> chunks, most recent last
+
+    def note(self, path: str, text: str) -> None:
+        """A file was opened, edited or saved: (re)chunk it, most recent last."""
+        rel = self.workspace.relative(path)
+        if rel is None or len(text) > MAX_FILE_BYTES:
+            return
+        lines = text.splitlines(keepends=True)
+        chunks = ["".join(lines[i:i + self.chunk_lines]) for i in range(0, len(lines), self.chunk_lines)]
+        self.files[rel] = [Chunk(rel, c, "recent") for c in chunks if c.strip()]
+        self.files.move_to_end(rel)
+        while len(self.files) > self.max_files:
+            self.files.popitem(last=False)
+
+    def forget(self, path: str) -> None:
+        rel = self.workspace.relative(path)
+        if rel is not None:
+            self.files.pop(rel, None)
+
+    def select(self, current_path: str, around_cursor: str, local_window: str, budget_chars: int,
+               imports: list[Chunk] = ()) -> tuple[tuple[str, str], ...]:
+        """(path, text) chunks for the prompt, best first, within budget_chars, none of the current
+        file and none already in the local window. Deterministic for the same inputs."""
+        current = self.workspace.relative(current_path)
+        wanted = _identifiers(around_cursor)
+        scored = []
+        for order, chunk in enumerate([*imports, *(c for f, cs in self.files.items() if f != current for c in cs)]):
+            if chunk.text.strip() in local_window:
+                continue
+            ids = _identifiers(chunk.text)
+            overlap = len(wanted & ids) / (len(wanted) + 1)
+            bonus = 0.5 if chunk.kind == "definitions" else 0.0
+            scored.append((-(overlap + bonus), order, chunk))
+        scored.sort(key=lambda s: (s[0], s[1]))
+        out, used = [], 0
+        for score, _, chunk in scored:
+            if score >= 0 or used + len(chunk.text) > budget_chars:
+                continue
+            out.append((chunk.path, chunk.text))
+            used += len(chunk.text)
+        return tuple(out)
+
+
+def python_import_definitions(workspace: Workspace, current_path: str, source: bytes,
+                              max_chars: int = 2000) -> list[Chunk]:
+    """Signatures of top-level definitions in workspace modules the Python file imports."""
+    if workspace.root is None:
+        return []
+    tree = parser_for("python").parse(source)
+    modules: list[str] = []
+    for node in tree.root_node.children:
+        if node.type == "import_statement":
+            modules += [n.text.decode() for n in node.named_children if n.type == "dotted_name"]
+            modules += [n.child_by_field_name("name").text.decode() for n in node.named_children
+                        if n.type == "aliased_import"]
+        elif node.type == "import_from_statement":
+            name = node.child_by_field_name("module_name")
+            if name is not None and name.type == "dotted_name":
+                modules.append(name.text.decode())
+    chunks = []
+    for module in dict.fromkeys(modules):
+        base = workspace.root.joinpath(*module.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if not candidate.is_file():
+                continue
+            rel = workspace.relative(candidate)
+            if rel is None or candidate.resolve() == Path(current_path).resolve():
+                continue
+            text = candidate.read_text(encoding="utf-8", errors="replace")
+            sigs = _signatures(text.encode("utf-8"))
+            if sigs:
+                chunks.append(Chunk(rel, sigs[:max_chars], "definitions"))
+            break
+    return chunks
+
+
+def _signatures(source: bytes) -> str:
+    """Top-level `def`/`class` lines (class bodies' method signatures too), bodies elided."""
+    tree = parser_for("python").parse(source)
+    out = []
+
+    def header(node, indent: str, elide: bool = True) -> None:
+        body = node.child_by_field_name("body")
+        end = body.start_byte if body is not None else node.end_byte
+        text = source[node.start_byte:end].decode("utf-8", "replace").rstrip()
+        out.append(indent + text + (" ...\n" if elide else "\n"))
+
+    def definition(node):
+        return node.child_by_field_name("definition") if node.type == "decorated_definition" else node
+
+    for node in tree.root_node.children:
+        target = definition(node)
+        if target is None:
+            continue
+        if target.type == "function_definition":
+            header(target, "")
+        elif target.type == "class_definition":
+            body = target.child_by_field_name("body")
+            methods = [m for m in map(definition, body.children if body is not None else [])
+                       if m is not None and m.type == "function_definition"]
+            header(target, "", elide=not methods)
+            for m in methods:
+                header(m, "    ")
+    return "".join(out)

@@ -1,0 +1,105 @@
+"""Contract 2: the engine interface every backend implements.
+
+A request carries token ids, limits, stop rules and a session key; the answer is a stream of token
+deltas followed by per-request stats. Cancellation is a `threading.Event` the backend checks between
+decode steps, so a cancelled request stops within one step.
+
+Backends: `torch` (torch/engine.py), `trtllm` and `lmdeploy` (in-process GPU engines), `openai` (any
+OpenAI-compatible server); loading.py makes one from the user's options. All apply the stop rules
+with OutputShaper (shaper.py); only torch can constrain tokens for healing.
+tests/e2e/test_backend_contract.py holds them to the same answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from completer.records import EngineWork, FinishReason
+
+if TYPE_CHECKING:
+    from completer.tokenizer import Tokenizer
+
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here (missing package, no GPU, no server URL)."""
+
+
+@dataclass(frozen=True)
+class StopRules:
+    stop_token_ids: frozenset[int] = frozenset()
+    stop_strings: tuple[str, ...] = ()
+    max_lines: int = 1  # stop once the output holds this many newlines (0 = no line limit)
+    # Block end: stop before a line indented less than this many columns (the enclosing block ended).
+    min_indent: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int = 64
+    deadline_s: float | None = None  # absolute time.monotonic() after which decoding stops
+    stop: StopRules = StopRules()
+    session_key: str = ""  # the editor document: per-session affinity in the KV pool
+    speculative: bool = True  # n-gram (prompt lookup) drafting; greedy output is identical either way
+    use_cache: bool = True  # reuse KV of the longest common prefix with earlier requests
+    # Also reuse unchanged chunks after an edit, moved to their new positions (an approximation:
+    # their K/V saw the old context). None: the engine's default.
+    edit_reuse: bool | None = None
+    # Token healing: the text the first generated tokens must start with (bytes the prompt backed up).
+    heal_prefix: bytes = b""
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None  # sampling is reproducible for a given seed
+    # Who may share cached prefixes on a multi-tenant backend (TensorRT-LLM's cache_salt): the
+    # workspace. "": no restriction.
+    cache_scope: str = ""
+
+
+@dataclass
+class GenerationStats(EngineWork):
+    """The engine's work on one request (EngineWork's token counts), filled in while it runs."""
+    forward_passes: int = 0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    first_token_ms: float = 0.0  # from start of generate to the first generated token
+    finish_reason: FinishReason = ""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TokenDelta:
+    token_ids: list[int]
+    text: str  # decoded text of these tokens (UTF-8 held back until complete)
+
+
+@dataclass
+class GenerationStream:
+    """Iterate for deltas; `stats` is complete once iteration ends."""
+
+    deltas: Iterator[TokenDelta]
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def __iter__(self) -> Iterator[TokenDelta]:
+        return self.deltas
+
+
+class Engine(Protocol):
+    name: str
+    device: str
+    tokenizer: "Tokenizer"  # the model's tokenizer: prompts are built as ids on our side
+    max_seq: int  # prompt + generated tokens must fit
+    # Whether generation can be constrained to re-type a heal prefix (token healing). Backends that
+    # cannot get prompts that end at the cursor instead.
+    can_heal: bool
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream: ...
+
+    def describe(self) -> dict: ...
+
+    def close(self) -> None: ...

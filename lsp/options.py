@@ -1,0 +1,96 @@
+"""The server's own options, and the client's settings applied to all of them.
+
+ServerSwitches turn the server's shortcuts on and off; EnginePlacement says where the model runs.
+`apply_client_settings` reads initializationOptions or a didChangeConfiguration section
+({"backend": "torch", "model": "embedded" | "/path", "device", "dtype", "cacheMb", "editReuse",
+"reuse", "context", "prefetch", "recycle", "debounce", "maxTokens", "speculative", "cache",
+"multiline"}, all optional) into new typed values; a value of the wrong type or range is ignored
+with a warning, never half-applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from completer.completion.pipeline import CompletionSettings
+from completer.engines.options import EngineOptions
+
+log = logging.getLogger(__name__)
+
+MAX_CACHE_MB = 65536
+
+
+@dataclass(frozen=True)
+class ServerSwitches:
+    reuse: bool = True  # answer from a suggestion that is still valid, without the model
+    context: bool = True  # chunks of other workspace files in prompts
+    prefetch: bool = True  # compute the next suggestion as if the shown one were accepted
+    recycle: bool = True  # a request that typed what is being generated takes the generation over
+    debounce: bool = True  # wait a moment before asking the model while typing outruns it
+
+
+@dataclass(frozen=True)
+class EnginePlacement:
+    """inproc: the model runs in this process; auto: share a `completer engine` daemon, starting one
+    if none runs; connect: use a running daemon only."""
+    mode: str = "inproc"
+    socket: str | None = None
+    idle_exit_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    engine: EngineOptions = EngineOptions()
+    settings: CompletionSettings = CompletionSettings()
+    switches: ServerSwitches = ServerSwitches()
+
+
+_ENGINE_STRINGS = ("backend", "model", "device", "dtype")
+_SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce")
+_SETTINGS = {"maxTokens": ("max_tokens", int), "speculative": ("speculative", bool), "cache": ("use_cache", bool),
+             "multiline": ("multiline", bool)}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def apply_client_settings(current: ServerOptions, raw) -> ServerOptions:
+    """`current` with the client's settings `raw` applied (see the module docstring)."""
+    if not isinstance(raw, dict):
+        if raw is not None:
+            log.warning("ignoring client settings that are not an object: %r", raw)
+        return current
+    engine: dict = {}
+    for key in _ENGINE_STRINGS:
+        if isinstance(raw.get(key), str) and raw[key]:
+            engine[key] = raw[key]
+    if isinstance(raw.get("editReuse"), bool):
+        engine["edit_reuse"] = raw["editReuse"]
+    cache_mb = raw.get("cacheMb")
+    if cache_mb is not None:
+        if _is_number(cache_mb) and 0 <= cache_mb <= MAX_CACHE_MB:
+            engine["cache_mb"] = float(cache_mb)
+        else:
+            log.warning("ignoring cacheMb=%r (a number of MB from 0 to %d)", cache_mb, MAX_CACHE_MB)
+    switches = {key: raw[key] for key in _SWITCHES if isinstance(raw.get(key), bool)}
+    settings = {}
+    for key, (name, kind) in _SETTINGS.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        if kind is int and _is_number(value) and isinstance(value, int) and 1 <= value <= 1024:
+            settings[name] = value
+        elif kind is bool and isinstance(value, bool):
+            settings[name] = value
+        else:
+            log.warning("ignoring client setting %s=%r", key, value)
+    try:
+        new_engine = current.engine.replace(**engine)
+    except ValueError as exc:  # an unknown backend name, say
+        log.warning("ignoring engine settings %r: %s", engine, exc)
+        new_engine = current.engine
+    return ServerOptions(new_engine, dataclasses.replace(current.settings, **settings),
+                         dataclasses.replace(current.switches, **switches))
