@@ -151,7 +151,7 @@ def main() -> None:
     extra = (engine.tokenizer.encode(" total += count_lines(path)") + filler(engine, 40))[:32]
     for k in (1, 2, 3, 8, 32):
         def warm():
-            engine.cached_ids = engine.cached_ids[:len(base)]
+            engine.slot.cached_ids = engine.slot.cached_ids[:len(base)]
             generate(engine, base + extra[:k], 1)
             sync()
         generate(engine, base, 1)

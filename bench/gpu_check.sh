@@ -174,10 +174,10 @@ else skip engine-eager "the engine does not import"; fi
 step "engine micro-benchmark, compiled (bench/engine_bench.py --compile)"
 # Say what --compile is here, from the code itself: on CUDA the decode step is compiled as
 # fixed-shape graphs (forward_static) with Inductor's CUDA-graph capture; check that it still is.
-"$PYTHON" - >"$OUTDIR/compile-mode.txt" <<'EOF' || echo "unknown (could not read completer/engines/torch/engine.py)" >"$OUTDIR/compile-mode.txt"
+"$PYTHON" - >"$OUTDIR/compile-mode.txt" <<'EOF' || echo "unknown (could not read completer/engines/torch/compile.py)" >"$OUTDIR/compile-mode.txt"
 import inspect
-from completer.engines.torch.engine import TorchEngine
-src = inspect.getsource(TorchEngine._build_compiled_decode)
+from completer.engines.torch.compile import Compiler
+src = inspect.getsource(Compiler.build)
 graphs = "triton.cudagraphs" in src and "forward_static" in src
 print("--compile on CUDA = torch.compile of fixed-shape decode steps (forward_static), "
       + ("captured as CUDA graphs: one launch per step (TORCH_LOGS=cudagraphs says if capture was skipped)"

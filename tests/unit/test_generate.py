@@ -149,3 +149,46 @@ def test_draft_policy_keeps_a_rate_per_key():
     assert policy.rate(2) < 0.1 and policy.length(4, key=2) == 0
     assert policy.rate(3) > 0.9 and policy.length(4, key=3) == 4
     assert policy.rate() == policy.prior_rate  # an unseen key starts from the prior
+
+
+def test_propose_prefers_ngram_drafts_and_shadows_those_not_worth_verifying():
+    from completer.engines.torch.decoding import DraftPolicy, Proposal, propose
+
+    tokens = [1, 2, 3, 4, 5, 6, 9, 1, 2, 3]  # "1 2 3" was followed by "4 5 6" before
+    cheap, dear = DraftPolicy([1.0] * 5), DraftPolicy([1e9] * 5)
+    assert propose(NgramIndex(tokens), cheap, None, tokens, None, None, 3) == Proposal([4, 5, 6], cheap, 3)
+    # Verifying costs too much: no draft, but its first token is checked against the real one.
+    assert propose(NgramIndex(tokens), dear, None, tokens, None, None, 3) == Proposal([], shadow=(4, 3))
+    assert propose(NgramIndex(tokens), cheap, None, tokens, None, None, 0) == Proposal([])  # no room
+    healing = PrefixConstraint(b"x", {}, [])  # still choosing the healed text's tokens
+    assert propose(NgramIndex(tokens), cheap, None, tokens, healing, None, 3) == Proposal([])
+
+    class Drafter:  # what propose asks of a drafter.ModelDrafter
+        policy = DraftPolicy([1.0] * 5)
+
+        def propose(self, context, k, sampler):
+            return [7] * k
+
+    drafter = Drafter()
+    # The n-gram draft is not worth it: the draft model proposes, the shadow still rides along.
+    assert propose(NgramIndex(tokens), dear, drafter, tokens, None, None, 2) == \
+        Proposal([7, 7], drafter.policy, None, (4, 3))
+    assert propose(NgramIndex([5, 6, 7]), cheap, drafter, [5, 6, 7], None, None, 2) == \
+        Proposal([7, 7], drafter.policy)  # no n-gram match at all
+
+
+def test_verification_costs_time_every_width_then_a_step_at_one_position():
+    from completer.engines.torch.costs import measure_step, verification_costs
+
+    calls = []
+
+    def forward(ids, start, num_logits):
+        calls.append((len(ids), start, num_logits))
+
+    costs = verification_costs(forward, 40, 3, "cpu", rounds=2)
+    assert len(costs) == 4 and costs[0] == 1.0 and all(c >= 1.0 for c in costs)  # never below a step
+    per_round = [(1, 40, 1), (1, 40, 1), (2, 40, 2), (1, 40, 1), (3, 40, 3), (1, 40, 1), (4, 40, 4), (1, 40, 1)]
+    assert calls == per_round * 3  # a warm-up round, then two measured
+    calls.clear()
+    assert measure_step(forward, 7, 2, "cpu", repeats=3, then=1) >= 0
+    assert calls == [(2, 7, 2), (1, 7, 1)] * 4

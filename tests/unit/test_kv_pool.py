@@ -1,6 +1,12 @@
-"""Prefix cache bookkeeping: exact block ids, sharing, reference counts and eviction order."""
+"""K/V reuse on token lists and tiny tensors: the prefix cache's bookkeeping (exact block ids, sharing,
+reference counts, eviction order), the block pool's copies, and the slot's prefill plan."""
 
-from completer.engines.torch.kv_pool import PrefixCache
+import torch
+
+from completer.engines.contract import GenerationRequest, GenerationStats
+from completer.engines.torch.kv_pool import BlockPool, PrefixCache
+from completer.engines.torch.model import KVCache
+from completer.engines.torch.slot import Slot, plan_prefill
 
 
 def seq(*blocks, bs=4):
@@ -66,3 +72,104 @@ def test_session_affinity_evicts_from_the_biggest_working_set():
     assert c.insert(seq(4, 5), session="big") == [(0, 4), (1, 2)]
     assert c.match(seq(8)) == [3]  # the small session kept its block despite being least recent
     assert c.per_session == {"big": 4, "small": 1}
+
+
+def tiny_caches(layers=2, kv_heads=2, max_seq=32, head_dim=4, seed=0):
+    """Per-layer slot caches as the model has them ([1, kv_heads, max_seq, head_dim]), random."""
+    gen = torch.Generator().manual_seed(seed)
+    caches = [KVCache(1, max_seq, kv_heads, head_dim, torch.float32, "cpu") for _ in range(layers)]
+    for c in caches:
+        c.k.copy_(torch.randn(c.k.shape, generator=gen))
+        c.v.copy_(torch.randn(c.v.shape, generator=gen))
+    return caches
+
+
+def test_block_pool_is_sized_from_the_caches():
+    per_block = 2 * 2 * 2 * 4 * 4 * 4  # k and v, layers, kv heads, block size, head dim, fp32 bytes
+    pool = BlockPool(tiny_caches(), cache_mb=8.5 * per_block / 2**20, block_size=4)
+    assert pool.index.num_blocks == 8 and pool.mb * 2**20 == 8 * per_block
+    assert pool.k.shape == pool.v.shape == (2, 8, 2, 4, 4)
+    off = BlockPool(tiny_caches(), cache_mb=0.5 * per_block / 2**20, block_size=4)
+    assert off.index is None and off.k.shape[1] == 0 and off.mb == 0
+
+
+def test_block_pool_save_then_restore_round_trip():
+    caches = tiny_caches()
+    before = [(c.k.clone(), c.v.clone()) for c in caches]
+    pool = BlockPool(caches, cache_mb=1, block_size=4)
+    pool.save([(0, 5), (2, 1)])  # sequence blocks 0 and 2 (positions 0-3, 8-11) into pool blocks 5 and 1
+    for i, (k, v) in enumerate(before):
+        torch.testing.assert_close(pool.k[i, 5], k[0, :, 0:4], rtol=0, atol=0)
+        torch.testing.assert_close(pool.v[i, 1], v[0, :, 8:12], rtol=0, atol=0)
+    for c in caches:
+        c.k.zero_()
+        c.v.zero_()
+    pool.restore([5, 1], first_block=3)  # back in, as sequence blocks 3 and 4 (positions 12-19)
+    for c, (k, v) in zip(caches, before):
+        torch.testing.assert_close(c.k[0, :, 12:20], torch.cat([k[0, :, 0:4], k[0, :, 8:12]], 1), rtol=0, atol=0)
+        torch.testing.assert_close(c.v[0, :, 12:20], torch.cat([v[0, :, 0:4], v[0, :, 8:12]], 1), rtol=0, atol=0)
+        assert not c.k[0, :, :12].any() and not c.k[0, :, 20:].any()  # nothing else written
+
+
+def plan(cached, prompt, pooled=(), block_size=4, edit_reuse=False, min_chunk=8):
+    p = plan_prefill(list(cached), list(prompt), list(pooled), block_size, edit_reuse, min_chunk)
+    return p.keep, p.restore, p.reuse, p.moves, p.compute, p.exact, p.restored
+
+
+def test_prefill_plan_keeps_the_common_prefix_and_computes_at_least_the_last_token():
+    prompt = list(range(1, 13))
+    assert plan([], prompt) == (0, [], 0, [], [(0, 12)], 12, 0)
+    assert plan(prompt[:10] + [99], prompt) == (10, [], 10, [], [(10, 12)], 12, 0)
+    assert plan(prompt + [13, 14], prompt) == (11, [], 11, [], [(11, 12)], 12, 0)  # logits need one
+
+
+def test_prefill_plan_restores_what_the_pool_knows_beyond_the_slot():
+    prompt = list(range(1, 20))
+    # The slot shares 3 tokens, the pool 3 blocks (12 tokens): copy them all in, from block 0.
+    assert plan([1, 2, 3, 99], prompt, pooled=[7, 8, 9]) == (0, [7, 8, 9], 12, [], [(12, 19)], 19, 12)
+    # The slot already holds block 0 and part of block 1: keep block 0, restore from block 1 on.
+    assert plan(prompt[:6] + [99], prompt, pooled=[7, 8, 9]) == (4, [8, 9], 12, [], [(12, 19)], 19, 8)
+    # The slot knows as much as the pool: nothing to copy.
+    assert plan(prompt[:14], prompt, pooled=[7, 8, 9]) == (14, [], 14, [], [(14, 19)], 19, 0)
+    # The pool covers the whole prompt: the last token is computed all the same.
+    assert plan([], prompt[:12], pooled=[7, 8, 9]) == (0, [7, 8, 9], 11, [], [(11, 12)], 12, 11)
+
+
+def test_prefill_plan_moves_chunks_an_edit_shifted():
+    old = list(range(100, 140))
+    new = old[:10] + [1, 2, 3] + old[10:]  # three tokens typed after the first ten
+    # The 29 tokens after the insertion move by 3; the insertion and the last token are computed,
+    # and only the prefix before the first moved chunk is exact enough for the pool.
+    assert plan(old, new, edit_reuse=True) == (10, [], 10, [(10, 13, 29)], [(10, 13), (42, 43)], 13, 0)
+    assert plan(old, new, edit_reuse=False) == (10, [], 10, [], [(10, 43)], 43, 0)
+
+
+def test_slot_prefill_saves_to_the_pool_and_restores_from_it():
+    caches = tiny_caches(max_seq=64)
+    pool = BlockPool(caches, cache_mb=1, block_size=4)
+    slot = Slot(caches, config=None, pool=pool, edit_reuse=False, min_chunk=8)
+    computed = []
+
+    def forward(ids, start, num_logits):  # records what runs; K/V stay whatever the caches hold
+        computed.append((start, start + len(ids)))
+        return torch.zeros(num_logits, 7)
+
+    prompt = list(range(1, 15))
+    first = GenerationStats()
+    slot.prefill(prompt, GenerationRequest(prompt_ids=tuple(prompt)), first, forward)
+    assert computed == [(0, 14)] and slot.cached_ids == prompt and first.prefill_tokens == 14
+    assert pool.index.match(prompt) == [0, 1, 2]  # the whole blocks of the prompt were saved
+    saved = caches[0].k[0, :, :12].clone()
+    slot.clear()
+    for c in caches:
+        c.k.zero_()
+    computed.clear()
+    again = GenerationStats()
+    slot.prefill(prompt, GenerationRequest(prompt_ids=tuple(prompt)), again, forward)
+    assert computed == [(12, 14)] and slot.cached_ids == prompt
+    assert (again.restored_tokens, again.cached_tokens, again.prefill_tokens) == (12, 12, 2)
+    torch.testing.assert_close(caches[0].k[0, :, :12], saved, rtol=0, atol=0)
+    computed.clear()
+    off = GenerationStats()
+    slot.prefill(prompt, GenerationRequest(prompt_ids=tuple(prompt), use_cache=False), off, forward)
+    assert computed == [(0, 14)] and off.cached_tokens == 0 and off.restored_tokens == 0

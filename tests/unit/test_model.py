@@ -68,6 +68,15 @@ def test_cached_incremental_forward_equals_full(name):
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_kv_caches_are_the_layers_caches_in_order():
+    cfg = CONFIGS["llama-gqa-untied"]
+    model = _random_model(cfg)
+    model.setup_cache(16)
+    caches = model.kv_caches()
+    assert [c is layer.self_attn.kv_cache for c, layer in zip(caches, model.model.layers)] == [True] * 2
+    assert caches[0].k.shape == (1, cfg.num_key_value_heads, 16, cfg.head_dim)
+
+
 def test_rollback_overwrites_stale_cache_entries():
     """Verifying a rejected draft leaves stale K/V behind; recomputing from an earlier start must ignore it."""
     cfg = CONFIGS["llama-gqa-untied"]

@@ -11,6 +11,7 @@ from completer.engines.contract import GenerationRequest, StopRules
 from completer.engines.model_dirs import resolve_model
 from completer.engines.shaper import utf8_complete_len
 from completer.engines.torch import engine as torch_engine
+from completer.engines.torch.compile import decode_over_static
 from completer.engines.torch.engine import TorchEngine, default_cpu_threads
 
 
@@ -95,7 +96,7 @@ def test_static_decode_path_is_exactly_greedy(fixture_model_dir):
     """The engine's decode steps through forward_static (as on CUDA, here uncompiled) give the same
     tokens as the reference, with speculation on and off."""
     eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", edit_reuse=False)
-    eng._decode_fn = eng._decode_over_static(eng.model.forward_static)
+    eng._decode_fn = decode_over_static(eng.model.forward_static, eng.device)
     for text in PROMPTS[:3]:
         prompt = eng.tokenizer.encode(text)
         expected = reference_greedy(eng, prompt, 24)
@@ -144,10 +145,10 @@ def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
         same.model.model.norm.weight.mul_(-1.0)
     same_cases = [(prompt, reference_greedy(same, prompt, 16)) for prompt, _ in first_cases]
     assert [c[1] for c in same_cases] != [c[1] for c in first_cases]
-    same._compile_decode()
+    same._compile_now()
     check(same, same_cases, "same shapes, other weights")
     check(first, first_cases, "first model after the third")
-    first._compile_decode(static=True)
+    first._compile_now(static=True)
     assert first.static_decode
     check(first, first_cases, "static")
 
@@ -158,18 +159,18 @@ def test_background_compile_serves_at_once_then_switches(fixture_model_dir):
     the same tokens."""
     eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
                       max_draft=2, compile="background")
-    assert eng.compile_state == "compiling" and eng._decode_fn is eng.model
+    assert eng.compiler.state == "compiling" and eng._decode_fn is eng.model
     assert not eng.compile_finished.is_set()
-    assert eng._usable_seq() == eng.max_seq - 4
+    assert eng.compiler.usable_seq() == eng.max_seq - 4
     prompt = eng.tokenizer.encode(PROMPTS[1])
     expected = reference_greedy(eng, prompt, 16)
     assert run(eng, prompt, max_new_tokens=16)[0] == expected
     deadline = time.monotonic() + 600
-    while eng.compile_state == "compiling":
+    while eng.compiler.state == "compiling":
         assert time.monotonic() < deadline, "the background compile never finished"
         time.sleep(0.2)
-    assert eng.compile_state == "compiled" and eng.describe()["compiled"] and eng.compile_finished.is_set()
-    assert eng._usable_seq() == eng.max_seq
+    assert eng.compiler.state == "compiled" and eng.describe()["compiled"] and eng.compile_finished.is_set()
+    assert eng.compiler.usable_seq() == eng.max_seq
     for speculative in (False, True):
         assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
 
@@ -319,25 +320,25 @@ def test_block_pool_restores_another_prompt_exactly(fixture_model_dir):
 def test_block_pool_is_bounded_and_evicts(fixture_model_dir):
     eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=0.05, block_size=8,
                       edit_reuse=False)
-    pool_bytes = eng.pool_k.numel() * eng.pool_k.element_size() * 2
+    pool_bytes = eng.pool.k.numel() * eng.pool.k.element_size() * 2
     assert pool_bytes <= 0.05 * 2**20
-    blocks = eng.prefix_cache.num_blocks
+    blocks = eng.pool.index.num_blocks
     for text in PROMPTS:
         ids = eng.tokenizer.encode(text * 8)
         out, _ = run(eng, ids, max_new_tokens=6)
         assert out == reference_greedy(eng, ids, 6)
-    assert eng.prefix_cache.used_blocks <= blocks and eng.prefix_cache.evictions > 0
+    assert eng.pool.index.used_blocks <= blocks and eng.pool.index.evictions > 0
 
 
 def test_moving_chunks_reads_sources_before_writing_and_rerotates_keys(fixture_model_dir):
     from completer.engines.torch.model import rerotate_keys
 
     eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=64, decode_dtype="none")
-    cache = eng.model.model.layers[0].self_attn.kv_cache
+    cache = eng.model.kv_caches()[0]
     cache.k.copy_(torch.randn_like(cache.k))
     cache.v.copy_(torch.randn_like(cache.v))
     k0, v0 = cache.k.clone(), cache.v.clone()
-    eng._move_chunks([(4, 7, 10), (20, 18, 5)])  # overlapping shift right, then a shift left
+    eng.slot.move_chunks([(4, 7, 10), (20, 18, 5)])  # overlapping shift right, then a shift left
     cfg = eng.model.config
     torch.testing.assert_close(cache.k[0, :, 7:17], rerotate_keys(k0[0, :, 4:14], cfg, 3))
     torch.testing.assert_close(cache.v[0, :, 7:17], v0[0, :, 4:14])
@@ -357,7 +358,7 @@ def test_edit_reuse_computes_only_the_edited_region(fixture_model_dir):
     assert stats.shifted_tokens >= len(below) - 2
     assert stats.prefill_tokens <= len(inserted) + 3
     assert stats.cached_tokens + stats.prefill_tokens == len(second)
-    assert eng.cached_ids[:len(second)] == second
+    assert eng.slot.cached_ids[:len(second)] == second
     _, off = run(eng, second, max_new_tokens=2, edit_reuse=False)  # identical prompt: plain prefix reuse
     assert off.shifted_tokens == 0 and off.prefill_tokens == 1
 
@@ -401,7 +402,7 @@ def test_draft_model_policy_is_measured_against_the_target_step(drafted_engine):
     It must leave both models' slots usable (it writes K/V at the scratch positions)."""
     eng = drafted_engine
     target = [1.0, 1.5, 1.7, 1.9, 2.1][:eng.max_draft + 1]
-    policy = eng.drafter.measured_policy(eng, target)
+    policy = eng._drafter_policy(target)
     assert all(c > t for c, t in zip(policy.cost[1:], target[1:]))
     assert policy.cost == sorted(policy.cost)
     prompt = eng.tokenizer.encode(PROMPTS[0])

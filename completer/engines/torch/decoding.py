@@ -1,10 +1,12 @@
-"""Decoding helpers that own no engine state: n-gram drafting, the draft-length policy, sampling and
-draft verification, token-healing constraints and edit-reuse planning. Unit-tested on lists and bytes.
+"""Decoding helpers that own no engine state: n-gram drafting, the draft-length policy, choosing a
+step's draft, sampling and draft verification, token-healing constraints and edit-reuse planning.
+Unit-tested on lists and bytes.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
@@ -103,6 +105,41 @@ class DraftPolicy:
         counts = self._entry(key)
         counts[0] = self.decay * counts[0] + accepted
         counts[1] = self.decay * counts[1] + (1 if accepted < drafted else 0)
+
+
+@dataclass(slots=True)
+class Proposal:
+    """What the next forward verifies after the last chosen token: `tokens` (none: a plain step).
+    `policy` chose how many and learns from the outcome under `key` (an n-gram draft's match
+    bucket). `shadow` (token, key) is an n-gram draft token not worth verifying, checked against the
+    real next token anyway: free learning, so a policy that stopped drafting can start again."""
+    tokens: list[int]
+    policy: DraftPolicy | None = None
+    key: object = None
+    shadow: tuple[int, object] | None = None
+
+
+def propose(ngrams: NgramIndex | None, ngram_policy: DraftPolicy, drafter, context: list[int],
+            constraint: PrefixConstraint | None, sampler: Sampler, room: int) -> Proposal:
+    """The draft for the next step, at most `room` tokens: n-gram lookup first (free), else the draft
+    model (drafter.ModelDrafter, or None; it continues `context`, the prompt and emitted tokens).
+    Nothing while a token-healing constraint is still choosing. N-gram drafts are keyed by the
+    length of their match."""
+    shadow = None
+    if room <= 0 or (constraint is not None and not constraint.done):
+        return Proposal([])
+    if ngrams is not None:
+        candidates, match = ngrams.lookup(room)
+        if candidates:
+            k = ngram_policy.length(len(candidates), match)
+            if k:
+                return Proposal(candidates[:k], ngram_policy, match)
+            shadow = (candidates[0], match)
+    if drafter is not None:
+        k = drafter.policy.length(room)
+        if k:
+            return Proposal(drafter.propose(context, k, sampler), drafter.policy, None, shadow)
+    return Proposal([], shadow=shadow)
 
 
 class Sampler:

@@ -1,8 +1,9 @@
-"""Block bookkeeping for the prefix cache: which token blocks have K/V saved, and where.
+"""The block pool: K/V of earlier prompts kept in `block_size`-token blocks, so that a prompt whose
+prefix is there (another file, another editor window, going back) gets it copied into the working
+slot instead of recomputed.
 
-Pure Python, no tensors, so every policy is unit-tested exactly (block ids, reference counts,
-eviction order). The engine owns the storage: a preallocated pool of `num_blocks` blocks of
-`block_size` tokens; this module only hands out block ids.
+PrefixCache is the bookkeeping, pure Python with no tensors, so every policy is unit-tested exactly
+(block ids, reference counts, eviction order); it only hands out block ids:
 
 - A radix tree over token ids at block granularity: a node is one full block of tokens, its path
   from the root is the prefix it was computed with (K/V depend on everything before them).
@@ -14,11 +15,18 @@ eviction order). The engine owns the storage: a preallocated pool of `num_blocks
 - Eviction is LRU with per-session affinity: the victim comes from the session that holds the most
   blocks (its least recently used leaf), so one editor's large working set cannot push out another
   editor's small one.
+
+BlockPool is the storage: `cache_mb` of blocks preallocated once, and the copies between them and
+the slot's per-layer caches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import torch
+
+from .model import KVCache
 
 
 @dataclass(eq=False)
@@ -133,3 +141,55 @@ class PrefixCache:
     @property
     def used_blocks(self) -> int:
         return len(self.nodes)
+
+
+class BlockPool:
+    """K/V storage for PrefixCache's blocks, and the copies into and out of the working slot.
+
+    k, v: [layers, blocks, kv_heads, block_size, head_dim], allocated once; block b holds the K/V
+    of PrefixCache node b's tokens. The slot's caches are [1, kv_heads, max_seq, head_dim] per
+    layer, so sequence block j is positions [j * block_size, (j + 1) * block_size) there.
+    `index` is None when `cache_mb` holds no whole block: the pool is then off.
+    """
+
+    def __init__(self, caches: list[KVCache], cache_mb: float, block_size: int):
+        self.caches, self.block_size = caches, block_size
+        slot = caches[0].k
+        kv_heads, head_dim = slot.shape[1], slot.shape[3]
+        per_block = 2 * len(caches) * kv_heads * block_size * head_dim * slot.element_size()
+        blocks = int(cache_mb * 2**20 // per_block)
+        self.index = PrefixCache(blocks, block_size) if blocks > 0 else None
+        shape = (len(caches), max(blocks, 0), kv_heads, block_size, head_dim)
+        self.k = torch.zeros(shape, dtype=slot.dtype, device=slot.device)
+        self.v = torch.zeros(shape, dtype=slot.dtype, device=slot.device)
+        self.mb = blocks * per_block / 2**20
+
+    def restore(self, block_ids: list[int], first_block: int) -> None:
+        """Copy pool blocks into the slot, block i of the list at sequence block first_block + i."""
+        bs, n = self.block_size, len(block_ids)
+        start, end = first_block * bs, (first_block + n) * bs
+        ids = torch.tensor(block_ids, device=self.k.device)
+        for i, cache in enumerate(self.caches):
+            # [n, kv, bs, hd] -> [kv, n * bs, hd]
+            cache.k[0, :, start:end] = self.k[i, ids].transpose(0, 1).reshape(cache.k.shape[1], n * bs, -1)
+            cache.v[0, :, start:end] = self.v[i, ids].transpose(0, 1).reshape(cache.v.shape[1], n * bs, -1)
+
+    def save(self, new: list[tuple[int, int]]) -> None:
+        """Copy slot blocks into the pool: (sequence block index, pool block id) pairs, as
+        PrefixCache.insert returns them."""
+        if not new:
+            return
+        bs = self.block_size
+        end = (max(index for index, _ in new) + 1) * bs
+        seq_blocks = torch.tensor([index for index, _ in new], device=self.k.device)
+        ids = torch.tensor([block_id for _, block_id in new], device=self.k.device)
+        for i, cache in enumerate(self.caches):
+            kv = cache.k.shape[1]
+            # slot [kv, end, hd] viewed as [kv, end / bs, bs, hd]; pool wants [blocks, kv, bs, hd]
+            self.k[i, ids] = cache.k[0, :, :end].view(kv, -1, bs, cache.k.shape[-1])[:, seq_blocks].transpose(0, 1)
+            self.v[i, ids] = cache.v[0, :, :end].view(kv, -1, bs, cache.v.shape[-1])[:, seq_blocks].transpose(0, 1)
+
+    def clear(self) -> None:
+        """Forget every block (the tensors keep their stale values: nothing points at them)."""
+        if self.index is not None:
+            self.index.clear()

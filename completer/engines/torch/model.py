@@ -249,6 +249,11 @@ class Transformer(nn.Module):
         self.max_seq = max_seq
         self.register_buffer("_positions", torch.arange(max_seq, device=p.device), persistent=False)
 
+    def kv_caches(self) -> list[KVCache]:
+        """Each layer's cache, in layer order: what the engine copies K/V in and out of. setup_cache
+        makes new ones, so a caller holding this list calls it again after that."""
+        return [layer.self_attn.kv_cache for layer in self.model.layers]
+
     @torch.no_grad()
     def prepare_for_inference(self, small_dtype: torch.dtype | None = None, small_max_t: int = 4) -> None:
         """Serving only, one way: fuse q/k/v and gate/up projections (fewer, larger matrix products per
