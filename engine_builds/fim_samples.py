@@ -21,12 +21,18 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from completer.completion.fim import FimTemplate
-from completer.completion.prompt import PromptSettings, layout_ids, syntax_cuts, window_above, window_below
 from completer.lines import split_lines
-from completer.syntax import DocumentSyntax, Snapshot
 from completer.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from completer.syntax import Snapshot
+
+# completer.completion.prompt and completer.syntax (tree-sitter) are imported where they are used:
+# the token-space builder (token_samples.py) shares this module's constants and runs where
+# tree-sitter is not installed (the GPU image).
 
 NONE, CONTEXT, TARGET = 0, 1, 2
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
@@ -43,6 +49,20 @@ class SampleMix:
     cursor_indent: float = 0.35  # cursor at the indentation; else mid-line or mid-identifier
     cursor_ident: float = 0.30
     syntax: float = 0.0  # of FIM samples: windows cut as serving cuts them with a tree (prompt.py)
+
+
+def pick_cursor(rng: random.Random, body: str, mix: SampleMix) -> int:
+    """A cursor column in a line: at the indentation, inside an identifier, or anywhere, by the mix."""
+    indent = len(body) - len(body.lstrip(" \t"))
+    r = rng.random()
+    if r < mix.cursor_indent or indent >= len(body):
+        return indent
+    if r < mix.cursor_indent + mix.cursor_ident:
+        idents = [m for m in _IDENT.finditer(body) if m.start() >= indent]
+        if idents:
+            m = rng.choice(idents)
+            return rng.randint(m.start() + 1, m.end() - 1)
+    return rng.randint(indent, len(body))
 
 
 class SampleBuilder:
@@ -65,6 +85,8 @@ class SampleBuilder:
         self._trees: dict[int, Snapshot] = {}  # a few recent files' trees (files repeat in a row)
 
     def _tree(self, i: int) -> Snapshot:
+        from completer.syntax import DocumentSyntax
+
         snap = self._trees.get(i)
         if snap is None:
             if len(self._trees) >= 16:
@@ -76,6 +98,8 @@ class SampleBuilder:
                         below_tokens: int) -> tuple[str, str] | None:
         """The windows above the cursor line and below the span's last line, cut at statement
         boundaries with the enclosing signatures first, exactly as build_prompt cuts them."""
+        from completer.completion.prompt import PromptSettings, syntax_cuts, window_above, window_below
+
         snap, lines = self._tree(i), self.lines[i]
         if snap.tree is None:
             return None
@@ -108,25 +132,15 @@ class SampleBuilder:
             ids.append(self.eot)
         return ids, [NONE] * len(header) + [TARGET] * (len(ids) - len(header))
 
-    def _cursor(self, rng: random.Random, body: str) -> int:
-        indent = len(body) - len(body.lstrip(" \t"))
-        r = rng.random()
-        if r < self.mix.cursor_indent or indent >= len(body):
-            return indent
-        if r < self.mix.cursor_indent + self.mix.cursor_ident:
-            idents = [m for m in _IDENT.finditer(body) if m.start() >= indent]
-            if idents:
-                m = rng.choice(idents)
-                return rng.randint(m.start() + 1, m.end() - 1)
-        return rng.randint(indent, len(body))
-
     def fim(self, rng: random.Random, i: int, budget: int) -> tuple[list[int], list[int]] | None:
+        from completer.completion.prompt import layout_ids
+
         lines = self.lines[i]
         line = rng.randrange(len(lines))
         body = lines[line].rstrip("\n")
         if not body.strip() and rng.random() < 0.8:  # blank cursor lines are rarely interesting
             return None
-        col = self._cursor(rng, body)
+        col = pick_cursor(rng, body, self.mix)
         left = body[:col]
         # Offsets into the file: the span to generate is text[cursor:end].
         text = self.files[i]["text"]
