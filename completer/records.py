@@ -49,8 +49,9 @@ WORK_FIELDS = tuple(f.name for f in dataclasses.fields(EngineWork))
 class Spent:
     """Where a model answer's server-side milliseconds went. reuse: looking for a suggestion still
     valid; parse: the tree brought up to date; debounce: waiting for typing to pause; wait: queued
-    behind the engine's previous job; prompt, prefill, decode, post: the completion itself; back: from
-    the engine thread's end to the request's coroutine. None: the answer never reached that part."""
+    behind the engine's previous job; prompt, prefill, decode, post, rerank (scoring the candidates):
+    the completion itself; back: from the engine thread's end to the request's coroutine. None: the
+    answer never reached that part."""
     reuse: float | None = None
     parse: float | None = None
     debounce: float | None = None
@@ -59,6 +60,7 @@ class Spent:
     prefill: float | None = None
     decode: float | None = None
     post: float | None = None
+    rerank: float | None = None
     back: float | None = None
 
 

@@ -3,20 +3,37 @@ document kept up to date incrementally, and the few syntax questions prompts and
 
 Grammars come only from the installed `tree-sitter-<language>` wheels (no download at run time).
 Unknown languages, missing grammars and files over MAX_PARSE_BYTES get no tree: every caller then
-falls back to line-based behaviour, never to an error.
+falls back to line-based behaviour, never to an error. So does, for the language server's documents
+(`DocumentSyntax(..., bounded=True)`), a parse that runs past its time budget (PARSE_S_BASE +
+PARSE_S_PER_MB per MB): some inputs make a grammar's parse quadratic (in tree-sitter-python 0.25, a
+definition followed by thousands of comment lines: 10,000 lines took 4.5 s, and as long again at each
+keystroke at their end), and the server parses on its event loop. A document whose parse ran out of
+time is not parsed again (its snapshots say `gave_up`). Offline tools parse unbounded, so that their
+output never depends on the machine's load.
+
+Text becomes bytes as UTF-8 with surrogatepass (WTF-8): an editor may send a lone UTF-16 surrogate
+(JSON allows "\\ud800"), which strict UTF-8 refuses; tree-sitter takes the three bytes as an invalid
+character, and every byte offset here is computed the same way.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePosixPath
 
 from tree_sitter import Language, Parser, Tree
 
+log = logging.getLogger(__name__)
+
 MAX_PARSE_BYTES = 2_000_000  # bounded work per keystroke: larger files are handled line by line
+PARSE_S_BASE, PARSE_S_PER_MB = 0.25, 1.5  # a parse's time budget (an ordinary 1.2 MB file takes ~0.9 s)
+_CHUNK = 16384  # bytes handed to the parser per read
+UTF8 = ("utf-8", "surrogatepass")  # encode(*UTF8): see the module docstring
 
 # our name -> (module of the grammar wheel, function returning the language pointer)
 GRAMMARS = {
@@ -144,20 +161,41 @@ class Snapshot:
     language: str
     tree: Tree | None
     source: bytes
+    bounded: bool = False  # parses of this document have a time budget (the module docstring)
+    gave_up: bool = False  # one ran out of time: no tree, and no more parsing, from here on
 
 
-def _parse(language: str, source: bytes, old: Tree | None) -> Snapshot:
+def _parse(language: str, source: bytes, old: Tree | None, bounded: bool = False) -> Snapshot:
     if len(source) > MAX_PARSE_BYTES:
-        return Snapshot(language, None, source)
+        return Snapshot(language, None, source, bounded)
     parser = parser_for(language)
-    return Snapshot(language, parser.parse(source, old) if old else parser.parse(source), source)
+    if not bounded:
+        return Snapshot(language, parser.parse(source, old) if old else parser.parse(source), source)
+    deadline = time.monotonic() + PARSE_S_BASE + PARSE_S_PER_MB * len(source) / 1e6
+    expired = False
+
+    def read(offset: int, _point) -> bytes:  # the parser reads through this, so it can be stopped
+        nonlocal expired
+        if expired or time.monotonic() > deadline:
+            expired = True
+            return b""  # the end of the input: the parse finishes at once, and its tree is dropped
+        return source[offset:offset + _CHUNK]
+
+    tree = parser.parse(read, old) if old else parser.parse(read)
+    if expired:
+        log.warning("a %s parse of %d bytes ran out of time: this document is handled line by line from now on",
+                    language, len(source))
+        return Snapshot(language, None, source, bounded, gave_up=True)
+    return Snapshot(language, tree, source, bounded)
 
 
 def reparse(old: Snapshot, text: str) -> Snapshot:
     """The snapshot of `text`, parsed incrementally from `old` (which stays untouched)."""
-    new = text.encode("utf-8")
+    new = text.encode(*UTF8)
+    if old.gave_up:
+        return Snapshot(old.language, None, new, old.bounded, gave_up=True)
     if old.tree is None or len(new) > MAX_PARSE_BYTES:
-        return _parse(old.language, new, None)
+        return _parse(old.language, new, None, old.bounded)
     start = _common_prefix(old.source, new)
     suffix = _common_suffix(old.source, new, start)
     old_end, new_end = len(old.source) - suffix, len(new) - suffix
@@ -165,15 +203,16 @@ def reparse(old: Snapshot, text: str) -> Snapshot:
     edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
                 start_point=_point(old.source, start), old_end_point=_point(old.source, old_end),
                 new_end_point=_point(new, new_end))
-    return _parse(old.language, new, edited)
+    return _parse(old.language, new, edited, old.bounded)
 
 
 class DocumentSyntax:
-    """The tree of one document, updated from each new text by an incremental re-parse."""
+    """The tree of one document, updated from each new text by an incremental re-parse; `bounded`:
+    with a time budget per parse (the module docstring)."""
 
-    def __init__(self, language: str, text: str):
+    def __init__(self, language: str, text: str, bounded: bool = False):
         self.language = language
-        self.snapshot = _parse(language, text.encode("utf-8"), None)
+        self.snapshot = _parse(language, text.encode(*UTF8), None, bounded)
 
     def update(self, text: str) -> Snapshot:
         self.snapshot = reparse(self.snapshot, text)
@@ -182,7 +221,7 @@ class DocumentSyntax:
 
 def byte_offset(lines, line: int, character: int) -> int:
     """UTF-8 byte offset of (line, code-point column) in the document made of `lines`."""
-    return sum(len(ln.encode("utf-8")) for ln in lines[:line]) + len(lines[line][:character].encode("utf-8"))
+    return sum(len(ln.encode(*UTF8)) for ln in lines[:line]) + len(lines[line][:character].encode(*UTF8))
 
 
 def enclosing_block_end(snapshot: Snapshot, cursor: int, inserted: bytes) -> int | None:
@@ -200,7 +239,9 @@ def enclosing_block_end(snapshot: Snapshot, cursor: int, inserted: bytes) -> int
     edited.edit(start_byte=cursor, old_end_byte=cursor, new_end_byte=end,
                 start_point=_point(snapshot.source, cursor), old_end_point=_point(snapshot.source, cursor),
                 new_end_point=_point(source, end))
-    tree = parser_for(snapshot.language).parse(source, edited)
+    tree = _parse(snapshot.language, source, edited, snapshot.bounded).tree
+    if tree is None:  # ran out of time
+        return None
     blocks = BLOCK_TYPES.get(snapshot.language, set())
     opens_block = inserted[:1] in (b"{", b"(", b"[")
     node = tree.root_node.descendant_for_byte_range(cursor, cursor)
@@ -217,7 +258,7 @@ def enclosing_block_end(snapshot: Snapshot, cursor: int, inserted: bytes) -> int
 
 
 def _byte_col(line: str, character: int) -> int:
-    return len(line[:character].encode("utf-8"))
+    return len(line[:character].encode(*UTF8))
 
 
 def anchor_point(snapshot: Snapshot, lines, row: int) -> tuple[int, int] | None:

@@ -3,16 +3,21 @@
 - special tokens by name, always inserted as ids; user text that happens to contain "<|fim_prefix|>"
   is encoded as plain text, never as a sentinel;
 - the exact bytes of every token, for streaming detokenisation and for token healing (constraining
-  the first generated tokens to extend text the user already typed).
+  the first generated tokens to extend text the user already typed);
+- any text: a lone UTF-16 surrogate (an editor may send one) is encoded as U+FFFD, one code point
+  for one, instead of failing (Hugging Face tokenizers refuse such strings).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, every surrogate is a lone one
 
 
 @lru_cache(maxsize=1)
@@ -67,6 +72,8 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         if not text:
             return []
+        if not text.isascii():
+            text = _SURROGATE.sub("\ufffd", text)
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_cached(self, text: str) -> tuple[int, ...]:

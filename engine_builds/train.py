@@ -442,7 +442,7 @@ def main(argv=None) -> None:
              "seconds": 0.0, "clock_seconds": 0.0, "budget_seconds": cfg.minutes * 60, "tokens": 0,
              "peak_lr": cfg.lr, "warm": True}
     if args.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state.update(ck["state"])
@@ -602,7 +602,7 @@ def main(argv=None) -> None:
     do_eval()
     save_ckpt()
     if args.export:
-        model.load_state_dict(torch.load(best_dir / "model.pt", map_location=device))
+        model.load_state_dict(torch.load(best_dir / "model.pt", map_location=device, weights_only=True))
         log = {"train_config": asdict(cfg), "model_config": asdict(mcfg), "preset": cfg.preset,
                "params": model.num_params(), "device": device,
                "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",

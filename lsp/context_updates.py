@@ -5,6 +5,11 @@ recomputed only after IDLE_S seconds without a change to it, never between two k
 any change to them invalidates the cached prompt. Each change is followed by a warm-up: a one-token
 completion at the last cursor position, which prefills the new prompt so that the next keystroke
 finds it cached. textDocument/didSave is handled here too.
+
+Bounded work: the import scan (a full parse of the document, reads of the modules it imports) runs
+on a worker thread, never on the event loop, and not at all for a document past the parser's size
+limit (syntax.MAX_PARSE_BYTES); modules over context.MAX_FILE_BYTES are not read. A document's task
+leaves `context_tasks` when it ends and at didClose (server.document_closed).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pygls.uris import to_fs_path
 
 from completer.completion.context import python_import_definitions
 from completer.completion.pipeline import CompletionRequest
+from completer.syntax import MAX_PARSE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +44,12 @@ def schedule(ls, uri: str, opened: bool = False) -> None:
     if task is not None:
         task.cancel()
     try:
-        ls.context_tasks[uri] = asyncio.get_running_loop().create_task(refresh_after_idle(ls, uri))
+        task = asyncio.get_running_loop().create_task(refresh_after_idle(ls, uri))
     except RuntimeError:  # no loop (unit tests calling handlers directly)
-        pass
+        return
+    ls.context_tasks[uri] = task
+    task.add_done_callback(lambda done: ls.context_tasks.pop(uri, None) if ls.context_tasks.get(uri) is done
+                           else None)
 
 
 async def refresh_after_idle(ls, uri: str) -> None:
@@ -55,7 +64,11 @@ async def refresh_after_idle(ls, uri: str) -> None:
     local = "".join(doc.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
     imports = []
     if doc.syntax is not None and doc.syntax.language == "python":
-        imports = python_import_definitions(ls.ring.workspace, path, doc.snapshot.source)
+        source = doc.snapshot.source  # bounded: past MAX_PARSE_BYTES the snapshot has no tree
+        if len(source) <= MAX_PARSE_BYTES:
+            imports = await asyncio.to_thread(python_import_definitions, ls.ring.workspace, path, source)
+            if ls.store.get(uri) is not doc or ls.ring is None:  # closed meanwhile
+                return
     budget = int(ls.settings.prompt.budget_tokens * CONTEXT_SHARE * 4)
     chosen = ls.ring.select(path, around, local, budget, imports)
     if chosen == doc.context:

@@ -32,7 +32,8 @@ class Document:
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":
         language = language_for(language_id, uri)
         lines = split_lines(text)
-        return cls(uri, language_id, version, lines, DocumentSyntax(language, text) if language else None, _parsed=lines)
+        syntax = DocumentSyntax(language, text, bounded=True) if language else None  # parsed on the event loop
+        return cls(uri, language_id, version, lines, syntax, _parsed=lines)
 
     @property
     def snapshot(self) -> Snapshot | None:

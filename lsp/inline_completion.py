@@ -33,6 +33,7 @@ from completer.completion.pipeline import CompletionRequest, CompletionResult
 from completer.completion.reuse import typed_since
 from completer.lines import line_body, to_client_units, to_codepoints
 from completer.records import AnswerKind, AnswerRecord, Spent
+from completer.syntax import language_for
 
 from . import prefetch
 from .accept import ACCEPT_COMMAND
@@ -285,11 +286,17 @@ def _answer(ls, req: InlineRequest, completer, request: CompletionRequest, resul
     if not req.still_current(ls):
         ls.counters.stale += 1
         return _finish(ls, req, "stale", result=result)
+    if result.withheld == "language":
+        language = language_for(req.doc.language_id, req.uri)
+        if language not in ls.withheld_languages:  # say once why this language gets no suggestions
+            ls.withheld_languages.add(language)
+            ls.send_status("ready", message=f"no suggestions in {language}: the model was not trained on it")
     ls.note_latency(req.started)
     ls.pacer.answered(req.uri, result.timings.total_ms / 1000)
     t = result.timings
-    req.spent.prompt, req.spent.prefill, req.spent.decode, req.spent.post = t.prompt_ms, t.prefill_ms, t.decode_ms, \
-        t.post_ms
+    spent = req.spent
+    spent.prompt, spent.prefill, spent.decode, spent.post, spent.rerank = (t.prompt_ms, t.prefill_ms, t.decode_ms,
+                                                                           t.post_ms, t.rerank_ms)
     current = ls.store.get(req.uri)
     if ls.reuse is not None and current.context is request.context and req.selected is None:  # not stale by a context update
         ls.reuse.remember(req.uri, req.lines, req.line, req.character, result.text)
@@ -302,14 +309,15 @@ def _answer(ls, req: InlineRequest, completer, request: CompletionRequest, resul
     ls.counters.answered += 1
     if req.selected is None:  # the next suggestion, as if this one were accepted, while the user reads it
         after_response(lambda: prefetch.schedule(ls, request, result.text))
-    return _finish(ls, req, "engine", result.text, result)
+    return _finish(ls, req, "engine", result.text, result, result.alternatives)
 
 
-def _finish(ls, req: InlineRequest, kind: AnswerKind, text: str = "",
-            result: CompletionResult | None = None) -> types.InlineCompletionList:
-    """Log and record one answer; `kind` says who answered (completer.records.AnswerKind)."""
+def _finish(ls, req: InlineRequest, kind: AnswerKind, text: str = "", result: CompletionResult | None = None,
+            alternatives: tuple[str, ...] = ()) -> types.InlineCompletionList:
+    """Log and record one answer; `kind` says who answered (completer.records.AnswerKind). The
+    alternatives follow the suggestion as more items, for the editor to cycle through."""
     ms = req.elapsed_ms()
-    answer = _item(ls, req, text) if text else EMPTY
+    answer = types.InlineCompletionList(items=[_item(ls, req, t) for t in (text, *alternatives)]) if text else EMPTY
     record = AnswerRecord(req.version, req.position.line, req.position.character, kind, ms, spent=req.spent)
     if result is not None:
         record.take_work(result.stats)
@@ -351,7 +359,7 @@ def _selected_completion(ls, params, lines, line: int) -> Selected | None:
     return Selected(start, end, info.text) if start <= end else None
 
 
-def _item(ls, req: InlineRequest, text: str) -> types.InlineCompletionList:
+def _item(ls, req: InlineRequest, text: str) -> types.InlineCompletionItem:
     """One item at the cursor: an empty range (VS Code's prefix rule holds trivially), or, for a
     selected completion, from its start to its end with the item's text in front of the suggestion."""
     body = line_body(req.real_lines[req.line])
@@ -363,12 +371,11 @@ def _item(ls, req: InlineRequest, text: str) -> types.InlineCompletionList:
         at = types.Position(line=req.line, character=to_client_units(body, s.start, ls.store.encoding))
         to = types.Position(line=req.line, character=to_client_units(body, s.end, ls.store.encoding))
         text = s.text + text
-    item = types.InlineCompletionItem(
+    return types.InlineCompletionItem(
         insert_text=text,
         range=types.Range(start=at, end=to),
         command=types.Command(title="Accept completion", command=ACCEPT_COMMAND, arguments=[ls.new_item_id()]),
     )
-    return types.InlineCompletionList(items=[item])
 
 
 def register(server) -> None:

@@ -4,8 +4,8 @@ ServerSwitches turn the server's shortcuts on and off; EnginePlacement says wher
 `apply_client_settings` reads initializationOptions or a didChangeConfiguration section
 ({"backend": "torch", "model": "embedded" | "/path", "device", "dtype", "cacheMb", "editReuse",
 "reuse", "context", "prefetch", "recycle", "debounce", "maxTokens", "speculative", "cache",
-"multiline"}, all optional) into new typed values; a value of the wrong type or range is ignored
-with a warning, never half-applied.
+"multiline", "rerank", "minConfidence"}, all optional) into new typed values; a value of the wrong
+type or range is ignored with a warning, never half-applied.
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from completer.engines.options import EngineOptions
 
 log = logging.getLogger(__name__)
 
-MAX_CACHE_MB = 65536
+# cacheMb from a client: the KV block pool is allocated in full when the model loads, so a setting
+# is a memory allocation. 4096 MB is 64x the default 64 MB (for the shipped models, thousands of
+# prompts' worth of K/V) and fits beside a model on any machine that runs one; past that an editor
+# setting could swap or OOM the machine. `--cache-mb` on the command line, which the user types
+# themselves, is not capped.
+MAX_CACHE_MB = 4096
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class ServerOptions:
 _ENGINE_STRINGS = ("backend", "model", "device", "dtype")
 _SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce")
 _SETTINGS = {"maxTokens": ("max_tokens", int), "speculative": ("speculative", bool), "cache": ("use_cache", bool),
-             "multiline": ("multiline", bool)}
+             "multiline": ("multiline", bool), "rerank": ("rerank", bool), "minConfidence": ("min_confidence", float)}
 
 
 def _is_number(value) -> bool:
@@ -83,6 +88,8 @@ def apply_client_settings(current: ServerOptions, raw) -> ServerOptions:
             continue
         if kind is int and _is_number(value) and isinstance(value, int) and 1 <= value <= 1024:
             settings[name] = value
+        elif kind is float and _is_number(value) and 0 <= value <= 1:
+            settings[name] = float(value)
         elif kind is bool and isinstance(value, bool):
             settings[name] = value
         else:

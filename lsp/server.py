@@ -32,7 +32,7 @@ from completer.records import WORK_FIELDS, AnswerRecord, EngineWork
 from .documents import DocumentStore
 from .options import EnginePlacement, ServerOptions, ServerSwitches, apply_client_settings
 from .pacing import Pacer
-from .transport import is_pipe_or_socket, serve_stdio
+from .transport import is_pipe_or_socket, serve_stdio, serve_tcp
 
 if TYPE_CHECKING:
     from .inline_completion import InFlight
@@ -42,11 +42,14 @@ log = logging.getLogger(__name__)
 STATUS_NOTIFICATION = "completer/status"
 
 
+REQUEST_LOG_SIZE = 5_000  # ~1 KB a record: ~5 MB, and more than a replayed session's requests
+
+
 class RequestLog:
     """The most recent inlineCompletion answers (completer.records.AnswerRecord), for the replay bench
     (completer/stats {"requests": true}). Bounded: the oldest records go first."""
 
-    def __init__(self, size: int = 50_000):
+    def __init__(self, size: int = REQUEST_LOG_SIZE):
         self.records: deque[AnswerRecord] = deque(maxlen=size)
 
     def add(self, record: AnswerRecord) -> None:
@@ -132,12 +135,9 @@ class CompleterProtocol(LanguageServerProtocol):
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
-        self._server.store.close(params.text_document.uri)
         if self._server.recorder:
             self._server.recorder.closed(params.text_document.uri)
-        if self._server.reuse is not None:
-            self._server.reuse.forget(params.text_document.uri)
-        self._server.pacer.forget(params.text_document.uri)
+        self._server.document_closed(params.text_document.uri)
         yield from ()
 
 
@@ -176,6 +176,7 @@ class CompleterServer(LanguageServer):
         self.pacer = Pacer()
         self.background_tasks: set[asyncio.Task] = set()
         self.engine_available = True  # False while a daemon engine is away (status says so once)
+        self.withheld_languages: set[str | None] = set()  # languages the model was not trained on, said once
         self.recorder = None
         if record_dir:
             from .recording import Recorder
@@ -208,6 +209,10 @@ class CompleterServer(LanguageServer):
             serve_stdio(self, stdin, stdout)
         else:
             super().start_io(stdin, stdout)
+
+    def start_tcp(self, host: str, port: int, token: str = "", ready=None) -> None:  # type: ignore[override]
+        """TCP for one client that knows `token` (see transport.py)."""
+        serve_tcp(self, host, port, token, ready)
 
     # -- engine ---------------------------------------------------------------------------------
 
@@ -297,6 +302,17 @@ class CompleterServer(LanguageServer):
     def document_changed(self, uri: str, opened: bool = False) -> None:
         for hook in self.change_hooks:
             hook(self, uri, opened)
+
+    def document_closed(self, uri: str) -> None:
+        """Forget everything kept per document (a long session opens thousands)."""
+        self.store.close(uri)
+        if self.reuse is not None:
+            self.reuse.forget(uri)
+        self.pacer.forget(uri)
+        self.last_cursor.pop(uri, None)
+        task = self.context_tasks.pop(uri, None)
+        if task is not None:
+            task.cancel()
 
     def new_item_id(self) -> str:
         self._next_item_id += 1

@@ -1,4 +1,4 @@
-"""stdio for the server: stdin read by the event loop itself.
+"""stdio for the server: stdin read by the event loop itself; and `serve --tcp`.
 
 pygls reads stdin through its thread pool, one hop per header line and one per body: three thread
 round trips per message, six for the didChange + inlineCompletion pair each keystroke sends. On two
@@ -9,17 +9,26 @@ in one wake-up. The framing and dispatch stay pygls' own (`run_async`).
 Only pipes and sockets (what editors give a language server) are read this way: asyncio would set
 O_NONBLOCK on the file description, which a terminal shares with the shell that started us, and
 regular files cannot be watched. Anything else keeps pygls' reader.
+
+TCP (`serve_tcp`) is open to every local user, so it takes one authenticated client at a time: the
+first message of a connection must be `initialize` with `initializationOptions.token` equal to the
+server's token (compared in constant time, removed before the message is handled), within
+AUTH_TIMEOUT_S; any other connection is closed without touching the server's state, output or
+lifetime. Once a client is in, further connections are refused; when its session ends (exit or
+disconnect) the server ends, as over stdio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
 import os
 import stat
 import sys
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from pygls.io_ import StdoutWriter, run_async
 
@@ -72,6 +81,127 @@ def serve_stdio(server, stdin: BinaryIO | None = None, stdout: BinaryIO | None =
         asyncio.run(main())
     except BrokenPipeError:
         log.error("the client closed the connection; shutting down")
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.shutdown()
+
+
+# -- TCP ---------------------------------------------------------------------------------------------
+
+AUTH_TIMEOUT_S = 10.0
+MAX_FIRST_MESSAGE = 1 << 20  # an initialize request is a few KB
+
+
+class _Replay(_Reader):
+    """The reader run_async gets: the (re-framed) first message, then the rest of the stream."""
+
+    def __init__(self, first: bytes, stream: asyncio.StreamReader):
+        super().__init__(stream)
+        self.buffer = first
+
+    async def readline(self) -> bytes:
+        if self.buffer:
+            end = self.buffer.find(b"\n") + 1 or len(self.buffer)
+            line, self.buffer = self.buffer[:end], self.buffer[end:]
+            return line
+        return await super().readline()
+
+    async def readexactly(self, n: int) -> bytes:
+        head, self.buffer = self.buffer[:n], self.buffer[n:]
+        return head + (await self.stream.readexactly(n - len(head)) if len(head) < n else b"")
+
+
+async def _first_message(stream: asyncio.StreamReader) -> dict | None:
+    """The first JSON-RPC message of a connection, or None if it is not one (framing, size, JSON)."""
+    length = None
+    while True:
+        line = await stream.readline()
+        if not line:
+            return None
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                return None
+    if length is None or not 0 < length <= MAX_FIRST_MESSAGE:
+        return None
+    try:
+        message = json.loads(await stream.readexactly(length))
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _token_of(message: dict | None) -> str | None:
+    """initializationOptions.token of an initialize request (removed from the message), else None."""
+    if not message or message.get("method") != "initialize" or not isinstance(message.get("params"), dict):
+        return None
+    options = message["params"].get("initializationOptions")
+    token = options.pop("token", None) if isinstance(options, dict) else None
+    return token if isinstance(token, str) else None
+
+
+def _refuse(writer: asyncio.StreamWriter, message: dict | None, why: str) -> None:
+    if isinstance(message, dict) and "id" in message and "method" in message:
+        body = json.dumps({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32600, "message": why}}).encode()
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    writer.close()
+
+
+def serve_tcp(server, host: str, port: int, token: str, ready: Callable[[str, int], None] | None = None) -> None:
+    """Serve LSP on host:port to one client holding `token` (see the module docstring)."""
+    if not token:
+        raise ValueError("serve --tcp needs a token")
+    server._stop_event = threading.Event()
+
+    async def main() -> None:
+        ended = asyncio.Event()
+        taken = False
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal taken
+            peer = writer.get_extra_info("peername")
+            if taken:
+                log.warning("refused an LSP connection from %s: a client is connected", peer)
+                return _refuse(writer, None, "")
+            try:
+                message = await asyncio.wait_for(_first_message(reader), AUTH_TIMEOUT_S)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                message = None
+            given = _token_of(message)
+            if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+                log.warning("refused an LSP connection from %s: no valid initializationOptions.token", peer)
+                return _refuse(writer, message, "completer: this server needs initializationOptions.token")
+            if taken:
+                log.warning("refused an LSP connection from %s: a client is connected", peer)
+                return _refuse(writer, message, "completer: another client is connected")
+            taken = True
+            log.info("LSP client %s connected", peer)
+            body = json.dumps(message).encode()
+            server.protocol.set_writer(writer)
+            try:
+                await run_async(stop_event=server._stop_event,
+                                reader=_Replay(b"Content-Length: %d\r\n\r\n%s" % (len(body), body), reader),
+                                protocol=server.protocol, logger=log, error_handler=server.report_server_error)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                log.error("the client's connection ended inside a message; shutting down")
+            finally:
+                ended.set()
+
+        tcp = await asyncio.start_server(connection, host, port)
+        server._server = tcp
+        if ready is not None:
+            bound = tcp.sockets[0].getsockname()
+            ready(bound[0], bound[1])
+        async with tcp:
+            await ended.wait()
+
+    try:
+        asyncio.run(main())
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

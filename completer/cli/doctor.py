@@ -85,6 +85,20 @@ def _openai_status(url: str | None) -> dict:
     return {"can_run": True, "why": f"{url} serves {', '.join(map(str, names)) or 'a model'}"}
 
 
+def _compile_cache() -> dict:
+    """Where torch.compile's caches go (Inductor's shared objects and pickles are loaded back)."""
+    from completer.engines.private_cache import cache_root, compile_cache_dirs, private_dir
+
+    dirs = compile_cache_dirs()
+    try:
+        if any(d["source"] == "private" for d in dirs.values()):
+            private_dir(cache_root())
+        state = "ok"
+    except PermissionError as exc:
+        state = str(exc)
+    return {**dirs, "state": state}
+
+
 def _backends(gpu: dict, server_url: str | None = None) -> dict:
     out = {"torch": {"can_run": True, "why": "CPU" + (" and CUDA" if gpu.get("available") else "")}}
     hints = {"trtllm": "tensorrt-llm 1.2.1 comes from NVIDIA's package index or its NGC image, not PyPI",
@@ -118,6 +132,7 @@ def collect(options: EngineOptions) -> tuple[dict, list[str]]:
     packages["transformers (tests only)"] = _version("transformers")
     report["packages"], report["grammars"] = packages, grammars
     report["cpu"] = _cpu()
+    report["compile_cache"] = _compile_cache()
     report["gpu"] = gpu = _gpu()
     report["backends"] = _backends(gpu, options.server_url)
     chosen = options.backend
@@ -138,6 +153,10 @@ def collect(options: EngineOptions) -> tuple[dict, list[str]]:
             model["engine"] = engine.describe()
             completer = Completer(engine)
             model["fim_template"] = completer.template.name
+            notes = completer.notes
+            model["languages"] = sorted(notes.languages) if notes.languages is not None else "any"
+            model["reranker"] = ({"thresholds": notes.reranker.thresholds, "scores": engine.can_score}
+                                 if notes.reranker else None)
             lines = ["def add(a, b):\n", "    return "]
             result = completer.complete(CompletionRequest(lines, 1, 11, path="doctor.py"))
             model["test_completion"] = {"text": result.text, "ms": round(result.timings.total_ms, 1)}
@@ -161,6 +180,9 @@ def run_doctor(options: EngineOptions, as_json: bool = False) -> int:
     cpu = report["cpu"]
     print(f"cpu:       {cpu.get('model', '?')}, {cpu.get('cores')} cores, torch {cpu.get('torch_cpu_capability', '?')}, "
           f"{cpu.get('torch_threads', '?')} threads, features {' '.join(cpu.get('features', [])) or 'unknown'}")
+    cc = report["compile_cache"]
+    where = "private, 0700" if cc["inductor"]["source"] == "private" else f"from {cc['inductor']['source']}"
+    print(f"compile:   cache {cc['inductor']['path']} ({where})" + ("" if cc["state"] == "ok" else f": {cc['state']}"))
     gpu = report["gpu"]
     print(f"gpu:       {gpu['name'] + ' x' + str(gpu['count']) if gpu['available'] else 'none (' + gpu['reason'] + ')'}")
     for name, b in report["backends"].items():
@@ -172,6 +194,12 @@ def run_doctor(options: EngineOptions, as_json: bool = False) -> int:
         what = (f"{e['architecture']} {e['parameters']:,} parameters" if "architecture" in e
                 else f"{e['backend']} {e.get('served_model') or ''}".rstrip())
         print(f"engine:    {what} on {e['device']} {e['dtype']}, FIM {m['fim_template']}, loaded in {e['load_ms']:.0f} ms")
+        languages = m["languages"] if isinstance(m["languages"], str) else ", ".join(m["languages"])
+        rerank = m["reranker"]
+        print(f"suggests:  {languages}; " + ("copies reranked, shown above probability "
+              + ", ".join(f"{k} {v:g}" for k, v in rerank["thresholds"].items())
+              + ("" if rerank["scores"] else " (not on this backend: it cannot score)") if rerank
+              else "the model's own text, ungated (no reranker in its completer.json)"))
         print(f"check:     one completion in {m['test_completion']['ms']} ms: {m['test_completion']['text']!r}")
     if problems:
         print("\nthe default setup cannot serve:")

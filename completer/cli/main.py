@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -41,10 +42,38 @@ def cmd_serve(args) -> int:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():
             raise SystemExit(f"completer serve: --tcp expects HOST:PORT or PORT, got {args.tcp!r}")
-        server.start_tcp(host or "127.0.0.1", int(port))
+        host = host or "127.0.0.1"
+        token = os.environ.get(TCP_TOKEN_VARIABLE) or secrets.token_urlsafe(24)
+
+        def ready(bound_host: str, bound_port: int) -> None:
+            where = f"${TCP_TOKEN_VARIABLE}"
+            if not os.environ.get(TCP_TOKEN_VARIABLE):
+                where = str(_write_token_file(f"lsp-{bound_port}.token", token))
+            print(f"completer serve: LSP on {bound_host}:{bound_port} for one client sending "
+                  f"initializationOptions.token (the token: {where})", file=sys.stderr, flush=True)
+
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            print(f"completer serve: warning: {host} is reachable from other machines and LSP over TCP is not "
+                  "encrypted (the token and your code cross the network in clear text)", file=sys.stderr)
+        server.start_tcp(host, int(port), token, ready)
     else:
         server.start_io()
     return 0
+
+
+TCP_TOKEN_VARIABLE = "COMPLETER_LSP_TOKEN"
+
+
+def _write_token_file(name: str, token: str) -> Path:
+    """The token in a new 0600 file in the user's private runtime directory."""
+    from completer.serving.wire import runtime_dir
+
+    path = runtime_dir() / name
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return path
 
 
 def _utf16_to_codepoints(line: str, character: int) -> int:
@@ -147,8 +176,10 @@ def cmd_engine(args) -> int:
 
     options = server_engine_options(args)
     socket_path = args.socket or default_socket(options)
-    engine = load_engine(options)
-    EngineDaemon(engine, socket_path, idle_exit_s=args.idle_exit_s).serve_forever()
+    daemon = EngineDaemon(None, socket_path, idle_exit_s=args.idle_exit_s)
+    daemon.lock()  # before the model loads: of several daemons started at once, one loads a model
+    daemon.engine = load_engine(options)
+    daemon.serve_forever()
     return 0
 
 
@@ -167,7 +198,8 @@ def cmd_serve_openai(args) -> int:
     def ready(url: str) -> None:  # tests and scripts wait for this line
         print(f"completer serve-openai: {name!r} on {url}", flush=True)
 
-    serve(engine, host=args.host, port=args.port, model_name=name, api_key=api_key, ready=ready)
+    serve(engine, host=args.host, port=args.port, model_name=name, api_key=api_key, ready=ready,
+          report_cached=args.report_cached_tokens)
     return 0
 
 
@@ -192,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the language server", description="Run the LSP server (stdio by default).")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")
-    mode.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead (HOST defaults to 127.0.0.1)")
+    mode.add_argument("--tcp", metavar="HOST:PORT",
+                      help="listen on TCP instead (HOST defaults to 127.0.0.1), for one client at a time that sends "
+                      "initializationOptions.token: $COMPLETER_LSP_TOKEN, else a new token written to a 0600 file "
+                      "whose path is printed")
     add_switch_flags(p)
     p.add_argument("--engine", choices=["inproc", "auto", "connect"], default="inproc",
                    help="inproc: the model runs in this process (default); auto: share a `completer engine` daemon "
@@ -257,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--served-name", metavar="NAME", default=None, help="model name in the API (default: --model)")
     p.add_argument("--require-api-key", action="store_true",
                    help="require `Authorization: Bearer $COMPLETER_API_KEY` on every request")
+    p.add_argument("--report-cached-tokens", action="store_true",
+                   help="report usage.prompt_tokens_details.cached_tokens (off by default: the prefix cache is "
+                   "shared, so with several users one could learn what another sent; for one user or a benchmark)")
     add_engine_flags(p, settings=False)
     p.set_defaults(func=cmd_serve_openai)
 

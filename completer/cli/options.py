@@ -35,6 +35,12 @@ def add_engine_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
         g.add_argument("--no-cache", action="store_true", help="recompute the whole prompt every request")
         g.add_argument("--no-syntax", action="store_true",
                        help="line-based prompt windows (default: cut at statement boundaries with tree-sitter)")
+        g.add_argument("--no-rerank", action="store_true",
+                       help="show the model's own text only (default: copies from the document are candidates "
+                       "too, scored by the model and ranked; needs a model with a reranker)")
+        g.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                       help="show a suggestion only when the reranker gives it at least probability P of being "
+                       "exactly right (default: the model's own thresholds; 0: always show)")
         g.add_argument("--fim-template", default=None,
                        choices=FIM_FAMILIES,
                        help="FIM sentinel family (default: detected from the tokenizer)")
@@ -111,6 +117,10 @@ def completion_settings(args) -> CompletionSettings:
         kw["max_tokens"] = args.max_tokens
     if args.no_syntax:
         kw["prompt"] = PromptSettings(syntax=False)
+    if args.no_rerank:
+        kw["rerank"] = False
+    if args.min_confidence is not None:
+        kw["min_confidence"] = args.min_confidence
     return CompletionSettings(**kw)
 
 
@@ -128,9 +138,12 @@ def serve_flags(args) -> list[str]:
         flags += ["--max-tokens", str(settings.max_tokens)]
     if settings.fim_template:
         flags += ["--fim-template", settings.fim_template]
+    if settings.min_confidence is not None:
+        flags += ["--min-confidence", str(settings.min_confidence)]
     flags += [flag for flag, on in (("--no-speculative", not settings.speculative),
                                     ("--no-cache", not settings.use_cache),
-                                    ("--no-syntax", not settings.prompt.syntax)) if on]
+                                    ("--no-syntax", not settings.prompt.syntax),
+                                    ("--no-rerank", not settings.rerank)) if on]
     switches = server_switches(args)
     flags += [f"--no-{name}" for name in SWITCH_HELP if not getattr(switches, name)]
     return flags

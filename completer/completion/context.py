@@ -22,9 +22,19 @@ from pathlib import Path
 from completer.syntax import parser_for
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
-SECRET_PATTERNS = (".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "*secret*",
-                   "*credential*", "*.keystore", ".netrc", ".pypirc", "*.token")
+SECRET_PATTERNS = (".env", ".env.*", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*",
+                   "id_ecdsa*", "id_dsa*", "*secret*", "*credential*", "*.keystore", ".netrc", ".pypirc", ".npmrc",
+                   ".pgpass", ".htpasswd", "*.tfvars", "*.tfvars.json", "*kubeconfig*", "*.token")
+SECRET_PATHS = (".kube/config", ".docker/config.json", ".aws/config")  # secrets by their directory
 MAX_FILE_BYTES = 1_000_000
+
+
+def looks_secret(path: str | Path) -> bool:
+    """Whether the file's name (or its place, as ~/.kube/config) says it holds secrets."""
+    p = Path(path)
+    name = p.name.lower()
+    where = "/".join(p.parts[-2:]).lower()
+    return any(fnmatch.fnmatch(name, pat) for pat in SECRET_PATTERNS) or where in SECRET_PATHS
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,7 @@ class Workspace:
 
     def __init__(self, root: str | Path | None):
         self.root = Path(root).resolve() if root else None
-        self._ignores: dict[Path, list[str]] = {}
+        self._ignores: dict[Path, tuple[tuple[int, int] | None, list[str]]] = {}  # dir -> (mtime, size), patterns
 
     def relative(self, path: str | Path) -> str | None:
         """Workspace-relative path if the file may be used, else None."""
@@ -50,21 +60,32 @@ class Workspace:
             rel = p.relative_to(self.root)
         except (ValueError, OSError):
             return None  # outside the workspace
-        name = p.name.lower()
-        if any(fnmatch.fnmatch(name, pat) for pat in SECRET_PATTERNS):
+        if looks_secret(p):
             return None
         if self._ignored(rel):
             return None
         return rel.as_posix()
 
     def _patterns(self, directory: Path) -> list[str]:
-        if directory not in self._ignores:
+        """The directory's .gitignore patterns, read again whenever the file changes (mtime, size)."""
+        path = directory / ".gitignore"
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        cached = self._ignores.get(directory)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        lines = []
+        if stamp is not None and stamp[1] <= MAX_FILE_BYTES:
             try:
-                lines = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+                lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
             except OSError:
-                lines = []
-            self._ignores[directory] = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-        return self._ignores[directory]
+                pass
+        patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        self._ignores[directory] = (stamp, patterns)
+        return patterns
 
     def _ignored(self, rel: Path) -> bool:
         """A .gitignore subset: glob patterns (with / anchoring and dir/ patterns) from the root down,
@@ -168,7 +189,12 @@ def python_import_definitions(workspace: Workspace, current_path: str, source: b
             rel = workspace.relative(candidate)
             if rel is None or candidate.resolve() == Path(current_path).resolve():
                 continue
-            text = candidate.read_text(encoding="utf-8", errors="replace")
+            try:
+                if candidate.stat().st_size > MAX_FILE_BYTES:  # generated or vendored: not worth a parse
+                    break
+                text = candidate.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                break
             sigs = _signatures(text.encode("utf-8"))
             if sigs:
                 chunks.append(Chunk(rel, sigs[:max_chars], "definitions"))

@@ -38,6 +38,7 @@ class FimTemplate:
     stop_ids: frozenset[int]  # end of text, sentinels, file separator, padding
     suffix_first: bool = False
     bos_id: int | None = None  # first token of every prompt (Llama-style families)
+    end_id: int | None = None  # what the model emits after the middle: the end of a suggestion
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,9 @@ def detect_template(tokenizer: Tokenizer, override: str | None = None) -> FimTem
         repo = tokenizer.token_id(f.repo_name) if f.repo_name else None
         stops = {tokenizer.token_id(s) for s in f.stops} | {pre, suf, mid, sep, repo}
         bos = tokenizer.token_id(f.bos) if f.bos else None
+        end = next((i for i in map(tokenizer.token_id, f.stops) if i is not None), None)
         return FimTemplate(family, pre, suf, mid, sep, repo, frozenset(i for i in stops if i is not None),
-                           f.suffix_first, bos)
+                           f.suffix_first, bos, end)
     raise UnknownFimTemplateError(
         f"{tokenizer.path}: no FIM sentinels of a known family ({', '.join(FAMILIES)}); "
         "pass an explicit template or use a FIM-trained code model"

@@ -13,13 +13,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from completer.engines.contract import Engine, GenerationRequest, GenerationStats, StopRules
+from completer.engines.contract import Engine, GenerationRequest, GenerationStats, ScoreRequest, StopRules
 from completer.records import FinishReason
-from completer.syntax import Snapshot, byte_offset
+from completer.syntax import Snapshot, byte_offset, language_for
 
+from .candidates import Candidate, copy_candidates
 from .fim import detect_template
 from .postprocess import Context, postprocess
-from .prompt import PromptSettings, build_prompt
+from .prompt import Prompt, PromptSettings, build_prompt
+from .rerank import ModelNotes, Scored, cursor_kind, read_model_notes
 
 BLOCK_OPENERS = (":", "{", "(", "[")
 # Keyword-delimited blocks (Lua: `function f(x)`, `for ... do`, `if ... then`, `else`, `repeat`).
@@ -38,6 +40,12 @@ class CompletionSettings:
     block_stop: bool = True  # multi-line suggestions stop where the code dedents below the cursor
     fim_template: str | None = None  # a FIM family name; None: detected from the tokenizer
     prompt: PromptSettings = PromptSettings()
+    # Copies from the document as candidates, reranked with the model's own text (rerank.py); needs
+    # a model with a reranker and a backend that can score.
+    rerank: bool = True
+    # Show a suggestion only if the reranker gives it at least this probability of being exactly
+    # right; None: the model's own thresholds (per cursor kind), 0: always show.
+    min_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,13 +65,24 @@ class CompletionRequest:
 @dataclass
 class Timings:
     """Milliseconds of one completion: building the prompt, the engine (its prefill and decode),
-    post-processing, and all of it."""
+    post-processing, reranking, and all of it."""
     prompt_ms: float = 0.0
     engine_ms: float = 0.0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     post_ms: float = 0.0
+    rerank_ms: float = 0.0  # scoring the candidates and choosing one
     total_ms: float = 0.0
+
+
+@dataclass
+class Generation:
+    """The model's raw answer: its text, the token ids it chose (a stop token excluded), the engine's
+    stats, and the prompt it answered."""
+    text: str
+    token_ids: list[int]
+    stats: GenerationStats
+    prompt: Prompt
 
 
 @dataclass
@@ -73,12 +92,21 @@ class CompletionResult:
     finish_reason: FinishReason
     timings: Timings = field(default_factory=Timings)
     stats: GenerationStats = field(default_factory=GenerationStats)
+    source: str = "model"  # where the text came from: the model, or a copy (candidates.py)
+    confidence: float | None = None  # the reranker's probability that the text is exactly right
+    withheld: str = ""  # why nothing is shown although the model ran: "language", "confidence"
+    alternatives: tuple[str, ...] = ()  # other candidates above the threshold, best first (for cycling)
+    ranked: tuple[Scored, ...] = ()  # every candidate scored, best first (benchmarks and fitting read them)
 
     def as_json(self) -> dict:
         return {
             "text": self.text,
             "multiline": self.multiline,
             "finish_reason": self.finish_reason,
+            "source": self.source,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "withheld": self.withheld,
+            "alternatives": list(self.alternatives),
             "timings": {k: round(v, 3) for k, v in dataclasses.asdict(self.timings).items()},
             "stats": self.stats.as_dict(),
         }
@@ -96,34 +124,69 @@ def wants_block(left: str, right: str, lines_above: Sequence[str]) -> bool:
 
 
 class Completer:
-    def __init__(self, engine: Engine, settings: CompletionSettings = CompletionSettings(), template: str | None = None):
+    def __init__(self, engine: Engine, settings: CompletionSettings = CompletionSettings(), template: str | None = None,
+                 notes: ModelNotes | None = None):
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.template = detect_template(self.tokenizer, template or settings.fim_template)
         self.settings = settings
+        # What the model's completer.json says: its languages and its reranker (rerank.py).
+        self.notes = notes if notes is not None else read_model_notes(engine.describe().get("model_dir"))
+
+    def serves(self, language: str | None) -> bool:
+        """Whether the model was trained on this language (unknown languages and models: yes)."""
+        return self.notes.languages is None or language is None or language in self.notes.languages
 
     def complete(self, req: CompletionRequest, cancel: threading.Event | None = None,
                  on_text: Callable[[str], None] | None = None) -> CompletionResult:
         """The suggestion at the request's cursor. `on_text` sees the raw generated text as it grows
         (before post-processing), from the calling thread."""
         t0 = time.perf_counter()
+        if not self.serves(language_for(req.language_id, req.path)):
+            return CompletionResult("", False, "", withheld="language")
+        prompt, multiline = self._prompt(req)
+        t_prompt = time.perf_counter()
+        gen = self._generate(req, prompt, multiline, cancel, on_text)
+        stats = gen.stats
+        t_engine = time.perf_counter()
+        ctx = self._post_context(req, gen.prompt, multiline, stats)
+        text = postprocess(gen.text, ctx) if stats.finish_reason != "cancelled" else ""
+        t_post = time.perf_counter()
+        result = CompletionResult(text, multiline, stats.finish_reason, stats=stats)
+        if self._reranks(multiline) and stats.finish_reason != "cancelled":
+            result = self._rerank(req, gen, ctx, result, cancel)
+        t_end = time.perf_counter()
+        result.timings = Timings(prompt_ms=(t_prompt - t0) * 1000, engine_ms=(t_engine - t_prompt) * 1000,
+                                 prefill_ms=stats.prefill_ms, decode_ms=stats.decode_ms,
+                                 post_ms=(t_post - t_engine) * 1000, rerank_ms=(t_end - t_post) * 1000,
+                                 total_ms=(t_end - t0) * 1000)
+        return result
+
+    # -- the stages -------------------------------------------------------------------------------
+
+    def _prompt(self, req: CompletionRequest, heal: bool = True) -> tuple[Prompt, bool]:
+        """Contract 1's prompt (leaving room for the answer in the engine's cache), and whether the
+        cursor wants a multi-line suggestion."""
         s = self.settings
         max_tokens = req.max_tokens or s.max_tokens
-        # Leave room for the answer in the engine's cache.
         budget = min(s.prompt.budget_tokens, self.engine.max_seq - max_tokens - 8)
-        prompt_settings = s.prompt if budget == s.prompt.budget_tokens else dataclasses.replace(
-            s.prompt, budget_tokens=budget)
+        settings = dataclasses.replace(s.prompt, budget_tokens=budget, heal=heal and s.prompt.heal)
         prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character,
-                              path=req.path, settings=prompt_settings, syntax=req.syntax, context=req.context)
+                              path=req.path, settings=settings, syntax=req.syntax, context=req.context)
         lines_above = req.lines[max(0, req.line - 8):req.line]
-        multiline = s.multiline and wants_block(prompt.left, prompt.right, lines_above)
-        t_prompt = time.perf_counter()
+        return prompt, s.multiline and wants_block(prompt.left, prompt.right, lines_above)
 
+    def _generate(self, req: CompletionRequest, prompt: Prompt, multiline: bool, cancel: threading.Event | None,
+                  on_text) -> Generation:
+        """The model's raw answer (a backend that cannot heal and went elsewhere than the backed-up
+        token is asked again without healing). When the answer will be reranked, the engine also
+        reports its tokens' log-probabilities, so the model's own text needs no scoring pass."""
+        s = self.settings
         # A block suggestion ends where the code dedents below the cursor (the block closed).
         indent = len(prompt.left) - len(prompt.left.lstrip(" \t"))
         request = GenerationRequest(
             prompt_ids=prompt.ids,
-            max_new_tokens=max_tokens,
+            max_new_tokens=req.max_tokens or s.max_tokens,
             deadline_s=time.monotonic() + s.deadline_ms / 1000,
             stop=StopRules(self.template.stop_ids, max_lines=s.max_lines if multiline else 1,
                            min_indent=indent if multiline and indent and s.block_stop else None),
@@ -133,35 +196,97 @@ class Completer:
             use_cache=s.use_cache,
             edit_reuse=s.edit_reuse,
             heal_prefix=prompt.heal_prefix,
+            logprobs=self._reranks(multiline),
+            watch_token=self.template.end_id,
         )
+        gen = self._stream(request, prompt, cancel, on_text)
+        if gen.stats.finish_reason == "heal_mismatch":
+            # The prompt ending at the cursor: its prefix is cached on the server.
+            prompt, _ = self._prompt(req, heal=False)
+            gen = self._stream(dataclasses.replace(request, prompt_ids=prompt.ids, heal_prefix=b""), prompt, cancel,
+                               on_text)
+        return gen
+
+    def _stream(self, request: GenerationRequest, prompt: Prompt, cancel, on_text) -> Generation:
         stream = self.engine.generate(request, cancel)
-        parts = []
+        parts: list[str] = []
+        ids: list[int] = []
         for delta in stream:
             parts.append(delta.text)
+            ids += delta.token_ids
             if on_text is not None:
                 on_text(delta.text)
-        if stream.stats.finish_reason == "heal_mismatch":
-            # A backend that cannot constrain its output went elsewhere than the backed-up token: ask
-            # again with the prompt ending at the cursor (its prefix is cached on the server).
-            prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character, path=req.path,
-                                  settings=dataclasses.replace(prompt_settings, heal=False), syntax=req.syntax,
-                                  context=req.context)
-            stream = self.engine.generate(dataclasses.replace(request, prompt_ids=prompt.ids, heal_prefix=b""), cancel)
-            for delta in stream:
-                parts.append(delta.text)
-                if on_text is not None:
-                    on_text(delta.text)
-        raw = "".join(parts)
-        t_engine = time.perf_counter()
+        return Generation("".join(parts), ids, stream.stats, prompt)
 
+    def _post_context(self, req: CompletionRequest, prompt: Prompt, multiline: bool,
+                      stats: GenerationStats) -> Context:
         cursor_byte = byte_offset(req.lines, req.line, req.character) if req.syntax is not None and multiline else 0
-        ctx = Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte,
-                      prompt.prev_lines, truncated=stream.stats.finish_reason in ("max_tokens", "length", "deadline"))
-        text = postprocess(raw, ctx)
-        if stream.stats.finish_reason == "cancelled":
-            text = ""
-        t_end = time.perf_counter()
-        timings = Timings(prompt_ms=(t_prompt - t0) * 1000, engine_ms=(t_engine - t_prompt) * 1000,
-                          prefill_ms=stream.stats.prefill_ms, decode_ms=stream.stats.decode_ms,
-                          post_ms=(t_end - t_engine) * 1000, total_ms=(t_end - t0) * 1000)
-        return CompletionResult(text, multiline, stream.stats.finish_reason, timings, stream.stats)
+        return Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte,
+                       prompt.prev_lines, truncated=stats.finish_reason in ("max_tokens", "length", "deadline"))
+
+    def _reranks(self, multiline: bool) -> bool:
+        return (self.settings.rerank and self.notes.reranker is not None and not multiline
+                and getattr(self.engine, "can_score", False))
+
+    def _rerank(self, req: CompletionRequest, gen: Generation, ctx: Context, result: CompletionResult,
+                cancel: threading.Event | None) -> CompletionResult:
+        """The best candidate if the reranker finds it likely enough to be right, else nothing."""
+        scored = self.score_candidates(req, gen, ctx, result.text, cancel)
+        if not scored or (cancel is not None and cancel.is_set()):
+            return result
+        reranker, kind = self.notes.reranker, cursor_kind(gen.prompt.left)
+        ranked = reranker.rank(scored, result.text, kind)
+        threshold = self.settings.min_confidence
+        if threshold is None:
+            threshold = reranker.threshold(kind)
+        best = ranked[0]
+        if best.probability < threshold or not best.candidate.text.strip():
+            return dataclasses.replace(result, text="", source=best.candidate.source, confidence=best.probability,
+                                       withheld="confidence", ranked=tuple(ranked))
+        alternatives = tuple(s.candidate.text for s in ranked[1:]
+                             if s.probability >= threshold and s.candidate.text.strip())
+        return dataclasses.replace(result, text=best.candidate.text, source=best.candidate.source,
+                                   confidence=best.probability, alternatives=alternatives, ranked=tuple(ranked))
+
+    def score_candidates(self, req: CompletionRequest, gen: Generation, ctx: Context, model_text: str,
+                         cancel: threading.Event | None = None) -> list[Scored]:
+        """The model's text and the copies (post-processed alike), each with the model's
+        log-probabilities of its tokens: the healed text, the candidate, then the end of the
+        suggestion. The model's own come from its generation when its text is a whole number of the
+        tokens it chose; the rest take one scoring pass. [] when the backed-up token ends inside a
+        character (no fair scoring)."""
+        prompt = gen.prompt
+        try:
+            heal = prompt.heal_prefix.decode("utf-8")
+        except UnicodeDecodeError:
+            return []
+        copy_ctx = dataclasses.replace(ctx, truncated=False)
+        candidates = [Candidate(model_text, "model")]
+        for copy in copy_candidates(req.lines, req.line, req.character, prompt.right, req.context):
+            text = postprocess(copy.text, copy_ctx)
+            if text.strip() and all(text != c.text for c in candidates):
+                candidates.append(dataclasses.replace(copy, text=text))
+        known = self._generated_logprobs(gen, (heal + model_text).encode("utf-8"))
+        to_score = candidates[1:] if known is not None else candidates
+        end = [] if self.template.end_id is None else [self.template.end_id]
+        continuations = tuple(tuple(self.tokenizer.encode(heal + c.text) + end) for c in to_score)
+        logprobs = self.engine.score(ScoreRequest(prompt.ids, continuations, req.session_key, self.settings.use_cache,
+                                                  req.cache_scope), cancel) if continuations else []
+        if known is not None:
+            logprobs = [known, *logprobs]
+        return [Scored(c, tuple(lp)) for c, lp in zip(candidates, logprobs) if lp]
+
+    def _generated_logprobs(self, gen: Generation, text: bytes) -> list[float] | None:
+        """The log-probabilities of the first k generated tokens and of ending after them, where
+        those k tokens spell `text` exactly; None when no k does (post-processing changed the text
+        inside a token) or the engine did not report them."""
+        lps, ends = gen.stats.token_logprobs, gen.stats.watch_logprobs
+        token_bytes = self.tokenizer.token_bytes
+        spelled = b""
+        for k in range(min(len(gen.token_ids), len(lps), len(ends) - 1) + 1):
+            if spelled == text:
+                return lps[:k] + [ends[k]]
+            if k == len(gen.token_ids) or not text.startswith(spelled):
+                return None
+            spelled += token_bytes[gen.token_ids[k]]
+        return None

@@ -57,6 +57,22 @@ class GenerationRequest:
     # Who may share cached prefixes on a multi-tenant backend (TensorRT-LLM's cache_salt): the
     # workspace. "": no restriction.
     cache_scope: str = ""
+    # Report each chosen token's log-probability, and that of `watch_token` at the same step (the
+    # end of a suggestion: how likely it was to stop there), in the stats (backends that can score).
+    logprobs: bool = False
+    watch_token: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Score continuations of one prompt (candidate suggestions): the log-probability of each of
+    their tokens under the model, the first one given the prompt. The prompt is usually cached from
+    the generation just before, so this costs one short forward pass per continuation."""
+    prompt_ids: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+    session_key: str = ""
+    use_cache: bool = True
+    cache_scope: str = ""
 
 
 @dataclass
@@ -67,6 +83,10 @@ class GenerationStats(EngineWork):
     decode_ms: float = 0.0
     first_token_ms: float = 0.0  # from start of generate to the first generated token
     finish_reason: FinishReason = ""
+    # With request.logprobs: per token the model chose (in order, a stop token included), its
+    # log-probability and the watch token's at that step.
+    token_logprobs: list[float] = field(default_factory=list)
+    watch_logprobs: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -97,8 +117,15 @@ class Engine(Protocol):
     # Whether generation can be constrained to re-type a heal prefix (token healing). Backends that
     # cannot get prompts that end at the cursor instead.
     can_heal: bool
+    # Whether `score` works: candidate suggestions are reranked only on backends that can score them.
+    can_score: bool
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream: ...
+
+    def score(self, request: ScoreRequest, cancel: threading.Event | None = None) -> list[list[float]]:
+        """Per continuation, the log-probability of each of its tokens (a backend that cannot score
+        has can_score False and raises NotImplementedError)."""
+        ...
 
     def describe(self) -> dict: ...
 

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 from completer.tokenizer import Tokenizer
 
-from .contract import BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream
+from .contract import (
+    BackendUnavailableError,
+    GenerationRequest,
+    GenerationStats,
+    GenerationStream,
+    ScoreRequest,
+)
 from .shaper import OutputShaper
 
 log = logging.getLogger(__name__)
@@ -202,6 +208,7 @@ class InProcessGpuEngine:
 
     name = ""
     can_heal = False  # neither engine can be constrained to re-type a backed-up token
+    can_score = False  # nor asked for the log-probabilities of given continuations here
     FINISH_NAMES: dict[str, str] = {}  # the backend's finish reasons in our words ("length" aside)
     tokenizer: Tokenizer
     max_seq: int
@@ -211,6 +218,9 @@ class InProcessGpuEngine:
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream:
         stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
         return GenerationStream(self._run(request, cancel or threading.Event(), stats), stats)
+
+    def score(self, request: ScoreRequest, cancel: threading.Event | None = None) -> list[list[float]]:
+        raise NotImplementedError(f"the {self.name} backend cannot score continuations (can_score is False)")
 
     def close(self) -> None:
         """Stop the backend and its loop; not reusable after."""

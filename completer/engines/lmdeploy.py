@@ -10,7 +10,9 @@ reused prompt tokens per request (`cached_tokens`).
 
 Not supported, refused at start-up rather than ignored: speculation (0.18 has no draft-target or
 n-gram proposer, only EAGLE-family heads and MTP that our models lack) and StarCoder2 (removed from
-both engines).
+both engines). Refused too: a model directory that ships its own Python code (`auto_map` in
+config.json or tokenizer_config.json): LMDeploy loads configs and tokenizers with
+`trust_remote_code=True`, so such a `--model` would run that code in our process.
 
 Like the trtllm backend, one asyncio loop runs on a daemon thread (`start_loop` must get the running
 loop); the caller's thread reads outputs through a queue and cancels the consuming task once our
@@ -23,6 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
+import json
 import logging
 import time
 from pathlib import Path
@@ -81,6 +84,7 @@ class LmdeployEngine(InProcessGpuEngine):
         self.device = select_cuda_device(device, "LMDeploy")
         self.model_dir = Path(model_dir)
         config = read_hf_config(self.model_dir)
+        refuse_remote_code(self.model_dir, config)
         for arch in config.get("architectures") or []:
             if arch in UNSUPPORTED_ARCHS:
                 raise BackendUnavailableError(UNSUPPORTED_ARCHS[arch])
@@ -188,6 +192,21 @@ class LmdeployEngine(InProcessGpuEngine):
         stats.prefill_tokens = stats.prompt_tokens - stats.cached_tokens
         stats.forward_passes = state.produced  # one decode step per token: no speculation here
 
+
+
+def refuse_remote_code(model_dir: Path, config: dict) -> None:
+    """BackendUnavailableError if the model would make LMDeploy run its own code (see the module docstring)."""
+    found = {"config.json": config}
+    try:
+        found["tokenizer_config.json"] = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    for name, data in found.items():
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise BackendUnavailableError(
+                f"{model_dir / name} has auto_map: the model ships Python code of its own, which LMDeploy would "
+                "run (it loads models with trust_remote_code=True); refused. Use a model directory without "
+                "auto_map, or --backend torch (which never runs model code)")
 
 
 def _import_lmdeploy():

@@ -10,11 +10,21 @@ Failure policy, tuned for keystrokes: connection errors and 429/5xx before the f
 retried with exponential backoff inside the request's deadline; after that the server counts as
 down for `down_s`, during which requests answer "unavailable" at once (no pile-up of connects on
 every key) and `describe()` says why. 4xx answers are configuration errors and raise.
+
+A server is not trusted to be sane: a stream line over MAX_LINE_BYTES, an error body past
+MAX_ERROR_BYTES (only that much is read) and JSON that is not an object count as a broken server
+(down, "unavailable"), never a traceback. The session-affinity header carries a hash of the document
+URI, not the URI (file paths say whose machine and which project). An API key sent over plain http to
+a host that is not this machine is warned about once (logged, and `describe()` says so): team servers
+often run plain http inside a trusted network, so it is not refused, but the key is readable on the
+way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -26,7 +36,13 @@ from urllib.parse import urlsplit
 
 from completer.tokenizer import Tokenizer
 
-from .contract import BackendUnavailableError, GenerationRequest, GenerationStats, GenerationStream
+from .contract import (
+    BackendUnavailableError,
+    GenerationRequest,
+    GenerationStats,
+    GenerationStream,
+    ScoreRequest,
+)
 from .model_config import read_hf_config
 from .shaper import OutputShaper
 
@@ -35,6 +51,24 @@ log = logging.getLogger(__name__)
 API_KEY_VARIABLES = ("COMPLETER_API_KEY", "OPENAI_API_KEY")
 RETRY_STATUS = {429, 500, 502, 503, 504}
 MAX_STOP_STRINGS = 4  # the OpenAI API's limit on `stop`
+MAX_LINE_BYTES = 1 << 20  # one server-sent event line (a streamed chunk is a few hundred bytes)
+MAX_ERROR_BYTES = 64 << 10  # of an error answer's body
+MAX_BODY_BYTES = 8 << 20  # of a /models answer
+_warned_clear_text: set[str] = set()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def affinity_value(session_key: str) -> str:
+    """What the session-affinity header carries: a stable hash of the document URI, not the URI."""
+    return hashlib.sha256(session_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def api_key_from_env() -> str | None:
@@ -57,7 +91,7 @@ def get(server_url: str, path: str, timeout_s: float, api_key: str | None = None
     try:
         conn.request("GET", base + path, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, resp.read(MAX_BODY_BYTES if resp.status == 200 else MAX_ERROR_BYTES)
     finally:
         conn.close()
 
@@ -69,6 +103,9 @@ class ServerError(RuntimeError):
 class OpenAIEngine:
     name = "openai"
     can_heal = False  # a remote server cannot be constrained to re-type a backed-up token
+    # /v1/completions has no portable way to score given continuations (vLLM's prompt_logprobs and
+    # llama.cpp's n_probs differ), so candidates are not reranked on this backend.
+    can_score = False
 
     def __init__(self, model_dir, *, device: str = "auto", dtype: str = "auto", server_url: str | None = None,
                  served_model: str | None = None, affinity_header: str = "X-Session-Id",
@@ -89,6 +126,11 @@ class OpenAIEngine:
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
         self.retries, self.backoff_s, self.down_s = retries, backoff_s, down_s
         self.api_key = api_key_from_env()
+        self.key_in_clear = bool(self.api_key) and not self._https and not is_loopback(self._host)
+        if self.key_in_clear and self._host not in _warned_clear_text:
+            _warned_clear_text.add(self._host)
+            log.warning("the API key goes to %s over plain http: anyone on the network path can read it; "
+                        "use an https:// --server-url", self.server_url)
         self._idle: list[http.client.HTTPConnection] = []  # kept-alive connections, reused per request
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -103,7 +145,8 @@ class OpenAIEngine:
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
                 "served_model": self.served_model, "max_seq": self.max_seq, "can_heal": self.can_heal,
-                "status": self.status, "api_key": "set" if self.api_key else "none",
+                "status": self.status,
+                "api_key": ("set, sent in clear text (http)" if self.key_in_clear else "set") if self.api_key else "none",
                 "affinity_header": self.affinity_header, "send_stop_ids": self.send_stop_ids,
                 "speculation": "the server's own", "load_ms": round(self.load_ms, 1)}
 
@@ -112,6 +155,9 @@ class OpenAIEngine:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    def score(self, request: ScoreRequest, cancel: threading.Event | None = None) -> list[list[float]]:
+        raise NotImplementedError("the openai backend cannot score continuations (can_score is False)")
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream:
         stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
@@ -125,13 +171,16 @@ class OpenAIEngine:
         try:
             status, body = get(self.server_url, "/models", self.connect_timeout_s, self.api_key)
             payload = json.loads(body or b"{}")
+            if not isinstance(payload, dict):
+                raise ValueError(f"/models answered JSON that is not an object: {str(payload)[:80]}")
         except (OSError, http.client.HTTPException, ValueError) as exc:
             self._mark_down(f"{type(exc).__name__}: {exc}")
             log.warning("openai backend: %s does not answer yet (%s)", self.server_url, exc)
             return
         if status != 200:
             raise ServerError(f"{self.server_url}/models answered {status}: {_message(payload)}")
-        models = [m for m in payload.get("data", []) if isinstance(m, dict) and m.get("id")]
+        data = payload.get("data")
+        models = [m for m in (data if isinstance(data, list) else []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
         if self.served_model is None and models:
             self.served_model = models[0]["id"]
         elif self.served_model is not None and models and self.served_model not in {m["id"] for m in models}:
@@ -147,7 +196,7 @@ class OpenAIEngine:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         if session_key and self.affinity_header:
-            headers[self.affinity_header] = session_key
+            headers[self.affinity_header] = affinity_value(session_key)
         return headers
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
@@ -207,7 +256,7 @@ class OpenAIEngine:
                 resp = conn.getresponse()
                 if resp.status == 200:
                     return conn, resp
-                payload = resp.read()
+                payload = resp.read(MAX_ERROR_BYTES)
                 conn.close()
                 if resp.status not in RETRY_STATUS:
                     raise ServerError(f"{self.server_url}/completions answered {resp.status}: {_message(payload)}")
@@ -244,17 +293,22 @@ class OpenAIEngine:
                     clean = True
                     break
                 chunk = json.loads(event)
+                if not isinstance(chunk, dict):
+                    raise ValueError(f"a stream event that is not a JSON object: {event[:80]!r}")
                 if "error" in chunk:
                     raise ServerError(f"{self.server_url}: {_message(chunk)}")
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or []:
-                    if choice.get("text") and not shaper.finish:
+                usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else usage
+                choices = chunk.get("choices")
+                for choice in choices if isinstance(choices, list) else []:
+                    if not isinstance(choice, dict):
+                        raise ValueError(f"a choice that is not a JSON object: {str(choice)[:80]!r}")
+                    if isinstance(choice.get("text"), str) and choice["text"] and not shaper.finish:
                         if stats.decode_tokens == 0:
                             stats.prefill_ms = (time.perf_counter() - t_start) * 1000
                         delta = shaper.add_text(choice["text"])
                         if delta is not None:
                             yield delta
-                    if choice.get("finish_reason"):
+                    if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
                         # vLLM and completer serve-openai say which rule stopped: a string or an id.
                         matched = choice.get("stop_reason")
                         server_finish = "stop_string" if isinstance(matched, str) else choice["finish_reason"]
@@ -287,10 +341,13 @@ class OpenAIEngine:
                 yield tail
         stats.finish_reason = finish
         if usage:
-            stats.prompt_tokens = usage.get("prompt_tokens", stats.prompt_tokens)
-            stats.decode_tokens = max(stats.decode_tokens, usage.get("completion_tokens") or 0)
-            details = usage.get("prompt_tokens_details") or {}
-            stats.cached_tokens = details.get("cached_tokens") or 0
+            def count(value, default: int = 0) -> int:
+                return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+            stats.prompt_tokens = count(usage.get("prompt_tokens"), stats.prompt_tokens)
+            stats.decode_tokens = max(stats.decode_tokens, count(usage.get("completion_tokens")))
+            details = usage.get("prompt_tokens_details")
+            stats.cached_tokens = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
             stats.prefill_tokens = stats.prompt_tokens - stats.cached_tokens
         stats.first_token_ms = stats.prefill_ms
         stats.decode_ms = (time.perf_counter() - t_start) * 1000 - stats.prefill_ms
@@ -299,9 +356,11 @@ class OpenAIEngine:
 def _events(resp):
     """The `data:` payloads of a server-sent event stream."""
     while True:
-        line = resp.readline()
+        line = resp.readline(MAX_LINE_BYTES + 1)
         if not line:
             return
+        if len(line) > MAX_LINE_BYTES:
+            raise ValueError(f"a stream line over {MAX_LINE_BYTES} bytes")
         line = line.strip()
         if line.startswith(b"data:"):
             yield line[5:].strip().decode("utf-8")

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from completer.lines import split_lines
 
 from .driver import Observer
-from .editor_client import STARTUP_TIMEOUT_S, EditorClient, Suggestion, default_server_cmd
+from .editor_client import STARTUP_TIMEOUT_S, EditorClient, Suggestion, default_server_cmd, private_log
 from .metrics import percentiles
 
 DEMO_FILE = Path(__file__).parent / "demo_data" / "inventory.py"
@@ -54,7 +53,7 @@ async def run_session(args, path: Path, server_flags: list[str]) -> int:
     first, end = choose_span(lines, args.lines, args.start_line)
     target = "".join(lines[first:end])
     start_text = "".join(lines[:first] + lines[end:])
-    log = Path(tempfile.gettempdir()) / "completer-demo-server.log"
+    log = private_log("demo-server")
     client = EditorClient(default_server_cmd(server_flags + ["--log-file", str(log)]), path.resolve().as_uri(), start_text,
                           log_path=str(log))
     display = Display()
@@ -180,7 +179,7 @@ def run_session_files(args, server_flags: list[str]) -> int:
 
     for s in sessions:
         print(f"session {s.name}: {s.meta.get('source', '')}", flush=True)
-    log = Path(tempfile.gettempdir()) / "completer-demo-server.log"
+    log = private_log("demo-server")
     options = ReplayOptions(max_pause_ms=args.max_pause_ms, accept=not args.no_accept)
     results, _ = asyncio.run(replay_all(default_server_cmd(server_flags + ["--log-file", str(log)]), sessions, options,
                                         log_path=str(log), progress=done, observer=SessionDisplay(), on_ready=ready))

@@ -20,7 +20,6 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
@@ -28,7 +27,7 @@ from pygls.exceptions import JsonRpcException
 from completer.lines import clamp, line_body, replace_range, split_lines, to_client_units
 from completer.records import AnswerRecord
 
-from .editor_client import STARTUP_TIMEOUT_S, EditorClient, first_item, item_text
+from .editor_client import STARTUP_TIMEOUT_S, EditorClient, first_item, item_text, private_log
 from .records import RequestRecord, SessionResult
 from .session import Session
 
@@ -497,7 +496,6 @@ def run_replay(args, server_flags: list[str]) -> int:
     """`completer replay`: every session under every configuration, then the report."""
     import shlex
     import sys
-    import tempfile
 
     from . import report as replay_report
     from .editor_client import default_server_cmd
@@ -517,7 +515,7 @@ def run_replay(args, server_flags: list[str]) -> int:
     configs += [{"name": name, "server_cmd": base_cmd + flags} for name, flags in variants]
     options = ReplayOptions(speed=args.speed, max_pause_ms=args.max_pause_ms, accept=not args.no_accept,
                             seed=args.seed)
-    log = str(Path(tempfile.gettempdir()) / "completer-replay-server.log")
+    log = private_log("replay-server")
     for cfg in configs:
         print(f"replaying {len(sessions)} session(s) on {cfg['name']!r}: {shlex.join(cfg['server_cmd'])}",
               file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,14 @@ from completer.lines import insert_at, split_lines, to_client_units
 # Loading plus compiling the decode step before serving: 1.5-2 minutes on 2 idle cores, more on a
 # busy machine.
 STARTUP_TIMEOUT_S = 900.0
+
+
+def private_log(name: str) -> str:
+    """A new log file for a server we start: a unique name, created 0600 and exclusively (mkstemp),
+    never a fixed name in the shared temp dir that someone else could plant a symlink at."""
+    fd, path = tempfile.mkstemp(prefix=f"completer-{name}-", suffix=".log")
+    os.close(fd)
+    return path
 
 
 def first_item(result) -> types.InlineCompletionItem | None:

@@ -22,8 +22,11 @@ Every later map is one event, {"e": KIND, "t": ms since the session started, ...
                                                         with op type | typo | backspace | paste | jump
 
 Writing appends one map per event and flushes, so a recording survives a crash up to its last
-event. A reader refuses a file that is not a session, is cut or corrupt, or comes from a newer
-format version, with a SessionError that says which.
+event. A reader refuses a file that is not a session, is cut (even inside an event) or corrupt, has
+a field of the wrong type, or comes from a newer format version, with a SessionError that says
+which. Text is stored as the editor sent it: a lone UTF-16 surrogate travels as its WTF-8 bytes
+(surrogatepass), so a recording never stops at one. Reading bounds what a file can make the reader
+allocate (msgpack builds a container at the size its header claims, before reading its items).
 """
 
 from __future__ import annotations
@@ -51,6 +54,25 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "plan": ("uri", "line", "character", "text", "steps"),
 }
 STEP_OPS = ("type", "typo", "backspace", "paste", "jump")
+# The type of every field above (bool is not an int here); line/character/version/rid are >= 0.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "uri": (str,), "language_id": (str,), "version": (int,), "text": (str,), "changes": (list,),
+    "rid": (int,), "line": (int,), "character": (int,), "trigger": (int,), "ms": (int, float),
+    "how": (str,), "steps": (list,),
+}
+NON_NEGATIVE = ("version", "rid", "line", "character")
+
+# What one file may make the reader allocate. A container is preallocated at the length its header
+# claims and containers nest up to msgpack's stack (1024 deep): without a cap a 200 KB file of
+# nested array headers took 82 MB. Files are read with the small caps first (at most 1024 levels x
+# 1024 slots, ~8 MB); one with a longer array (a plan's steps, a reformat's changes) is read again
+# with the large caps once a scan has shown its nesting is no deeper than the format's.
+MAX_STR = 64 << 20  # one document's text
+SMALL_CONTAINER = 1024
+MAX_ARRAY = 100_000
+MAX_MAP = 4096
+MAX_DEPTH = 8  # header -> meta -> ...; change events nest 3 deep, plans 3
+UNICODE = "surrogatepass"  # lone surrogates are the editor's text too (see the module docstring)
 
 
 class SessionError(ValueError):
@@ -93,14 +115,19 @@ def write_session(path: str | os.PathLike, session: Session) -> None:
 
 
 class SessionWriter:
-    """Appends events to a new session file as they happen (recording)."""
+    """Appends events to a new session file as they happen (recording).
+
+    Never writes through a symlink (O_NOFOLLOW). `private` (a recording, the user's source text): the
+    file is created 0600 and must not exist yet (O_EXCL, FileExistsError); otherwise (synthesized
+    sessions) it is 0644 and an existing file is replaced."""
 
     def __init__(self, path: str | os.PathLike, kind: str, encoding: str = "utf-16", meta: dict | None = None,
                  private: bool = False):
         self.path = Path(path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if private else os.O_TRUNC)
+        fd = os.open(self.path, flags, 0o600 if private else 0o644)
         self._file: BinaryIO = os.fdopen(fd, "wb")
-        self._packer = msgpack.Packer(use_bin_type=True)
+        self._packer = msgpack.Packer(use_bin_type=True, unicode_errors=UNICODE)
         self._file.write(self._packer.pack(Session(kind, encoding, meta or {}).header()))
         self._file.flush()
 
@@ -131,16 +158,18 @@ def read_session(path: str | os.PathLike) -> Session:
 
 
 def parse_session(data: bytes, name: str = "<bytes>") -> Session:
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1))
-    unpacker.feed(data)
     try:
-        items = list(unpacker)
-    except (msgpack.UnpackException, ValueError) as exc:
-        raise SessionError(f"{name}: corrupt session file ({exc})") from None
+        items = _unpack_all(data, SMALL_CONTAINER, SMALL_CONTAINER, name)
+    except _TooLong:
+        depth = _nesting_depth(data, MAX_DEPTH)
+        if depth > MAX_DEPTH:
+            raise SessionError(f"{name}: corrupt session file (containers nested deeper than {MAX_DEPTH})") from None
+        try:
+            items = _unpack_all(data, MAX_ARRAY, MAX_MAP, name)
+        except _TooLong as exc:
+            raise SessionError(f"{name}: corrupt session file ({exc})") from None
     if not items or not isinstance(items[0], dict) or items[0].get("format") != FORMAT:
         raise SessionError(f"{name}: not a completer session file")
-    if unpacker.tell() != len(data):
-        raise SessionError(f"{name}: corrupt session file (cut off after {unpacker.tell()} of {len(data)} bytes)")
     header = items[0]
     version = header.get("version")
     if not isinstance(version, int) or version < 1:
@@ -152,6 +181,8 @@ def parse_session(data: bytes, name: str = "<bytes>") -> Session:
         raise SessionError(f"{name}: corrupt session file (unknown kind {header.get('kind')!r})")
     if header.get("encoding", "utf-16") not in ("utf-8", "utf-16", "utf-32"):
         raise SessionError(f"{name}: corrupt session file (unknown encoding {header.get('encoding')!r})")
+    if not isinstance(header.get("meta") or {}, dict) or not isinstance(header.get("created", ""), str):
+        raise SessionError(f"{name}: corrupt session file (bad header)")
     events = items[1:]
     for i, ev in enumerate(events):
         _check_event(ev, i, name)
@@ -159,20 +190,120 @@ def parse_session(data: bytes, name: str = "<bytes>") -> Session:
                    events=events, created=header.get("created", ""), path=name)
 
 
+class _TooLong(ValueError):
+    """A container longer than the caps of this pass."""
+
+
+def _unpack_all(data: bytes, max_array: int, max_map: int, name: str) -> list:
+    """Every top-level map of the file; a SessionError if it is corrupt or cut, even inside an item."""
+    size = max(len(data), 1)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=size,
+                                max_str_len=min(MAX_STR, size), max_bin_len=min(MAX_STR, size),
+                                max_array_len=min(max_array, size), max_map_len=min(max_map, size),
+                                max_ext_len=0, unicode_errors=UNICODE)
+    unpacker.feed(data)
+    items, end = [], 0
+    try:
+        while True:
+            try:
+                items.append(unpacker.unpack())
+            except msgpack.OutOfData:
+                break
+            end = unpacker.tell()  # tell() counts a partly read item too: keep the end of the last whole one
+    except ValueError as exc:  # msgpack's limits and format errors are ValueErrors
+        if "exceeds max_array_len" in str(exc) or "exceeds max_map_len" in str(exc):
+            raise _TooLong(str(exc)) from None
+        raise SessionError(f"{name}: corrupt session file ({exc})") from None
+    except msgpack.UnpackException as exc:
+        raise SessionError(f"{name}: corrupt session file ({type(exc).__name__} {exc})") from None
+    if items and end != len(data):
+        raise SessionError(f"{name}: corrupt session file (cut off after {end} of {len(data)} bytes, "
+                           "inside an event)")
+    return items
+
+
+# msgpack type byte -> (bytes of the length or value that follow, kind): kind "a"/"m" = array/map
+# with that many items (entries), "s" = that many payload bytes, "x" = ext (payload + 1 type byte).
+_HEADS: dict[int, tuple[int, str]] = {
+    0xc4: (1, "s"), 0xc5: (2, "s"), 0xc6: (4, "s"), 0xc7: (1, "x"), 0xc8: (2, "x"), 0xc9: (4, "x"),
+    0xd9: (1, "s"), 0xda: (2, "s"), 0xdb: (4, "s"), 0xdc: (2, "a"), 0xdd: (4, "a"), 0xde: (2, "m"), 0xdf: (4, "m"),
+}
+_FIXED = {0xca: 4, 0xcb: 8, 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8,
+          0xd4: 2, 0xd5: 3, 0xd6: 5, 0xd7: 9, 0xd8: 17}
+
+
+def _nesting_depth(data: bytes, limit: int) -> int:
+    """How deep containers nest in `data` (stopping once past `limit`), read from the headers alone:
+    nothing is allocated. Malformed data is left for the unpacker to report."""
+    pending: list[int] = []  # items still to read in each open container
+    pos, n, deepest = 0, len(data), 0
+    while pos < n:
+        b = data[pos]
+        pos += 1
+        count = 0
+        if b <= 0x7f or b >= 0xe0 or b in (0xc0, 0xc2, 0xc3):
+            pass
+        elif 0x80 <= b <= 0x8f:
+            count = 2 * (b & 0x0f)
+        elif 0x90 <= b <= 0x9f:
+            count = b & 0x0f
+        elif 0xa0 <= b <= 0xbf:
+            pos += b & 0x1f
+        elif b in _FIXED:
+            pos += _FIXED[b]
+        elif b in _HEADS:
+            width, kind = _HEADS[b]
+            length = int.from_bytes(data[pos:pos + width], "big")
+            pos += width
+            if kind == "s":
+                pos += length
+            elif kind == "x":
+                pos += 1 + length
+            else:
+                count = length * (2 if kind == "m" else 1)
+        else:
+            return deepest  # 0xc1: not msgpack
+        if count:
+            pending.append(count)
+            deepest = max(deepest, len(pending))
+            if deepest > limit:
+                return deepest
+            continue
+        while pending:  # this item completes its container, and maybe the ones around it
+            pending[-1] -= 1
+            if pending[-1]:
+                break
+            pending.pop()
+    return deepest
+
+
 def _check_event(ev: Any, i: int, name: str) -> None:
     where = f"{name}: corrupt session file (event {i}"
     if not isinstance(ev, dict) or ev.get("e") not in EVENT_FIELDS:
         kind = ev.get("e") if isinstance(ev, dict) else type(ev).__name__
         raise SessionError(f"{where}: unknown event {kind!r})")
-    if not isinstance(ev.get("t"), (int, float)):
+    if not _is_number(ev.get("t")):
         raise SessionError(f"{where}: no time)")
     missing = [f for f in EVENT_FIELDS[ev["e"]] if f not in ev]
     if missing:
         raise SessionError(f"{where}: {ev['e']} without {', '.join(missing)})")
+    for f in EVENT_FIELDS[ev["e"]]:
+        value, kinds = ev[f], FIELD_TYPES[f]
+        if isinstance(value, bool) or not isinstance(value, kinds) or (f in NON_NEGATIVE and value < 0):
+            raise SessionError(f"{where}: {ev['e']} field {f} is {type(value).__name__} {_short(value)})")
     if ev["e"] == "change":
         _check_changes(ev["changes"], where)
     if ev["e"] == "plan":
-        _check_steps(ev["steps"], len(ev["text"]) if isinstance(ev["text"], str) else -1, where)
+        _check_steps(ev["steps"], len(ev["text"]), where)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_changes(changes: Any, where: str) -> None:

@@ -4,6 +4,11 @@ The language server keeps documents, prompts and post-processing; only token gen
 the socket. If the daemon goes away, requests answer nothing at once (no error storm) while the
 engine reconnects, and with `auto` starts a new daemon, in the background; documents live in the
 language server and are never lost.
+
+A daemon that hangs with its socket open (stopped, deadlocked, swapping) is given up on: a request
+waits until its deadline plus GRACE_S (NO_DEADLINE_S plus GRACE_S without one), then answers what it
+has with finish_reason "unavailable" and drops the connection, so the next request reconnects.
+Writes to the daemon time out after SEND_TIMEOUT_S the same way.
 """
 
 from __future__ import annotations
@@ -21,17 +26,33 @@ from pathlib import Path
 
 import msgpack
 
-from completer.engines.contract import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
+from completer.engines.contract import (
+    GenerationRequest,
+    GenerationStats,
+    GenerationStream,
+    ScoreRequest,
+    TokenDelta,
+)
 from completer.engines.options import EngineOptions
 from completer.tokenizer import Tokenizer
 
-from .wire import VERSION, default_socket, request_to_wire, runtime_dir, stats_from_wire
+from .wire import (
+    VERSION,
+    default_socket,
+    request_to_wire,
+    runtime_dir,
+    score_request_to_wire,
+    stats_from_wire,
+)
 
 log = logging.getLogger(__name__)
 
 _GONE = object()  # queued to every waiter when the connection drops
 RETRY_S = 1.0  # at most one reconnect attempt per this many seconds
 SPAWN_RETRY_S = 5.0
+GRACE_S = 2.0  # past a request's deadline, how long to wait for the daemon's answer
+NO_DEADLINE_S = 30.0  # how long a request without a deadline (or a score) may wait
+SEND_TIMEOUT_S = 5.0
 
 
 class EngineUnavailableError(RuntimeError):
@@ -77,6 +98,7 @@ class RemoteEngine:
         self.device = self.info.get("device", "")
         self.max_seq = int(self.info["max_seq"])
         self.can_heal = bool(self.info.get("can_heal", True))  # as the daemon's own backend can
+        self.can_score = bool(self.info.get("can_score", False))
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -95,7 +117,7 @@ class RemoteEngine:
                 reply = _receive(sock, unpacker, "hello")
                 if reply.get("op") != "hello":
                     raise ConnectionError(reply.get("message", "unexpected greeting"))
-                sock.settimeout(None)
+                sock.settimeout(SEND_TIMEOUT_S)  # for writes; the reader waits on through timeouts
             except (OSError, ConnectionError, msgpack.UnpackException) as exc:
                 sock.close()
                 log.debug("engine daemon at %s: %s", self.socket_path, exc)
@@ -138,7 +160,12 @@ class RemoteEngine:
                     waiter = self._waiters.get(msg.get("id")) if isinstance(msg, dict) else None
                     if waiter is not None:
                         waiter.put(msg)
-                chunk = sock.recv(1 << 16)
+                try:
+                    chunk = sock.recv(1 << 16)
+                except socket.timeout:
+                    if self._sock is not sock:  # given up on (a hung daemon) or closed
+                        break
+                    continue
                 if not chunk:
                     break
                 unpacker.feed(chunk)
@@ -149,13 +176,22 @@ class RemoteEngine:
 
     def _disconnected(self, sock: socket.socket) -> None:
         with self._state_lock:
-            if self._sock is sock:
+            current = self._sock is sock
+            if current:
                 self._sock = None
                 log.warning("lost the engine daemon on %s; answering nothing until it is back", self.socket_path)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes this connection's reader at once
+        except OSError:
+            pass
         try:
             sock.close()
         except OSError:
             pass
+        if current:  # an old connection's reader ending later must not end the new one's requests
+            self._wake_all()
+
+    def _wake_all(self) -> None:
         for waiter in list(self._waiters.values()):
             waiter.put(_GONE)
 
@@ -171,6 +207,15 @@ class RemoteEngine:
         if self.mode == "auto" and time.monotonic() - self._last_spawn > SPAWN_RETRY_S:
             self._spawn()  # comes up in the background; a later request connects
         return False
+
+    def _give_up(self, rid: int, waited_s: float) -> None:
+        """The daemon did not answer in time: drop the connection (every request on it ends
+        "unavailable"); the next request reconnects, or starts a daemon in auto mode."""
+        sock = self._sock
+        log.warning("the engine daemon on %s did not answer request %d within %.1f s; reconnecting",
+                    self.socket_path, rid, waited_s)
+        if sock is not None:
+            self._disconnected(sock)
 
     def _send(self, msg: dict) -> bool:
         sock = self._sock
@@ -196,6 +241,9 @@ class RemoteEngine:
             stats.finish_reason = "unavailable"
             return GenerationStream(iter(()), stats)
 
+        started = time.monotonic()
+        give_up = (request.deadline_s if request.deadline_s is not None else started + NO_DEADLINE_S) + GRACE_S
+
         def deltas():
             cancel_sent = False
             try:
@@ -203,8 +251,13 @@ class RemoteEngine:
                     if cancel is not None and cancel.is_set() and not cancel_sent:
                         self._send({"op": "cancel", "id": rid})
                         cancel_sent = True
+                    left = give_up - time.monotonic()
+                    if left <= 0:
+                        self._give_up(rid, time.monotonic() - started)
+                        stats.finish_reason = "unavailable"
+                        return
                     try:
-                        msg = waiter.get(timeout=0.005 if cancel is not None and not cancel_sent else 1.0)
+                        msg = waiter.get(timeout=min(left, 0.005 if cancel is not None and not cancel_sent else 1.0))
                     except queue.Empty:
                         continue
                     if msg is _GONE:
@@ -225,6 +278,37 @@ class RemoteEngine:
 
         return GenerationStream(deltas(), stats)
 
+    def score(self, request: ScoreRequest, cancel: threading.Event | None = None) -> list[list[float]]:
+        """The daemon's scores; [] while it is away (the candidates are then not reranked)."""
+        rid = next(self._ids)
+        waiter: queue.Queue = queue.Queue()
+        self._waiters[rid] = waiter
+        try:
+            if not (self._ensure_connected() and self._send({"op": "score", "id": rid,
+                                                              "req": score_request_to_wire(request)})):
+                return []
+            started = time.monotonic()
+            while True:
+                if cancel is not None and cancel.is_set():
+                    self._send({"op": "cancel", "id": rid})
+                    return []
+                left = started + NO_DEADLINE_S + GRACE_S - time.monotonic()
+                if left <= 0:
+                    self._give_up(rid, time.monotonic() - started)
+                    return []
+                try:
+                    msg = waiter.get(timeout=min(left, 0.005 if cancel is not None else 1.0))
+                except queue.Empty:
+                    continue
+                if msg is _GONE:
+                    return []
+                if msg.get("op") == "scores":
+                    return [list(map(float, lp)) for lp in msg.get("logprobs") or []]
+                if msg.get("op") == "error":
+                    raise RuntimeError(f"engine daemon: {msg.get('message')}")
+        finally:
+            self._waiters.pop(rid, None)
+
     def health(self, timeout_s: float = 5.0) -> dict:
         """The daemon's health record, over a connection of its own."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -244,3 +328,4 @@ class RemoteEngine:
                 sock.close()
             except OSError:
                 pass
+        self._wake_all()

@@ -10,6 +10,8 @@ unchanged: token ids in, token deltas and stats out.
     {"op": "generate", "id", "req": {...}}             {"op": "delta", "id", "ids": [...], "text"} ...
                                                        {"op": "done", "id", "stats": {...}}
                                                        or {"op": "error", "id", "message"}
+    {"op": "score", "id", "req": {...}}                {"op": "scores", "id", "logprobs": [[...], ...]}
+                                                       or {"op": "error", "id", "message"}
     {"op": "cancel", "id"}                             (the generation stops within one decode step)
     {"op": "health"}                                   {"op": "health", "ok", "pid", "clients", "requests",
                                                         "uptime_s", "engine"}
@@ -22,11 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
 
-from completer.engines.contract import GenerationRequest, GenerationStats, StopRules
+from completer.engines.contract import GenerationRequest, GenerationStats, ScoreRequest, StopRules
 from completer.engines.options import EngineOptions
 
 VERSION = 1
@@ -34,16 +37,23 @@ VERSION = 1
 
 def runtime_dir() -> Path:
     """The user's private directory for sockets: $XDG_RUNTIME_DIR/completer, else a 0700 directory in
-    the temp dir named after the uid. Refuses a directory someone else owns or others can enter."""
+    the temp dir named after the uid. Refuses a symlink (another user could plant one in /tmp before
+    us), anything not a directory, and a directory someone else owns; one others can enter is made
+    0700."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     path = Path(base) / "completer" if base and Path(base).is_dir() else \
         Path(tempfile.gettempdir()) / f"completer-{os.getuid()}"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)  # not stat(): never through a symlink
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise PermissionError(f"{path} is not a directory (a symlink?); set --engine-socket to a path of your own")
     if st.st_uid != os.getuid():
         raise PermissionError(f"{path} belongs to another user; set --engine-socket to a path of your own")
     if st.st_mode & 0o077:
-        path.chmod(0o700)
+        os.chmod(path, 0o700)  # a directory of ours, checked just above
     return path
 
 
@@ -79,3 +89,15 @@ def request_from_wire(data: dict) -> GenerationRequest:
 def stats_from_wire(data: dict) -> GenerationStats:
     fields = {f.name for f in dataclasses.fields(GenerationStats)}
     return GenerationStats(**{k: v for k, v in data.items() if k in fields})
+
+
+def score_request_to_wire(req: ScoreRequest) -> dict:
+    return {"prompt_ids": list(req.prompt_ids), "continuations": [list(c) for c in req.continuations],
+            "session_key": req.session_key, "use_cache": req.use_cache, "cache_scope": req.cache_scope}
+
+
+def score_request_from_wire(data: dict) -> ScoreRequest:
+    return ScoreRequest(prompt_ids=tuple(int(t) for t in data["prompt_ids"]),
+                        continuations=tuple(tuple(int(t) for t in c) for c in data["continuations"]),
+                        session_key=str(data.get("session_key", "")), use_cache=bool(data.get("use_cache", True)),
+                        cache_scope=str(data.get("cache_scope", "")))

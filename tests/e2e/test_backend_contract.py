@@ -32,7 +32,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def openai_server():
-    with OpenAIServer("--served-name", "embedded", model=MODEL) as server:
+    with OpenAIServer("--served-name", "embedded", "--report-cached-tokens", model=MODEL) as server:
         yield server
 
 
@@ -183,7 +183,9 @@ def test_language_server_on_the_api_fake_backend_answers_like_torch(backend, tmp
     text = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        \n"
 
     async def suggestion(*flags) -> str:
-        client = EditorClient(server_command("--model", str(MODEL), "--max-tokens", "6", "--no-reuse", *flags),
+        # The generation is compared: no reranking (backends that cannot score show their text ungated).
+        client = EditorClient(server_command("--model", str(MODEL), "--max-tokens", "6", "--no-reuse", "--no-rerank",
+                                             *flags),
                               "file:///work/a.py", text)
         await client.start()
         try:

@@ -58,3 +58,49 @@ def test_python_import_definitions(tmp_path):
     assert [c.path for c in chunks] == ["pkg/models.py"]
     assert chunks[0].text == ("class Order:\n    def discounted(self, rate: float) -> float: ...\n"
                               "def load_orders(path): ...\n")
+
+
+# -- issue 24: findings 10 and 15 -------------------------------------------------------------------
+
+def test_more_secret_files_are_never_context(tmp_path):
+    from completer.completion.context import looks_secret
+
+    root = make_workspace(tmp_path)
+    ws = Workspace(root)
+    for secret in (".envrc", "id_ecdsa", "id_ecdsa.pub", "id_dsa", ".npmrc", ".pgpass", "prod.tfvars",
+                   "prod.auto.tfvars.json", ".htpasswd", "kubeconfig", "dev.kubeconfig", ".kube/config"):
+        (root / secret).parent.mkdir(parents=True, exist_ok=True)
+        assert ws.relative(root / secret) is None, secret
+        assert looks_secret(root / secret), secret
+    assert ws.relative(root / "pkg" / "config.py") == "pkg/config.py" and not looks_secret("src/config")
+
+
+def test_a_changed_gitignore_is_read_again(tmp_path):
+    import os
+
+    root = make_workspace(tmp_path)
+    ws = Workspace(root)
+    assert ws.relative(root / "notes.md") == "notes.md"
+    gitignore = root / ".gitignore"
+    gitignore.write_text(gitignore.read_text() + "notes.md\n")
+    st = gitignore.stat()
+    os.utime(gitignore, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a later edit, whatever the clock
+    assert ws.relative(root / "notes.md") is None
+    gitignore.unlink()
+    assert ws.relative(root / "notes.md") == "notes.md" and ws.relative(root / "app.log") == "app.log"
+
+
+def test_imported_modules_over_the_size_limit_are_not_read(tmp_path, monkeypatch):
+    from completer.completion import context
+
+    root = make_workspace(tmp_path)
+    (root / "huge.py").write_text("def generated(): ...\n" + "x = 1\n" * 200_000)  # ~1.2 MB, generated
+    main = root / "main.py"
+    src = b"import huge\nfrom pkg.models import Order\n"
+    main.write_bytes(src)
+    read = []
+    original = type(root).read_text
+    monkeypatch.setattr(type(root), "read_text", lambda self, *a, **k: read.append(self.name) or original(self, *a, **k))
+    chunks = python_import_definitions(Workspace(root), str(main), src)
+    assert [c.path for c in chunks] == ["pkg/models.py"] and "huge.py" not in read
+    assert (root / "huge.py").stat().st_size > context.MAX_FILE_BYTES

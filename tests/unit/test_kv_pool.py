@@ -173,3 +173,15 @@ def test_slot_prefill_saves_to_the_pool_and_restores_from_it():
     off = GenerationStats()
     slot.prefill(prompt, GenerationRequest(prompt_ids=tuple(prompt), use_cache=False), off, forward)
     assert computed == [(0, 14)] and off.cached_tokens == 0 and off.restored_tokens == 0
+
+
+def test_sessions_that_hold_no_block_leave_per_session():
+    """Issue 24 finding 13: a closed document's session key must not stay in per_session forever."""
+    c = PrefixCache(num_blocks=2, block_size=4)
+    c.insert(seq(1), session="file:///a.py")
+    c.insert(seq(1, 2), session="file:///b.py")  # block of (1) moves to b, a holds nothing
+    assert c.per_session == {"file:///b.py": 2}
+    for n in range(3, 7):  # every block evicted and reused by other sessions in turn
+        c.insert(seq(n), session=f"file:///{n}.py")
+    assert "file:///b.py" not in c.per_session and all(v > 0 for v in c.per_session.values())
+    assert sum(c.per_session.values()) == c.used_blocks

@@ -364,3 +364,19 @@ def test_lmdeploy_api_fake_sampling_parameters(engine, calls):
     assert a == b
     config = calls.calls("preprocess")[0]["gen_config"]
     assert (config.do_sample, config.temperature, config.top_p, config.random_seed) == (True, 0.8, 0.9, 7)
+
+
+@pytest.mark.parametrize("where", ["config.json", "tokenizer_config.json"])
+def test_a_model_that_ships_its_own_code_is_refused(tmp_path, calls, where):
+    """Issue 24 finding 6: LMDeploy loads with trust_remote_code=True, so auto_map would run the model's code."""
+    from completer.engines.lmdeploy import LmdeployEngine
+
+    model = model_with_architecture(tmp_path, "Qwen2ForCausalLM")
+    path = model / where
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig"}
+    path.write_text(json.dumps(data))
+    for kind in ("turbomind", "pytorch"):
+        with pytest.raises(BackendUnavailableError, match="auto_map.*trust_remote_code"):
+            LmdeployEngine(model, engine=kind)
+    assert calls.calls("AsyncEngine") == []

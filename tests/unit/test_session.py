@@ -81,3 +81,85 @@ def test_truncated_file_is_refused(tmp_path):
 def test_missing_file_is_a_session_error(tmp_path):
     with pytest.raises(SessionError, match="cannot read"):
         read_session(tmp_path / "none.msgpack")
+
+
+# -- hardening (issue 24: findings 9, 12, 17) -----------------------------------------------------
+
+HEADER = msgpack.packb({"format": "completer-session", "version": 1, "kind": "recorded"})
+
+
+def test_a_file_cut_inside_its_last_event_is_refused_at_every_cut(tmp_path):
+    path = tmp_path / "s.msgpack"
+    write_session(path, _session())
+    data = path.read_bytes()
+    last = len(msgpack.packb(_session().events[-1]))
+    for cut in range(1, last):  # every byte of the last event, the last byte included
+        with pytest.raises(SessionError, match="cut off"):
+            parse_session(data[:-cut], "cut.msgpack")
+    assert len(parse_session(data).events) == 5
+
+
+def test_nested_array_headers_cannot_make_the_reader_allocate_gigabytes():
+    import tracemalloc
+
+    data = HEADER + b"\xdd\x00\x03\x0d\x40" * 40_000  # 200 KB: 40,000 nested arrays each claiming 200,000 items
+    tracemalloc.start()
+    try:
+        with pytest.raises(SessionError, match="nested deeper|corrupt"):
+            parse_session(data, "nested.msgpack")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak >> 20} MB to refuse a 200 KB file"
+
+
+def test_long_arrays_of_a_real_session_are_read_after_the_nesting_check():
+    steps = [["type", i, "a", 10.0] for i in range(3000)]  # past the first pass's 1024
+    session = Session("synthetic", events=[event("plan", 0, uri="u", line=0, character=0, text="a" * 3000,
+                                                  steps=steps)])
+    data = msgpack.packb(session.header()) + b"".join(msgpack.packb(e) for e in session.events)
+    assert parse_session(data).events[0]["steps"] == steps
+    too_long = HEADER + msgpack.packb({"e": "change", "t": 0, "uri": "u", "version": 1,
+                                       "changes": [[0, 0, 0, 0, ""]] * 100_001})
+    with pytest.raises(SessionError, match="max_array_len"):
+        parse_session(too_long)
+
+
+@pytest.mark.parametrize("ev, field", [
+    ({"e": "open", "t": 0, "uri": 5, "language_id": "python", "version": 1, "text": ""}, "uri"),
+    ({"e": "open", "t": 0, "uri": "u", "language_id": "python", "version": "1", "text": ""}, "version"),
+    ({"e": "open", "t": 0, "uri": "u", "language_id": "python", "version": 1, "text": ["x"]}, "text"),
+    ({"e": "request", "t": 0, "rid": 1, "uri": "u", "version": 1, "line": -1, "character": 0, "trigger": 2}, "line"),
+    ({"e": "request", "t": 0, "rid": True, "uri": "u", "version": 1, "line": 0, "character": 0, "trigger": 2}, "rid"),
+    ({"e": "answer", "t": 0, "rid": 1, "text": "x", "ms": "fast"}, "ms"),
+    ({"e": "accept", "t": 0, "rid": 1, "text": "x", "how": None}, "how"),
+    ({"e": "change", "t": 0, "uri": "u", "version": 1, "changes": {"a": 1}}, "changes"),
+    ({"e": "close", "t": True, "uri": "u"}, "time"),
+])
+def test_field_types_are_checked(ev, field):
+    with pytest.raises(SessionError, match=field):
+        parse_session(HEADER + msgpack.packb(ev), "typed.msgpack")
+
+
+def test_a_lone_surrogate_is_written_and_read_back(tmp_path):
+    path = tmp_path / "s.msgpack"
+    session = Session("recorded", events=[event("open", 0, uri="u", language_id="python", version=1,
+                                                 text="x = '\ud800'\n")])
+    write_session(path, session)
+    assert read_session(path).events[0]["text"] == "x = '\ud800'\n"
+
+
+def test_a_recording_never_replaces_a_file_nor_follows_a_symlink(tmp_path):
+    existing = tmp_path / "existing.msgpack"
+    existing.write_bytes(b"precious")
+    with pytest.raises(FileExistsError):
+        SessionWriter(existing, "recorded", private=True)
+    assert existing.read_bytes() == b"precious"
+    target = tmp_path / "target"
+    target.write_bytes(b"precious")
+    link = tmp_path / "link.msgpack"
+    link.symlink_to(target)
+    for private in (True, False):
+        with pytest.raises(OSError):
+            SessionWriter(link, "synthetic", private=private)
+    assert target.read_bytes() == b"precious"

@@ -113,3 +113,23 @@ def test_block_end_detection(lang, doc, suggestion, kept):
     cut = enclosing_block_end(snap, byte_offset(lines, line, character), suggestion.encode())
     got = suggestion if cut is None else suggestion.encode()[:cut].decode()
     assert got == (suggestion if kept is None else kept)
+
+
+def test_a_parse_past_its_time_budget_leaves_the_document_line_based():
+    """A definition followed by thousands of comment lines makes tree-sitter-python's parse quadratic
+    (10,000 lines: ~4.5 s, and as long again per keystroke at their end); the server's documents
+    parse with a time budget and, once over it, are not parsed again."""
+    import time
+
+    from completer.syntax import PARSE_S_BASE, PARSE_S_PER_MB, DocumentSyntax
+
+    text = "def generated(): ...\n" + "# padding\n" * 12_000
+    budget = PARSE_S_BASE + PARSE_S_PER_MB * len(text) / 1e6
+    t0 = time.monotonic()
+    doc = DocumentSyntax("python", text, bounded=True)
+    assert time.monotonic() - t0 < budget + 0.5
+    assert doc.snapshot.tree is None and doc.snapshot.gave_up
+    t0 = time.monotonic()
+    assert doc.update(text + "x = 1\n").tree is None and time.monotonic() - t0 < 0.1  # no second try
+    ordinary = DocumentSyntax("python", "def f(x):\n    return x\n" * 2000, bounded=True)
+    assert ordinary.snapshot.tree is not None and not ordinary.snapshot.gave_up

@@ -23,6 +23,7 @@ import torch
 
 from completer.engines.heap import freeze_loaded_objects
 from completer.engines.options import COMPILE_MODES
+from completer.engines.private_cache import use_private_compile_caches
 
 from .frozen_constants import Sharing, shared_frozen_constants
 from .model import Transformer
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 # forward in per-op overhead alone, compiled 2.5 ms for 6 tokens, 4.6 for 32, 30 for 256 (eager 38).
 # Longer prompts prefill eager, where the BLAS handles large products well.
 COMPILED_SEGMENT_MAX = 256
+# The dynamic-shape verification graph (t tokens, t logits) also scores candidate suggestions in one
+# call each (engine.score): widths past the drafts' were measured to run without recompiling.
+COMPILED_SCORE_MAX = 32
 
 Step = Callable[..., torch.Tensor]  # step(idx, start_pos=, num_logits=) -> [1, num_logits, vocab]
 
@@ -157,6 +161,7 @@ class Compiler:
         CUDA graphs, so a step is a single launch instead of ~60 small kernels. Otherwise (CPU):
         dynamic shapes over the exact cache length, with a C++ wrapper.
         """
+        use_private_compile_caches()  # never /tmp/torchinductor_<user>: what is there gets loaded back
         static = self.device.startswith("cuda") if static is None else static
         options = {"guard_filter_fn": keep_module_tensor_guards}
         if static:

@@ -25,11 +25,18 @@ from pathlib import Path
 
 import torch
 
-from completer.engines.contract import GenerationRequest, GenerationStats, GenerationStream
+from completer.engines.contract import GenerationRequest, GenerationStats, GenerationStream, ScoreRequest
 from completer.engines.shaper import OutputShaper
 from completer.tokenizer import Tokenizer
 
-from .compile import COMPILED_SEGMENT_MAX, Compiler, Step, resolve_compile_mode, scratch_start
+from .compile import (
+    COMPILED_SCORE_MAX,
+    COMPILED_SEGMENT_MAX,
+    Compiler,
+    Step,
+    resolve_compile_mode,
+    scratch_start,
+)
 from .costs import COST_POSITION, verification_costs
 from .decoding import (
     DraftPolicy,
@@ -69,9 +76,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def note_logprobs(stats: GenerationStats, rows: torch.Tensor, chosen: list[int], watch: int | None) -> None:
+    """Log-probabilities of the tokens chosen from rows [n, vocab] (one row each, in order; -1 marks
+    a step where no token could be chosen) and of the watched token at the same steps."""
+    chosen = [t for t in chosen if t >= 0]
+    if not chosen:
+        return
+    logp = torch.log_softmax(rows[:len(chosen)].float(), -1)
+    at = torch.arange(len(chosen))
+    stats.token_logprobs += logp[at, torch.tensor(chosen)].tolist()
+    if watch is not None:
+        stats.watch_logprobs += logp[:, watch].tolist()
+
+
 class TorchEngine:
     name = "torch"
     can_heal = True
+    can_score = True
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
@@ -123,6 +144,9 @@ class TorchEngine:
         self.pool = BlockPool(self.model.kv_caches(), cache_mb, block_size)
         self.slot = Slot(self.model.kv_caches(), cfg, self.pool, edit_reuse, min_chunk)
         self._lock = threading.Lock()
+        # The last prompt and the logits after it: scoring candidates for the prompt a generation just
+        # ran on needs no forward for their first tokens.
+        self._after_prompt: tuple[tuple[int, ...], torch.Tensor] | None = None
         self._by_first_byte = index_by_first_byte(self.tokenizer.token_bytes, self.tokenizer.special_ids)
         # The step decode-phase calls and short prefill segments go through (_forward): the model,
         # until a compiled one is swapped in.
@@ -173,6 +197,7 @@ class TorchEngine:
         max_new = min(req.max_new_tokens, limit - len(prompt))
 
         logits = self.slot.prefill(prompt, req, stats, self._forward)
+        self._after_prompt = (req.prompt_ids, logits.clone())  # a CUDA graph's output is reused
         stats.prefill_ms = (time.perf_counter() - t_start) * 1000
 
         tok = self.tokenizer
@@ -188,6 +213,8 @@ class TorchEngine:
         t_decode = time.perf_counter()
 
         pending: list[int] = [sampler.pick(logits, pos)]
+        if req.logprobs:
+            note_logprobs(stats, logits[None], pending, req.watch_token)
         while True:
             # Emit the tokens chosen by the last forward pass, one at a time, checking stops.
             chosen: list[int] = []
@@ -232,6 +259,8 @@ class TorchEngine:
             self.slot.cached_ids.append(last)
             pos += 1
             pending = verify_draft(rows, draft, sampler, pos)
+            if req.logprobs:
+                note_logprobs(stats, rows, pending, req.watch_token)
             if draft:
                 accepted = len(pending) - 1  # the last token is the target's own (correction or bonus)
                 # Accepted draft tokens now have valid K/V; the rest are stale and get overwritten.
@@ -250,12 +279,51 @@ class TorchEngine:
         stats.finish_reason = finish
         stats.decode_ms = (time.perf_counter() - t_decode) * 1000
 
+    def score(self, request: ScoreRequest, cancel: threading.Event | None = None) -> list[list[float]]:
+        """Each continuation's token log-probabilities after the prompt. The prompt's last logits
+        (prefilled, from the cache when a generation just ran on it) give each first token's; one forward
+        over the continuation (in pieces only on fixed-shape CUDA graphs) gives the rest. Their K/V past the
+        prompt are scratch: the slot keeps the prompt. Stops early (fewer lists) when cancelled."""
+        with self._lock, torch.inference_mode():
+            prompt = list(request.prompt_ids)
+            longest = max(map(len, request.continuations), default=0)
+            limit = self.compiler.usable_seq()
+            if not prompt or len(prompt) + longest >= limit:
+                raise ValueError(f"prompt of {len(prompt)} tokens and a continuation of {longest} do not fit "
+                                 f"the {limit}-token cache")
+            last = self._after_prompt
+            if last is not None and last[0] == request.prompt_ids and self.slot.cached_ids[:len(prompt)] == prompt:
+                logits = last[1]  # the generation just before left the prompt in the slot
+            else:
+                req = GenerationRequest(prompt_ids=request.prompt_ids, use_cache=request.use_cache,
+                                        session_key=request.session_key)
+                logits = self.slot.prefill(prompt, req, GenerationStats(), self._forward)
+                self._after_prompt = (request.prompt_ids, logits.clone())
+            after_prompt = torch.log_softmax(logits.float(), -1)
+            width = 1 + self.max_draft if self.static_decode else COMPILED_SCORE_MAX  # what a compiled graph takes
+            scores: list[list[float]] = []
+            for tokens in request.continuations:
+                if cancel is not None and cancel.is_set():
+                    break
+                logprobs = [float(after_prompt[tokens[0]])] if tokens else []
+                # Token i + 1 is scored by the logits after token i: feed all but the last.
+                for at in range(0, len(tokens) - 1, width):
+                    piece = tokens[at:min(at + width, len(tokens) - 1)]
+                    rows = torch.log_softmax(self._forward(piece, len(prompt) + at, len(piece)).float(), -1)
+                    logprobs += rows[torch.arange(len(piece)), torch.tensor(tokens[at + 1:at + 1 + len(piece)])].tolist()
+                scores.append(logprobs)
+            self.slot.forget_from(len(prompt))
+            return scores
+
     def _forward(self, ids: list[int], start: int, num_logits: int) -> torch.Tensor:
         """The one forward of prefill, decoding and measurements: K/V for ids at start.. into the
         slot, logits [num_logits, vocab] back. Compiled where a graph takes the width, else eager."""
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        # The dynamic-shape prefill-segment graph takes any width; fixed-shape graphs only theirs.
-        compiled_max = 1 + self.max_draft if self.static_decode or num_logits > 1 else COMPILED_SEGMENT_MAX
+        # The dynamic-shape graphs take any width up to their bound; fixed-shape graphs only theirs.
+        if self.static_decode:
+            compiled_max = 1 + self.max_draft
+        else:
+            compiled_max = COMPILED_SCORE_MAX if num_logits > 1 else COMPILED_SEGMENT_MAX
         if len(ids) <= compiled_max:
             return self._decode_fn(idx, start_pos=start, num_logits=num_logits)[0]  # [num_logits, vocab]
         wide = len(ids) > COMPILED_SEGMENT_MAX and self.long_prefill_threads != self.threads
@@ -308,7 +376,7 @@ class TorchEngine:
             "static_decode": self.static_decode, "compile": self.compiler.state,
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.pool.mb, 1),
             "cache_blocks": self.pool.index.num_blocks if self.pool.index else 0, "block_size": self.pool.block_size,
-            "edit_reuse": self.slot.edit_reuse, "can_heal": self.can_heal,
+            "edit_reuse": self.slot.edit_reuse, "can_heal": self.can_heal, "can_score": self.can_score,
             "reused_constant_mb": round(sharing.reused_bytes / 2**20, 1) if sharing else 0,
         }
 
@@ -316,3 +384,4 @@ class TorchEngine:
         """Forget every cached K/V (slot and pool)."""
         self.slot.clear()
         self.pool.clear()
+        self._after_prompt = None

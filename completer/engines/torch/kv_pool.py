@@ -88,11 +88,11 @@ class PrefixCache:
                     node.children[key] = child
                     node.refs += 1
                     self.nodes[block_id] = child
-                    self.per_session[session] = self.per_session.get(session, 0) + 1
+                    self._count(session, 1)
                     new.append((index, block_id))
                 elif child.session != session:  # the block now serves this session too: move it
-                    self.per_session[child.session] -= 1
-                    self.per_session[session] = self.per_session.get(session, 0) + 1
+                    self._count(child.session, -1)
+                    self._count(session, 1)
                     child.session = session
                 child.last_used = now
                 child.refs += 1  # pin the path while we extend it: never evict our own ancestors
@@ -102,6 +102,15 @@ class PrefixCache:
             for n in path:
                 n.refs -= 1
         return new
+
+    def _count(self, session: str, delta: int) -> None:
+        """Blocks held per session; a session holding none has no entry (closed documents' keys
+        would otherwise stay forever)."""
+        n = self.per_session.get(session, 0) + delta
+        if n:
+            self.per_session[session] = n
+        else:
+            self.per_session.pop(session, None)
 
     def _allocate(self, session: str) -> int | None:
         if not self.free and not self._evict():
@@ -123,7 +132,7 @@ class PrefixCache:
         del node.parent.children[node.tokens]
         node.parent.refs -= 1
         del self.nodes[node.block_id]
-        self.per_session[node.session] -= 1
+        self._count(node.session, -1)
         self.free.append(node.block_id)
         self.evictions += 1
 

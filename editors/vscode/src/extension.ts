@@ -13,7 +13,7 @@ import {
   ServerOptions,
   TransportKind,
 } from "vscode-languageclient/node";
-import { acceptedLength, initializationOptions, ServerStatus, statusText, statusTooltip } from "./status";
+import { acceptedLength, initializationOptions, serverLaunch, ServerStatus, statusText, statusTooltip } from "./status";
 
 let client: LanguageClient | undefined;
 let enabled = true;
@@ -30,10 +30,13 @@ function render(bar: vscode.StatusBarItem): void {
 }
 
 function createClient(bar: vscode.StatusBarItem): LanguageClient {
+  // serverCommand, serverArgs, backend, model and initializationOptions are machine-scoped
+  // (package.json): only the user's own settings choose what runs, never a workspace's.
   const cfg = settings();
+  const launch = serverLaunch(cfg.get<string>("serverCommand", "completer"), cfg.get<string[]>("serverArgs", ["serve", "--stdio"]));
   const serverOptions: ServerOptions = {
-    command: cfg.get<string>("serverCommand", "completer"),
-    args: cfg.get<string[]>("serverArgs", ["serve", "--stdio"]),
+    command: launch.command,
+    args: launch.args,
     transport: TransportKind.stdio,
   };
   const clientOptions: LanguageClientOptions = {

@@ -53,3 +53,34 @@ export function initializationOptions(extra: Record<string, unknown>, backend: s
   }
   return options;
 }
+
+/** The server's command line: a Python interpreter running `-m completer` is started isolated (-I),
+ * so modules in the workspace folder (the server's working directory) or on PYTHONPATH are never
+ * imported in place of completer's. Any other command runs as given. */
+export function serverLaunch(command: string, args: string[]): { command: string; args: string[] } {
+  const exe = (command.split(/[\\/]/).pop() || "").toLowerCase();
+  const python = /^python(\d+(\.\d+)*)?w?(\.exe)?$/.test(exe) || exe === "py" || exe === "py.exe";
+  if (!python || !runsCompleterModule(args) || args.includes("-I")) {
+    return { command, args: [...args] };
+  }
+  return { command, args: ["-I", ...args] };
+}
+
+/** Whether the interpreter's own options (before a script or -c) end with `-m completer`. */
+function runsCompleterModule(args: string[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "-m") {
+      return args[i + 1] === "completer";
+    }
+    if (a.startsWith("-m")) {
+      return a === "-mcompleter";
+    }
+    if (a === "-X" || a === "-W") {
+      i++; // takes a value
+    } else if (!a.startsWith("-") || a === "-" || a.startsWith("-c")) {
+      return false; // a script, stdin or a command: completer is not what runs
+    }
+  }
+  return false;
+}

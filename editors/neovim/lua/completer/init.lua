@@ -22,6 +22,8 @@ M.defaults = {
     accept_word = '<M-Right>',
     accept_line = '<M-Down>',
     dismiss = '<C-]>',
+    next = '<M-]>', -- the next of the server's alternatives
+    prev = '<M-[>',
   },
 }
 
@@ -81,7 +83,8 @@ local function item_text(item)
   return text or ''
 end
 
-local function render(buf, client, item, row, col)
+local function render(buf, client, items, index, row, col)
+  local item = items[index]
   local text = item_text(item)
   if text == '' then
     return
@@ -95,7 +98,7 @@ local function render(buf, client, item, row, col)
     end
   end
   vim.api.nvim_buf_set_extmark(buf, ns, row, col, opts)
-  buffer_state(buf).shown = { item = item, text = text, row = row, col = col }
+  buffer_state(buf).shown = { item = item, text = text, row = row, col = col, items = items, index = index }
   client:notify('textDocument/didShowCompletion', { item = item })
 end
 
@@ -132,7 +135,7 @@ local function request(buf)
     local items = result.items or result
     if items and items[1] then
       M.clear(buf)
-      render(buf, client, items[1], cursor[1] - 1, cursor[2])
+      render(buf, client, items, 1, cursor[1] - 1, cursor[2])
     end
   end, buf)
   if ok then
@@ -165,6 +168,22 @@ local function first_line(text)
     return '\n' .. (text:sub(2):match('^[^\n]*') or '')
   end
   return line
+end
+
+--- Show the next (delta 1) or previous (-1) of the server's alternatives for the same place.
+--- Returns false when there is nothing to cycle to.
+function M.cycle(delta)
+  local buf = vim.api.nvim_get_current_buf()
+  local s = state.buffers[buf]
+  local shown = s and s.shown
+  local client = client_for(buf)
+  if not shown or #shown.items < 2 or not client then
+    return false
+  end
+  local index = (shown.index - 1 + delta) % #shown.items + 1
+  M.clear(buf)
+  render(buf, client, shown.items, index, shown.row, shown.col)
+  return true
 end
 
 --- Insert the shown suggestion ('all'), its next word ('word') or its next line ('line').
@@ -228,10 +247,25 @@ local function on_attach(buf)
   map_accept(buf, keys.accept, 'all')
   if use_builtin() then
     vim.lsp.inline_completion.enable(state.enabled, { bufnr = buf })
+    local select = vim.lsp.inline_completion.select -- cycling, where this Neovim has it
+    for name, delta in pairs({ next = 1, prev = -1 }) do
+      if select and keys[name] and keys[name] ~= '' then
+        vim.keymap.set('i', keys[name], function()
+          select({ bufnr = buf, count = delta })
+        end, { buffer = buf, desc = 'completer: ' .. name .. ' suggestion' })
+      end
+    end
     return
   end
   map_accept(buf, keys.accept_word, 'word')
   map_accept(buf, keys.accept_line, 'line')
+  for name, delta in pairs({ next = 1, prev = -1 }) do
+    if keys[name] and keys[name] ~= '' then
+      vim.keymap.set('i', keys[name], function()
+        M.cycle(delta)
+      end, { buffer = buf, desc = 'completer: ' .. name .. ' suggestion' })
+    end
+  end
   if keys.dismiss and keys.dismiss ~= '' then
     vim.keymap.set('i', keys.dismiss, function()
       M.clear(buf)

@@ -1,0 +1,112 @@
+"""Fit the reranker of a target model (completer/completion/rerank.py) and write its completer.json.
+
+    python -m engine_builds.fit_reranker --model completer/models/embedded \
+        --corpus data/stdlib/corpus.jsonl.gz --split val --cases 1500 --languages python
+
+For each held-out line cut (line_cases.py: cursors at the indentation, mid-line and mid-identifier,
+drawn from files of the `val` split, never from the evaluation splits) the completer runs as the
+server does, with every candidate scored and none withheld; a candidate is a positive example when it
+is exactly the rest of the line. A logistic regression (L2, standardised features) over all candidates
+then predicts that probability. Thresholds per cursor kind are written as given (--threshold), since
+they are chosen from the replay's precision/recall curve, not from these cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
+from completer.completion.rerank import (
+    CURSOR_KINDS,
+    FEATURES,
+    METADATA_FILE,
+    ModelNotes,
+    Reranker,
+    cursor_kind,
+    features,
+)
+from completer.engines.loading import load_engine
+from completer.engines.options import EngineOptions
+from completer.syntax import DocumentSyntax, language_for
+from engine_builds.line_cases import e2_cases
+
+
+def collect(completer: Completer, cases) -> tuple[list[list[float]], list[float]]:
+    """Features and labels (exact or not) of every scored candidate of every case."""
+    xs, ys = [], []
+    for case in cases:
+        language = language_for("", case.path)
+        snapshot = DocumentSyntax(language, "".join(case.lines)).snapshot if language else None
+        result = completer.complete(CompletionRequest(case.lines, case.line, case.character,
+                                                      path=case.path.rsplit("/", 1)[-1], syntax=snapshot))
+        model_text = next((s.candidate.text for s in result.ranked if s.candidate.source == "model"), "")
+        kind = cursor_kind(case.lines[case.line][:case.character])
+        for scored in result.ranked:
+            xs.append(features(scored, model_text, kind))
+            ys.append(float(scored.candidate.text.rstrip() == case.target.rstrip()))
+    return xs, ys
+
+
+def fit(xs: list[list[float]], ys: list[float], l2: float = 1.0, steps: int = 500) -> Reranker:
+    """Logistic regression by L-BFGS on standardised features (the bias column is left as it is)."""
+    x = torch.tensor(xs, dtype=torch.float64)
+    y = torch.tensor(ys, dtype=torch.float64)
+    mean, scale = x.mean(0), x.std(0)
+    mean[0], scale[0] = 0.0, 1.0
+    scale[scale == 0] = 1.0
+    z = (x - mean) / scale
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(z @ w, y) + l2 * (w[1:] ** 2).sum() / len(y)
+        value.backward()
+        return value
+
+    opt.step(loss)
+    return Reranker(tuple(w.detach().tolist()), tuple(mean.tolist()), tuple(scale.tolist()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="the target model directory (completer.json is written there)")
+    ap.add_argument("--corpus", type=Path, nargs="+", default=[Path("data/stdlib/corpus.jsonl.gz")])
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--cases", type=int, default=1500, help="line cuts per corpus")
+    ap.add_argument("--languages", nargs="+", required=True, help="what the model was trained on (others get "
+                    "no suggestions)")
+    ap.add_argument("--threshold", type=float, default=0.0, help="least probability shown, every cursor kind")
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    engine = load_engine(EngineOptions(model=args.model, compile="off"))
+    completer = Completer(engine, CompletionSettings(multiline=False, deadline_ms=10_000),
+                          notes=ModelNotes(reranker=Reranker.neutral()))
+    xs, ys = [], []
+    t0 = time.perf_counter()
+    for corpus in args.corpus:
+        x, y = collect(completer, e2_cases(corpus, args.cases, seed=args.seed, split=args.split))
+        xs += x
+        ys += y
+        print(f"{corpus}: {len(x)} candidates, {int(sum(y))} exact ({time.perf_counter() - t0:.0f} s)", flush=True)
+    reranker = fit(xs, ys)
+    reranker = Reranker(reranker.weights, reranker.mean, reranker.scale,
+                        {kind: args.threshold for kind in CURSOR_KINDS})
+    path = Path(args.model) / METADATA_FILE
+    notes = json.loads(path.read_text()) if path.exists() else {}
+    notes.update(languages=sorted(args.languages), reranker=reranker.to_json(),
+                 reranker_fit={"corpora": [str(c) for c in args.corpus], "split": args.split,
+                               "cases_per_corpus": args.cases, "seed": args.seed, "candidates": len(xs),
+                               "exact": int(sum(ys))})
+    path.write_text(json.dumps(notes, indent=1) + "\n")
+    print("weights:", ", ".join(f"{name} {w:+.2f}" for name, w in zip(FEATURES, reranker.weights)))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

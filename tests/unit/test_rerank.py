@@ -1,0 +1,92 @@
+"""Candidates copied from the document, the reranker's features and probabilities, and the model
+notes (completer.json): strings and numbers only, no engine."""
+
+import json
+import math
+
+import pytest
+
+from completer.completion.candidates import Candidate, copy_candidates
+from completer.completion.rerank import (
+    FEATURES,
+    ModelNotes,
+    Reranker,
+    Scored,
+    cursor_kind,
+    features,
+    read_model_notes,
+)
+from completer.lines import split_lines
+
+
+def at_end(text: str):
+    lines = split_lines(text)
+    return lines, len(lines) - 1, len(lines[-1])
+
+
+def test_the_line_after_a_similar_line_is_copied_nearest_first():
+    lines, line, col = at_end("class T:\n    def f(self):\n        self.assertEqual(a, 1)\n"
+                              "        self.assertEqual(b, 2)\n        self.ass")
+    found = copy_candidates(lines, line, col)
+    assert [c.text for c in found] == ["ertEqual(b, 2)", "ertEqual(a, 1)"]
+    assert all(c.source == "document" and c.match >= 8 for c in found)
+
+
+def test_a_cursor_at_the_indentation_matches_on_the_line_above():
+    lines, line, col = at_end("x = load(a)\nreturn x\n\ny = load(a)\n")
+    found = copy_candidates(lines, line, col)
+    assert found and found[0].text == "return x"  # after ")\n" came "return x"
+
+
+def test_text_below_the_cursor_and_context_chunks_are_sources_too():
+    lines = split_lines("def f():\n    total = compute(\n\nx = compute(alpha, beta)\n")
+    found = copy_candidates(lines, 1, len("    total = compute("))
+    assert found[0].text == "alpha, beta)"
+    lines, line, col = at_end("r = session.requ")
+    found = copy_candidates(lines, line, col, context=(("other.py", "resp = session.request('GET', url)\n"),))
+    assert found[0] == Candidate("est('GET', url)", "context", 12)
+
+
+def test_no_copy_repeats_what_is_right_of_the_cursor_or_stands_on_blanks():
+    lines = split_lines("call(alpha, beta)\ncall(alpha, beta)\n")
+    assert copy_candidates(lines, 1, 5, right="alpha, beta)") == []
+    lines, line, col = at_end("a\n\n\n    ")
+    assert copy_candidates(lines, line, col) == []
+
+
+def test_cursor_kinds():
+    assert cursor_kind("    ") == "line_start" and cursor_kind("") == "line_start"
+    assert cursor_kind("    retu") == "mid_word" and cursor_kind("x = f(") == "mid_line"
+
+
+def test_features_and_probability():
+    model = Scored(Candidate("x + 1", "model"), (-0.5, -1.0, -0.25))
+    copy = Scored(Candidate("x + 2", "document", match=24), (-0.5, -3.0, -0.25))
+    f = features(copy, "x + 1", "mid_line")
+    assert len(f) == len(FEATURES)
+    named = dict(zip(FEATURES, f))
+    assert named["logprob_sum"] == pytest.approx(-3.75) and named["logprob_min"] == -3.0
+    assert named["log_match"] == pytest.approx(math.log1p(24)) and named["from_model"] == 0.0
+    assert named["agrees_with_model"] == pytest.approx(4 / 5)
+    # A reranker that only looks at the log-probability sum prefers the likelier candidate.
+    weights = tuple(1.0 if name == "logprob_sum" else 0.0 for name in FEATURES)
+    r = Reranker(weights, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), {"mid_line": 0.2})
+    ranked = r.rank([copy, model], "x + 1", "mid_line")
+    assert [s.candidate.source for s in ranked] == ["model", "document"]
+    assert ranked[0].probability == pytest.approx(1 / (1 + math.exp(1.75)))
+    assert r.threshold("mid_line") == 0.2 and r.threshold("line_start") == 0.0
+    neutral = Reranker.neutral().rank([copy, model], "x + 1", "mid_line")
+    assert [s.probability for s in neutral] == [0.5, 0.5] and neutral[0].candidate.source == "model"  # ties: model
+
+
+def test_model_notes_round_trip(tmp_path):
+    assert read_model_notes(tmp_path) == ModelNotes() and read_model_notes(None) == ModelNotes()
+    r = Reranker(tuple(range(len(FEATURES))), (0.0,) * len(FEATURES), (2.0,) * len(FEATURES), {"default": 0.1})
+    (tmp_path / "completer.json").write_text(json.dumps({"languages": ["python"], "reranker": r.to_json()}))
+    notes = read_model_notes(tmp_path)
+    assert notes.languages == frozenset({"python"}) and notes.reranker == r
+    bad = r.to_json() | {"features": ["bias"]}
+    (tmp_path / "completer.json").write_text(json.dumps({"reranker": bad}))
+    with pytest.raises(ValueError, match="not this version's"):
+        read_model_notes(tmp_path)
+

@@ -1,0 +1,92 @@
+"""Scoring and reranking in one completion, on the tiny fixture model (random weights: the choices are
+made by the reranker's weights given here, not by the model's skill)."""
+
+import pytest
+import torch
+
+from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
+from completer.completion.rerank import FEATURES, ModelNotes, Reranker
+from completer.engines.contract import ScoreRequest
+from completer.engines.torch.engine import TorchEngine
+from completer.lines import split_lines
+
+DOC = "def f(self):\n    self.assertEqual(a, 1)\n    self.assertEqual(b, 2)\n    self.ass"
+
+
+@pytest.fixture(scope="module")
+def engine(fixture_model_dir):
+    return TorchEngine(fixture_model_dir, device="cpu", dtype="float32", decode_dtype="none", max_seq=512)
+
+
+def request(doc=DOC, path="t.py", language_id=""):
+    lines = split_lines(doc)
+    return CompletionRequest(lines, len(lines) - 1, len(lines[-1]), path=path, language_id=language_id)
+
+
+def reranker(feature: str, weight: float, threshold: float = 0.0) -> Reranker:
+    weights = tuple(weight if name == feature else 0.0 for name in FEATURES)
+    return Reranker(weights, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), {"default": threshold})
+
+
+def test_scores_equal_a_full_forward_and_leave_the_prompt_cached(engine):
+    prompt = tuple(engine.tokenizer.encode("x = 1\ny = 2\nz = "))
+    continuations = (tuple(engine.tokenizer.encode("3\n")), tuple(engine.tokenizer.encode("x + y + 1")) + (0,), ())
+    scores = engine.score(ScoreRequest(prompt, continuations))
+    for tokens, got in zip(continuations, scores):
+        seq = list(prompt) + list(tokens)
+        with torch.inference_mode():
+            logits = engine.model(torch.tensor([seq]))[0, len(prompt) - 1:len(seq) - 1].float()
+        want = torch.log_softmax(logits, -1)[torch.arange(len(tokens)), torch.tensor(tokens, dtype=torch.long)]
+        assert got == pytest.approx(want.tolist(), abs=1e-4)
+    assert engine.slot.cached_ids == list(prompt)
+
+
+def test_a_copy_wins_when_the_reranker_trusts_long_matches(engine):
+    completer = Completer(engine, CompletionSettings(multiline=False), notes=ModelNotes(
+        reranker=reranker("log_match", 5.0)))
+    result = completer.complete(request())
+    assert result.source == "document" and result.text in ("ertEqual(b, 2)", "ertEqual(a, 1)")
+    assert result.confidence > 0.99 and result.timings.rerank_ms > 0
+    sources = [s.candidate.source for s in result.ranked]
+    assert sources.count("model") == 1 and sources.count("document") == 2
+    assert set(result.alternatives) <= {"ertEqual(b, 2)", "ertEqual(a, 1)"} | {s.candidate.text for s in result.ranked}
+
+
+def test_below_the_threshold_nothing_is_shown(engine):
+    notes = ModelNotes(reranker=reranker("bias", -3.0, threshold=0.5))  # every candidate at p ~ 0.05
+    result = Completer(engine, CompletionSettings(multiline=False), notes=notes).complete(request())
+    assert result.text == "" and result.withheld == "confidence" and result.confidence < 0.5
+    shown = Completer(engine, CompletionSettings(multiline=False, min_confidence=0.0), notes=notes).complete(request())
+    assert shown.withheld == "" and shown.confidence == pytest.approx(result.confidence)
+
+
+def test_without_a_reranker_the_model_text_is_shown_ungated(engine):
+    plain = Completer(engine, CompletionSettings(multiline=False), notes=ModelNotes()).complete(request())
+    off = Completer(engine, CompletionSettings(multiline=False, rerank=False),
+                    notes=ModelNotes(reranker=reranker("log_match", 5.0))).complete(request())
+    assert plain.source == off.source == "model" and plain.confidence is None and not plain.ranked
+    assert plain.text == off.text
+
+
+def test_a_language_the_model_was_not_trained_on_gets_nothing(engine):
+    completer = Completer(engine, CompletionSettings(multiline=False), notes=ModelNotes(languages=frozenset({"python"})))
+    go = completer.complete(request("package main\n\nfunc main() {\n\tfmt.Pri", path="main.go", language_id="go"))
+    assert go.text == "" and go.withheld == "language" and go.stats.decode_tokens == 0
+    assert completer.complete(request()).withheld == ""
+    assert completer.serves(None)  # a document of no known language is served
+
+
+def test_the_model_texts_logprobs_come_from_its_generation(engine):
+    """What the decode loop reports equals a scoring pass over the same tokens: the model's own
+    candidate needs no forward of its own."""
+    completer = Completer(engine, CompletionSettings(multiline=False, speculative=True),
+                          notes=ModelNotes(reranker=Reranker.neutral()))
+    req = request()
+    prompt, multiline = completer._prompt(req)
+    gen = completer._generate(req, prompt, multiline, None, None)
+    assert gen.token_ids and len(gen.stats.token_logprobs) == len(gen.stats.watch_logprobs) >= len(gen.token_ids)
+    text = b"".join(engine.tokenizer.token_bytes[t] for t in gen.token_ids[:2])
+    known = completer._generated_logprobs(gen, text)
+    scored = engine.score(ScoreRequest(prompt.ids, (tuple(gen.token_ids[:2]) + (completer.template.end_id,),)))[0]
+    assert known == pytest.approx(scored, abs=1e-4)
+    assert completer._generated_logprobs(gen, text + b"\x00") is None  # not spelled by the tokens

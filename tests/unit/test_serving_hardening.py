@@ -1,0 +1,319 @@
+"""Issue 24 findings in the engine daemon, its wire and its client, with real unix sockets in process
+and a fake engine (RELIABILITY.md lists which test pins which finding)."""
+
+import os
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import msgpack
+import pytest
+
+from completer.engines.contract import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
+from completer.engines.options import EngineOptions
+from completer.serving import daemon as daemon_module
+from completer.serving import remote_engine, wire
+from completer.serving.daemon import EngineDaemon
+from tests.conftest import FIXTURE_MODEL
+
+VOCAB = 100
+
+
+class FakeEngine:
+    name, device, max_seq, can_heal, can_score = "fake", "cpu", 64, True, False
+
+    def __init__(self, deltas=1, text="a", gate: threading.Event | None = None):
+        self.tokenizer = SimpleNamespace(vocab_size=VOCAB)
+        self.seen: list[tuple[int, ...]] = []
+        self.deltas, self.text, self.gate = deltas, text, gate
+
+    def generate(self, request, cancel=None):
+        self.seen.append(request.prompt_ids)
+        stats = GenerationStats(prompt_tokens=len(request.prompt_ids), finish_reason="max_tokens")
+
+        def run():
+            if self.gate is not None:
+                self.gate.wait(30)
+            for _ in range(self.deltas):
+                if cancel is not None and cancel.is_set():
+                    return
+                yield TokenDelta([1], self.text)
+        return GenerationStream(run(), stats)
+
+    def describe(self):
+        return {"backend": "fake", "device": "cpu", "model_dir": str(FIXTURE_MODEL), "max_seq": 64}
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started = []
+
+    def start(engine=None) -> tuple[EngineDaemon, os.PathLike]:
+        path = tmp_path / f"d{len(started)}.sock"
+        daemon = EngineDaemon(engine or FakeEngine(), path, idle_exit_s=0)
+        thread = threading.Thread(target=daemon.serve_forever, daemon=True)
+        thread.start()
+        started.append((daemon, thread))
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return daemon, path
+
+    yield start
+    for daemon, thread in started:
+        daemon._stop.set()
+        if daemon.engine.__class__ is FakeEngine and daemon.engine.gate is not None:
+            daemon.engine.gate.set()
+        thread.join(5)
+
+
+def connect(path, timeout=5.0) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(str(path))
+    try:
+        sock.sendall(msgpack.packb({"op": "hello", "v": wire.VERSION}))
+    except BrokenPipeError:  # refused at once: the test reads why
+        pass
+    return sock
+
+
+def replies(sock, until, unpacker=None):
+    """Messages until one whose op is in `until` (returned last); [] and closed if the peer hung up."""
+    unpacker = unpacker or msgpack.Unpacker(raw=False)
+    out = []
+    while True:
+        for msg in unpacker:
+            out.append(msg)
+            if msg.get("op") in until:
+                return out
+        try:
+            chunk = sock.recv(1 << 16)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return out + [{"op": "closed"}]
+        unpacker.feed(chunk)
+
+
+def drain(sock, seconds) -> list:
+    """Every message that arrives within `seconds`."""
+    unpacker, end = msgpack.Unpacker(raw=False), time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(1 << 16)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        unpacker.feed(chunk)
+    return list(unpacker)
+
+
+def generate(rid, ids):
+    return msgpack.packb({"op": "generate", "id": rid, "req": {"prompt_ids": ids, "max_new_tokens": 2}})
+
+
+# -- finding 8: only a socket is ever removed ----------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "directory"])
+def test_the_socket_path_is_never_something_else_deleted(tmp_path, kind):
+    path = tmp_path / "engine.sock"
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    if kind == "file":
+        path.write_text("keep me")
+    elif kind == "symlink":
+        path.symlink_to(precious)
+    else:
+        path.mkdir()
+    with pytest.raises(RuntimeError, match="not a socket"):
+        EngineDaemon(FakeEngine(), path).bind()
+    assert precious.read_text() == "keep me" and os.path.lexists(path)
+    if kind == "file":
+        assert path.read_text() == "keep me"
+
+
+def test_a_stale_socket_is_replaced(tmp_path):
+    path = tmp_path / "engine.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: a daemon that died
+    sock = EngineDaemon(FakeEngine(), path).bind()
+    try:
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    finally:
+        sock.close()
+
+
+# -- finding 14: the daemon's bounds ---------------------------------------------------------------------
+
+def test_out_of_range_token_ids_never_reach_the_engine(serve):
+    daemon, path = serve()
+    with connect(path) as sock:
+        sock.sendall(generate(1, [1, 2, VOCAB]) + generate(2, [-1]) + generate(3, [1, 2, 3]))
+        got = {m["id"]: m for m in replies(sock, {"done"}) if m.get("id")}
+        got.update({m["id"]: m for m in replies(sock, {"done", "error"}) if m.get("id")} if 3 not in got else {})
+    assert got[1]["op"] == "error" and "vocabulary" in got[1]["message"]
+    assert got[2]["op"] == "error" and got[3]["op"] == "done"
+    assert daemon.engine.seen == [(1, 2, 3)]
+
+
+def test_an_oversized_message_drops_only_its_connection(serve):
+    _, path = serve()
+    with connect(path) as sock:
+        replies(sock, {"hello"})
+        huge = b"\xdb" + (32 << 20).to_bytes(4, "big") + b"x" * (6 << 20)  # 6 MB of a 32 MB string, unfinished
+        try:
+            sock.sendall(huge)
+        except OSError:
+            pass  # dropped while sending: as good
+        assert replies(sock, {"never"})[-1]["op"] == "closed"
+    with connect(path) as sock:  # the daemon serves on
+        sock.sendall(generate(1, [1, 2]))
+        assert replies(sock, {"done"})[-1]["op"] == "done"
+
+
+def test_requests_past_the_queue_bound_are_answered_busy(serve):
+    gate = threading.Event()
+    daemon, path = serve(FakeEngine(gate=gate))
+    with connect(path) as sock:
+        sock.sendall(b"".join(generate(i, [1]) for i in range(1, 41)))  # while the engine is busy
+        errors = [m for m in drain(sock, 2.0) if m.get("op") == "error"]
+        assert errors and all("busy" in m["message"] for m in errors)
+        assert len(daemon.engine.seen) + daemon.jobs.qsize() <= daemon_module.MAX_QUEUED_PER_CONNECTION + 1
+        gate.set()
+
+
+def test_connections_past_the_bound_are_refused(serve, monkeypatch):
+    monkeypatch.setattr(daemon_module, "MAX_CONNECTIONS", 2, raising=False)
+    _, path = serve()
+    held = [connect(path), connect(path)]
+    for sock in held:
+        replies(sock, {"hello"})
+    with connect(path) as third:
+        msgs = replies(third, {"hello", "error"})
+        assert msgs[0]["op"] == "error" and "busy" in msgs[0]["message"]
+    held.pop().close()
+    time.sleep(0.2)
+    with connect(path) as again:
+        assert replies(again, {"hello", "error"})[-1]["op"] == "hello"
+    for sock in held:
+        sock.close()
+
+
+def test_a_client_that_stops_reading_does_not_stall_the_others(serve, monkeypatch):
+    monkeypatch.setattr(daemon_module, "SEND_TIMEOUT_S", 0.5, raising=False)
+    _, path = serve(FakeEngine(deltas=400, text="x" * 65536))  # 26 MB of answer
+    stalled = connect(path)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(generate(1, [1]))  # and never reads
+    time.sleep(0.2)
+    result: list = []
+
+    def other():
+        with connect(path, timeout=30) as sock:
+            sock.sendall(generate(2, [1]))
+            result.append(replies(sock, {"done", "error"})[-1])
+
+    t = threading.Thread(target=other, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    t.join(20)
+    stalled.close()
+    assert result and result[0]["op"] == "done", "the engine worker stayed blocked on the stalled client"
+    assert time.monotonic() - t0 < 15
+
+
+def test_other_users_are_refused(serve, monkeypatch):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    assert daemon_module.peer_uid(a) == os.getuid()
+    a.close()
+    b.close()
+    monkeypatch.setattr(daemon_module, "peer_uid", lambda sock: os.getuid() + 4242, raising=False)
+    _, path = serve()
+    with connect(path) as sock:
+        assert replies(sock, {"hello", "error"})[-1]["op"] == "closed"
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_the_runtime_dir_is_never_a_symlink(tmp_path, monkeypatch, fallback):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if fallback:
+        monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+        monkeypatch.setattr(wire.tempfile, "gettempdir", lambda: str(tmp_path))
+        link = tmp_path / f"completer-{os.getuid()}"
+    else:
+        (tmp_path / "xdg").mkdir()
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+        link = tmp_path / "xdg" / "completer"
+    link.symlink_to(elsewhere)  # planted by someone else, before us
+    with pytest.raises(PermissionError, match="symlink"):
+        wire.runtime_dir()
+    link.unlink()
+    assert wire.runtime_dir() == link and os.stat(link).st_mode & 0o777 == 0o700
+
+
+# -- finding 5: a hung daemon is given up on ----------------------------------------------------------
+
+class HungDaemon:
+    """Greets like a daemon, then reads requests and never answers (a daemon stopped mid-request)."""
+
+    def __init__(self, path):
+        self.path, self.connections = path, 0
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(4)
+        self.held = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self.held.append(conn)
+            conn.recv(1 << 16)
+            conn.sendall(msgpack.packb({"op": "hello", "v": wire.VERSION, "engine": {
+                "model_dir": str(FIXTURE_MODEL), "max_seq": 64, "backend": "fake"}}))
+
+    def close(self):
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_hung_daemon_answers_empty_after_the_deadline_and_reconnects(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote_engine, "GRACE_S", 0.3, raising=False)
+    monkeypatch.setattr(remote_engine, "RETRY_S", 0.0)
+    hung = HungDaemon(tmp_path / "hung.sock")
+    engine = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=tmp_path / "hung.sock")
+    out: list = []
+
+    def ask():
+        stream = engine.generate(GenerationRequest((1, 2, 3), max_new_tokens=4,
+                                                   deadline_s=time.monotonic() + 0.2))
+        out.append(([d.text for d in stream], stream.stats.finish_reason))
+
+    try:
+        t0 = time.monotonic()
+        thread = threading.Thread(target=ask, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert out == [([], "unavailable")], "deltas() waited past the deadline"
+        assert time.monotonic() - t0 < 3
+        thread = threading.Thread(target=ask, daemon=True)  # the next request reconnects
+        thread.start()
+        thread.join(10)
+        assert hung.connections == 2 and out[1] == ([], "unavailable")
+    finally:
+        engine.close()
+        hung.close()
