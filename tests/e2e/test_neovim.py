@@ -29,18 +29,26 @@ def wait(fn, timeout=60.0, interval=0.05):
     return fn()
 
 
-@pytest.fixture
-def nvim(tmp_path):
+def start_nvim(tmp_path, *server_args):
     # -n: no swap file. A stale one left by an earlier run for the same tmp path makes `:edit` wait for
     # an answer to "swap file exists" that a headless test never gives.
     nv = pynvim.attach("child", argv=[NVIM, "--embed", "--headless", "--clean", "-n"])
-    cmd = [sys.executable, "-m", "completer", "serve", "--stdio", "--log-file", str(tmp_path / "server.log")]
+    # Every suggestion shown (--min-confidence 0): these tests are about the editor; the confidence gate
+    # has tests of its own.
+    cmd = [sys.executable, "-m", "completer", "serve", "--stdio", "--min-confidence", "0", *server_args,
+           "--log-file", str(tmp_path / "server.log")]
     nv.exec_lua(f"""
         vim.opt.rtp:prepend({json.dumps(str(ROOT / "editors" / "neovim"))})
         vim.cmd('runtime plugin/completer.lua')
         require('completer').setup({{ cmd = vim.json.decode({json.dumps(json.dumps(cmd))}),
                                       filetypes = {{ 'python' }}, debounce_ms = 10, builtin = false }})
     """)
+    return nv
+
+
+@pytest.fixture
+def nvim(tmp_path):
+    nv = start_nvim(tmp_path)
     yield nv
     nv.close()
 
@@ -98,3 +106,50 @@ def test_type_see_ghost_text_accept(nvim, tmp_path):
     row = nvim.current.window.cursor[0]
     nvim.input("<C-]><Tab>")  # dismiss anything that appeared, then Tab
     assert wait(lambda: nvim.current.buffer[row - 1].strip() == "" and nvim.current.buffer[row - 1] != "")
+
+
+@pytest.fixture
+def nvim_model_only(tmp_path):
+    """No answers without the model (typed-through and recent answers are single items)."""
+    nv = start_nvim(tmp_path, "--no-reuse", "--no-prefetch")
+    yield nv
+    nv.close()
+
+
+def test_alternatives_cycle_with_next_and_prev(nvim_model_only, tmp_path):
+    """A line that occurred twice before with different endings: the server offers the model's text
+    and the copies as items; M-] and M-[ show them in turn, Tab accepts the one shown."""
+    nvim = nvim_model_only
+    path = tmp_path / "calls.py"
+    path.write_text("def f(client):\n    client.send(alpha, 1)\n    client.send(beta, 2)\n    client.flush()\n")
+    nvim.command(f"edit {path}")
+    lua = nvim.exec_lua
+    assert wait(lambda: lua("return require('completer').status().server.state") == "ready"), \
+        (tmp_path / "server.log").read_text()
+    nvim.current.window.cursor = (3, 0)
+    nvim.input("o")
+    for ch in "    client.sen":
+        nvim.input(ch)
+        time.sleep(0.03)
+    shown = wait(lambda: lua("return require('completer').visible()"), timeout=30)
+    assert shown, (tmp_path / "server.log").read_text()
+    ns = nvim.api.get_namespaces()["completer"]
+
+    def ghost():
+        marks = nvim.api.buf_get_extmarks(0, ns, 0, -1, {"details": True})
+        return marks[0][3]["virt_text"][0][0] if marks else None
+
+    first = ghost()
+    seen = {first}
+    for _ in range(3):
+        if not lua("return require('completer').cycle(1)"):
+            break
+        seen.add(ghost())
+    assert len(seen) >= 2, seen  # the copies "d(alpha, 1)" and "d(beta, 2)" at least, besides the model's
+    assert lua("return require('completer').cycle(-1)")
+    nvim.input("<M-]>")
+    chosen = ghost()
+    before = nvim.current.buffer[3]  # the new line: autoindent's 4 blanks and what was typed
+    assert before.endswith("client.sen")
+    nvim.input("<Tab>")
+    assert wait(lambda: nvim.current.buffer[3] == before + chosen), nvim.current.buffer[3]

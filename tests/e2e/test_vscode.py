@@ -57,7 +57,10 @@ def code_server(tmp_path):
     log = tmp_path / "server.log"
     settings = {
         "completer.serverCommand": sys.executable,
-        "completer.serverArgs": ["-m", "completer", "serve", "--stdio", "--log-level", "INFO", "--log-file", str(log)],
+        # Every suggestion shown (--min-confidence 0): this test is about the editor; the confidence
+        # gate has tests of its own.
+        "completer.serverArgs": ["-m", "completer", "serve", "--stdio", "--min-confidence", "0", "--log-level", "INFO",
+                                 "--log-file", str(log)],
         "workbench.startupEditor": "none",
         "security.workspace.trust.enabled": False,
         "telemetry.telemetryLevel": "off",
