@@ -11,7 +11,7 @@ from completer.engines.contract import GenerationRequest, StopRules
 from completer.engines.model_dirs import resolve_model
 from completer.engines.shaper import utf8_complete_len
 from completer.engines.torch import engine as torch_engine
-from completer.engines.torch.compile import decode_over_static
+from completer.engines.torch.compile import COMPILED_SCORE_MAX, decode_over_static
 from completer.engines.torch.engine import TorchEngine, default_cpu_threads
 
 
@@ -130,6 +130,8 @@ def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
             for logits in (1, width):
                 first._forward([5] * width, scratch, logits)
         first._forward([5] * 40, scratch - 40, 1)  # a longer prefill segment: the same dynamic-shape graph
+        for width in (8, 20, COMPILED_SCORE_MAX):  # scoring a candidate: the verification graph, wider
+            first._forward([5] * width, scratch - width, width)
     check(first, first_cases, "dynamic")
     # The step, verification and segment graphs read one copy of the packed weights, not one each.
     assert first.describe()["reused_constant_mb"] > 0
