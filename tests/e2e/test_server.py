@@ -115,11 +115,22 @@ async def test_multibyte_text_before_the_cursor(client: LanguageClient):
         assert item.range.start == types.Position(line=0, character=5)
 
 
+async def model_loaded(client: LanguageClient) -> None:
+    """Waits until the engine has loaded. The tests time a request against an edit 50 ms later: with
+    the model still loading, the request would wait for it, and the edit arrive first."""
+    for _ in range(600):
+        if (await client.protocol.send_request_async("completer/stats", None)).engineInfo is not None:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the model did not load in 60 s")
+
+
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command()), loop_scope="module")
 async def long_client(lsp_client: LanguageClient):
     # Long generations (up to the 400 ms deadline) so that cancellation has something to cancel.
     _, status = await initialize(lsp_client, "visual-studio-code", {"maxTokens": 1000})
     await status
+    await model_loaded(lsp_client)
     yield
     await lsp_client.shutdown_session()
 
@@ -147,10 +158,13 @@ async def test_a_new_request_cancels_the_previous_one(long_client: LanguageClien
 
 
 async def test_answers_for_an_old_version_are_dropped(long_client: LanguageClient):
-    open_doc(long_client)
-    pending = asyncio.ensure_future(long_client.text_document_inline_completion_async(inline_params(URI, 1, 12)))
+    # A document of its own: at the same place in URI an earlier test's suggestion could answer at once
+    # (reuse of a recent suggestion), before the edit.
+    uri = "file:///work/project/stale.py"
+    open_doc(long_client, uri)
+    pending = asyncio.ensure_future(long_client.text_document_inline_completion_async(inline_params(uri, 1, 12)))
     await asyncio.sleep(0.05)
-    type_text(long_client, URI, 1, 12, "x", 1)  # the user keeps typing, no new request
+    type_text(long_client, uri, 1, 12, "x", 1)  # the user keeps typing, no new request
     assert len((await pending).items) == 0
 
 
@@ -182,6 +196,7 @@ async def slow_client(lsp_client: LanguageClient):
     # request that arrives mid-generation can only be answered by taking the generation over.
     _, status = await initialize(lsp_client, "visual-studio-code", {"maxTokens": 1000})
     await status
+    await model_loaded(lsp_client)
     yield
     await lsp_client.shutdown_session()
 
