@@ -43,6 +43,10 @@ STATUS_NOTIFICATION = "completer/status"
 
 
 REQUEST_LOG_SIZE = 5_000  # ~1 KB a record: ~5 MB, and more than a replayed session's requests
+# A failed load is tried again by a later request (the model directory may come back, a full disk be
+# freed), first after LOAD_RETRY_S, then each time twice as long, up to LOAD_RETRY_MAX_S.
+LOAD_RETRY_S = 2.0
+LOAD_RETRY_MAX_S = 60.0
 
 
 class RequestLog:
@@ -160,6 +164,8 @@ class CompleterServer(LanguageServer):
         self._completer_future: asyncio.Future | None = None
         self.completer: Completer | None = None
         self.load_error: str | None = None
+        self._load_retry_at = 0.0  # time.monotonic() after which a failed load is tried again
+        self._load_retry_s = LOAD_RETRY_S
         self.pending: dict[str, threading.Event] = {}  # uri -> cancel event of the request in flight
         self.inflight: dict[str, InFlight] = {}  # uri -> the generation running for it
         self.last_latency_ms: float | None = None
@@ -241,9 +247,13 @@ class CompleterServer(LanguageServer):
         exc = fut.exception()
         if exc is not None:
             self.load_error = f"{type(exc).__name__}: {exc}"
-            log.error("engine failed to load: %s", self.load_error)
+            log.error("engine failed to load (tried again in %.0f s, on a request): %s", self._load_retry_s,
+                      self.load_error)
+            self._load_retry_at = time.monotonic() + self._load_retry_s
+            self._load_retry_s = min(2 * self._load_retry_s, LOAD_RETRY_MAX_S)
             self.send_status("error", message=f"completer could not load its model: {self.load_error}")
             return
+        self._load_retry_s = LOAD_RETRY_S
         self.completer = fut.result()
         self.send_status("ready")
         compiled = getattr(self.completer.engine, "compile_finished", None)
@@ -274,7 +284,12 @@ class CompleterServer(LanguageServer):
         self.start_loading()
 
     async def get_completer(self) -> Completer | None:
-        """The loaded completer, waiting for the load if it is still running; None if loading failed."""
+        """The loaded completer, waiting for the load if it is still running; None if loading failed
+        (and a failed load is started again once its retry time has come)."""
+        if self.load_error is not None and time.monotonic() >= self._load_retry_at:
+            # Nothing loaded, so nothing to cancel or close (and this request waits for the new load).
+            self.load_error, self._completer_future = None, None
+            self.send_status("loading")
         self.start_loading()
         try:
             return await asyncio.shield(self._completer_future)

@@ -78,11 +78,12 @@ class Timings:
 @dataclass
 class Generation:
     """The model's raw answer: its text, the token ids it chose (a stop token excluded), the engine's
-    stats, and the prompt it answered."""
+    stats, the prompt it answered, and the completion's deadline (scoring keeps to it too)."""
     text: str
     token_ids: list[int]
     stats: GenerationStats
     prompt: Prompt
+    deadline_s: float | None = None
 
 
 @dataclass
@@ -153,7 +154,8 @@ class Completer:
         text = postprocess(gen.text, ctx) if stats.finish_reason != "cancelled" else ""
         t_post = time.perf_counter()
         result = CompletionResult(text, multiline, stats.finish_reason, stats=stats)
-        if self._reranks(multiline) and stats.finish_reason != "cancelled":
+        # Cancelled: nobody waits. Unavailable: the engine is away, and scoring would only wait on it again.
+        if self._reranks(multiline) and stats.finish_reason not in ("cancelled", "unavailable"):
             result = self._rerank(req, gen, ctx, result, cancel)
         t_end = time.perf_counter()
         result.timings = Timings(prompt_ms=(t_prompt - t0) * 1000, engine_ms=(t_engine - t_prompt) * 1000,
@@ -208,15 +210,15 @@ class Completer:
         return gen
 
     def _stream(self, request: GenerationRequest, prompt: Prompt, cancel, on_text) -> Generation:
-        stream = self.engine.generate(request, cancel)
         parts: list[str] = []
         ids: list[int] = []
-        for delta in stream:
-            parts.append(delta.text)
-            ids += delta.token_ids
-            if on_text is not None:
-                on_text(delta.text)
-        return Generation("".join(parts), ids, stream.stats, prompt)
+        with self.engine.generate(request, cancel) as stream:
+            for delta in stream:
+                parts.append(delta.text)
+                ids += delta.token_ids
+                if on_text is not None:
+                    on_text(delta.text)
+        return Generation("".join(parts), ids, stream.stats, prompt, request.deadline_s)
 
     def _post_context(self, req: CompletionRequest, prompt: Prompt, multiline: bool,
                       stats: GenerationStats) -> Context:
@@ -271,7 +273,7 @@ class Completer:
         end = [] if self.template.end_id is None else [self.template.end_id]
         continuations = tuple(tuple(self.tokenizer.encode(heal + c.text) + end) for c in to_score)
         logprobs = self.engine.score(ScoreRequest(prompt.ids, continuations, req.session_key, self.settings.use_cache,
-                                                  req.cache_scope), cancel) if continuations else []
+                                                  req.cache_scope, gen.deadline_s), cancel) if continuations else []
         if known is not None:
             logprobs = [known, *logprobs]
         return [Scored(c, tuple(lp)) for c, lp in zip(candidates, logprobs) if lp]

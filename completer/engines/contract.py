@@ -73,6 +73,9 @@ class ScoreRequest:
     session_key: str = ""
     use_cache: bool = True
     cache_scope: str = ""
+    # Absolute time.monotonic() of the completion's deadline: a remote backend stops waiting for the
+    # scores soon after it (scoring itself is a few forward passes and is not cut short).
+    deadline_s: float | None = None
 
 
 @dataclass
@@ -100,13 +103,26 @@ class TokenDelta:
 
 @dataclass
 class GenerationStream:
-    """Iterate for deltas; `stats` is complete once iteration ends."""
+    """Iterate for deltas; `stats` is complete once iteration ends. Use it in a `with` block (or call
+    `close`): an engine may hold its lock for as long as its generator is suspended, so a consumer that
+    stops early, or raises, must close the stream rather than leave it to the garbage collector."""
 
     deltas: Iterator[TokenDelta]
     stats: GenerationStats = field(default_factory=GenerationStats)
 
     def __iter__(self) -> Iterator[TokenDelta]:
         return self.deltas
+
+    def close(self) -> None:
+        close = getattr(self.deltas, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "GenerationStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class Engine(Protocol):

@@ -212,9 +212,9 @@ class EngineDaemon:
                     continue
                 request = request_from_wire(job.request)
                 check_ids(request.prompt_ids, vocab, "prompt")
-                stream = self.engine.generate(request, job.cancel)
-                for delta in stream:
-                    conn.send({"op": "delta", "id": job.rid, "ids": delta.token_ids, "text": delta.text})
+                with self.engine.generate(request, job.cancel) as stream:
+                    for delta in stream:
+                        conn.send({"op": "delta", "id": job.rid, "ids": delta.token_ids, "text": delta.text})
                 conn.send({"op": "done", "id": job.rid, "stats": stream.stats.as_dict()})
             except Exception as exc:  # a bad request must not take the daemon down
                 log.exception("generation failed")

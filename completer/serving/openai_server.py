@@ -242,6 +242,7 @@ class _Producer:
             log.exception("generation failed")
             self.error = exc
         finally:
+            self.result.close()
             self.finished.set()
             self.active.release()
             try:

@@ -6,7 +6,7 @@ engine reconnects, and with `auto` starts a new daemon, in the background; docum
 language server and are never lost.
 
 A daemon that hangs with its socket open (stopped, deadlocked, swapping) is given up on: a request
-waits until its deadline plus GRACE_S (NO_DEADLINE_S plus GRACE_S without one), then answers what it
+(a generation or a scoring) waits until its deadline plus GRACE_S (NO_DEADLINE_S plus GRACE_S without one), then answers what it
 has with finish_reason "unavailable" and drops the connection, so the next request reconnects.
 Writes to the daemon time out after SEND_TIMEOUT_S the same way.
 """
@@ -53,6 +53,10 @@ SPAWN_RETRY_S = 5.0
 GRACE_S = 2.0  # past a request's deadline, how long to wait for the daemon's answer
 NO_DEADLINE_S = 30.0  # how long a request without a deadline (or a score) may wait
 SEND_TIMEOUT_S = 5.0
+# A reconnect tried by a request: a daemon that accepts but does not greet within this is hung
+# (stopped), and the request answers nothing rather than wait (a healthy daemon greets in a millisecond).
+RECONNECT_TIMEOUT_S = 0.25
+CONNECT_TIMEOUT_S = 10.0  # the first connection, and one to a daemon just started
 
 
 class EngineUnavailableError(RuntimeError):
@@ -102,15 +106,15 @@ class RemoteEngine:
 
     # -- connection ---------------------------------------------------------------------------------
 
-    def _connect(self) -> bool:
-        """Connect and greet; True on success. Only one thread connects at a time."""
+    def _connect(self, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
+        """Connect and greet within timeout_s; True on success. Only one thread connects at a time."""
         with self._state_lock:
             if self._sock is not None:
                 return True
             self._last_try = time.monotonic()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.settimeout(10)
+                sock.settimeout(timeout_s)
                 sock.connect(str(self.socket_path))
                 sock.sendall(msgpack.packb({"op": "hello", "v": VERSION}))
                 unpacker = msgpack.Unpacker(raw=False)
@@ -201,7 +205,7 @@ class RemoteEngine:
             return True
         if time.monotonic() - self._last_try < RETRY_S:
             return False
-        if self._connect():
+        if self._connect(RECONNECT_TIMEOUT_S):
             self.reconnects += 1
             return True
         if self.mode == "auto" and time.monotonic() - self._last_spawn > SPAWN_RETRY_S:
@@ -288,11 +292,12 @@ class RemoteEngine:
                                                               "req": score_request_to_wire(request)})):
                 return []
             started = time.monotonic()
+            give_up = (request.deadline_s if request.deadline_s is not None else started + NO_DEADLINE_S) + GRACE_S
             while True:
                 if cancel is not None and cancel.is_set():
                     self._send({"op": "cancel", "id": rid})
                     return []
-                left = started + NO_DEADLINE_S + GRACE_S - time.monotonic()
+                left = give_up - time.monotonic()
                 if left <= 0:
                     self._give_up(rid, time.monotonic() - started)
                     return []

@@ -81,9 +81,12 @@ def request_from_wire(data: dict) -> GenerationRequest:
                            stop_strings=tuple(stop.get("stop_strings", ())), max_lines=int(stop.get("max_lines", 1)),
                            min_indent=stop.get("min_indent"))
     kw["heal_prefix"] = bytes(data.get("heal_prefix") or b"")
-    deadline_ms = data.get("deadline_ms")
-    kw["deadline_s"] = None if deadline_ms is None else time.monotonic() + float(deadline_ms) / 1000
+    kw["deadline_s"] = _deadline(data.get("deadline_ms"))
     return GenerationRequest(**kw)
+
+
+def _deadline(deadline_ms) -> float | None:
+    return None if deadline_ms is None else time.monotonic() + float(deadline_ms) / 1000
 
 
 def stats_from_wire(data: dict) -> GenerationStats:
@@ -93,11 +96,12 @@ def stats_from_wire(data: dict) -> GenerationStats:
 
 def score_request_to_wire(req: ScoreRequest) -> dict:
     return {"prompt_ids": list(req.prompt_ids), "continuations": [list(c) for c in req.continuations],
-            "session_key": req.session_key, "use_cache": req.use_cache, "cache_scope": req.cache_scope}
+            "session_key": req.session_key, "use_cache": req.use_cache, "cache_scope": req.cache_scope,
+            "deadline_ms": None if req.deadline_s is None else max(0.0, (req.deadline_s - time.monotonic()) * 1000)}
 
 
 def score_request_from_wire(data: dict) -> ScoreRequest:
     return ScoreRequest(prompt_ids=tuple(int(t) for t in data["prompt_ids"]),
                         continuations=tuple(tuple(int(t) for t in c) for c in data["continuations"]),
                         session_key=str(data.get("session_key", "")), use_cache=bool(data.get("use_cache", True)),
-                        cache_scope=str(data.get("cache_scope", "")))
+                        cache_scope=str(data.get("cache_scope", "")), deadline_s=_deadline(data.get("deadline_ms")))

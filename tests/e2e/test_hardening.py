@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -257,3 +258,31 @@ def test_demo_and_replay_never_write_through_a_planted_log_name(tmp_path):
     assert not victim.exists()
     logs = [p for p in shared.iterdir() if not p.is_symlink()]
     assert len(logs) == 2 and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in logs), logs
+
+
+def test_a_model_directory_that_comes_back_is_loaded_again_without_a_restart(tmp_path):
+    # The server starts on a model directory that is not there (an unmounted disk, a sync in progress);
+    # requests answer empty with an error status, and once the directory is back, a later request
+    # loads it (failed loads are retried, the first time after 2 s), with no restart or setting change.
+    from tests.conftest import FIXTURE_MODEL
+
+    model = tmp_path / "model"
+    server = Server("--model", str(model))
+    try:
+        server.open("file:///w/a.py", "python", "def add(a, b):\n    return ")
+        server.send(inline(2, "file:///w/a.py", 1, 11))
+        answer = server.response(2)
+        assert answer["result"] is None or answer["result"]["items"] == []
+        assert server.stats(3)["engineInfo"] is None
+        shutil.copytree(FIXTURE_MODEL, model)
+        time.sleep(2.5)
+        for msg_id in range(4, 20):  # the retry's load takes a moment; each request waits for it
+            server.send(inline(msg_id, "file:///w/a.py", 1, 11))
+            server.response(msg_id)
+            if server.stats(100 + msg_id)["engineInfo"] is not None:
+                break
+            time.sleep(0.5)
+        records = server.stats(200, requests=True)["requests"]
+        assert records[0]["kind"] == "error" and any(r["kind"] == "engine" for r in records), records
+    finally:
+        server.close()

@@ -6,9 +6,16 @@ import time
 
 import msgpack
 
-from completer.engines.contract import GenerationRequest, StopRules
+from completer.engines.contract import GenerationRequest, ScoreRequest, StopRules
 from completer.engines.options import EngineOptions
-from completer.serving.wire import default_socket, request_from_wire, request_to_wire, runtime_dir
+from completer.serving.wire import (
+    default_socket,
+    request_from_wire,
+    request_to_wire,
+    runtime_dir,
+    score_request_from_wire,
+    score_request_to_wire,
+)
 
 
 def test_engine_sockets_live_in_a_private_directory_one_per_configuration(tmp_path, monkeypatch):
@@ -29,3 +36,14 @@ def test_generation_requests_cross_the_wire_unchanged():
     back = request_from_wire(msgpack.unpackb(msgpack.packb(request_to_wire(req), use_bin_type=True), raw=False))
     assert back.deadline_s is not None and abs(back.deadline_s - req.deadline_s) < 0.05
     assert back == GenerationRequest(**{**req.__dict__, "deadline_s": back.deadline_s})
+
+
+def test_score_requests_cross_the_wire_unchanged_with_their_deadline():
+    for deadline in (time.monotonic() + 0.4, None):
+        req = ScoreRequest((1, 2, 3), ((4,), (5, 6), ()), "s", False, "scope", deadline)
+        back = score_request_from_wire(msgpack.unpackb(msgpack.packb(score_request_to_wire(req)), raw=False))
+        if deadline is None:
+            assert back == req
+        else:
+            assert back.deadline_s is not None and abs(back.deadline_s - deadline) < 0.05
+            assert back == ScoreRequest(**{**req.__dict__, "deadline_s": back.deadline_s})

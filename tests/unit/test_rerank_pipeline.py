@@ -90,3 +90,19 @@ def test_the_model_texts_logprobs_come_from_its_generation(engine):
     scored = engine.score(ScoreRequest(prompt.ids, (tuple(gen.token_ids[:2]) + (completer.template.end_id,),)))[0]
     assert known == pytest.approx(scored, abs=1e-4)
     assert completer._generated_logprobs(gen, text + b"\x00") is None  # not spelled by the tokens
+
+
+def test_a_consumer_that_raises_mid_generation_leaves_the_engine_free(engine):
+    # The torch engine holds its lock while its generator is suspended; the exception's traceback keeps
+    # the pipeline's frame (and so the stream) alive, so only an explicit close frees the engine.
+    completer = Completer(engine, CompletionSettings(multiline=False, min_confidence=0.0))
+
+    def boom(_text: str) -> None:
+        raise RuntimeError("the consumer fails")
+
+    with pytest.raises(RuntimeError, match="the consumer fails") as failure:
+        completer.complete(request(), on_text=boom)
+    assert failure.value.__traceback__ is not None  # still held here, as a logged exception would be
+    assert engine._lock.acquire(timeout=1.0), "the engine's lock is still held by the abandoned stream"
+    engine._lock.release()
+    assert completer.complete(request()).text

@@ -1,6 +1,7 @@
 """Issue 24 findings in the engine daemon, its wire and its client, with real unix sockets in process
 and a fake engine (RELIABILITY.md lists which test pins which finding)."""
 
+import dataclasses
 import os
 import socket
 import threading
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 
-from completer.engines.contract import GenerationRequest, GenerationStats, GenerationStream, TokenDelta
+from completer.engines.contract import GenerationRequest, GenerationStats, GenerationStream, ScoreRequest, TokenDelta
 from completer.engines.options import EngineOptions
 from completer.serving import daemon as daemon_module
 from completer.serving import remote_engine, wire
@@ -263,10 +264,11 @@ def test_the_runtime_dir_is_never_a_symlink(tmp_path, monkeypatch, fallback):
 # -- finding 5: a hung daemon is given up on ----------------------------------------------------------
 
 class HungDaemon:
-    """Greets like a daemon, then reads requests and never answers (a daemon stopped mid-request)."""
+    """Greets like a daemon, then reads requests and never answers (a daemon stopped mid-request).
+    Past `greetings` connections it greets no more (stopped before it could)."""
 
-    def __init__(self, path):
-        self.path, self.connections = path, 0
+    def __init__(self, path, greetings: int = 1_000):
+        self.path, self.connections, self.greetings = path, 0, greetings
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(4)
@@ -281,6 +283,8 @@ class HungDaemon:
                 return
             self.connections += 1
             self.held.append(conn)
+            if self.connections > self.greetings:
+                continue
             conn.recv(1 << 16)
             conn.sendall(msgpack.packb({"op": "hello", "v": wire.VERSION, "engine": {
                 "model_dir": str(FIXTURE_MODEL), "max_seq": 64, "backend": "fake"}}))
@@ -314,6 +318,42 @@ def test_a_hung_daemon_answers_empty_after_the_deadline_and_reconnects(tmp_path,
         thread.start()
         thread.join(10)
         assert hung.connections == 2 and out[1] == ([], "unavailable")
+    finally:
+        engine.close()
+        hung.close()
+
+
+def test_scoring_on_a_hung_daemon_gives_up_after_the_completions_deadline(tmp_path, monkeypatch):
+    # Reranking asks the daemon for scores after the generation: that wait keeps to the completion's
+    # deadline too (it used to wait 30 s, the whole time the daemon was stopped).
+    monkeypatch.setattr(remote_engine, "GRACE_S", 0.3, raising=False)
+    hung = HungDaemon(tmp_path / "hung.sock")
+    engine = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=tmp_path / "hung.sock")
+    try:
+        t0 = time.monotonic()
+        scores = engine.score(ScoreRequest((1, 2, 3), ((4, 5),), deadline_s=time.monotonic() + 0.2))
+        assert scores == [] and time.monotonic() - t0 < 3
+    finally:
+        engine.close()
+        hung.close()
+
+
+def test_a_reconnect_to_a_daemon_that_never_greets_costs_a_request_little(tmp_path, monkeypatch):
+    # Stopped after the first connection: the kernel still accepts connections, nobody greets. A
+    # request that tries to reconnect must not wait the first connection's 10 s for the greeting.
+    monkeypatch.setattr(remote_engine, "GRACE_S", 0.3, raising=False)
+    monkeypatch.setattr(remote_engine, "RETRY_S", 0.0)
+    hung = HungDaemon(tmp_path / "hung.sock", greetings=1)
+    engine = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=tmp_path / "hung.sock")
+    try:
+        request = GenerationRequest((1, 2, 3), max_new_tokens=4, deadline_s=time.monotonic() + 0.2)
+        with engine.generate(request) as stream:
+            assert list(stream) == [] and stream.stats.finish_reason == "unavailable"
+        t0 = time.monotonic()
+        with engine.generate(dataclasses.replace(request, deadline_s=time.monotonic() + 0.2)) as stream:
+            assert list(stream) == [] and stream.stats.finish_reason == "unavailable"
+        assert engine.score(ScoreRequest((1, 2, 3), ((4, 5),), deadline_s=time.monotonic() + 0.2)) == []
+        assert hung.connections >= 2 and time.monotonic() - t0 < 2 * remote_engine.RECONNECT_TIMEOUT_S + 0.5
     finally:
         engine.close()
         hung.close()
