@@ -35,7 +35,7 @@ import datetime
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, Iterable
 
 import msgpack
 
@@ -119,27 +119,49 @@ class SessionWriter:
 
     Never writes through a symlink (O_NOFOLLOW). `private` (a recording, the user's source text): the
     file is created 0600 and must not exist yet (O_EXCL, FileExistsError); otherwise (synthesized
-    sessions) it is 0644 and an existing file is replaced."""
+    sessions) it is 0644 and an existing file is replaced.
+
+    Each event is written whole or not at all: a write that fails (a full disk) is cut back to the end
+    of the last whole event before the error is raised, so the file stays a readable session."""
 
     def __init__(self, path: str | os.PathLike, kind: str, encoding: str = "utf-16", meta: dict | None = None,
                  private: bool = False):
         self.path = Path(path)
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_EXCL if private else os.O_TRUNC)
-        fd = os.open(self.path, flags, 0o600 if private else 0o644)
-        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._fd: int | None = os.open(self.path, flags, 0o600 if private else 0o644)
+        self._size = 0  # bytes of whole items written
         self._packer = msgpack.Packer(use_bin_type=True, unicode_errors=UNICODE)
-        self._file.write(self._packer.pack(Session(kind, encoding, meta or {}).header()))
-        self._file.flush()
+        try:
+            self._append(self._packer.pack(Session(kind, encoding, meta or {}).header()))
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, ev: dict[str, Any]) -> None:
         if ev.get("e") not in EVENT_FIELDS:
             raise ValueError(f"unknown session event {ev.get('e')!r}")
-        self._file.write(self._packer.pack(ev))
-        self._file.flush()
+        self._append(self._packer.pack(ev))
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            raise ValueError("write to a closed session file")
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)
+                os.lseek(self._fd, self._size, os.SEEK_SET)
+            except OSError:
+                pass
+            raise
+        self._size += len(data)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def __enter__(self) -> "SessionWriter":
         return self

@@ -43,6 +43,28 @@ def test_writer_flushes_each_event_so_a_crash_keeps_them(tmp_path):
     writer.close()
 
 
+def test_a_full_disk_leaves_a_readable_session_of_the_whole_events(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "full.msgpack"
+    writer = SessionWriter(path, "recorded", private=True)
+    events = _session().events
+    writer.write(events[0])
+    real_write = os.write
+
+    def full_disk(fd, data):  # room for 5 more bytes, then ENOSPC (as a filling tmpfs does)
+        if len(data) > 5:
+            return real_write(fd, bytes(data[:5]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError):
+        writer.write(events[1])
+    monkeypatch.setattr(os, "write", real_write)
+    writer.close()
+    assert read_session(path).events == events[:1]  # the cut event is gone, the file is whole
+
+
 def test_newer_version_is_refused_with_a_clear_error(tmp_path):
     path = tmp_path / "new.msgpack"
     path.write_bytes(msgpack.packb({"format": "completer-session", "version": VERSION + 1, "kind": "recorded"}))
