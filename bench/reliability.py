@@ -214,6 +214,14 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def alive(pid: int | None) -> bool:
     return pid is not None and proc_info(pid) is not None
 
@@ -720,11 +728,7 @@ async def run_load(args) -> dict:
                 out["window_runs"].append(await load_windows(args, sock, n, sessions, daemon.pid))
             out["daemon_at_end"] = proc_info(daemon.pid)
         finally:
-            daemon.terminate()
-            try:
-                daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+            stop_process(daemon)
     if args.http_clients:
         cmd = completer_cmd() + ["serve-openai", "--port", "0", *engine_flags]
         out["settings"]["openai_cmd"] = shlex.join(cmd)
@@ -764,11 +768,7 @@ async def run_load(args) -> dict:
                                  if control["all"]["p50"] and loaded["all"]["p50"] else None),
                              "health_after": health, "server": proc_info(proc.pid)}
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
@@ -1336,11 +1336,7 @@ async def fault_raise(args, tmp: Path, session: Session, where: str) -> dict:
                                           2) if after_error else None
     finally:
         if daemon is not None:
-            daemon.terminate()
-            try:
-                daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+            stop_process(daemon)
     return result
 
 
