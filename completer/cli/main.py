@@ -137,7 +137,8 @@ def cmd_doctor(args) -> int:
 def cmd_replay(args) -> int:
     from completer.replay.driver import run_replay
 
-    return run_replay(args, serve_flags(args))
+    cold = args.cold_start_s is not None
+    return run_replay(args, serve_flags(args, compile_default=None if cold else "on"))
 
 
 def cmd_synthesize(args) -> int:
@@ -315,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-cmd", metavar="CMD", help="another LSP server command line (stdio) instead of completer")
     p.add_argument("--no-accept", action="store_true", help="synthetic typists never take suggestions")
     p.add_argument("--seed", type=int, default=0, help="seed of the typists' reaction times")
+    p.add_argument("--cold-start-s", type=float, default=None, metavar="S",
+                   help="the first key S seconds after the server starts, without waiting for its model or its "
+                   "compile (which then keeps the server's default, --compile auto): an editor opened and typed "
+                   "into. Adds the time to the first suggestion and latency over the first 60 s and the rest")
     add_switch_flags(p)
     add_engine_flags(p)
     p.set_defaults(func=cmd_replay)

@@ -128,10 +128,11 @@ def server_switches(args) -> ServerSwitches:
     return ServerSwitches(**{name: not getattr(args, f"no_{name}") for name in SWITCH_HELP})
 
 
-def serve_flags(args) -> list[str]:
+def serve_flags(args, compile_default: str | None = "on") -> list[str]:
     """`completer serve` flags for everything `args` says (replay and demo start the server with them).
-    They measure the steady state: unless told otherwise the compiled step is ready before the first key."""
-    flags = engine_options(args, compile_default="on").to_flags()
+    They measure the steady state: unless told otherwise the compiled step is ready before the first key
+    (compile_default None: the server's own default)."""
+    flags = engine_options(args, compile_default=compile_default).to_flags()
     settings = completion_settings(args)
     defaults = CompletionSettings()
     if settings.max_tokens != defaults.max_tokens:

@@ -44,6 +44,9 @@ class ReplayOptions:
     reaction_sigma: float = 0.3
     accept: bool = True  # synthetic sessions: take matching suggestions
     seed: int = 0  # reaction times
+    # None: wait until the server has loaded (and compiled, when told to) before the first key. S: the
+    # first key S seconds after the server starts, whatever it is doing, as when an editor opens.
+    cold_start_s: float | None = None
 
 
 class Mirror:
@@ -99,6 +102,7 @@ class _Replay:
         self.options = options
         self.result = SessionResult(session.name, session.kind)
         self.t0 = time.perf_counter()
+        self.result.started_ms = self.t0 * 1000  # rebased on the server's launch by replay_all
         self.pending: tuple[int, asyncio.Future, RequestRecord] | None = None
         self.ghost = ""  # ghost text on screen now
         self.ghost_since: float | None = None  # when the current ghost lineage appeared (ms)
@@ -446,15 +450,20 @@ async def replay_all(server_cmd: list[str], sessions: list[Session], options: Re
     """Replay sessions one after another in one server (like one editor window); returns the results
     with each request's server record attached, and the server's final stats."""
     client = EditorClient(server_cmd, "file:///replay", "", log_path=log_path)
+    t_launch = time.perf_counter()
     await client.start(open_document=False)
     try:
-        await client.wait_ready(timeout=STARTUP_TIMEOUT_S)
+        if options.cold_start_s is None:
+            await client.wait_ready(timeout=STARTUP_TIMEOUT_S)
+        else:
+            await asyncio.sleep(max(0.0, t_launch + options.cold_start_s - time.perf_counter()))
         if on_ready:
             on_ready(client.status)
         results = []
         for session in sessions:
             client.status["lastLatencyMs"] = None
             results.append(await replay_session(client, session, options, observer))
+            results[-1].started_ms -= t_launch * 1000
             if progress:
                 progress(results[-1])
             await asyncio.sleep(0.2)  # let late answers land before the next session starts
@@ -514,7 +523,7 @@ def run_replay(args, server_flags: list[str]) -> int:
     configs = [{"name": args.name, "server_cmd": base_cmd}]
     configs += [{"name": name, "server_cmd": base_cmd + flags} for name, flags in variants]
     options = ReplayOptions(speed=args.speed, max_pause_ms=args.max_pause_ms, accept=not args.no_accept,
-                            seed=args.seed)
+                            seed=args.seed, cold_start_s=args.cold_start_s)
     log = private_log("replay-server")
     for cfg in configs:
         print(f"replaying {len(sessions)} session(s) on {cfg['name']!r}: {shlex.join(cfg['server_cmd'])}",
@@ -529,7 +538,11 @@ def run_replay(args, server_flags: list[str]) -> int:
         results, stats = asyncio.run(replay_all(cfg["server_cmd"], sessions, options, log_path=log,
                                                 progress=progress))
         cfg.update(results=results, server_stats=stats, summary=replay_report.summarize(results))
+        if options.cold_start_s is not None:
+            cfg["summary"]["cold_start"] = replay_report.cold_start(results, options.cold_start_s)
     print(replay_report.table(configs))
+    if options.cold_start_s is not None:
+        print(replay_report.cold_start_table(configs))
     opts = {"speed": args.speed, "max_pause_ms": args.max_pause_ms, "accept": not args.no_accept, "seed": args.seed,
             "sessions": [s.path for s in sessions]}
     if args.json:

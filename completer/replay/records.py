@@ -41,3 +41,6 @@ class SessionResult:
     text_ok: bool | None = None  # synthetic: the document ended as the source file
     recorded_accepted_chars: int = 0  # recorded: what the user accepted then
     agreed_chars: int = 0  # recorded: of those, what the replayed answer offered too
+    # When the session's clock (RequestRecord.t_sent) started: ms after the server was launched, once
+    # replay_all has rebased it (the replay state sets the perf_counter time in ms).
+    started_ms: float = 0.0

@@ -79,6 +79,57 @@ def summarize(results: list[SessionResult]) -> dict:
     return out
 
 
+COLD_WINDOW_S = 60.0
+
+
+def cold_start(results: list[SessionResult], cold_start_s: float) -> dict:
+    """A replay whose first key came cold_start_s after the server started: how long the first
+    suggestion took from the first key, and client-observed latency over the first COLD_WINDOW_S from
+    the first key and over the rest (a request counts where it was sent)."""
+    sent = sorted(((res.started_ms + r.t_sent) / 1000, r) for res in results for r in res.requests)
+    if not sent:
+        return {"first_key_s": None}
+    first_key_s = sent[0][0]
+    shown = [(t + (r.latency_ms or 0.0) / 1000, r) for t, r in sent if r.text and r.latency_ms is not None]
+    first_text_s = min((t for t, _ in shown), default=None)
+
+    def window(pairs) -> dict:
+        lat = [r.latency_ms for _, r in pairs if r.outcome in ("answered", "empty") and r.latency_ms is not None]
+        p = percentiles(lat, (50, 95, 99))
+        return {"requests": len(pairs), "answered": len(lat), **{f"p{q}_ms": _round(p[q]) for q in (50, 95, 99)},
+                "max_ms": _round(max(lat)) if lat else None}
+    end = first_key_s + COLD_WINDOW_S
+    return {
+        "cold_start_s": cold_start_s,
+        "first_key_s": _round(first_key_s),
+        "first_suggestion_after_first_key_ms": None if first_text_s is None else _round((first_text_s - first_key_s)
+                                                                                       * 1000),
+        "first_answer_ms": _round(sent[0][1].latency_ms),
+        "first_60s": window([(t, r) for t, r in sent if t < end]),
+        "after_60s": window([(t, r) for t, r in sent if t >= end]),
+    }
+
+
+def cold_start_table(configs: list[dict]) -> str:
+    rows = [["cold start", *[c["name"] for c in configs]]]
+    for label, get in (("first key, s after launch", lambda s: s["first_key_s"]),
+                       ("first answer ms", lambda s: s["first_answer_ms"]),
+                       ("first suggestion, ms after first key", lambda s: s["first_suggestion_after_first_key_ms"]),
+                       *[(f"first 60 s: {k}", (lambda k: lambda s: s["first_60s"][k])(k))
+                         for k in ("requests", "p50_ms", "p95_ms", "p99_ms", "max_ms")],
+                       *[(f"after 60 s: {k}", (lambda k: lambda s: s["after_60s"][k])(k))
+                         for k in ("requests", "p50_ms", "p95_ms", "p99_ms", "max_ms")]):
+        rows.append([label, *[_cell(get(c["summary"]["cold_start"])) for c in configs]])
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r))
+             for r in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
 def _spent_means(records: list[AnswerRecord]) -> dict | None:
     if not records:
         return None

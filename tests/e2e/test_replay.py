@@ -107,6 +107,25 @@ def test_ab_mode_runs_each_configuration_and_prints_ratios(tmp_path):
     assert "no-cache" in report["ratios"] and report["ratios"]["no-cache"]["latency_p50_ms"] is not None
 
 
+def test_a_cold_start_replay_types_before_the_model_is_loaded_and_reports_the_first_minute(tmp_path):
+    target = "names.append(name)"
+    path = tmp_path / "s.msgpack"
+    write_session(path, _session(target, [["type", i, ch, 300.0] for i, ch in enumerate(target)]))
+    r = completer("replay", str(path), "--model", str(FIXTURE_MODEL), "--device", "cpu", "--no-accept",
+                  "--max-tokens", "8", "--cold-start-s", "0.2", "--json", str(tmp_path / "cold.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "first suggestion, ms after first key" in r.stdout
+    report = json.loads((tmp_path / "cold.json").read_text())
+    (config,) = report["configs"]
+    assert "--compile" not in config["server_cmd"]  # the server's own default, as an editor starts it
+    cold = config["summary"]["cold_start"]
+    assert 0.2 <= cold["first_key_s"] < 5
+    # The first key came before the model had loaded (~1 s here): that request waited for the load.
+    assert cold["first_answer_ms"] is None or cold["first_answer_ms"] > 100
+    assert cold["first_suggestion_after_first_key_ms"] is not None
+    assert cold["first_60s"]["requests"] == config["summary"]["requests"] and cold["after_60s"]["requests"] == 0
+
+
 def test_replay_drives_another_lsp_server(tmp_path):
     """--server-cmd with a server that is not completer (no completer/status, no completer/stats):
     bench/lsp_floor_server.py, which answers "x" at once, over pygls and over plain framing."""
