@@ -5,6 +5,7 @@ with --json OUT writes every number.
     python bench/reliability.py soak   [--minutes 60] [--sessions PATH...] [--json OUT]
     python bench/reliability.py load   [--windows 1,2,4,8] [--seconds 30] [--http-seconds 20] [--json OUT]
     python bench/reliability.py faults [--only FAULT,...] [--json OUT]
+    python bench/reliability.py all    [--minutes 60] [--json OUT]   (the three, one after another)
         (faults: sigstop, sigkill, restart, disk-full, model-dir, raise-inproc, raise-daemon,
          raise-consumer)
 
@@ -1530,6 +1531,10 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--stall-s", type=float, default=12.0, help="how long a slow reader reads nothing")
     ld.add_argument("--starve-factor", type=float, default=3.0)
 
+    a = sub.add_parser("all", help="faults, load and soak, one after another, each with its defaults")
+    a.add_argument("--json", help="write every number to OUT-faults.json, OUT-load.json, OUT-soak.json")
+    a.add_argument("--minutes", type=float, default=60.0, help="the soak's length")
+
     f = sub.add_parser("faults",
                        help="daemon stopped/killed/restarted, disk full, model gone, engine raising")
     common(f, EAGER)
@@ -1559,6 +1564,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_faulty"]:
         return faulty_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.bench == "all":
+        # The three benches with their defaults, one after another (about 70 minutes with the hour's soak).
+        worst = 0
+        for bench in ("faults", "load", "soak"):
+            sub_argv = [bench]
+            if args.json:
+                sub_argv += ["--json", f"{args.json.removesuffix('.json')}-{bench}.json"]
+            if bench == "soak":
+                sub_argv += ["--minutes", str(args.minutes)]
+            print(f"\n=== {bench} ===", flush=True)
+            worst = max(worst, main(sub_argv))
+        return worst
     if args.bench == "soak":
         result = asyncio.run(run_soak(args))
         write_json(args.json, result)
