@@ -274,12 +274,15 @@ class CompleterServer(LanguageServer):
 
     def reload_engine(self) -> None:
         """Load the engine again with the current options (after a configuration change)."""
-        old = self.completer
-        self.completer, self.load_error, self._completer_future = None, None, None
+        old, self.completer = self.completer, None
         for cancel in self.pending.values():
             cancel.set()
         if old is not None:
             self.engine_executor.submit(old.engine.close)  # after the request running now, if any
+        self._load_anew()
+
+    def _load_anew(self) -> None:
+        self.load_error, self._completer_future = None, None
         self.send_status("loading")
         self.start_loading()
 
@@ -287,9 +290,7 @@ class CompleterServer(LanguageServer):
         """The loaded completer, waiting for the load if it is still running; None if loading failed
         (and a failed load is started again once its retry time has come)."""
         if self.load_error is not None and time.monotonic() >= self._load_retry_at:
-            # Nothing loaded, so nothing to cancel or close (and this request waits for the new load).
-            self.load_error, self._completer_future = None, None
-            self.send_status("loading")
+            self._load_anew()  # nothing loaded, so nothing to cancel or close; this request waits for it
         self.start_loading()
         try:
             return await asyncio.shield(self._completer_future)

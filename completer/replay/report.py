@@ -112,13 +112,12 @@ def cold_start(results: list[SessionResult], cold_start_s: float) -> dict:
 
 def cold_start_table(configs: list[dict]) -> str:
     rows = [["cold start", *[c["name"] for c in configs]]]
-    for label, get in (("first key, s after launch", lambda s: s["first_key_s"]),
-                       ("first answer ms", lambda s: s["first_answer_ms"]),
-                       ("first suggestion, ms after first key", lambda s: s["first_suggestion_after_first_key_ms"]),
-                       *[(f"first 60 s: {k}", (lambda k: lambda s: s["first_60s"][k])(k))
-                         for k in ("requests", "p50_ms", "p95_ms", "p99_ms", "max_ms")],
-                       *[(f"after 60 s: {k}", (lambda k: lambda s: s["after_60s"][k])(k))
-                         for k in ("requests", "p50_ms", "p95_ms", "p99_ms", "max_ms")]):
+    window_keys = ("requests", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+    for label, get in (("first key, s after launch", _at("first_key_s")),
+                       ("first answer ms", _at("first_answer_ms")),
+                       ("first suggestion, ms after first key", _at("first_suggestion_after_first_key_ms")),
+                       *[(f"first 60 s: {k}", _at("first_60s", k)) for k in window_keys],
+                       *[(f"after 60 s: {k}", _at("after_60s", k)) for k in window_keys]):
         rows.append([label, *[_cell(get(c["summary"]["cold_start"])) for c in configs]])
     width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width[i]) if i == 0 else cell.rjust(width[i]) for i, cell in enumerate(r))

@@ -6,8 +6,9 @@ engine reconnects, and with `auto` starts a new daemon, in the background; docum
 language server and are never lost.
 
 A daemon that hangs with its socket open (stopped, deadlocked, swapping) is given up on: a request
-(a generation or a scoring) waits until its deadline plus GRACE_S (NO_DEADLINE_S plus GRACE_S without one), then answers what it
-has with finish_reason "unavailable" and drops the connection, so the next request reconnects.
+(a generation or a scoring) waits until its deadline plus GRACE_S (NO_DEADLINE_S plus GRACE_S
+without one), then answers what it has with finish_reason "unavailable" and drops the connection, so
+the next request reconnects.
 Writes to the daemon time out after SEND_TIMEOUT_S the same way.
 """
 
@@ -57,6 +58,11 @@ SEND_TIMEOUT_S = 5.0
 # (stopped), and the request answers nothing rather than wait (a healthy daemon greets in a millisecond).
 RECONNECT_TIMEOUT_S = 0.25
 CONNECT_TIMEOUT_S = 10.0  # the first connection, and one to a daemon just started
+
+
+def _give_up_at(deadline_s: float | None, started: float) -> float:
+    """When a request stops waiting for the daemon: GRACE_S past its deadline, or past NO_DEADLINE_S."""
+    return (deadline_s if deadline_s is not None else started + NO_DEADLINE_S) + GRACE_S
 
 
 class EngineUnavailableError(RuntimeError):
@@ -246,7 +252,7 @@ class RemoteEngine:
             return GenerationStream(iter(()), stats)
 
         started = time.monotonic()
-        give_up = (request.deadline_s if request.deadline_s is not None else started + NO_DEADLINE_S) + GRACE_S
+        give_up = _give_up_at(request.deadline_s, started)
 
         def deltas():
             cancel_sent = False
@@ -292,7 +298,7 @@ class RemoteEngine:
                                                               "req": score_request_to_wire(request)})):
                 return []
             started = time.monotonic()
-            give_up = (request.deadline_s if request.deadline_s is not None else started + NO_DEADLINE_S) + GRACE_S
+            give_up = _give_up_at(request.deadline_s, started)
             while True:
                 if cancel is not None and cancel.is_set():
                     self._send({"op": "cancel", "id": rid})

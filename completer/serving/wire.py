@@ -68,7 +68,7 @@ def request_to_wire(req: GenerationRequest) -> dict:
     out["stop"] = {"stop_token_ids": sorted(req.stop.stop_token_ids), "stop_strings": list(req.stop.stop_strings),
                    "max_lines": req.stop.max_lines, "min_indent": req.stop.min_indent}
     out.pop("deadline_s")
-    out["deadline_ms"] = None if req.deadline_s is None else max(0.0, (req.deadline_s - time.monotonic()) * 1000)
+    out["deadline_ms"] = _ms_left(req.deadline_s)
     return out
 
 
@@ -85,6 +85,11 @@ def request_from_wire(data: dict) -> GenerationRequest:
     return GenerationRequest(**kw)
 
 
+def _ms_left(deadline_s: float | None) -> float | None:
+    """A deadline on the wire: milliseconds left (the two processes' clocks are not compared)."""
+    return None if deadline_s is None else max(0.0, (deadline_s - time.monotonic()) * 1000)
+
+
 def _deadline(deadline_ms) -> float | None:
     return None if deadline_ms is None else time.monotonic() + float(deadline_ms) / 1000
 
@@ -97,7 +102,7 @@ def stats_from_wire(data: dict) -> GenerationStats:
 def score_request_to_wire(req: ScoreRequest) -> dict:
     return {"prompt_ids": list(req.prompt_ids), "continuations": [list(c) for c in req.continuations],
             "session_key": req.session_key, "use_cache": req.use_cache, "cache_scope": req.cache_scope,
-            "deadline_ms": None if req.deadline_s is None else max(0.0, (req.deadline_s - time.monotonic()) * 1000)}
+            "deadline_ms": _ms_left(req.deadline_s)}
 
 
 def score_request_from_wire(data: dict) -> ScoreRequest:
