@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,17 +52,10 @@ def features(scored: Scored, model_text: str, kind: str) -> list[float]:
     """The reranker's inputs for one candidate, in FEATURES order."""
     lp, text = scored.logprobs, scored.candidate.text
     from_model = scored.candidate.source == "model"
-    agree = _common_prefix(text, model_text) / max(1, len(text))
+    agree = len(os.path.commonprefix((text, model_text))) / max(1, len(text))
     return [1.0, sum(lp), sum(lp) / len(lp), min(lp), lp[0], lp[-1], float(len(lp)), float(from_model),
             math.log1p(scored.candidate.match), agree, float(kind == "line_start"), float(kind == "mid_word"),
             float(from_model and kind == "line_start"), len(text) / 40.0, float(not text.strip())]
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 @dataclass(frozen=True)
