@@ -125,8 +125,8 @@ def main() -> None:
     print(f"model: {info['model_dir']} ({info['parameters']:,} parameters) on {info['device']}, "
           f"weights {info['dtype']}, decode weights {info['decode_dtype']}, compiled {info['compiled']} "
           f"(static shapes {info['static_decode']}), "
-          f"ready in {info['load_ms'] / 1000:.1f} s; constants shared between graphs while compiling "
-          f"{info['reused_constant_mb']} MB")
+          f"ready in {info['load_ms'] / 1000:.1f} s; compiled engine {info.get('compiled_engine') or '-'}; "
+          f"compiled graphs: {info.get('compiled_graphs') or 'none'}")
     costs = engine.ngram_policy.cost
     print("verification cost, 1 + k tokens vs 1 (k = 1..): " + " ".join(f"{c:.2f}" for c in costs[1:]) + "\n")
 

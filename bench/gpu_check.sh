@@ -8,7 +8,8 @@
 #
 # Steps: machine and prerequisites; Python dependencies (installed only when asked); one completion
 # through the CLI; bench/engine_bench.py eager and with --compile; `completer replay` of
-# bench/sessions with the server on the device, eager and with --compile; the summary. Each step
+# bench/sessions with the server on the device, eager and with --compile; the same sessions from a
+# cold start (the first key 1 s after the server's launch), defaults and --compile; the summary. Each step
 # runs under a time limit with its log in $GPU_CHECK_OUT; a failed or skipped step shows in the table
 # and the script goes on with the next.
 #
@@ -50,7 +51,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-TOTAL=8
+TOTAL=10
 STEP=0
 step() { STEP=$((STEP + 1)); echo; echo "== [$STEP/$TOTAL] $*"; }
 die() { echo "gpu_check: $*" >&2; exit 1; }
@@ -76,7 +77,8 @@ skip() { record "$1" "skipped: $2"; echo "   -> skipped: $2"; }
 [ "$SESSIONS" = all ] || [[ "$SESSIONS" =~ ^[1-9][0-9]*$ ]] || die "GPU_CHECK_SESSIONS must be 'all' or a positive number (got '$SESSIONS')"
 mkdir -p "$OUTDIR"
 : >"$OUTDIR/status.tsv"
-rm -f "$OUTDIR"/engine-*.log "$OUTDIR"/replay-*.json "$OUTDIR"/replay-*.log "$OUTDIR"/summary.*
+rm -f "$OUTDIR"/engine-*.log "$OUTDIR"/replay-*.json "$OUTDIR"/replay-*.log "$OUTDIR"/cold-*.json "$OUTDIR"/cold-*.log \
+  "$OUTDIR"/summary.*
 
 step "machine and prerequisites (device $DEVICE)"
 for f in bench/engine_bench.py bench/sessions completer/replay/demo_data/inventory.py pyproject.toml; do
@@ -214,6 +216,22 @@ elif [ "$SERVER_OK" = 1 ]; then
     --compile --name compiled --json "$OUTDIR/replay-compiled.json"
 else skip replay-compiled "the language server does not import"; fi
 
+# What a user meets: the server started as an editor starts it and the first key 1 s later, no warm-up.
+# Time to the first suggestion, latency over the first 60 s and after, and the slowest answer once the
+# first second is over (issue 23: none above 100 ms on a GPU).
+step "cold-start replay, ${#PICKED[@]} session(s): server defaults, first key 1 s after launch"
+if [ "$SERVER_OK" = 1 ]; then
+  run cold-eager "$OUTDIR/cold-eager.log" "$PYTHON" -m completer replay "${PICKED[@]}" "${REPLAY_FLAGS[@]}" \
+    --cold-start-s 1 --name cold-default --json "$OUTDIR/cold-eager.json"
+else skip cold-eager "the language server does not import"; fi
+
+step "cold-start replay, ${#PICKED[@]} session(s): server with --compile, first key 1 s after launch"
+if [ "$COMPILE" != 1 ]; then skip cold-compiled "GPU_CHECK_COMPILE=$COMPILE"
+elif [ "$SERVER_OK" = 1 ]; then
+  run cold-compiled "$OUTDIR/cold-compiled.log" "$PYTHON" -m completer replay "${PICKED[@]}" "${REPLAY_FLAGS[@]}" \
+    --cold-start-s 1 --compile --name cold-compiled --json "$OUTDIR/cold-compiled.json"
+else skip cold-compiled "the language server does not import"; fi
+
 step "summary"
 "$PYTHON" - "$OUTDIR" "$MODEL" <<'EOF'
 import json, re, sys
@@ -243,6 +261,7 @@ def engine(variant):
         "decode_ms_per_token": num(r"decode:\s+([\d.]+) ms/token"),
         "completion_16_ms": num(r"warm 16-token completion:\s+([\d.]+) ms"),
         "ngram_copy_heavy_x": num(r"speculation\s+copy-heavy:.*?\(([\d.]+)x\)"),
+        "graphs": (re.search(r"compiled graphs: ([^;\n]+)", text) or [None, None])[1],
     }
 
 
@@ -255,6 +274,20 @@ def replay(variant):
             "p95_ms": s["latency_p95_ms"], "engine_p50_ms": s["latency_p50_by_kind_ms"].get("engine")}
 
 
+def cold(variant):
+    path = out / f"cold-{variant}.json"
+    if not path.exists():
+        return {}
+    c = json.loads(path.read_text())["configs"][0]["summary"].get("cold_start") or {}
+    first, rest = c.get("first_60s") or {}, c.get("after_60s") or {}
+    slowest = c.get("after_1s_max_ms")
+    return {"first_suggestion_ms": c.get("first_suggestion_after_first_key_ms"),
+            "first_60s": "/".join(str(first.get(k, "-")) for k in ("p50_ms", "p95_ms", "p99_ms")),
+            "after_60s": "/".join(str(rest.get(k, "-")) for k in ("p50_ms", "p95_ms", "p99_ms")),
+            "after_1s_max_ms": slowest,
+            "none_above_100ms": None if slowest is None else ("yes" if slowest <= 100 else "no")}
+
+
 def state(key):
     return status.get(key, ("not run", 0))[0]
 
@@ -262,7 +295,7 @@ def state(key):
 data = {"machine": machine, "model": model, "status": {k: v[0] for k, v in status.items()},
         "compile_mode": (out / "compile-mode.txt").read_text().strip() if (out / "compile-mode.txt").exists() else None}
 for v in ("eager", "compiled"):
-    data[f"engine_{v}"], data[f"replay_{v}"] = engine(v), replay(v)
+    data[f"engine_{v}"], data[f"replay_{v}"], data[f"cold_{v}"] = engine(v), replay(v), cold(v)
 
 
 def cell(v, key, section):
@@ -276,6 +309,7 @@ def cell(v, key, section):
 
 ROWS = [  # label, key, section: the same fields every run
     ("weights dtype", "weights", "engine"),
+    ("compiled graphs", "graphs", "engine"),
     ("engine ready s", "ready_s", "engine"),
     ("cold prefill 1024 tokens ms", "cold_prefill_1024_ms", "engine"),
     ("cold prefill 2048 tokens ms", "cold_prefill_2048_ms", "engine"),
@@ -287,6 +321,11 @@ ROWS = [  # label, key, section: the same fields every run
     ("replay p50 ms", "p50_ms", "replay"),
     ("replay p95 ms", "p95_ms", "replay"),
     ("replay p50 ms, model-answered", "engine_p50_ms", "replay"),
+    ("cold start: first suggestion, ms after the first key", "first_suggestion_ms", "cold"),
+    ("cold start: first 60 s p50/p95/p99 ms", "first_60s", "cold"),
+    ("cold start: after 60 s p50/p95/p99 ms", "after_60s", "cold"),
+    ("cold start: slowest answer after the first second ms", "after_1s_max_ms", "cold"),
+    ("cold start: none above 100 ms after the first second", "none_above_100ms", "cold"),
 ]
 rows = [("field", "eager", "compiled"),
         ("device", machine["device_name"], "(same)"),

@@ -579,8 +579,11 @@ def cmd_tokenizer(args, cfg: dict) -> None:
 
 
 def _encode_into(tok, batch: list[dict], w, counts: dict, bar) -> None:
-    """Encode a batch of documents (all cores) into a shard writer, recording each file's token count."""
-    for d, enc in zip(batch, tok.encode_batch([d["text"] for d in batch])):
+    """Encode a batch of documents (all cores) into a shard writer, recording each file's token count.
+    A sentinel's spelling inside source code (a FIM tokenizer's own tests, say) is text, never the
+    sentinel's id, as when serving (completer/tokenizer.py) and in gpu_unpack.py."""
+    tok.encode_special_tokens = True
+    for d, enc in zip(batch, tok.encode_batch([d["text"] for d in batch], add_special_tokens=False)):
         w.add(enc.ids, d)
         counts[f"{d['project']}/{d['path']}"] = len(enc.ids)
         bar.update(len(d["text"]))

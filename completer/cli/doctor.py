@@ -99,6 +99,24 @@ def _compile_cache() -> dict:
     return {**dirs, "state": state}
 
 
+def _compiled_engine(info: dict) -> dict:
+    """The compiled-engine cache (engines/torch/aot.py): this engine's entry and what the cache holds."""
+    from completer.engines.torch import aot
+
+    root = aot.engines_root()
+    entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    out = {"root": str(root), "entries": len(entries),
+           "mb": round(sum(f.stat().st_size for p in entries for f in p.iterdir()) / 2**20, 1)}
+    if info.get("device") != "cpu" or "max_seq" not in info:
+        return {**out, "state": "not used (only the torch backend on CPU loads compiled packages)"}
+    entry = aot.Entry.for_model(info["model_dir"], info["dtype"], info["max_seq"], info["threads"])
+    out.update(key=entry.key, path=str(entry.path), state=entry.state())
+    if out["state"] == "ready":
+        manifest = entry.manifest()
+        out.update(built_at=manifest.get("built_at"), build_s=manifest.get("build_s"))
+    return out
+
+
 def _backends(gpu: dict, server_url: str | None = None) -> dict:
     out = {"torch": {"can_run": True, "why": "CPU" + (" and CUDA" if gpu.get("available") else "")}}
     hints = {"trtllm": "tensorrt-llm 1.2.1 comes from NVIDIA's package index or its NGC image, not PyPI",
@@ -151,6 +169,7 @@ def collect(options: EngineOptions) -> tuple[dict, list[str]]:
             t0 = time.perf_counter()
             engine = load_engine(options)
             model["engine"] = engine.describe()
+            report["compiled_engine"] = _compiled_engine(model["engine"])
             completer = Completer(engine)
             model["fim_template"] = completer.template.name
             notes = completer.notes
@@ -183,6 +202,15 @@ def run_doctor(options: EngineOptions, as_json: bool = False) -> int:
     cc = report["compile_cache"]
     where = "private, 0700" if cc["inductor"]["source"] == "private" else f"from {cc['inductor']['source']}"
     print(f"compile:   cache {cc['inductor']['path']} ({where})" + ("" if cc["state"] == "ok" else f": {cc['state']}"))
+    ce = report.get("compiled_engine")
+    if ce:
+        state = ce["state"]
+        if state == "ready":
+            state = f"ready ({ce['key']}, built {ce['built_at']} in {ce['build_s']} s)"
+        elif state == "absent":
+            state = ("absent: the first server start builds it in the background, serving eager meanwhile "
+                     "(or now: completer engine --warm)")
+        print(f"compiled:  {state}; cache {ce['root']}: {ce['entries']} entries, {ce['mb']} MB")
     gpu = report["gpu"]
     print(f"gpu:       {gpu['name'] + ' x' + str(gpu['count']) if gpu['available'] else 'none (' + gpu['reason'] + ')'}")
     for name, b in report["backends"].items():

@@ -176,6 +176,12 @@ def cmd_engine(args) -> int:
     from completer.serving.wire import default_socket
 
     options = server_engine_options(args)
+    if args.warm:  # build the compiled engine into the cache now rather than at a server's first start
+        if options.backend != "torch":
+            raise SystemExit("--warm: only the torch backend compiles an engine")
+        info = load_engine(options.replace(compile="on")).describe()
+        print(f"compiled engine ready: {info['compiled_engine'] or 'compiled in memory (' + info['device'] + ')'}")
+        return 0
     socket_path = args.socket or default_socket(options)
     daemon = EngineDaemon(None, socket_path, idle_exit_s=args.idle_exit_s)
     daemon.lock()  # before the model loads: of several daemons started at once, one loads a model
@@ -282,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="socket path (default: derived from the engine options, in $XDG_RUNTIME_DIR/completer)")
     p.add_argument("--idle-exit-s", type=float, default=600.0, metavar="S",
                    help="exit after S seconds without clients (0: never; default 600)")
+    p.add_argument("--warm", action="store_true",
+                   help="build the compiled engine for these options into the cache (~1 minute on 2 cores) and "
+                   "exit, so that the first server start serves compiled at once")
     add_engine_flags(p, settings=False)  # completion settings travel with each request
     p.set_defaults(func=cmd_engine)
 

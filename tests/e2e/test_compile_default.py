@@ -1,5 +1,6 @@
-"""The server's default on CPU: it answers at once with the eager engine while the decode step
-compiles in the background, then switches (real `completer serve --stdio`, fixture model)."""
+"""The server's default on CPU: on its first start it answers at once with the eager engine while a
+separate process builds the compiled engine, then switches; a later start loads it from the cache and
+serves compiled from its first answer (real `completer serve --stdio`, fixture model)."""
 
 import asyncio
 import time
@@ -12,8 +13,9 @@ TEXT = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os
 LINE = 6
 
 
-def test_server_answers_while_compiling_then_runs_compiled(tmp_path, monkeypatch):
+def test_server_answers_while_compiling_then_runs_compiled_and_starts_compiled_next_time(tmp_path, monkeypatch):
     monkeypatch.delenv("COMPLETER_COMPILE", raising=False)  # conftest turns it off for other tests
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no compiled engine yet
     uri = (tmp_path / "files.py").as_uri()
     Path(tmp_path / "files.py").write_text(TEXT)
 
@@ -39,5 +41,18 @@ def test_server_answers_while_compiling_then_runs_compiled(tmp_path, monkeypatch
             assert (await client.stats())["engine"]["engine_requests"] > stats["engine"]["engine_requests"]
         finally:
             await client.stop()
+        # The next start finds the packages: compiled before its first answer.
+        again = EditorClient(server_command(), uri, TEXT, log_path=str(tmp_path / "server2.log"))
+        await again.start()
+        try:
+            await again.wait_ready()
+            assert again.status["compile"] == "compiled", again.status
+            line, col = again.insert(LINE, 8, "n")
+            first = await again.complete(line, col, timeout=60)
+            assert not first.cancelled and first.text
+            info = (await again.stats())["engineInfo"]
+            assert info["compiled"] and Path(info["compiled_engine"]).parent == tmp_path / "cache" / "completer" / "engines"
+        finally:
+            await again.stop()
 
     asyncio.run(main())

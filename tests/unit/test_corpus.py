@@ -334,3 +334,25 @@ def test_pack_unpack_round_trip(tmp_path):
     small = pack(root, tmp_path / "small", max_mib=(info["bytes"] - train_bytes / 2) / 2**20, seed=7)
     assert small["train_tokens_total"] < info["train_tokens_total"]
     unpack(tmp_path / "small", tmp_path / "gpu2")
+
+
+def test_shards_encode_sentinel_spellings_as_text(tmp_path):
+    """Source code that spells a sentinel (a FIM tokenizer's own tests) must not train the model on the
+    sentinel's id: the shards encode it as text, like the server and gpu_unpack.py."""
+    tok = _tiny_corpus(tmp_path / "corpus")
+    specials = {tok.token_to_id(s) for s in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")} - {None}
+    assert specials, "the tokenizer has FIM sentinels"
+    got = []
+
+    class Writer:
+        def add(self, ids, doc):
+            got.append(list(ids))
+
+    class Bar:
+        def update(self, n):
+            pass
+
+    doc = {"project": "p", "path": "t.py", "text": 'PREFIX = "<|fim_prefix|>"\nMIDDLE = "<|fim_middle|>"\n'}
+    counts = {}
+    corpus._encode_into(tok, [doc], Writer(), counts, Bar())
+    assert got and not specials & set(got[0]) and counts["p/t.py"] == len(got[0])

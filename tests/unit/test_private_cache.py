@@ -2,6 +2,7 @@
 
 import os
 import stat
+import types
 
 import pytest
 
@@ -65,8 +66,27 @@ def test_compiling_starts_only_once_the_caches_are_private(clean_env, monkeypatc
 
     monkeypatch.setattr(torch, "compile", stop)
     with pytest.raises(RuntimeError, match="compiling now"):
-        compile_module.Compiler(object(), "cpu", 64, 2).build()
+        compile_module.Compiler(types.SimpleNamespace(forward_static=None), "cpu", 64, 2).build(static=True)
     assert seen == {"TORCHINDUCTOR_CACHE_DIR": str(clean_env / "inductor"), "TRITON_CACHE_DIR": str(clean_env / "triton")}
+
+
+def test_the_package_builder_compiles_only_in_private_directories(clean_env, monkeypatch, fixture_model_dir):
+    """The CPU's compiled engine (aot.py): Inductor's scratch files and the packages both go under
+    the private cache root, and the root of the packages is 0700."""
+    from completer.engines.torch import aot
+
+    seen = {}
+
+    def stop(*args, **kwargs):
+        seen.update({var: os.environ.get(var) for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")})
+        raise RuntimeError("compiling now")
+
+    monkeypatch.setattr(aot, "serving_model", stop)
+    entry = aot.Entry.for_model(fixture_model_dir, "float32", 64, 1)
+    with pytest.raises(RuntimeError, match="compiling now"):
+        aot.build_entry(entry, fixture_model_dir, "float32", 64, 1)
+    assert seen == {"TORCHINDUCTOR_CACHE_DIR": str(clean_env / "inductor"), "TRITON_CACHE_DIR": str(clean_env / "triton")}
+    assert entry.path.parent == clean_env / "engines" and stat.S_IMODE(os.stat(clean_env / "engines").st_mode) == 0o700
 
 
 def test_doctor_shows_the_compile_cache(clean_env):

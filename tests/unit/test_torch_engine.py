@@ -11,7 +11,7 @@ from completer.engines.contract import GenerationRequest, StopRules
 from completer.engines.model_dirs import resolve_model
 from completer.engines.shaper import utf8_complete_len
 from completer.engines.torch import engine as torch_engine
-from completer.engines.torch.compile import COMPILED_SCORE_MAX, decode_over_static
+from completer.engines.torch.compile import StaticStep, static_widths
 from completer.engines.torch.engine import TorchEngine, default_cpu_threads
 
 
@@ -92,89 +92,69 @@ def test_forward_static_equals_forward_and_ignores_stale_entries(fixture_model_d
             torch.testing.assert_close(static, exact, rtol=1e-5, atol=1e-5)
 
 
+def static_engine(model_dir, **kw):
+    """An engine whose decode phase runs the fixed-shape step as on CUDA (here forward_static uncompiled):
+    the decode widths exact, prefill segments and scored candidates padded to the buckets."""
+    eng = TorchEngine(model_dir, device="cpu", max_seq=512, decode_dtype="none", **kw)
+    eng.compiler.pad_position = eng.max_seq - 1
+    eng._decode_fn = StaticStep(eng.model.forward_static, "cpu", static_widths(eng.max_draft, eng.max_seq),
+                                eng.compiler.pad_position)
+    eng.static_decode = True
+    return eng
+
+
 def test_static_decode_path_is_exactly_greedy(fixture_model_dir):
-    """The engine's decode steps through forward_static (as on CUDA, here uncompiled) give the same
-    tokens as the reference, with speculation on and off."""
-    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", edit_reuse=False)
-    eng._decode_fn = decode_over_static(eng.model.forward_static, eng.device)
+    """Through the fixed-shape step, prefill (segments padded to the buckets) and decoding give the
+    reference tokens, with speculation on and off, from a cold slot and after edits that reuse K/V."""
+    eng = static_engine(fixture_model_dir, edit_reuse=True)
+    plain = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", edit_reuse=False)
+    assert eng._decode_fn.widths == (1, 2, 3, 4, 5, 16, 64, 256) and eng.compiler.usable_seq() == 511
     for text in PROMPTS[:3]:
         prompt = eng.tokenizer.encode(text)
-        expected = reference_greedy(eng, prompt, 24)
+        expected = reference_greedy(plain, prompt, 24)
         for speculative in (False, True):
             assert run(eng, prompt, max_new_tokens=24, speculative=speculative)[0] == expected, speculative
+        edited = eng.tokenizer.encode("# a comment on top\n" + text)  # the old K/V shifted, the new computed
+        assert run(eng, edited, max_new_tokens=24)[0] == reference_greedy(plain, edited, 24)
 
 
-def test_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
-    """torch.compile of the decode step, both forms: dynamic shapes with the C++ wrapper (CPU) and
-    the fixed-shape graphs CUDA captures (compiled here without capture: no GPU in CI). Most module
-    guards are skipped and weights are frozen into the graphs, so a second model compiled in the same
-    process (a configuration reload), differently shaped or not, must still get graphs of its own."""
-    def engine_for(model_dir):
-        eng = TorchEngine(model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
-                          max_draft=2, compile=True)
-        assert eng.describe()["compiled"] and not eng.static_decode
-        assert eng.compile_finished.is_set()  # nothing left to wait for: the server starts no watcher
-        cases = [eng.tokenizer.encode(text) for text in PROMPTS[:2]]
-        return eng, [(prompt, reference_greedy(eng, prompt, 16)) for prompt in cases]
-
-    def check(eng, cases, label):
-        for prompt, expected in cases:
-            for speculative in (False, True):
-                assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, (label, speculative)
-
-    first, first_cases = engine_for(fixture_model_dir)
-    # Start-up compiled every call shape the engine makes: none may recompile (seconds) mid-request.
-    scratch = first.max_seq - (2 + first.max_draft)
-    with torch._dynamo.config.patch(error_on_recompile=True), torch.inference_mode():
-        for width in range(1, first.max_draft + 2):
-            for logits in (1, width):
-                first._forward([5] * width, scratch, logits)
-        first._forward([5] * 40, scratch - 40, 1)  # a longer prefill segment: the same dynamic-shape graph
-        for width in (8, 20, COMPILED_SCORE_MAX):  # scoring a candidate: the verification graph, wider
-            first._forward([5] * width, scratch - width, width)
-    check(first, first_cases, "dynamic")
-    # The step, verification and segment graphs read one copy of the packed weights, not one each.
-    assert first.describe()["reused_constant_mb"] > 0
-    other, other_cases = engine_for(resolve_model("embedded-draft"))
-    assert other.model.config.hidden_size != first.model.config.hidden_size
-    check(other, other_cases, "second model")
-    check(first, first_cases, "first model again")
-    # Same shapes, other weights (a fine-tuned model): compiled graphs hold frozen weights, so they
-    # must be this engine's own, whatever the shapes say.
-    same = TorchEngine(fixture_model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
-                       max_draft=2)
-    with torch.no_grad():
-        same.model.model.norm.weight.mul_(-1.0)
-    same_cases = [(prompt, reference_greedy(same, prompt, 16)) for prompt, _ in first_cases]
-    assert [c[1] for c in same_cases] != [c[1] for c in first_cases]
-    same._compile_now()
-    check(same, same_cases, "same shapes, other weights")
-    check(first, first_cases, "first model after the third")
-    first._compile_now(static=True)
-    assert first.static_decode
-    check(first, first_cases, "static")
+def test_static_step_pads_to_a_bucket_without_touching_kept_positions(fixture_model_dir):
+    """A call shorter than its graph is padded at the pad position only: K/V past the call's tokens,
+    which a slot may still hold (a shifted chunk), stay as they were; the rows kept are exact."""
+    eng = static_engine(fixture_model_dir)
+    model, step = eng.model, eng._decode_fn
+    assert step.width_for(6) == 16 and step.width_for(17) == 64 and step.width_for(5) == 5
+    ids = torch.tensor([eng.tokenizer.encode(PROMPTS[0])[:40]])
+    with torch.inference_mode():
+        model(ids, start_pos=0, num_logits=1)
+        kept = [(c.k[:, :, 10:40].clone(), c.v[:, :, 10:40].clone()) for c in model.kv_caches()]
+        exact = model(ids[:, :10], start_pos=0, num_logits=3)
+        padded = step(ids[:, :10], start_pos=0, num_logits=3)  # 10 tokens in the 16-wide graph
+        torch.testing.assert_close(padded, exact, rtol=1e-5, atol=1e-5)
+        for c, (k, v) in zip(model.kv_caches(), kept):
+            assert torch.equal(c.k[:, :, 10:40], k) and torch.equal(c.v[:, :, 10:40], v)
+    with pytest.raises(StopIteration):
+        step.width_for(257)  # past the widest graph: the engine runs it eager
+    assert eng._forward([5] * 300, 0, 1).shape[0] == 1
 
 
-def test_background_compile_serves_at_once_then_switches(fixture_model_dir):
-    """compile="background" (what servers do by default on CPU): requests run eager while the step
-    compiles, clear of the cache positions its warm-up writes; afterwards they run compiled, with
-    the same tokens."""
+def test_static_compiled_decode_gives_the_reference_tokens(fixture_model_dir):
+    """torch.compile of the fixed-shape decode graphs CUDA captures (compiled here without capture:
+    no GPU in CI): the same tokens as the reference, with speculation on and off, and no recompile for
+    any decode width once started. (The CPU's compiled engine: test_compiled_engine.py.)"""
     eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=256, decode_dtype="none", edit_reuse=False,
-                      max_draft=2, compile="background")
-    assert eng.compiler.state == "compiling" and eng._decode_fn is eng.model
-    assert not eng.compile_finished.is_set()
-    assert eng.compiler.usable_seq() == eng.max_seq - 4
-    prompt = eng.tokenizer.encode(PROMPTS[1])
-    expected = reference_greedy(eng, prompt, 16)
-    assert run(eng, prompt, max_new_tokens=16)[0] == expected
-    deadline = time.monotonic() + 600
-    while eng.compiler.state == "compiling":
-        assert time.monotonic() < deadline, "the background compile never finished"
-        time.sleep(0.2)
-    assert eng.compiler.state == "compiled" and eng.describe()["compiled"] and eng.compile_finished.is_set()
-    assert eng.compiler.usable_seq() == eng.max_seq
-    for speculative in (False, True):
-        assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
+                      max_draft=2)
+    cases = [(p, reference_greedy(eng, p, 16)) for p in map(eng.tokenizer.encode, PROMPTS[:2])]
+    eng._compile_now(static=True)
+    assert eng.static_decode and eng.describe()["compiled"]
+    scratch = eng.max_seq - (2 + eng.max_draft)
+    with torch._dynamo.config.patch(error_on_recompile=True), torch.inference_mode():
+        for width in range(1, eng.max_draft + 2):
+            for logits in (1, width):
+                eng._forward([5] * width, scratch, logits)
+    for prompt, expected in cases:
+        for speculative in (False, True):
+            assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
 
 
 def test_unknown_compile_mode_is_refused(fixture_model_dir):

@@ -10,9 +10,9 @@ A keystroke's request, top to bottom (TorchEngine._run_locked):
    at a time so the output is exactly what plain decoding gives; the output rules every backend
    applies (shaper.OutputShaper).
 
-Both run through one forward, eager or torch.compile'd (compile.py, possibly compiled in the
-background while requests run eager); the draft policies weigh drafts by costs measured at load
-(costs.py). Requests are serialised by a lock (one model, one slot).
+Both run through one forward, eager or compiled (compile.py; on CPU, packages built ahead of time and
+cached on disk, aot.py, built in the background while requests run eager when the cache lacks them);
+the draft policies weigh drafts by costs measured at load (costs.py). Requests are serialised by a lock (one model, one slot).
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ class TorchEngine:
             decode_dtype = "bfloat16" if eager_cpu else "none"
         if decode_dtype != "none" and decode_dtype not in DTYPES:
             raise ValueError(f"unknown decode dtype {decode_dtype!r} (none or one of {', '.join(DTYPES)})")
+        if decode_dtype != "none" and self.device == "cpu" and mode != "off":
+            raise ValueError("a decode dtype applies to the eager CPU engine only: the compiled one decodes "
+                             "with its packages' fp32 weights")
         self.decode_dtype = decode_dtype
         small_dtype = None if decode_dtype == "none" else DTYPES[decode_dtype]
         self.model.prepare_for_inference(small_dtype, small_max_t=1 + max_draft)
@@ -152,10 +155,15 @@ class TorchEngine:
         # until a compiled one is swapped in.
         self._decode_fn: Step = self.model
         self.static_decode = False
-        self.compiler = Compiler(self.model, self.device, self.max_seq, max_draft)
+        self.compiler = Compiler(self.model, self.device, self.max_seq, max_draft, self.model_dir, dtype,
+                                 self.threads)
         self.compile_finished = self.compiler.finished  # set unless a background compile is still running
         if mode == "on":
             self._compile_now()
+        elif mode == "background":
+            cached = self.compiler.load_cached()  # the CPU's packages, when the cache has them: ~0.1 s
+            if cached is not None:
+                self._decode_fn, mode = cached, "on"
         costs = self._measure_costs()
         self.ngram_policy = DraftPolicy(costs)
         self.drafter = None
@@ -300,7 +308,7 @@ class TorchEngine:
                 logits = self.slot.prefill(prompt, req, GenerationStats(), self._forward)
                 self._after_prompt = (request.prompt_ids, logits.clone())
             after_prompt = torch.log_softmax(logits.float(), -1)
-            width = 1 + self.max_draft if self.static_decode else COMPILED_SCORE_MAX  # what a compiled graph takes
+            width = min(COMPILED_SCORE_MAX, self._decode_fn.max_width) if self.static_decode else COMPILED_SCORE_MAX
             scores: list[list[float]] = []
             for tokens in request.continuations:
                 if cancel is not None and cancel.is_set():
@@ -321,7 +329,7 @@ class TorchEngine:
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
         # The dynamic-shape graphs take any width up to their bound; fixed-shape graphs only theirs.
         if self.static_decode:
-            compiled_max = 1 + self.max_draft
+            compiled_max = self._decode_fn.max_width  # decode widths, then padded prefill buckets
         else:
             compiled_max = COMPILED_SCORE_MAX if num_logits > 1 else COMPILED_SEGMENT_MAX
         if len(ids) <= compiled_max:
@@ -366,7 +374,6 @@ class TorchEngine:
 
     def describe(self) -> dict:
         cfg = self.model.config
-        sharing = self.compiler.sharing
         return {
             "backend": self.name, "device": self.device, "dtype": self.dtype, "model_dir": str(self.model_dir),
             "architecture": cfg.architecture, "parameters": self.params, "max_seq": self.max_seq,
@@ -377,8 +384,22 @@ class TorchEngine:
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.pool.mb, 1),
             "cache_blocks": self.pool.index.num_blocks if self.pool.index else 0, "block_size": self.pool.block_size,
             "edit_reuse": self.slot.edit_reuse, "can_heal": self.can_heal, "can_score": self.can_score,
-            "reused_constant_mb": round(sharing.reused_bytes / 2**20, 1) if sharing else 0,
+            "compiled_engine": self.compiler.entry_path(), "compiled_graphs": self._graphs(),
         }
+
+    def _graphs(self) -> str | None:
+        """Which compiled graphs serve the decode phase (gpu_check.sh prints it)."""
+        step = self._decode_fn
+        if step is self.model:
+            return None
+        if hasattr(step, "runners"):  # aot.AotStep
+            return ", ".join(f"{kind} {lo}-{hi}" if lo != hi else f"{kind} {lo}"
+                             for kind, (lo, hi) in step.widths().items())
+        if not self.static_decode:
+            return "compiled"
+        widths = self._decode_fn.widths
+        return (f"{len(widths)} fixed-shape graphs, widths {' '.join(map(str, widths))}"
+                + (" (CUDA graphs)" if self.device.startswith("cuda") else ""))
 
     def close(self) -> None:
         """Forget every cached K/V (slot and pool)."""

@@ -1,0 +1,209 @@
+"""The CPU's compiled engine (completer/engines/torch/aot.py): AOTInductor packages built once per
+model and machine by a separate process, cached in a private directory, loaded at start-up instead of
+compiled, never trusted when stale or corrupt, and never compiling inside a request.
+
+Each build of the fixture model takes ~45 s on 2 cores; the module builds two (one per cache length)."""
+
+import json
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from completer.engines.torch import aot
+from completer.engines.torch import compile as compile_module
+from completer.engines.torch.engine import TorchEngine
+
+from .test_torch_engine import PROMPTS, reference_greedy, run
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory):
+    """An empty $XDG_CACHE_HOME for this module (the packages are built into it)."""
+    home = tmp_path_factory.mktemp("xdg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(home))
+        for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+            mp.delenv(var, raising=False)
+        yield home
+
+
+def make_engine(model_dir, compile, max_seq=256):
+    return TorchEngine(model_dir, device="cpu", max_seq=max_seq, decode_dtype="none", edit_reuse=False,
+                       max_draft=2, num_threads=1, compile=compile)
+
+
+@pytest.fixture(scope="module")
+def compiled(cache_home, fixture_model_dir):
+    """An engine compiled before serving (compile="on"): the packages built, then loaded."""
+    return make_engine(fixture_model_dir, True)
+
+
+def test_packages_are_built_into_the_private_cache_and_loaded(compiled, cache_home, fixture_model_dir):
+    info = compiled.describe()
+    assert info["compiled"] and info["compile"] == "compiled" and not compiled.static_decode
+    assert isinstance(compiled._decode_fn, aot.AotStep)
+    assert compiled.compile_finished.is_set()  # nothing left to wait for: the server starts no watcher
+    entry = Path(info["compiled_engine"])
+    root = cache_home / "completer" / "engines"
+    assert entry.parent == root and (entry / "manifest.json").is_file()
+    for d in (cache_home / "completer", root, entry):
+        assert stat.S_IMODE(os.stat(d).st_mode) & 0o077 == 0, d  # only this user can read the code in it
+    assert sorted(p.name for p in entry.glob("*.pt2")) == sorted(f"{k}.pt2" for k in aot.KINDS)
+    same = aot.Entry.for_model(fixture_model_dir, "float32", 256, 1)
+    assert same.path == entry and same.state() == "ready"
+    # What a package depends on is in its key: another cache length or thread count is another entry.
+    assert aot.Entry.for_model(fixture_model_dir, "float32", 192, 1).key != same.key
+    assert aot.Entry.for_model(fixture_model_dir, "float32", 256, 2).key != same.key
+
+
+def test_compiled_engine_gives_the_reference_tokens_and_never_compiles_in_a_request(compiled, fixture_model_dir):
+    eager = make_engine(fixture_model_dir, False)
+    for text in PROMPTS[:3]:
+        prompt = compiled.tokenizer.encode(text)
+        expected = reference_greedy(eager, prompt, 16)
+        for speculative in (False, True):
+            assert run(compiled, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
+    # Every width the engine sends goes to a package, whose shapes are dynamic: nothing compiles.
+    calls = []
+    step = compiled._decode_fn
+    runners = dict(step.runners)
+
+    class Counting:
+        def __init__(self, kind):
+            self.kind = kind
+
+        def boxed_run(self, args):
+            calls.append(self.kind)
+            return runners[self.kind].boxed_run(args)
+
+    step.runners = {kind: Counting(kind) for kind in runners}
+    frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    scratch = compiled.max_seq - (2 + compiled.max_draft)
+    try:
+        with torch.inference_mode():
+            for width in range(1, compiled.max_draft + 2):
+                compiled._forward([5] * width, scratch, width)
+            for width in (2, 40, step.segment_max):
+                compiled._forward([5] * width, 0, 1)
+            for width in (8, step.verify_max):
+                compiled._forward([5] * width, 0, width)
+    finally:
+        step.runners = runners
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames_before
+    assert calls.count("decode_step") == 1 and calls.count("verify_draft") == compiled.max_draft + 2
+    assert calls.count("prefill_segment") == 3
+
+
+def test_a_second_start_loads_the_packages_without_building(compiled, fixture_model_dir, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("built again although the cache has the packages")
+
+    monkeypatch.setattr(aot, "build_in_subprocess", no_build)
+    t0 = time.perf_counter()
+    again = make_engine(fixture_model_dir, "background")  # the server's default: compiled at once
+    assert again.compiler.state == "compiled" and again.compile_finished.is_set()
+    assert isinstance(again._decode_fn, aot.AotStep) and time.perf_counter() - t0 < 30
+
+
+def test_a_corrupt_or_foreign_entry_is_rebuilt_never_loaded(compiled, fixture_model_dir, monkeypatch):
+    entry = aot.Entry.for_model(fixture_model_dir, "float32", 256, 1)
+    package = entry.path / "verify_draft.pt2"
+    saved = package.read_bytes()
+    try:
+        with open(package, "r+b") as f:  # one byte flipped in the middle: same size, other content
+            f.seek(len(saved) // 2)
+            f.write(bytes([saved[len(saved) // 2] ^ 0xFF]))
+        assert entry.state().startswith("stale") and "corrupt" in entry.state()
+        builds = []
+        monkeypatch.setattr(aot, "build_in_subprocess", lambda e, *a, **k: builds.append(e.key) or restore())
+
+        def restore():  # stands in for the builder: the good package back, as a build would make it
+            entry.path.mkdir(exist_ok=True)
+            package.write_bytes(saved)
+            (entry.path / "manifest.json").write_text(manifest)
+
+        manifest = (entry.path / "manifest.json").read_text()
+        again = make_engine(fixture_model_dir, True)
+        assert builds == [entry.key] and isinstance(again._decode_fn, aot.AotStep)
+    finally:
+        package.write_bytes(saved)
+    assert entry.state() == "ready"
+
+
+def test_packages_that_disagree_with_the_model_are_refused(compiled, fixture_model_dir, tmp_path):
+    """The same files but other weights in memory (what a stale or mismatched package would compute):
+    the probe against the eager model catches it, and the entry is removed (here a copy of it)."""
+    other = make_engine(fixture_model_dir, False)
+    with torch.no_grad():
+        other.model.model.norm.weight.mul_(-1.0)
+    entry = aot.Entry.for_model(fixture_model_dir, "float32", 256, 1)
+    copy = aot.Entry(entry.key, entry.fields, tmp_path / entry.key)
+    shutil.copytree(entry.path, copy.path)
+    assert copy.state() == "ready"
+    with pytest.raises(aot.StaleEntry, match="differ"):
+        aot.load_step(other.model, copy, other.max_seq - 4)
+    assert not copy.path.exists() and entry.state() == "ready"
+
+
+def test_background_build_serves_eager_then_switches(cache_home, fixture_model_dir):
+    """No packages yet (another cache length, so another key): the engine answers at once, eager, while
+    a separate process builds them (the whole cache stays usable: nothing is written here meanwhile),
+    then switches to them with the same tokens."""
+    eng = make_engine(fixture_model_dir, "background", max_seq=192)
+    assert eng.compiler.state == "compiling" and eng._decode_fn is eng.model
+    assert not eng.compile_finished.is_set()
+    assert eng.compiler.usable_seq() == eng.max_seq
+    prompt = eng.tokenizer.encode(PROMPTS[1])
+    expected = reference_greedy(eng, prompt, 16)
+    assert run(eng, prompt, max_new_tokens=16)[0] == expected
+    assert eng.compile_finished.wait(600), "the background build never finished"
+    assert eng.compiler.state == "compiled" and isinstance(eng._decode_fn, aot.AotStep)
+    for speculative in (False, True):
+        assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
+
+
+def test_a_failed_build_leaves_the_engine_eager_and_says_why(cache_home, fixture_model_dir, monkeypatch):
+    monkeypatch.setattr(aot, "build_command", lambda *a, **k: ["false"])
+    eng = make_engine(fixture_model_dir, "background", max_seq=160)
+    assert eng.compile_finished.wait(60)
+    assert eng.compiler.state.startswith("failed: RuntimeError: building the compiled engine failed")
+    prompt = eng.tokenizer.encode(PROMPTS[0])
+    assert run(eng, prompt, max_new_tokens=8)[0] == reference_greedy(eng, prompt, 8)
+
+
+def test_the_builder_runs_isolated_from_the_working_directory(fixture_model_dir):
+    cmd = aot.build_command(fixture_model_dir, "float32", 256, 1)
+    assert cmd[1] == "-I"  # no module of the editor's working directory or PYTHONPATH is imported
+    assert str(Path(compile_module.__file__).resolve().parents[3]) in cmd[3]
+
+
+def test_a_new_build_prunes_the_entries_it_supersedes(tmp_path):
+    """Same model directory and settings under another key (older weights, code or torch): removed.
+    Other settings or another model: kept. A builder's temporary directory: removed once abandoned."""
+    fields = {"dtype": "float32", "max_seq": 2048, "threads": 1}
+    kept = aot.Entry("new", fields, tmp_path / "new")
+
+    def entry(name, model_dir="/models/a", **changes):
+        (tmp_path / name).mkdir()
+        manifest = {"key": name, "model_dir": model_dir, "fields": {**fields, **changes}}
+        (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
+        (tmp_path / f"{name}.log").write_text("built")
+        return tmp_path / name
+
+    entry("new")
+    older = entry("older")
+    other_threads = entry("other-threads", threads=2)
+    other_model = entry("other-model", model_dir="/models/b")
+    fresh_tmp, stale_tmp = tmp_path / ".new-abc", tmp_path / ".older-def"
+    fresh_tmp.mkdir()
+    stale_tmp.mkdir()
+    past = time.time() - aot.BUILD_TIMEOUT_S - 60
+    os.utime(stale_tmp, (past, past))
+    assert sorted(p.name for p in aot.prune(tmp_path, kept, Path("/models/a"))) == [".older-def", "older"]
+    assert not older.exists() and not (tmp_path / "older.log").exists() and not stale_tmp.exists()
+    assert other_threads.exists() and other_model.exists() and fresh_tmp.exists() and kept.path.exists()
