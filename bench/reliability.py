@@ -330,7 +330,9 @@ async def replay_once(client: BenchClient, session: Session, options: ReplayOpti
     """One session replayed, with the server's records of its requests attached (read now, so the
     request log's bound never drops one). Returns (result, the server's request counter)."""
     res = await replay_session(client, session, options)
-    stats = await client.stats(requests=True)
+    # Only this session's records (and a margin): the whole log each time would make the server build
+    # megabytes of JSON per session, which is the bench's doing, not an editor's.
+    stats = await client.stats(requests=len(res.requests) + 64)
     total = stats["counters"]["requests"]
     records = stats.get("requests") or []
     new = max(0, total - prev_requests)

@@ -6,7 +6,8 @@ decode_tokens, drafted_tokens, accepted_tokens},
 "lastLatencyMs": float | null, "context": [{"uri", "paths": chunks of other files in its prompt}]};
 "engineInfo": the engine's describe() (with --engine auto|connect: the daemon's pid and socket); with
 params {"requests": true} also "requests": the RequestLog's records (completer.records.AnswerRecord as
-JSON, oldest first); with {"documents":
+JSON, oldest first), with {"requests": N} only the last N of them (a bench that reads the log after
+every session asks for that session's, not for thousands each time); with {"documents":
 true} also "documents": [{"uri", "version", "chars", "sha256" of the text}].
 Local only.
 """
@@ -27,13 +28,22 @@ def register(server) -> None:
         answer = {"counters": dataclasses.asdict(ls.counters), "engine": dataclasses.asdict(ls.engine_totals),
                   "lastLatencyMs": ls.last_latency_ms, "context": context,
                   "engineInfo": ls.completer.engine.describe() if ls.completer else None}
-        if _asked(params, "requests"):
-            answer["requests"] = [record.to_json() for record in ls.request_log.records]
+        last = _count(params, "requests")
+        if _asked(params, "requests") or last:
+            records = ls.request_log.records
+            answer["requests"] = [record.to_json() for record in
+                                  (list(records)[-last:] if last else records)]
         if _asked(params, "documents"):  # what the server holds, to check sync against the client's copy
             answer["documents"] = [{"uri": uri, "version": doc.version, "chars": sum(map(len, doc.lines)),
                                     "sha256": hashlib.sha256("".join(doc.lines).encode("utf-8", "surrogatepass"))
                                     .hexdigest()} for uri, doc in ls.store.documents.items()]
         return answer
+
+
+def _count(params, key: str) -> int:
+    """A positive integer given for `key` (True is not one), else 0."""
+    value = getattr(params, key, None) if not isinstance(params, dict) else params.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _asked(params, key: str) -> bool:

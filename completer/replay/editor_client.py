@@ -177,13 +177,13 @@ class EditorClient:
             return Suggestion("", None, latency)
         return Suggestion(item_text(item), item, latency)
 
-    async def stats(self, requests: bool = False) -> dict:
-        """The server's completer/stats: counters and engine totals (and its request log); {} from
-        another server."""
+    async def stats(self, requests: bool | int = False) -> dict:
+        """The server's completer/stats: counters and engine totals (and its request log: all of it,
+        or with an int only that many of the latest records); {} from another server."""
         if not self.is_completer:
             return {}
         result = await self.client.protocol.send_request_async("completer/stats",
-                                                               {"requests": True} if requests else None)
+                                                               {"requests": requests} if requests else None)
         return _plain(result)
 
     async def accept(self, suggestion: Suggestion) -> None:

@@ -261,13 +261,21 @@ class EngineDaemon:
         path = self.socket_path
         self._check_path()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bound under a temporary name and renamed once listening: a client that sees the path can
+        # connect (between bind and listen a connection is refused, and clients take that for a daemon
+        # that is gone). A path too long for the temporary name is bound directly.
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        if len(str(staging).encode()) >= 100:
+            staging = path
         old = os.umask(0o177)  # the socket is born 0600: no window where others could connect
         try:
-            sock.bind(str(path))
+            sock.bind(str(staging))
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        os.chmod(staging, 0o600)
         sock.listen(16)
+        if staging != path:
+            os.rename(staging, path)
         sock.settimeout(1.0)
         return sock
 

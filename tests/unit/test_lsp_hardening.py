@@ -173,3 +173,24 @@ def test_cache_mb_from_a_client_is_capped():
     assert apply_client_settings(ServerOptions(), {"cacheMb": 4096}).engine.cache_mb == 4096
     for too_much in (4097, 65536, 1e9):
         assert apply_client_settings(ServerOptions(), {"cacheMb": too_much}).engine == ServerOptions().engine
+
+
+def test_notifications_leave_nothing_behind_in_the_protocol():
+    """pygls 2.1 keeps a future per notification in _request_futures for good; the server's protocol
+    takes each out once handled (a keystroke's didChange otherwise kept ~0.6 KB for the process's life)."""
+    from lsprotocol import types
+
+    from lsp.options import ServerOptions
+    from lsp.server import CompleterServer
+
+    server = CompleterServer(ServerOptions())
+    protocol = server.protocol
+    uri = "file:///work/notes.txt"
+    protocol._handle_notification(types.TEXT_DOCUMENT_DID_OPEN, types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="plaintext", version=1, text="a")))
+    for version in range(2, 202):
+        protocol._handle_notification(types.TEXT_DOCUMENT_DID_CHANGE, types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text="a" * version)]))
+    assert server.store.get(uri).version == 201
+    assert len(protocol._request_futures) == 0

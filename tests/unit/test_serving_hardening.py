@@ -4,6 +4,7 @@ and a fake engine (RELIABILITY.md lists which test pins which finding)."""
 import dataclasses
 import os
 import socket
+import stat
 import threading
 import time
 from types import SimpleNamespace
@@ -357,3 +358,24 @@ def test_a_reconnect_to_a_daemon_that_never_greets_costs_a_request_little(tmp_pa
     finally:
         engine.close()
         hung.close()
+
+
+def test_the_socket_path_appears_only_once_the_daemon_listens(tmp_path, monkeypatch):
+    """Between bind and listen a connection is refused, and a client takes that for a daemon that is
+    gone: the daemon binds a temporary name and renames it once listening (a test that waited for
+    the path and then connected failed this way under load)."""
+    path = tmp_path / "d.sock"
+    seen = []
+
+    class Watched(socket.socket):
+        def listen(self, *args):
+            seen.append(path.exists())
+            return super().listen(*args)
+
+    monkeypatch.setattr(daemon_module.socket, "socket", Watched)
+    sock = EngineDaemon(FakeEngine(), path, idle_exit_s=0).bind()
+    try:
+        assert seen == [False] and path.exists() and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert [p.name for p in tmp_path.iterdir() if p.name != "d.sock" and p.suffix != ".lock"] == []
+    finally:
+        sock.close()

@@ -133,3 +133,45 @@ def test_a_parse_past_its_time_budget_leaves_the_document_line_based():
     assert doc.update(text + "x = 1\n").tree is None and time.monotonic() - t0 < 0.1  # no second try
     ordinary = DocumentSyntax("python", "def f(x):\n    return x\n" * 2000, bounded=True)
     assert ordinary.snapshot.tree is not None and not ordinary.snapshot.gave_up
+
+
+def test_incremental_reparses_of_a_bounded_document_keep_no_memory():
+    """py-tree-sitter 0.26 leaks every chunk a read callback hands to an incremental parse (~14 KB a
+    keystroke, the soak's steady memory growth): bounded documents re-parse without one."""
+    import gc
+    import tracemalloc
+
+    from completer.syntax import DocumentSyntax
+
+    text = "def f(x):\n    return x\n" * 600  # ~14 KB
+    doc = DocumentSyntax("python", text, bounded=True)
+    for _ in range(20):
+        text = text[:5000] + "y" + text[5000:]
+        doc.update(text)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            text = text[:5000] + "y" + text[5000:]
+            assert doc.update(text).tree is not None
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 300 * 1024, f"{grown / 300:.0f} bytes kept per keystroke"
+
+
+def test_an_incremental_parse_over_its_budget_gives_up_once(monkeypatch):
+    """Timed after the fact: the document is handled line by line from the next keystroke on."""
+    from completer import syntax
+    from completer.syntax import DocumentSyntax
+
+    doc = DocumentSyntax("python", "def f(x):\n    return x\n", bounded=True)
+    assert doc.snapshot.tree is not None
+    clock = iter([0.0, 100.0])
+    monkeypatch.setattr(syntax.time, "monotonic", lambda: next(clock))
+    snap = doc.update("def f(x):\n    return x + 1\n")
+    assert snap.tree is None and snap.gave_up
+    monkeypatch.undo()
+    assert doc.update("def f(x):\n    return x + 2\n").gave_up  # not parsed again

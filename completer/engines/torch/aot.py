@@ -18,11 +18,13 @@ no copy (load_constants with user_managed), so the prefix cache and the slot's m
 compiled steps write. Weights are frozen into each package.
 
 An entry is built once per key (the model's files, dtype, cache length, threads, torch version, CPU
-features and this code) into a private directory ($XDG_CACHE_HOME/completer/engines/KEY, 0700), in a
-separate process (`python -m completer.engines.torch.aot build ...`, niced) so that building never
-holds the serving process's interpreter lock; a server without the entry serves eager meanwhile.
-The manifest, written last, lists each file's sha256: a missing, partial or corrupt entry is
-rebuilt, never loaded, and a loaded one must match the eager model on a probe forward.
+features and this code) into a private directory ($XDG_CACHE_HOME/completer/engines/KEY, 0700), by a
+separate process (this module's `build` command, isolated and niced) so that building never holds
+the serving process's interpreter lock; a server without the entry serves eager meanwhile. The
+manifest, written last, lists each file's size, modification time and sha256: a missing, partial
+or corrupt entry is rebuilt, never loaded (a file whose size and time are unchanged is not hashed
+again), and a loaded one must match the eager model on a probe forward. A new build removes the
+entries it supersedes (same model directory and settings, another key).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ KINDS: dict[str, tuple[int, int, int | str]] = {
     "prefill_segment": (2, COMPILED_SEGMENT_MAX, 1),
 }
 BUILD_TIMEOUT_S = 30 * 60
+PROBE_TOLERANCE = 1e-3  # max |logit difference| between a loaded package and the eager model
 
 
 def widths(kind: str, max_seq: int) -> tuple[int, int]:
@@ -68,7 +71,6 @@ def widths(kind: str, max_seq: int) -> tuple[int, int]:
     shorter than it (a call that long fits nowhere but at position 0 and runs eager)."""
     lo, hi, _ = KINDS[kind]
     return lo, min(hi, max_seq - 1)
-PROBE_TOLERANCE = 1e-3  # max |logit difference| between a loaded package and the eager model
 
 
 class StaleEntry(Exception):

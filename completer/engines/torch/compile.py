@@ -6,8 +6,9 @@ to COMPILED_SEGMENT_MAX tokens run compiled; longer prefills stay eager.
 - CPU: the packages of aot.py, built once per model and machine by a separate process and loaded in
   milliseconds from the private cache; dynamic shapes, frozen weights, every width inside the graphs'
   ranges, so no request ever compiles.
-- CUDA: torch.compile of Transformer.forward_static, one fixed-shape graph per decode width captured
-  as a CUDA graph (a step is one launch instead of ~60 small kernels), compiled in this process.
+- CUDA: torch.compile of Transformer.forward_static, one fixed-shape graph per decode width and per
+  prefill bucket (calls padded up to it), each captured as a CUDA graph (a step is one launch instead
+  of ~60 small kernels), compiled in this process.
 
 Either can happen in the background while requests run eager (mode "background"); the engine hands
 over a callback that swaps the compiled step in under its lock. Every compiled step keeps the
@@ -88,7 +89,7 @@ class StaticStep:
 
     def __init__(self, graphs, device: str, widths: tuple[int, ...], pad_position: int):
         self.graphs, self.widths, self.pad_position = graphs, widths, pad_position
-        self.cuda = device.startswith("cuda")
+        self.device, self.cuda = device, device.startswith("cuda")
 
     @property
     def max_width(self) -> int:
@@ -113,7 +114,7 @@ class StaticStep:
         """One call per width, every position the pad position (nothing a request uses is written):
         compiles (and on CUDA captures) each graph before a request needs it."""
         for width in self.widths:
-            idx = torch.zeros((1, width), dtype=torch.long, device="cuda" if self.cuda else "cpu")
+            idx = torch.zeros((1, width), dtype=torch.long, device=self.device)
             if self.cuda:
                 torch.compiler.cudagraph_mark_step_begin()
             self.graphs(idx, torch.full((width,), self.pad_position, dtype=torch.long, device=idx.device))
@@ -199,12 +200,7 @@ class Compiler:
     def _compile_then_switch(self, switch: Callable[[Step, bool], None], lock: threading.Lock) -> None:
         t0 = time.perf_counter()
         try:
-            if self.uses_packages:
-                self.prepare_packages()
-                with lock:
-                    step, static = self.build()
-            else:
-                step, static = self.build()
+            step, static = self._load_packages(lock) if self.uses_packages else self.build()
             freeze_loaded_objects()  # the graphs live as long as the engine (heap.py); a short pause, once
             with lock:
                 switch(step, static)
@@ -217,6 +213,20 @@ class Compiler:
             log.warning("compiling the decode step failed, staying eager: %s", exc)
         finally:
             self.finished.set()
+
+    def _load_packages(self, lock: threading.Lock) -> tuple[Step, bool]:
+        """Background: build outside the request lock, load under it (the load probes the scratch
+        positions); an entry rejected at load is built once more, again outside the lock."""
+        scratch = scratch_start(self.max_seq, self.max_draft)
+        self.prepare_packages()
+        with lock:
+            try:
+                return aot.load_step(self.model, self.entry(), scratch), False
+            except aot.StaleEntry as exc:
+                log.warning("compiled engine cache entry rejected (%s): building it again", exc)
+        self.prepare_packages()  # the rejected entry is gone: built again, once
+        with lock:
+            return aot.load_step(self.model, self.entry(), scratch), False
 
     def prepare_packages(self) -> None:
         """Build this model's packages unless the cache has them (a separate, niced process; this
