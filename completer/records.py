@@ -29,7 +29,7 @@ AnswerKind = Literal[
     "error", "not_open", "invalid",
 ]
 ANSWER_KINDS: tuple[str, ...] = get_args(AnswerKind)
-@dataclass(slots=True)  # the request log keeps thousands: no __dict__ each
+@dataclass
 class EngineWork:
     """What the engine did for one request, in tokens (GenerationStats counts it as it runs)."""
     prompt_tokens: int = 0
@@ -45,7 +45,7 @@ class EngineWork:
 WORK_FIELDS = tuple(f.name for f in dataclasses.fields(EngineWork))
 
 
-@dataclass(slots=True)
+@dataclass
 class Spent:
     """Where a model answer's server-side milliseconds went. reuse: looking for a suggestion still
     valid; parse: the tree brought up to date; debounce: waiting for typing to pause; wait: queued
@@ -67,7 +67,7 @@ class Spent:
 SPENT_PARTS = tuple(f.name for f in dataclasses.fields(Spent))
 
 
-@dataclass(slots=True)
+@dataclass
 class AnswerRecord:
     """One inlineCompletion as the server answered it, keyed the way a client can match it: the
     document version and the client's position."""

@@ -94,3 +94,15 @@ def test_doctor_shows_the_compile_cache(clean_env):
 
     report = _compile_cache()
     assert report["inductor"] == {"path": str(clean_env / "inductor"), "source": "private"} and report["state"] == "ok"
+
+
+def test_doctor_shows_the_compiled_engine_entry(clean_env, fixture_model_dir):
+    """`completer doctor`: this engine's entry in the compiled-engine cache (absent until built) and
+    what the cache holds; nothing for engines that do not use packages."""
+    from completer.cli.doctor import _compiled_engine
+
+    info = {"device": "cpu", "model_dir": str(fixture_model_dir), "dtype": "float32", "max_seq": 64, "threads": 1}
+    report = _compiled_engine(info)
+    assert report["state"] == "absent" and report["entries"] == 0 and report["root"] == str(clean_env / "engines")
+    assert len(report["key"]) == 24
+    assert "not used" in _compiled_engine({"device": "cuda"})["state"]
