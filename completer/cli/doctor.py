@@ -102,6 +102,7 @@ def _compile_cache() -> dict:
 def _compiled_engine(info: dict) -> dict:
     """The compiled-engine cache (engines/torch/aot.py): this engine's entry and what the cache holds."""
     from completer.engines.torch import aot
+    from completer.engines.torch.engine import dtype_name
 
     root = aot.engines_root()
     entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
@@ -109,7 +110,7 @@ def _compiled_engine(info: dict) -> dict:
            "mb": round(sum(f.stat().st_size for p in entries for f in p.iterdir()) / 2**20, 1)}
     if info.get("device") != "cpu" or "max_seq" not in info:
         return {**out, "state": "not used (only the torch backend on CPU loads compiled packages)"}
-    entry = aot.Entry.for_model(info["model_dir"], info["dtype"], info["max_seq"], info["threads"])
+    entry = aot.Entry.for_model(info["model_dir"], dtype_name(info["dtype"]), info["max_seq"], info["threads"])
     out.update(key=entry.key, path=str(entry.path), state=entry.state())
     if out["state"] == "ready":
         manifest = entry.manifest()

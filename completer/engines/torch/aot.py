@@ -189,7 +189,8 @@ class _Call(torch.nn.Module):
 
 def serving_model(model_dir: Path, dtype: torch.dtype, max_seq: int) -> Transformer:
     """The model as the compiled CPU engine serves it: fused projections, fp32 decode weights (no
-    low-precision copies), K/V for max_seq positions. The builder and the engine both make it here."""
+    low-precision copies), K/V for max_seq positions. TorchEngine prepares its model the same way when
+    compiled on CPU (decode_dtype "none"); the probe at load checks that the two agree."""
     model = load_model(model_dir, device="cpu", dtype=dtype)
     model.prepare_for_inference(None)
     model.setup_cache(max_seq)
@@ -198,8 +199,8 @@ def serving_model(model_dir: Path, dtype: torch.dtype, max_seq: int) -> Transfor
 
 def build_packages(model: Transformer, out: Path, tune: bool = True) -> dict[str, dict]:
     """Export and compile each kind of call into out/KIND.pt2; {kind: {"sha256", "bytes", "seconds"}}.
-    tune: let Inductor time its C++ GEMM template against the BLAS call per matrix shape (what the
-    served packages use; off, a build is quicker and the steps somewhat slower: tests)."""
+    tune: let Inductor time its C++ GEMM template against the BLAS call per matrix shape (the
+    default; off, `--no-tune`, a build is quicker and the steps somewhat slower)."""
     import torch._inductor.config as inductor_config
     from torch.export import Dim
 

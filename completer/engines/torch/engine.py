@@ -68,6 +68,11 @@ def default_cpu_threads() -> int:
     return max(1, min(TORCH_DEFAULT_THREADS, available - 1))
 
 
+def dtype_name(dtype: str) -> str:
+    """torch's name for one of DTYPES (fp32 -> float32): what the compiled-engine cache is keyed by."""
+    return str(DTYPES[dtype]).removeprefix("torch.")
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -155,8 +160,8 @@ class TorchEngine:
         # until a compiled one is swapped in.
         self._decode_fn: Step = self.model
         self.static_decode = False
-        self.compiler = Compiler(self.model, self.device, self.max_seq, max_draft, self.model_dir, dtype,
-                                 self.threads)
+        self.compiler = Compiler(self.model, self.device, self.max_seq, max_draft, self.model_dir,
+                                 dtype_name(dtype), self.threads)
         self.compile_finished = self.compiler.finished  # set unless a background compile is still running
         if mode == "on":
             self._compile_now()
