@@ -18,6 +18,7 @@ Transformer.forward, so the engine calls whichever it has the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -180,8 +181,6 @@ class Compiler:
     def compile_now(self, static: bool | None = None) -> tuple[Step, bool]:
         """Compile before any request (--compile on, or packages already built): the step and
         whether it is the static form."""
-        if self.uses_packages and not static:
-            self.prepare_packages()
         step, static = self.build(static)
         self.state = "compiled"
         return step, static
@@ -200,7 +199,7 @@ class Compiler:
     def _compile_then_switch(self, switch: Callable[[Step, bool], None], lock: threading.Lock) -> None:
         t0 = time.perf_counter()
         try:
-            step, static = self._load_packages(lock) if self.uses_packages else self.build()
+            step, static = (self._load_packages(lock), False) if self.uses_packages else self.build()
             freeze_loaded_objects()  # the graphs live as long as the engine (heap.py); a short pause, once
             with lock:
                 switch(step, static)
@@ -214,19 +213,20 @@ class Compiler:
         finally:
             self.finished.set()
 
-    def _load_packages(self, lock: threading.Lock) -> tuple[Step, bool]:
-        """Background: build outside the request lock, load under it (the load probes the scratch
-        positions); an entry rejected at load is built once more, again outside the lock."""
+    def _load_packages(self, lock=contextlib.nullcontext()) -> Step:
+        """The CPU's packages: built if the cache lacks them (outside `lock`, the request lock in the
+        background), then loaded under it (the load probes the scratch positions); an entry rejected
+        at load is built once more and loaded again."""
         scratch = scratch_start(self.max_seq, self.max_draft)
         self.prepare_packages()
         with lock:
             try:
-                return aot.load_step(self.model, self.entry(), scratch), False
+                return aot.load_step(self.model, self.entry(), scratch)
             except aot.StaleEntry as exc:
                 log.warning("compiled engine cache entry rejected (%s): building it again", exc)
         self.prepare_packages()  # the rejected entry is gone: built again, once
         with lock:
-            return aot.load_step(self.model, self.entry(), scratch), False
+            return aot.load_step(self.model, self.entry(), scratch)
 
     def prepare_packages(self) -> None:
         """Build this model's packages unless the cache has them (a separate, niced process; this
@@ -240,23 +240,16 @@ class Compiler:
     def build(self, static: bool | None = None) -> tuple[Step, bool]:
         """The compiled decode-phase forward and whether it is the static form.
 
-        CPU (static unset): the packages, which must be in the cache (prepare_packages), loaded over
-        this model's K/V and checked against it at the scratch positions; an entry that fails the
-        check is removed, built again and loaded once more.
+        CPU (static unset): the packages (_load_packages: built unless cached, loaded over this
+        model's K/V and checked against it at the scratch positions).
 
         static (the default on CUDA): torch.compile of forward_static, one fixed-shape graph per
         width (static_widths: the decode widths and the prefill buckets), captured as CUDA graphs, so
         a step is a single launch instead of ~60 small kernels. Warm-up writes only the pad position.
         """
         static = self.device.startswith("cuda") if static is None else static
-        scratch = scratch_start(self.max_seq, self.max_draft)
         if not static and self.uses_packages:
-            try:
-                return aot.load_step(self.model, self.entry(), scratch), False
-            except aot.StaleEntry as exc:
-                log.warning("compiled engine cache entry rejected (%s): building it again", exc)
-                self.prepare_packages()
-                return aot.load_step(self.model, self.entry(), scratch), False
+            return self._load_packages(), False
         if not static:
             raise RuntimeError("the dynamic-shape compiled step is built as packages on CPU only "
                                "(CUDA compiles the fixed-shape step)")

@@ -29,6 +29,7 @@ from completer.engines.contract import GenerationRequest, GenerationStats, Gener
 from completer.engines.shaper import OutputShaper
 from completer.tokenizer import Tokenizer
 
+from .aot import AotStep
 from .compile import (
     COMPILED_SCORE_MAX,
     COMPILED_SEGMENT_MAX,
@@ -397,7 +398,7 @@ class TorchEngine:
         step = self._decode_fn
         if step is self.model:
             return None
-        if hasattr(step, "runners"):  # aot.AotStep
+        if isinstance(step, AotStep):
             return ", ".join(f"{kind} {lo}-{hi}" if lo != hi else f"{kind} {lo}"
                              for kind, (lo, hi) in step.widths().items())
         if not self.static_decode:
