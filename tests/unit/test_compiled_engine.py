@@ -207,3 +207,29 @@ def test_a_new_build_prunes_the_entries_it_supersedes(tmp_path):
     assert sorted(p.name for p in aot.prune(tmp_path, kept, Path("/models/a"))) == [".older-def", "older"]
     assert not older.exists() and not (tmp_path / "older.log").exists() and not stale_tmp.exists()
     assert other_threads.exists() and other_model.exists() and fresh_tmp.exists() and kept.path.exists()
+
+
+class _Perturbed(aot.AotStep):
+    """A loaded package stand-in: the eager model's logits moved by `delta` times their largest size."""
+
+    def __init__(self, model, delta: float):
+        self.model, self.delta = model, delta
+
+    def __call__(self, idx, start_pos, num_logits):
+        out = self.model(idx, start_pos=start_pos, num_logits=num_logits)
+        return out + self.delta * out.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_probe_allows_16bit_rounding_but_not_another_computation(fixture_model_dir, dtype):
+    """Fused 16-bit kernels round differently from eager ones (bf16 packages differed by 0.19 in a
+    logit and were always refused before); fp32 stays strict, and neither passes a package that
+    computes something else."""
+    from completer.engines.torch.model import load_model
+
+    model = load_model(fixture_model_dir, dtype=dtype)
+    model.prepare_for_inference(None)
+    model.setup_cache(64)
+    assert _Perturbed(model, 0.0).probe(56) == 0.0
+    assert (_Perturbed(model, 0.01).probe(56) <= 1.0) == (dtype == torch.bfloat16)
+    assert _Perturbed(model, 0.5).probe(56) > 1.0
