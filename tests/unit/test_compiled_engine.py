@@ -204,9 +204,16 @@ def test_a_new_build_prunes_the_entries_it_supersedes(tmp_path):
     stale_tmp.mkdir()
     past = time.time() - aot.BUILD_TIMEOUT_S - 60
     os.utime(stale_tmp, (past, past))
+    # a refused entry's lock and log (its directory removed), one long ago and one just now
+    orphans = [tmp_path / "refused.lock", tmp_path / "refused.log", tmp_path / "building.lock"]
+    for f in orphans:
+        f.write_text("")
+    for f in orphans[:2]:
+        os.utime(f, (past, past))
     assert sorted(p.name for p in aot.prune(tmp_path, kept, Path("/models/a"))) == [".older-def", "older"]
     assert not older.exists() and not (tmp_path / "older.log").exists() and not stale_tmp.exists()
     assert other_threads.exists() and other_model.exists() and fresh_tmp.exists() and kept.path.exists()
+    assert [f.exists() for f in orphans] == [False, False, True] and (tmp_path / "new.log").exists()
 
 
 class _Perturbed(aot.AotStep):
@@ -233,3 +240,18 @@ def test_probe_allows_16bit_rounding_but_not_another_computation(fixture_model_d
     assert _Perturbed(model, 0.0).probe(56) == 0.0
     assert (_Perturbed(model, 0.01).probe(56) <= 1.0) == (dtype == torch.bfloat16)
     assert _Perturbed(model, 0.5).probe(56) > 1.0
+
+
+def test_a_lock_held_by_a_builder_is_not_removed(tmp_path):
+    """An old lock file (locks outlive builds) that a builder holds right now stays."""
+    import fcntl
+
+    lock = tmp_path / "building.lock"
+    past = time.time() - aot.BUILD_TIMEOUT_S - 60
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        os.utime(lock, (past, past))
+        aot.prune(tmp_path, aot.Entry("new", {}, tmp_path / "new"), Path("/models/a"))
+        assert lock.exists()
+    aot.prune(tmp_path, aot.Entry("new", {}, tmp_path / "new"), Path("/models/a"))
+    assert not lock.exists()

@@ -262,9 +262,13 @@ SETTINGS = ("dtype", "max_seq", "threads")
 
 def prune(root: Path, kept: Entry, model_dir: Path) -> list[Path]:
     """Remove what `kept` supersedes: entries built for the same model directory and settings under
-    another key (older weights, code or torch), and builds abandoned long ago. Returns what went."""
+    another key (older weights, code or torch), builds abandoned long ago, and the lock and log files
+    of entries that are gone. Returns the entries and builds that went."""
     gone = []
     for path in root.iterdir():
+        if path.suffix in (".lock", ".log") and not (root / path.stem).exists():
+            _remove_leftover(path)  # what a refused entry left
+            continue
         if path == kept.path or not path.is_dir():
             continue
         if path.name.startswith("."):  # a builder's temporary directory
@@ -284,6 +288,23 @@ def prune(root: Path, kept: Entry, model_dir: Path) -> list[Path]:
         (root / f"{path.name}.lock").unlink(missing_ok=True)
         (root / f"{path.name}.log").unlink(missing_ok=True)
     return gone
+
+
+def _remove_leftover(path: Path) -> None:
+    """A lock or log file without its entry, unless a build may still be using it: written within
+    BUILD_TIMEOUT_S, or (a lock) held by a builder."""
+    try:
+        if time.time() - path.stat().st_mtime <= BUILD_TIMEOUT_S:
+            return
+        if path.suffix == ".lock":
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while a builder holds it
+                path.unlink()
+        else:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def build_command(model_dir: Path, dtype: str, max_seq: int, threads: int, tune: bool = True) -> list[str]:
