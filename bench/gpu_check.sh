@@ -21,6 +21,7 @@
 #   GPU_CHECK_MAX_PAUSE_MS  replay --max-pause-ms [1000, as `make bench`]
 #   GPU_CHECK_SPEED         replay --speed [1: real time]
 #   GPU_CHECK_COMPILE       0 skips the --compile variants [1]
+#   GPU_CHECK_DRAFT         1: also replay the compiled server with draft-model, n-gram and no speculation [0]
 #   GPU_CHECK_STEP_TIMEOUT  seconds allowed per step [900]
 #   GPU_CHECK_INSTALL       1: pip-install the missing dependencies named in pyproject.toml (needs an index) [0]
 #   GPU_CHECK_WHEELS        a directory of wheels: install the missing dependencies from it, offline
@@ -51,7 +52,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-TOTAL=10
+TOTAL=11
 STEP=0
 step() { STEP=$((STEP + 1)); echo; echo "== [$STEP/$TOTAL] $*"; }
 die() { echo "gpu_check: $*" >&2; exit 1; }
@@ -78,7 +79,7 @@ skip() { record "$1" "skipped: $2"; echo "   -> skipped: $2"; }
 mkdir -p "$OUTDIR"
 : >"$OUTDIR/status.tsv"
 rm -f "$OUTDIR"/engine-*.log "$OUTDIR"/replay-*.json "$OUTDIR"/replay-*.log "$OUTDIR"/cold-*.json "$OUTDIR"/cold-*.log \
-  "$OUTDIR"/summary.*
+  "$OUTDIR"/speculation.* "$OUTDIR"/summary.*
 
 step "machine and prerequisites (device $DEVICE)"
 for f in bench/engine_bench.py bench/sessions completer/replay/demo_data/inventory.py pyproject.toml; do
@@ -232,6 +233,18 @@ elif [ "$SERVER_OK" = 1 ]; then
     --cold-start-s 1 --compile --name cold-compiled --json "$OUTDIR/cold-compiled.json"
 else skip cold-compiled "the language server does not import"; fi
 
+# Issue 23's draft pair: the same sessions with the draft model proposing, with n-gram drafts (the
+# default) and with none; the engine's policy decides per request from measured costs. Opt-in: three
+# more replays.
+step "speculation: n-gram (default), draft model, none; compiled server (GPU_CHECK_DRAFT=1)"
+if [ "${GPU_CHECK_DRAFT:-0}" != 1 ]; then skip speculation "GPU_CHECK_DRAFT=${GPU_CHECK_DRAFT:-0}"
+elif [ "$COMPILE" != 1 ]; then skip speculation "GPU_CHECK_COMPILE=$COMPILE"
+elif [ "$SERVER_OK" = 1 ]; then
+  run speculation "$OUTDIR/speculation.log" "$PYTHON" -m completer replay "${PICKED[@]}" "${REPLAY_FLAGS[@]}" \
+    --compile --name ngram --ab "draft=--draft-model embedded-draft" --ab "none=--no-speculative" \
+    --json "$OUTDIR/speculation.json"
+else skip speculation "the language server does not import"; fi
+
 step "summary"
 "$PYTHON" - "$OUTDIR" "$MODEL" <<'EOF'
 import json, re, sys
@@ -339,6 +352,17 @@ for i, r in enumerate(rows):
     lines.append(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}")
     if i == 0:
         lines.append("-" * len(lines[0]))
+spec = out / "speculation.json"
+if spec.exists():  # one row per speculation variant
+    lines.append("")
+    lines.append("speculation (compiled): p50 / p95 ms, model answers' decoded tokens, drafts accepted / drafted")
+    for c in json.loads(spec.read_text())["configs"]:
+        s = c["summary"]
+        work = s.get("engine_per_request") or {}
+        lines.append(f"  {c['name']:<6} {s['latency_p50_ms']} / {s['latency_p95_ms']}, {work.get('decode_tokens')}, "
+                     f"{work.get('accepted_tokens')} / {work.get('drafted_tokens')} per answer "
+                     f"(acceptance {s.get('draft_acceptance')})")
+        data[f"speculation_{c['name']}"] = {k: s.get(k) for k in ("latency_p50_ms", "latency_p95_ms", "draft_acceptance")}
 lines.append("")
 lines.append(data["compile_mode"] or "")
 bad = {k: v for k, v in data["status"].items() if v != "ok"}
