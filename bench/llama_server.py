@@ -161,10 +161,10 @@ def compare(args) -> int:
         raise SystemExit(f"no {args.language} sessions in {' '.join(args.sessions)}")
     options = ReplayOptions(max_pause_ms=args.max_pause_ms)
     shim = [sys.executable, str(ROOT / "bench" / "llama_shim.py")]
-    configs = [{"name": "completer", "cmd": default_server_cmd([]), "llama": False},
-               {"name": "completer ungated", "cmd": default_server_cmd(["--no-rerank"]), "llama": False},
-               {"name": "llama.vim", "cmd": shim + ["--layout", "llama.vim"], "llama": True},
-               {"name": "llama same-prompt", "cmd": shim + ["--layout", "same-prompt"], "llama": True}]
+    configs = [{"name": "completer", "server_cmd": default_server_cmd([]), "llama": False},
+               {"name": "completer ungated", "server_cmd": default_server_cmd(["--no-rerank"]), "llama": False},
+               {"name": "llama.vim", "server_cmd": shim + ["--layout", "llama.vim"], "llama": True},
+               {"name": "llama same-prompt", "server_cmd": shim + ["--layout", "same-prompt"], "llama": True}]
     for c in configs:
         c["results"] = []
     log = private_log("llama-compare")
@@ -173,14 +173,13 @@ def compare(args) -> int:
             print(f"round {rnd + 1}/{args.rounds}: {c['name']}", file=sys.stderr, flush=True)
             if c["llama"]:
                 with LlamaServer(GGUF) as server:
-                    results, _ = asyncio.run(replay_all(c["cmd"] + ["--url", server.url], sessions, options,
+                    results, _ = asyncio.run(replay_all(c["server_cmd"] + ["--url", server.url], sessions, options,
                                                         log_path=log))
             else:
-                results, _ = asyncio.run(replay_all(c["cmd"], sessions, options, log_path=log))
+                results, _ = asyncio.run(replay_all(c["server_cmd"], sessions, options, log_path=log))
             c["results"] += results
     for c in configs:
         c["summary"] = report.summarize(c["results"])
-        c["server_cmd"] = c["cmd"]
     print(report.table(configs))
     if args.json:
         report.write_json(args.json, configs, {"rounds": args.rounds, "max_pause_ms": args.max_pause_ms,
