@@ -8,6 +8,8 @@ lines) retyped by the seeded typist; SOURCES.md lists them with their licenses.
 
     python -m engine_builds.prepare_ood          # data/ood, if missing
     python bench/make_sessions.py                 # fetches semver and golang-1.19-src into a temp dir
+    # a larger Python-only set (no network) for quality in the replay: more files of the same packages
+    python bench/make_sessions.py --python-only --more-files 12 --out bench/sessions-python
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import random
 import subprocess
 import tempfile
 from pathlib import Path
@@ -34,19 +37,26 @@ SEED = 2026
 MODEL = TypingModel(max_span_chars=220, max_span_lines=8)
 
 
-def python_sources(work: Path) -> list[tuple[Path, str]]:
+def python_sources(work: Path, more_files: int = 0) -> list[tuple[Path, str]]:
+    """PYTHON_FILES, or with more_files that many other library files (under src/) of the same
+    packages, very short or long ones left out, drawn with SEED."""
     corpus = ROOT / "data" / "ood" / "corpus.jsonl.gz"
     manifest = json.loads((ROOT / "data" / "ood" / "manifest.json").read_text())
     licenses = {p["package"]: f"{p['package']} {p['version']} ({p['license']})" for p in manifest["packages"]}
-    out = []
     with gzip.open(corpus, "rt") as f:
-        for line in f:
-            doc = json.loads(line)
-            if doc["path"] in PYTHON_FILES:
-                path = work / "py" / doc["path"]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(doc["text"])
-                out.append((path, licenses[doc["path"].split("/")[0]]))
+        docs = [json.loads(line) for line in f]
+    wanted = set(PYTHON_FILES)
+    if more_files:
+        pool = sorted(d["path"] for d in docs if d["path"] not in wanted and "/src/" in d["path"]
+                      and 2_000 <= len(d["text"]) <= 60_000)
+        wanted = set(random.Random(SEED).sample(pool, min(more_files, len(pool))))
+    out = []
+    for doc in docs:
+        if doc["path"] in wanted:
+            path = work / "py" / doc["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(doc["text"])
+            out.append((path, licenses[doc["path"].split("/")[0]]))
     return sorted(out)
 
 
@@ -68,12 +78,16 @@ def go_sources(work: Path) -> list[tuple[Path, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "sessions")
+    ap.add_argument("--python-only", action="store_true", help="Python sessions only (no network)")
+    ap.add_argument("--more-files", type=int, default=0, help="Python: this many other files instead of PYTHON_FILES")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sources = python_sources(work) + js_sources(work) + go_sources(work)
+        sources = python_sources(work, args.more_files)
+        if not args.python_only:
+            sources += js_sources(work) + go_sources(work)
         for path, origin in sources:
             for session in synthesize_tree([path], SPANS_PER_FILE, SEED, MODEL):
                 session.meta["source"] = f"{origin}: {path.relative_to(work).as_posix().split('/', 1)[-1]}"

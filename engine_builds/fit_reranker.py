@@ -1,14 +1,15 @@
 """Fit the reranker of a target model (completer/completion/rerank.py) and write its completer.json.
 
     python -m engine_builds.fit_reranker --model completer/models/embedded \
-        --corpus data/stdlib/corpus.jsonl.gz --split val --cases 1500 --languages python
+        --corpus data/stdlib/corpus.jsonl.gz data/corpus/text/val-python.jsonl --split val --cases 1500 \
+        --languages python --threshold 0.05 --thresholds line_start=0.15
 
 For each held-out line cut (line_cases.py: cursors at the indentation, mid-line and mid-identifier,
 drawn from files of the `val` split, never from the evaluation splits) the completer runs as the
 server does, with every candidate scored and none withheld; a candidate is a positive example when it
 is exactly the rest of the line. A logistic regression (L2, standardised features) over all candidates
-then predicts that probability. Thresholds per cursor kind are written as given (--threshold), since
-they are chosen from the replay's precision/recall curve, not from these cases.
+then predicts that probability. Thresholds per cursor kind are written as given (--threshold,
+--thresholds), since they are chosen from the replay's precision/recall curve, not from these cases.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from completer.completion.rerank import (
     METADATA_FILE,
     ModelNotes,
     Reranker,
-    cursor_kind,
-    features,
 )
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
@@ -44,10 +43,8 @@ def collect(completer: Completer, cases) -> tuple[list[list[float]], list[float]
         snapshot = DocumentSyntax(language, "".join(case.lines)).snapshot if language else None
         result = completer.complete(CompletionRequest(case.lines, case.line, case.character,
                                                       path=case.path.rsplit("/", 1)[-1], syntax=snapshot))
-        model_text = next((s.candidate.text for s in result.ranked if s.candidate.source == "model"), "")
-        kind = cursor_kind(case.lines[case.line][:case.character])
         for scored in result.ranked:
-            xs.append(features(scored, model_text, kind))
+            xs.append(list(scored.features))
             ys.append(float(scored.candidate.text.rstrip() == case.target.rstrip()))
     return xs, ys
 
@@ -82,6 +79,8 @@ def main() -> None:
     ap.add_argument("--languages", nargs="+", required=True, help="what the model was trained on (others get "
                     "no suggestions)")
     ap.add_argument("--threshold", type=float, default=0.0, help="least probability shown, every cursor kind")
+    ap.add_argument("--thresholds", nargs="+", default=[], metavar="KIND=P",
+                    help=f"least probability shown for some cursor kinds ({', '.join(CURSOR_KINDS)}), over --threshold")
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
     engine = load_engine(EngineOptions(model=args.model, compile="off"))
@@ -95,8 +94,13 @@ def main() -> None:
         ys += y
         print(f"{corpus}: {len(x)} candidates, {int(sum(y))} exact ({time.perf_counter() - t0:.0f} s)", flush=True)
     reranker = fit(xs, ys)
-    reranker = Reranker(reranker.weights, reranker.mean, reranker.scale,
-                        {kind: args.threshold for kind in CURSOR_KINDS})
+    thresholds = {kind: args.threshold for kind in CURSOR_KINDS}
+    for item in args.thresholds:
+        kind, _, value = item.partition("=")
+        if kind not in CURSOR_KINDS:
+            raise SystemExit(f"--thresholds {item}: the cursor kinds are {', '.join(CURSOR_KINDS)}")
+        thresholds[kind] = float(value)
+    reranker = Reranker(reranker.weights, reranker.mean, reranker.scale, thresholds)
     path = Path(args.model) / METADATA_FILE
     notes = json.loads(path.read_text()) if path.exists() else {}
     notes.update(languages=sorted(args.languages), reranker=reranker.to_json(),

@@ -21,7 +21,7 @@ from .candidates import Candidate, copy_candidates
 from .fim import detect_template
 from .postprocess import Context, postprocess
 from .prompt import Prompt, PromptSettings, build_prompt
-from .rerank import ModelNotes, Scored, cursor_kind, read_model_notes
+from .rerank import ModelNotes, Scored, cursor_kind, read_model_notes, surroundings
 
 BLOCK_OPENERS = (":", "{", "(", "[")
 # Keyword-delimited blocks (Lua: `function f(x)`, `for ... do`, `if ... then`, `else`, `repeat`).
@@ -237,7 +237,8 @@ class Completer:
         if not scored or (cancel is not None and cancel.is_set()):
             return result
         reranker, kind = self.notes.reranker, cursor_kind(gen.prompt.left)
-        ranked = reranker.rank(scored, result.text, kind)
+        around = surroundings(req.lines, req.line, req.character, req.context)
+        ranked = reranker.rank(scored, result.text, kind, around)
         threshold = self.settings.min_confidence
         if threshold is None:
             threshold = reranker.threshold(kind)

@@ -16,7 +16,9 @@ MODEL = resolve_model("embedded")
 MAX_SEQ = 512
 PROMPTS = [
     "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return",
-    "import os\nimport sys\n\nfor name in os.listdir(path):\n    print(name)\nfor name in",
+    # Greedy continuations of these run 200 tokens without the model's end of text (tests stream them
+    # and let deadlines cut them); a new model's weights may need new prompts here.
+    "import os\nimport sys\n\nfor name in os.listdir(path):\n    print(name)\nfor name in os.listdir(",
     "x = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2",
 ]
 

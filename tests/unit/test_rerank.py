@@ -15,6 +15,7 @@ from completer.completion.rerank import (
     cursor_kind,
     features,
     read_model_notes,
+    surroundings,
 )
 from completer.lines import split_lines
 
@@ -62,21 +63,48 @@ def test_cursor_kinds():
 def test_features_and_probability():
     model = Scored(Candidate("x + 1", "model"), (-0.5, -1.0, -0.25))
     copy = Scored(Candidate("x + 2", "document", match=24), (-0.5, -3.0, -0.25))
-    f = features(copy, "x + 1", "mid_line")
+    lines = split_lines("x = 0\ny = x + 2\ny = x + 2\ny = ")
+    around = surroundings(lines, 3, 4)
+    f = features(copy, "x + 1", "mid_line", [copy, model], around)
     assert len(f) == len(FEATURES)
     named = dict(zip(FEATURES, f))
     assert named["logprob_sum"] == pytest.approx(-3.75) and named["logprob_min"] == -3.0
     assert named["log_match"] == pytest.approx(math.log1p(24)) and named["from_model"] == 0.0
     assert named["agrees_with_model"] == pytest.approx(4 / 5)
+    assert named["logprob_sum_gap"] == pytest.approx(-2.0) and named["candidates"] == 2.0
+    assert named["line_repeats"] == pytest.approx(math.log1p(2))  # "y = x + 2" twice above
     # A reranker that only looks at the log-probability sum prefers the likelier candidate.
     weights = tuple(1.0 if name == "logprob_sum" else 0.0 for name in FEATURES)
     r = Reranker(weights, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), {"mid_line": 0.2})
-    ranked = r.rank([copy, model], "x + 1", "mid_line")
+    ranked = r.rank([copy, model], "x + 1", "mid_line", around)
     assert [s.candidate.source for s in ranked] == ["model", "document"]
     assert ranked[0].probability == pytest.approx(1 / (1 + math.exp(1.75)))
+    assert ranked[1].features == tuple(f)  # what fitting reads is what the reranker saw
     assert r.threshold("mid_line") == 0.2 and r.threshold("line_start") == 0.0
-    neutral = Reranker.neutral().rank([copy, model], "x + 1", "mid_line")
+    neutral = Reranker.neutral().rank([copy, model], "x + 1", "mid_line", around)
     assert [s.probability for s in neutral] == [0.5, 0.5] and neutral[0].candidate.source == "model"  # ties: model
+
+
+def test_identifiers_the_text_around_never_names_are_counted():
+    lines = split_lines("import os\n\ndef load(path):\n    return os.path.\n\nCACHE = {}\n")
+    around = surroundings(lines, 3, len("    return os.path."), context=(("util.py", "def join_all(): pass\n"),))
+    invented = Scored(Candidate("readfile(path)", "model"), (-1.0,))
+    real = Scored(Candidate("load(path) or CACHE", "model"), (-1.0,))
+    from_context = Scored(Candidate("join_all()", "context"), (-1.0,))
+    named = [dict(zip(FEATURES, features(s, "", "mid_line", [s], around))) for s in (invented, real, from_context)]
+    assert named[0]["unknown_identifiers"] == 1.0 and named[0]["known_identifiers"] == pytest.approx(0.5)
+    assert named[1]["unknown_identifiers"] == 0.0 and named[1]["known_identifiers"] == 1.0  # CACHE is below
+    assert named[2]["unknown_identifiers"] == 0.0
+
+
+def test_surroundings_read_a_bounded_window_around_the_cursor():
+    far = ["far_away_name = 1\n"] * 2000  # 36,000 characters above the window
+    lines = far + ["near = 2\n"] * 10 + ["x = ne\n"] + ["below = 3\n"]
+    around = surroundings(lines, len(lines) - 2, 6)
+    assert {"near", "below", "ne"} <= around.identifiers and around.left == "x = ne"
+    assert around.line_counts["near = 2"] == 10 and around.line_counts.get("far_away_name = 1", 0) < 2000
+    minified = surroundings(["var " + "a,b;" * 1_000_000 + "\n", "x = a\n"], 1, 5)  # one 4 MB line above
+    assert "a" in minified.identifiers and sum(map(len, minified.line_counts)) <= 8000
 
 
 def test_model_notes_round_trip(tmp_path):

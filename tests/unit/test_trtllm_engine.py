@@ -305,7 +305,7 @@ def test_trtllm_api_fake_requests_without_a_session_share_no_salt_and_use_cache_
 def test_trtllm_api_fake_engine_also_ends_at_the_models_eos(engine, calls, reference):
     """end_id is the model's eos: the engine stops there even when the request's stop ids lack it (our
     FIM templates always include it; the torch backend would decode past it)."""
-    prompt = engine.tokenizer.encode("class A:\n    pass\n")
+    prompt = engine.tokenizer.encode('if __name__ == "__main__":\n    unittest.main()\n')
     assert greedy(reference, prompt, 4)[0] == 0  # this model's eos
     ids, _, stats = run(engine, prompt, max_new_tokens=4)
     assert ids == [] and stats.finish_reason == "stop_token" and stats.forward_passes == 1

@@ -1,0 +1,40 @@
+"""Fitting the reranker (engine_builds/fit_reranker.py): the regression on numbers, and the collection
+of features through the real completer on the tiny fixture model."""
+
+import random
+
+import pytest
+
+from completer.completion.pipeline import Completer, CompletionSettings
+from completer.completion.rerank import FEATURES, ModelNotes, Reranker
+from completer.engines.torch.engine import TorchEngine
+from engine_builds.fit_reranker import collect, fit
+from engine_builds.line_cases import line_cases
+
+
+def test_fit_finds_the_feature_that_predicts_exactness():
+    rng = random.Random(3)
+    n, telling = len(FEATURES), FEATURES.index("known_identifiers")
+    xs = [[1.0] + [rng.gauss(0, 1) for _ in range(n - 1)] for _ in range(600)]
+    ys = [float(x[telling] + rng.gauss(0, 0.3) > 0.8) for x in xs]
+    reranker = fit(xs, ys)
+    weights = [abs(w) for w in reranker.weights[1:]]
+    assert max(range(len(weights)), key=weights.__getitem__) + 1 == telling
+    high, low = list(xs[0]), list(xs[0])
+    high[telling], low[telling] = 2.0, -2.0
+    assert reranker.probability(high) > 0.9 and reranker.probability(low) < 0.1
+
+
+def test_collect_reads_the_features_the_reranker_saw(fixture_model_dir):
+    engine = TorchEngine(fixture_model_dir, device="cpu", dtype="float32", decode_dtype="none", max_seq=512)
+    completer = Completer(engine, CompletionSettings(multiline=False, max_tokens=8),
+                          notes=ModelNotes(reranker=Reranker.neutral()))
+    text = "".join(f"def f{i}(self):\n    self.assertEqual(a{i}, {i})\n    return a{i} + {i}\n\n" for i in range(12))
+    cases = line_cases([{"path": "pkg/t.py", "text": text}], 6, seed=1)
+    xs, ys = collect(completer, cases)
+    assert xs and len(xs) == len(ys) and all(len(x) == len(FEATURES) for x in xs)
+    assert set(ys) <= {0.0, 1.0}
+    named = [dict(zip(FEATURES, x)) for x in xs]
+    assert sum(x["from_model"] for x in named) == len(cases)  # the model's own text, once per case
+    assert all(x["bias"] == 1.0 and x["candidates"] >= 1 and x["logprob_sum_gap"] <= 0 for x in named)
+    assert any(x["logprob_sum_gap"] == pytest.approx(0.0) for x in named)
