@@ -18,7 +18,9 @@ from completer.engines.torch.engine import TorchEngine
 from tests.conftest import ROOT, OpenAIServer
 
 MODEL = ROOT / "completer" / "models" / "embedded"
-PROMPTS = ["def add(a, b):\n    return ", "import os\nimport sys\n\n\ndef main(",
+# Prompts whose greedy text has no near-tie in its first 24 tokens: where two tokens' logits are
+# within rounding, a cached prefix or a speculative verification may take the other one.
+PROMPTS = ["def add(a, b):\n    return a", "import os\nimport sys\n\n\ndef main():\n",
            "class Point:\n    def __init__(self, x, y):\n        self.x = x\n"]
 BACKENDS = ["torch", "openai", "trtllm-api-fake", "lmdeploy-api-fake"]
 
