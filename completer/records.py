@@ -19,6 +19,7 @@ FinishReason = Literal["", "stop_token", "stop_string", "max_lines", "block_end"
 # Who answered an inlineCompletion request.
 AnswerKind = Literal[
     "typed_through",  # the rest of the shown suggestion, the user typed its start
+    "reconsidered",  # typed into a withheld suggestion: decided again without the model (maybe still none)
     "recent",  # a recent suggestion for the same place (fuzzy match of the lines around)
     "recycled",  # the generation still running for the previous keystroke, which typed into it
     "engine",  # the model

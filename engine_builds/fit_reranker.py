@@ -2,14 +2,18 @@
 
     python -m engine_builds.fit_reranker --model completer/models/embedded \
         --corpus data/stdlib/corpus.jsonl.gz data/corpus/text/val-python.jsonl --split val --cases 1500 \
-        --languages python --threshold 0.05 --thresholds line_start=0.15
+        --languages python --threshold 0.05 --thresholds line_start=0.15 --typed-chars 3
 
 For each held-out line cut (line_cases.py: cursors at the indentation, mid-line and mid-identifier,
 drawn from files of the `val` split, never from the evaluation splits) the completer runs as the
 server does, with every candidate scored and none withheld; a candidate is a positive example when it
 is exactly the rest of the line. A logistic regression (L2, standardised features) over all candidates
-then predicts that probability. Thresholds per cursor kind are written as given (--threshold,
---thresholds), since they are chosen from the replay's precision/recall curve, not from these cases.
+then predicts that probability. The same candidates after the user typed the first one to three
+characters of the line into them are examples too (feature `typed`): the server decides again on
+those without the model (Completer.reconsider), and their rescored log-probabilities alone overrate
+them (a rescored 0.4-0.7 was right 41% of the time, 2026-12-05). Thresholds per cursor kind are
+written as given (--threshold, --thresholds), since they are chosen from the replay's
+precision/recall curve, not from these cases.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from pathlib import Path
 
 import torch
 
-from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
+from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings, Held, held_after
 from completer.completion.rerank import (
     CURSOR_KINDS,
     FEATURES,
     METADATA_FILE,
     ModelNotes,
     Reranker,
+    cursor_kind,
+    surroundings,
 )
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
@@ -35,17 +41,33 @@ from completer.syntax import DocumentSyntax, language_for
 from engine_builds.line_cases import e2_cases
 
 
-def collect(completer: Completer, cases) -> tuple[list[list[float]], list[float]]:
-    """Features and labels (exact or not) of every scored candidate of every case."""
+def collect(completer: Completer, cases, typed_chars: int = 0) -> tuple[list[list[float]], list[float]]:
+    """Features and labels (exact or not) of every scored candidate of every case; with
+    `typed_chars`, also of the candidates after the user typed each of the target's first
+    1..typed_chars characters into them (what the server reconsiders without the model,
+    Completer.reconsider)."""
     xs, ys = [], []
+    reranker = completer.notes.reranker
     for case in cases:
         language = language_for("", case.path)
         snapshot = DocumentSyntax(language, "".join(case.lines)).snapshot if language else None
         result = completer.complete(CompletionRequest(case.lines, case.line, case.character,
                                                       path=case.path.rsplit("/", 1)[-1], syntax=snapshot))
+        target = case.target.rstrip()
         for scored in result.ranked:
             xs.append(list(scored.features))
-            ys.append(float(scored.candidate.text.rstrip() == case.target.rstrip()))
+            ys.append(float(scored.candidate.text.rstrip() == target))
+        if not result.ranked:
+            continue
+        model_text = next((s.candidate.text for s in result.ranked if s.candidate.source == "model"), "")
+        held = Held(result.ranked, model_text, surroundings(case.lines, case.line, case.character))
+        for k in range(1, min(typed_chars, len(target) - 1) + 1):
+            typed = held_after(held, target[:k])
+            if typed is None:
+                break
+            for scored in reranker.rank(typed.ranked, typed.model_text, cursor_kind(typed.around.left), typed.around):
+                xs.append(list(scored.features))
+                ys.append(float(scored.candidate.text.rstrip() == target[k:]))
     return xs, ys
 
 
@@ -82,6 +104,9 @@ def main() -> None:
     ap.add_argument("--thresholds", nargs="+", default=[], metavar="KIND=P",
                     help=f"least probability shown for some cursor kinds ({', '.join(CURSOR_KINDS)}), over --threshold")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--typed-chars", type=int, default=3, metavar="K",
+                    help="also fit on each case's candidates after the user typed the target's first 1..K "
+                    "characters (how the server reconsiders a withheld suggestion; default 3, 0: none)")
     args = ap.parse_args()
     engine = load_engine(EngineOptions(model=args.model, compile="off"))
     completer = Completer(engine, CompletionSettings(multiline=False, deadline_ms=10_000),
@@ -89,7 +114,7 @@ def main() -> None:
     xs, ys = [], []
     t0 = time.perf_counter()
     for corpus in args.corpus:
-        x, y = collect(completer, e2_cases(corpus, args.cases, seed=args.seed, split=args.split))
+        x, y = collect(completer, e2_cases(corpus, args.cases, seed=args.seed, split=args.split), args.typed_chars)
         xs += x
         ys += y
         print(f"{corpus}: {len(x)} candidates, {int(sum(y))} exact ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -105,7 +130,8 @@ def main() -> None:
     notes = json.loads(path.read_text()) if path.exists() else {}
     notes.update(languages=sorted(args.languages), reranker=reranker.to_json(),
                  reranker_fit={"corpora": [str(c) for c in args.corpus], "split": args.split,
-                               "cases_per_corpus": args.cases, "seed": args.seed, "candidates": len(xs),
+                               "cases_per_corpus": args.cases, "seed": args.seed, "typed_chars": args.typed_chars,
+                               "candidates": len(xs),
                                "exact": int(sum(ys))})
     path.write_text(json.dumps(notes, indent=1) + "\n")
     print("weights:", ", ".join(f"{name} {w:+.2f}" for name, w in zip(FEATURES, reranker.weights)))

@@ -4,7 +4,8 @@ The answer is one item whose range is empty at the cursor and whose insertText i
 which satisfies VS Code's rule that the text in the range must be a prefix of insertText. A request
 goes through the stages of design.md's keystroke path, and the first that can answer does:
 
-    reuse     a suggestion still valid (the user typed its start, or a recent one for this place)
+    reuse     a suggestion still valid (the user typed its start, or a recent one for this place), or
+              a withheld one decided on again as the user types it
     recycle   the generation still running for the previous keystroke, if the user only typed
               what it has produced so far (in-flight recycling; a cancelled generation runs on
               for RECYCLE_GRACE_S for that reason)
@@ -172,7 +173,8 @@ def _from_reuse(ls, req: InlineRequest, typed_flight: InFlight | None) -> types.
     if ls.reuse is None or req.selected is not None:
         return None
     t_reuse = time.perf_counter()
-    hit = ls.reuse.lookup(req.uri, req.lines, req.line, req.character)
+    reconsider = ls.completer.reconsider if ls.completer is not None and ls.switches.reconsider else None
+    hit = ls.reuse.lookup(req.uri, req.lines, req.line, req.character, reconsider)
     req.spent.reuse = (time.perf_counter() - t_reuse) * 1000
     if hit is None:
         return None
@@ -299,7 +301,8 @@ def _answer(ls, req: InlineRequest, completer, request: CompletionRequest, resul
                                                                            t.post_ms, t.rerank_ms)
     current = ls.store.get(req.uri)
     if ls.reuse is not None and current.context is request.context and req.selected is None:  # not stale by a context update
-        ls.reuse.remember(req.uri, req.lines, req.line, req.character, result.text)
+        held = result.held if ls.switches.reconsider else None
+        ls.reuse.remember(req.uri, req.lines, req.line, req.character, result.text, held)
     ls.engine_totals.add(result.stats)
     log.debug("%s:%d:%d %r %s", req.uri, req.line, req.character, result.text, t)
     after_response(lambda: ls.send_status("ready"))  # carries the latency; the answer goes first

@@ -3,7 +3,7 @@
 ServerSwitches turn the server's shortcuts on and off; EnginePlacement says where the model runs.
 `apply_client_settings` reads initializationOptions or a didChangeConfiguration section
 ({"backend": "torch", "model": "embedded" | "/path", "device", "dtype", "cacheMb", "editReuse",
-"reuse", "context", "prefetch", "recycle", "debounce", "maxTokens", "speculative", "cache",
+"reuse", "context", "prefetch", "recycle", "debounce", "reconsider", "maxTokens", "speculative", "cache",
 "multiline", "rerank", "minConfidence"}, all optional) into new typed values; a value of the wrong
 type or range is ignored with a warning, never half-applied.
 """
@@ -34,6 +34,7 @@ class ServerSwitches:
     prefetch: bool = True  # compute the next suggestion as if the shown one were accepted
     recycle: bool = True  # a request that typed what is being generated takes the generation over
     debounce: bool = True  # wait a moment before asking the model while typing outruns it
+    reconsider: bool = True  # typing into a withheld suggestion decides again without the model
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class ServerOptions:
 
 
 _ENGINE_STRINGS = ("backend", "model", "device", "dtype")
-_SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce")
+_SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce", "reconsider")
 _SETTINGS = {"maxTokens": ("max_tokens", int), "speculative": ("speculative", bool), "cache": ("use_cache", bool),
              "multiline": ("multiline", bool), "rerank": ("rerank", bool), "minConfidence": ("min_confidence", float)}
 

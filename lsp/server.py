@@ -74,6 +74,7 @@ class Counters:
     partially_accepted: int = 0
     reuse_typed_through: int = 0
     reuse_recent: int = 0
+    reuse_reconsidered: int = 0
     context_updates: int = 0
     warmups: int = 0
     unavailable: int = 0

@@ -18,6 +18,8 @@ SWITCH_HELP = {
     "prefetch": "do not compute the next suggestion while one is shown (as if it were accepted)",
     "recycle": "always cancel the running generation on a new request, even if the user typed what it is producing",
     "debounce": "ask the model at once even while typing outruns it (default: adaptive debounce)",
+    "reconsider": "ask the model again on every key typed into a suggestion the confidence gate withheld "
+                  "(default: its candidates, rescored without the model, decide)",
 }
 
 

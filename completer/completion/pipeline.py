@@ -21,7 +21,7 @@ from .candidates import Candidate, copy_candidates
 from .fim import detect_template
 from .postprocess import Context, postprocess
 from .prompt import Prompt, PromptSettings, build_prompt
-from .rerank import ModelNotes, Scored, cursor_kind, read_model_notes, surroundings
+from .rerank import ModelNotes, Scored, Surroundings, cursor_kind, read_model_notes, surroundings, typed_into
 
 BLOCK_OPENERS = (":", "{", "(", "[")
 # Keyword-delimited blocks (Lua: `function f(x)`, `for ... do`, `if ... then`, `else`, `repeat`).
@@ -86,6 +86,27 @@ class Generation:
     deadline_s: float | None = None
 
 
+@dataclass(frozen=True)
+class Held:
+    """What the confidence gate withheld at a cursor: the candidates, ranked, and what they were
+    ranked against. Enough to decide again without the model once the user types
+    (Completer.reconsider)."""
+    ranked: tuple[Scored, ...]
+    model_text: str
+    around: Surroundings
+
+
+def held_after(held: Held, typed: str) -> Held | None:
+    """The candidates that predicted `typed`, the user's next characters, as what is left of them
+    (rerank.typed_into: their scores are the model's, less the tokens typed; not yet ranked again),
+    and what they are ranked against now; None when no candidate predicted `typed`."""
+    survivors = [s for s in (typed_into(s, typed) for s in held.ranked) if s is not None]
+    if not survivors:
+        return None
+    model_text = held.model_text[len(typed):] if held.model_text.startswith(typed) else ""
+    return Held(tuple(survivors), model_text, dataclasses.replace(held.around, left=held.around.left + typed))
+
+
 @dataclass
 class CompletionResult:
     text: str
@@ -98,6 +119,7 @@ class CompletionResult:
     withheld: str = ""  # why nothing is shown although the model ran: "language", "confidence"
     alternatives: tuple[str, ...] = ()  # other candidates above the threshold, best first (for cycling)
     ranked: tuple[Scored, ...] = ()  # every candidate scored, best first (benchmarks and fitting read them)
+    held: Held | None = None  # withheld for confidence: what to reconsider as the user types
 
     def as_json(self) -> dict:
         return {
@@ -239,17 +261,40 @@ class Completer:
         reranker, kind = self.notes.reranker, cursor_kind(gen.prompt.left)
         around = surroundings(req.lines, req.line, req.character, req.context)
         ranked = reranker.rank(scored, result.text, kind, around)
-        threshold = self.settings.min_confidence
-        if threshold is None:
-            threshold = reranker.threshold(kind)
+        threshold = self._threshold(kind)
         best = ranked[0]
         if best.probability < threshold or not best.candidate.text.strip():
             return dataclasses.replace(result, text="", source=best.candidate.source, confidence=best.probability,
-                                       withheld="confidence", ranked=tuple(ranked))
+                                       withheld="confidence", ranked=tuple(ranked),
+                                       held=Held(tuple(ranked), result.text, around))
         alternatives = tuple(s.candidate.text for s in ranked[1:]
                              if s.probability >= threshold and s.candidate.text.strip())
         return dataclasses.replace(result, text=best.candidate.text, source=best.candidate.source,
                                    confidence=best.probability, alternatives=alternatives, ranked=tuple(ranked))
+
+    def reconsider(self, held: Held, typed: str) -> tuple[str, Held | None] | None:
+        """The gate's decision again, without the model, after the user typed `typed` where `held`
+        was withheld: (text, None) to show; ("", Held) still withheld; None when no candidate
+        predicted `typed` (the model must answer). The reranker was fitted on such typed-into
+        candidates too (feature `typed`), so its probabilities mean the same here; on held-out cuts
+        its decisions one to three characters in were as precise as the model's afresh (2026-12-05,
+        MODEL.md)."""
+        reranker = self.notes.reranker
+        typed_held = held_after(held, typed)
+        if reranker is None or typed_held is None:
+            return None
+        kind = cursor_kind(typed_held.around.left)
+        ranked = reranker.rank(typed_held.ranked, typed_held.model_text, kind, typed_held.around)
+        best = ranked[0]
+        if best.probability >= self._threshold(kind) and best.candidate.text.strip():
+            return best.candidate.text, None
+        return "", dataclasses.replace(typed_held, ranked=tuple(ranked))
+
+    def _threshold(self, kind: str) -> float:
+        """The least probability shown at this kind of cursor position (needs a reranker)."""
+        if self.settings.min_confidence is not None:
+            return self.settings.min_confidence
+        return self.notes.reranker.threshold(kind)
 
     def score_candidates(self, req: CompletionRequest, gen: Generation, ctx: Context, model_text: str,
                          cancel: threading.Event | None = None) -> list[Scored]:
@@ -272,12 +317,23 @@ class Completer:
         known = self._generated_logprobs(gen, (heal + model_text).encode("utf-8"))
         to_score = candidates[1:] if known is not None else candidates
         end = [] if self.template.end_id is None else [self.template.end_id]
-        continuations = tuple(tuple(self.tokenizer.encode(heal + c.text) + end) for c in to_score)
+        encoded = [self.tokenizer.encode(heal + c.text) for c in to_score]
+        continuations = tuple(tuple(ids + end) for ids in encoded)
         logprobs = self.engine.score(ScoreRequest(prompt.ids, continuations, req.session_key, self.settings.use_cache,
                                                   req.cache_scope, gen.deadline_s), cancel) if continuations else []
         if known is not None:
             logprobs = [known, *logprobs]
-        return [Scored(c, tuple(lp)) for c, lp in zip(candidates, logprobs) if lp]
+            encoded = [gen.token_ids[:len(known) - 1], *encoded]
+        healed = len(prompt.heal_prefix)
+        return [Scored(c, tuple(lp), token_ends=self._token_ends(ids) if len(lp) == len(ids) + 1 else (), healed=healed)
+                for c, lp, ids in zip(candidates, logprobs, encoded) if lp]
+
+    def _token_ends(self, ids: Sequence[int]) -> tuple[int, ...]:
+        token_bytes, ends, at = self.tokenizer.token_bytes, [], 0
+        for i in ids:
+            at += len(token_bytes[i])
+            ends.append(at)
+        return tuple(ends)
 
     def _generated_logprobs(self, gen: Generation, text: bytes) -> list[float] | None:
         """The log-probabilities of the first k generated tokens and of ending after them, where

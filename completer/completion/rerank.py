@@ -9,7 +9,8 @@ the others (how far its log-probability is below the best one's) or with the tex
 (whether the identifiers it names occur there, how often its whole line occurs there): the model
 invents names, and code repeats lines. The best candidate is shown if that probability reaches the
 threshold for the cursor's kind of position: a wrong suggestion costs the user attention, so below it
-nothing is shown (the confidence gate).
+nothing is shown (the confidence gate). When the user then types what a withheld candidate predicted,
+the candidates are ranked again on what is left of them (typed_into), without the model.
 
 The logistic model is fitted per target model (engine_builds/fit_reranker.py, on held-out files that
 are not evaluated on) and ships in the model directory's `completer.json`; a model without one gets
@@ -18,6 +19,8 @@ its own text, ungated, as before.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 import math
 import os
@@ -33,7 +36,7 @@ METADATA_FILE = "completer.json"
 FEATURES = ("bias", "logprob_sum", "logprob_mean", "logprob_min", "logprob_first", "logprob_end", "tokens",
             "from_model", "log_match", "agrees_with_model", "line_start", "mid_word", "model_at_line_start",
             "chars", "blank", "logprob_sum_gap", "logprob_mean_gap", "candidates", "known_identifiers",
-            "unknown_identifiers", "line_repeats")
+            "unknown_identifiers", "line_repeats", "typed")
 CURSOR_KINDS = ("line_start", "mid_word", "mid_line")
 _WORD_END = re.compile(r"\w$")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -66,6 +69,29 @@ class Scored:
     logprobs: tuple[float, ...]  # the target's, per token: the healed text, the candidate, then its end
     probability: float = 0.0  # that it is exactly right, from the reranker
     features: tuple[float, ...] = ()  # what the reranker saw (FEATURES order); fitting reads them
+    # Where each scored token ends, in bytes of the healed text plus the candidate (the end token
+    # has none, so len(token_ends) == len(logprobs) - 1); () when unknown.
+    token_ends: tuple[int, ...] = ()
+    healed: int = 0  # bytes of the healed text in front of the candidate
+    typed: int = 0  # characters the user typed into it since the model scored it (typed_into)
+
+
+def typed_into(scored: Scored, typed: str) -> Scored | None:
+    """The candidate once the user typed `typed`, its first characters: the rest of its text, with the
+    log-probabilities of the tokens that `typed` covers whole dropped (the model's probabilities of
+    the later tokens were conditioned on that same text; a token the typed text ends inside is kept).
+    The reranker reads how much was typed (feature `typed`): such scores alone overrate the rest. None
+    when the candidate does not start with `typed`, nothing of it is left, or its token boundaries
+    are unknown."""
+    text = scored.candidate.text
+    if not typed or not text.startswith(typed) or len(typed) >= len(text) or \
+            len(scored.token_ends) != len(scored.logprobs) - 1:
+        return None
+    covered = scored.healed + len(typed.encode("utf-8"))
+    drop = bisect.bisect_right(scored.token_ends, covered)
+    candidate = dataclasses.replace(scored.candidate, text=text[len(typed):], match=scored.candidate.match + len(typed))
+    return Scored(candidate, scored.logprobs[drop:], token_ends=tuple(end - covered for end in scored.token_ends[drop:]),
+                  typed=scored.typed + len(typed))
 
 
 @dataclass(frozen=True)
@@ -115,7 +141,7 @@ def features(scored: Scored, model_text: str, kind: str, peers: Sequence[Scored]
             math.log1p(scored.candidate.match), agree, float(kind == "line_start"), float(kind == "mid_word"),
             float(from_model and kind == "line_start"), len(text) / 40.0, float(not text.strip()),
             sum(lp) - best_sum, sum(lp) / len(lp) - best_mean, float(len(peers)), known, float(unknown),
-            math.log1p(repeats)]
+            math.log1p(repeats), math.log1p(scored.typed)]
 
 
 @dataclass(frozen=True)
@@ -141,7 +167,7 @@ class Reranker:
         out = []
         for s in scored:
             x = features(s, model_text, kind, scored, around)
-            out.append(Scored(s.candidate, s.logprobs, self.probability(x), tuple(x)))
+            out.append(dataclasses.replace(s, probability=self.probability(x), features=tuple(x)))
         return sorted(out, key=lambda s: (-s.probability, s.candidate.source != "model"))
 
     def threshold(self, kind: str) -> float:

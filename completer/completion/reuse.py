@@ -2,6 +2,10 @@
 
 - typed-through: the user typed characters the shown suggestion predicted; the rest of it is the
   answer (same line, nothing else in the document changed).
+- reconsidered: the confidence gate withheld the suggestion here, and the user typed characters
+  that one of its candidates predicted: the candidates are decided on again without the model
+  (pipeline.Completer.reconsider), which shows one or goes on withholding. A withheld suggestion would
+  otherwise send every key to the model, as no ghost text is there to type through.
 - recent: the cursor line's left part equals one we already answered for, at (nearly) the same
   place, and the lines around the cursor are at least `min_similarity` alike (rapidfuzz ratio):
   retyping after a backspace, or an edit a few lines away that does not change the suggestion.
@@ -12,10 +16,18 @@ Pure string logic on line snapshots (documents.py hands out immutable line lists
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz
+
+if TYPE_CHECKING:
+    from .pipeline import Held
+
+# (what was withheld, what the user typed since) -> (text to show, "" for none; what is still
+# withheld), or None when nothing withheld predicted the typed text (the model must answer).
+Reconsider = Callable[["Held", str], "tuple[str, Held | None] | None"]
 
 CONTEXT_LINES = 3
 
@@ -29,6 +41,7 @@ class Answer:
     right: str  # cursor line right of the cursor
     text: str  # the suggestion
     context: str  # lines around the cursor line, for the fuzzy match
+    held: Held | None = None  # what the confidence gate withheld here (then text is "")
 
 
 def _context(lines: Sequence[str], line: int) -> str:
@@ -45,11 +58,15 @@ class SuggestionReuse:
         self.capacity, self.min_similarity = capacity, min_similarity
         self.shown: dict[str, Answer] = {}  # uri -> the last suggestion shown there
         self.recent: OrderedDict[tuple[str, str], Answer] = OrderedDict()  # (uri, left) -> answer
-        self.hits = {"typed_through": 0, "recent": 0}
+        self.hits = {"typed_through": 0, "reconsidered": 0, "recent": 0}
 
-    def remember(self, uri: str, lines: Sequence[str], line: int, character: int, text: str) -> None:
-        """A suggestion shown at this cursor (typed-through starts from it) and kept among the recent."""
+    def remember(self, uri: str, lines: Sequence[str], line: int, character: int, text: str,
+                 held: Held | None = None) -> None:
+        """A suggestion shown at this cursor (typed-through starts from it) and kept among the recent;
+        or, with `held`, none shown because the confidence gate withheld it (reconsidered as the user
+        types)."""
         self.shown[uri] = self.remember_recent(uri, lines, line, character, text)
+        self.shown[uri].held = held
 
     def remember_recent(self, uri: str, lines: Sequence[str], line: int, character: int, text: str) -> Answer:
         """Keep a suggestion for this exact place without showing it (a prefetched one)."""
@@ -67,8 +84,10 @@ class SuggestionReuse:
         for key in [k for k in self.recent if k[0] == uri]:
             del self.recent[key]
 
-    def lookup(self, uri: str, lines: Sequence[str], line: int, character: int) -> tuple[str, str] | None:
-        """(suggestion, kind) still valid at this cursor, or None."""
+    def lookup(self, uri: str, lines: Sequence[str], line: int, character: int,
+               reconsider: Reconsider | None = None) -> tuple[str, str] | None:
+        """(suggestion, kind) still valid at this cursor, or None. A reconsidered answer's
+        suggestion may be "": still withheld, and no need to ask the model."""
         left, right = _split(lines, line, character)
         shown = self.shown.get(uri)
         if shown is not None:
@@ -78,6 +97,12 @@ class SuggestionReuse:
                 self.remember(uri, lines, line, character, rest)
                 self.hits["typed_through"] += 1
                 return rest, "typed_through"
+            decided = reconsider(shown.held, typed) if typed and shown.held is not None and reconsider else None
+            if decided is not None:
+                text, held = decided
+                self.remember(uri, lines, line, character, text, held)
+                self.hits["reconsidered"] += 1
+                return text, "reconsidered"
         answer = self.recent.get((uri, left))
         if answer is not None and answer.right == right and abs(answer.line - line) <= 2 and answer.text:
             if _same_except_line(answer.lines, lines, line) or \

@@ -130,7 +130,8 @@ async def run_session(args, path: Path, server_flags: list[str]) -> int:
                   f"p99 {p[99]:.1f}  max {max(latencies):.1f}")
         c, e = server["counters"], server["engine"]
         print(f"  server: {c['reuse_typed_through']} answered from the shown suggestion (typed through), "
-              f"{c['reuse_recent']} from a recent one, {e['engine_requests']} by the model")
+              f"{c['reuse_recent']} from a recent one, {c['reuse_reconsidered']} by deciding again on a withheld one, "
+              f"{e['engine_requests']} by the model")
         if e["engine_requests"]:
             print(f"  model work per request: {e['prompt_tokens'] / e['engine_requests']:.0f} prompt tokens, "
                   f"{e['cached_tokens'] / e['engine_requests']:.0f} reused from cache, "

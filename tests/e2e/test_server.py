@@ -189,6 +189,35 @@ async def test_typed_through_answers_without_the_model(client: LanguageClient):
     assert isinstance(third.items, (list, tuple))
 
 
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", "embedded",
+                                                                            "--min-confidence", "1")),
+                    loop_scope="module")
+async def gated_client(lsp_client: LanguageClient):
+    # The embedded model and its reranker, every suggestion withheld (no probability reaches 1).
+    await initialize(lsp_client)
+    await model_loaded(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_typing_into_a_withheld_suggestion_needs_no_model(gated_client: LanguageClient):
+    uri = "file:///work/project/gated.py"
+    open_doc(gated_client, uri, "def f(self):\n    self.assertEqual(a, 1)\n    self.assertEqual(b, 2)\n    self.ass\n")
+    first = await gated_client.text_document_inline_completion_async(inline_params(uri, 3, 12))
+    before = await gated_client.protocol.send_request_async("completer/stats", None)
+    # What the copies of the lines above ("ertEqual(a, 1)", "ertEqual(b, 2)") predict.
+    version, col = type_text(gated_client, uri, 3, 12, "e", 1)
+    second = await gated_client.text_document_inline_completion_async(inline_params(uri, 3, col))
+    after = await gated_client.protocol.send_request_async("completer/stats", None)
+    assert len(first.items) == len(second.items) == 0  # withheld, then still withheld
+    assert after.counters.reuse_reconsidered == before.counters.reuse_reconsidered + 1
+    assert after.engine.engine_requests == before.engine.engine_requests  # no model call
+    version, col = type_text(gated_client, uri, 3, col, "#", version)  # no candidate predicted this
+    await gated_client.text_document_inline_completion_async(inline_params(uri, 3, col))
+    final = await gated_client.protocol.send_request_async("completer/stats", None)
+    assert final.engine.engine_requests == after.engine.engine_requests + 1
+
+
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--no-reuse", "--no-prefetch")),
                     loop_scope="module")
 async def slow_client(lsp_client: LanguageClient):

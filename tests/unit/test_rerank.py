@@ -16,6 +16,7 @@ from completer.completion.rerank import (
     features,
     read_model_notes,
     surroundings,
+    typed_into,
 )
 from completer.lines import split_lines
 
@@ -118,3 +119,17 @@ def test_model_notes_round_trip(tmp_path):
     with pytest.raises(ValueError, match="not this version's"):
         read_model_notes(tmp_path)
 
+
+
+def test_typed_into_drops_the_tokens_the_user_typed():
+    # The healed "re" and the candidate "turn x" in tokens "retu" "rn" " x", then the end token.
+    s = Scored(Candidate("turn x", "model"), (-1.0, -0.5, -0.25, -0.1), token_ends=(4, 6, 8), healed=2)
+    after = typed_into(s, "tu")  # the first token is typed whole
+    assert after.candidate.text == "rn x" and after.logprobs == (-0.5, -0.25, -0.1) and after.token_ends == (2, 4)
+    inside = typed_into(s, "tur")  # ends inside "rn": that token stays
+    assert inside.candidate.text == "n x" and inside.logprobs == (-0.5, -0.25, -0.1) and inside.token_ends == (1, 3)
+    again = typed_into(inside, "n")
+    assert again.candidate.text == " x" and again.logprobs == (-0.25, -0.1) and again.token_ends == (2,)
+    assert again.candidate.match == s.candidate.match + 4
+    assert typed_into(s, "x") is None and typed_into(s, "turn x") is None and typed_into(s, "") is None
+    assert typed_into(Scored(Candidate("ab", "model"), (-1.0, -1.0)), "a") is None  # boundaries unknown

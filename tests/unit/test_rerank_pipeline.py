@@ -106,3 +106,25 @@ def test_a_consumer_that_raises_mid_generation_leaves_the_engine_free(engine):
     assert engine._lock.acquire(timeout=1.0), "the engine's lock is still held by the abandoned stream"
     engine._lock.release()
     assert completer.complete(request()).text
+
+
+def test_a_withheld_suggestion_is_reconsidered_as_the_user_types_it(engine):
+    """Shorter copies are likelier here (the reranker reads only the length and the source): withheld
+    at first, shown once the user typed all but a character of it, without asking the model again."""
+    # z = 2 - len(text), and the model's own text (random weights) never wins.
+    weights = tuple({"bias": 2.0, "chars": -40.0, "from_model": -100.0}.get(name, 0.0) for name in FEATURES)
+    notes = ModelNotes(reranker=Reranker(weights, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), {"default": 0.5}))
+    completer = Completer(engine, CompletionSettings(multiline=False), notes=notes)
+    result = completer.complete(request())
+    assert result.withheld == "confidence" and result.held is not None
+    for s in result.held.ranked:  # each candidate's tokens spell the healed text and the candidate
+        assert len(s.token_ends) == len(s.logprobs) - 1 and s.token_ends[-1] == s.healed + len(s.candidate.text.encode())
+    best = next(s.candidate.text for s in result.held.ranked if s.candidate.source == "document")
+    assert best in ("ertEqual(b, 2)", "ertEqual(a, 1)")
+    text, held = completer.reconsider(result.held, best[0])
+    assert text == "" and held is not None and held.around.left.endswith(best[0])
+    assert all(s.candidate.text == c.candidate.text[1:] for s, c in zip(
+        sorted(held.ranked, key=lambda s: s.candidate.text),
+        sorted((c for c in result.held.ranked if c.candidate.text.startswith(best[0])), key=lambda s: s.candidate.text)))
+    assert completer.reconsider(held, best[1:-1]) == (best[-1], None)
+    assert completer.reconsider(result.held, "\x00") is None  # no candidate predicted it: ask the model

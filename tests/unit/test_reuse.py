@@ -98,3 +98,29 @@ def test_the_pacer_debounces_only_while_typing_outruns_the_model():
     assert pacer.debounce_s("other") == 0.0
     pacer.forget("u")
     assert pacer.debounce_s("u") == 0.0
+
+
+def test_typing_into_a_withheld_suggestion_is_decided_again_without_the_model():
+    r = SuggestionReuse()
+    lines = split_lines(DOC)
+    asked = []
+
+    def reconsider(held, typed):  # stands in for Completer.reconsider: shows what has 9 characters left
+        asked.append((held, typed))
+        if not held.startswith(typed):
+            return None
+        rest = held[len(typed):]
+        return (rest, None) if len(rest) <= 9 else ("", rest)
+
+    r.remember("u", lines, 5, 7, "", held="urn entries")  # withheld here
+    typed = edit(lines, 5, "    retu\n")
+    assert r.lookup("u", typed, 5, 8, reconsider) == ("", "reconsidered")  # still withheld, no model
+    typed2 = edit(typed, 5, "    retur\n")
+    assert r.lookup("u", typed2, 5, 9, reconsider) == ("n entries", "reconsidered")  # shown now
+    assert asked == [("urn entries", "u"), ("rn entries", "r")]
+    typed3 = edit(typed2, 5, "    return\n")
+    assert r.lookup("u", typed3, 5, 10, reconsider) == (" entries", "typed_through")
+    assert r.hits["reconsidered"] == 2
+    r.remember("u", lines, 5, 7, "", held="urn entries")
+    assert r.lookup("u", edit(lines, 5, "    retx\n"), 5, 8, reconsider) is None  # not predicted: ask the model
+    assert r.lookup("u", typed, 5, 8) is None  # reconsidering switched off
