@@ -578,16 +578,15 @@ def cmd_tokenizer(args, cfg: dict) -> None:
     print(json.dumps(report["chars_per_token"], indent=1))
 
 
-def _encode_into(tok, batch: list[dict], w, counts: dict, bar) -> None:
-    """Encode a batch of documents (all cores) into a shard writer, recording each file's token count.
-    A sentinel's spelling inside source code (a FIM tokenizer's own tests, say) is text, never the
-    sentinel's id, as when serving (completer/tokenizer.py) and in gpu_unpack.py."""
-    tok.encode_special_tokens = True
-    for d, enc in zip(batch, tok.encode_batch([d["text"] for d in batch], add_special_tokens=False)):
-        w.add(enc.ids, d)
-        counts[f"{d['project']}/{d['path']}"] = len(enc.ids)
+def _encode_into(tok, docs, w, counts: dict, bar) -> None:
+    """Encode documents into a shard writer (corpus_shards.encode_docs: sentinel spellings are text),
+    recording each file's token count."""
+    from engine_builds.corpus_shards import encode_docs
+
+    for d, ids in encode_docs(tok, docs):
+        w.add(ids, d)
+        counts[f"{d['project']}/{d['path']}"] = len(ids)
         bar.update(len(d["text"]))
-    batch.clear()
 
 
 def cmd_shards(args, cfg: dict) -> None:
@@ -606,12 +605,7 @@ def cmd_shards(args, cfg: dict) -> None:
     for path in files:
         split, lang = path.stem.split("-", 1)
         w = ShardWriter(out, split, lang)
-        batch: list[dict] = []
-        for d in read_docs(path):
-            batch.append(d)
-            if len(batch) >= 512:
-                _encode_into(tok, batch, w, counts, bar)
-        _encode_into(tok, batch, w, counts, bar)
+        _encode_into(tok, read_docs(path), w, counts, bar)
         w.close()
     bar.close()
     for f in manifest["files"]:

@@ -15,7 +15,7 @@ Documents are whole files encoded without special tokens; a trainer inserts <|fi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,26 @@ class ShardWriter:
         self._docs.close()
         np.asarray(self._offsets, dtype="<u8").tofile(self.paths[1])
         return self._offsets[-1]
+
+
+def encode_docs(tok, docs: Iterable[dict], batch_size: int = 512) -> Iterator[tuple[dict, list[int]]]:
+    """Each document ({"text", ...}) with its token ids, in order, encoded a batch at a time (the
+    tokenizer spreads a batch over all cores). A sentinel's spelling inside source code (a FIM
+    tokenizer's own tests, say) is text, never the sentinel's id, as when serving
+    (completer/tokenizer.py) and in gpu_unpack.py."""
+    tok.encode_special_tokens = True
+    batch: list[dict] = []
+    for d in docs:
+        batch.append(d)
+        if len(batch) >= batch_size:
+            yield from _encode_batch(tok, batch)
+            batch = []
+    yield from _encode_batch(tok, batch)
+
+
+def _encode_batch(tok, batch: list[dict]) -> Iterator[tuple[dict, list[int]]]:
+    for d, enc in zip(batch, tok.encode_batch([d["text"] for d in batch], add_special_tokens=False)):
+        yield d, enc.ids
 
 
 def write_shard(root: Path, split: str, lang: str, docs: Iterable[tuple[Sequence[int], dict]]) -> int:

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine_builds.corpus_shards import ShardWriter
+from engine_builds.corpus_shards import ShardWriter, encode_docs
 from engine_builds.corpus_tokenizer import read_docs
 
 BATCH = 1024
@@ -35,23 +35,13 @@ def write_split(tok, out: Path, split: str, name: str, docs: Iterable[dict]) -> 
     version and licenses (what a model trained on the shard is derived from)."""
     writer = ShardWriter(out / "tokens", split, name)
     projects: dict[str, dict] = {}
-    batch: list[dict] = []
-
-    def flush() -> None:
-        for d, enc in zip(batch, tok.encode_batch([d["text"] for d in batch], add_special_tokens=False)):
-            writer.add(enc.ids, {"path": d["path"], "project": d.get("project", ""),
-                                 "package": d.get("package") or d.get("project", "")})
-            p = projects.setdefault(d.get("project", ""), {"version": d.get("version", ""), "tokens": 0,
-                                                           "licenses": Counter()})
-            p["tokens"] += len(enc.ids)
-            p["licenses"][d.get("license", "")] += 1
-        batch.clear()
-
-    for d in docs:
-        batch.append(d)
-        if len(batch) >= BATCH:
-            flush()
-    flush()
+    for d, ids in encode_docs(tok, docs, BATCH):
+        writer.add(ids, {"path": d["path"], "project": d.get("project", ""),
+                         "package": d.get("package") or d.get("project", "")})
+        p = projects.setdefault(d.get("project", ""), {"version": d.get("version", ""), "tokens": 0,
+                                                       "licenses": Counter()})
+        p["tokens"] += len(ids)
+        p["licenses"][d.get("license", "")] += 1
     ordered = sorted(projects.items(), key=lambda kv: -kv[1]["tokens"])
     return {"tokens": writer.close(),
             "projects": {k: {**v, "licenses": sorted(v["licenses"])} for k, v in ordered}}
@@ -75,7 +65,6 @@ def main() -> None:
         if (args.model / name).exists():
             shutil.copy(args.model / name, args.out / "tokenizer" / name)
     tok = Tokenizer.from_file(str(args.model / "tokenizer.json"))
-    tok.encode_special_tokens = True  # a sentinel's spelling in source code is text, as when serving
     t0 = time.time()
     report: dict = {"model": str(args.model), "fraction": args.fraction, "seed": args.seed, "sets": {}}
     for lang in args.languages:
