@@ -18,22 +18,15 @@ import itertools
 import sys
 from pathlib import Path
 
-from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings, Held, held_after
-from completer.completion.rerank import cursor_kind, surroundings
+from completer.completion.pipeline import Completer, CompletionSettings
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
-from completer.syntax import DocumentSyntax, language_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds is not installed
+from engine_builds.fit_reranker import complete_at, typed_rankings
 from engine_builds.line_cases import e2_cases
 
 BINS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 1.01)
-
-
-def complete(completer: Completer, lines, line: int, character: int, path: str):
-    language = language_for("", path)
-    snapshot = DocumentSyntax(language, "".join(lines)).snapshot if language else None
-    return completer.complete(CompletionRequest(lines, line, character, path=path.rsplit("/", 1)[-1], syntax=snapshot))
 
 
 def main() -> None:
@@ -53,22 +46,15 @@ def main() -> None:
         sys.exit(f"{args.model} has no reranker")
     rows: list[dict] = []  # k, probability and exactness of the best candidate: rescored, and afresh
     for case in e2_cases(args.corpus, args.cases, seed=args.seed, split=args.split):
-        first = complete(completer, case.lines, case.line, case.character, case.path)
-        if not first.ranked:
-            continue
+        first = complete_at(completer, case.path, case.lines, case.line, case.character)
         target = case.target.rstrip()
-        model_text = next((s.candidate.text for s in first.ranked if s.candidate.source == "model"), "")
-        held = Held(first.ranked, model_text, surroundings(case.lines, case.line, case.character))
-        for k in range(1, min(args.typed, len(target) - 1) + 1):
-            typed = held_after(held, target[:k])
-            if typed is None:
-                break  # no candidate predicted it: the server asks the model, as before
-            kind = cursor_kind(typed.around.left)
-            best = reranker.rank(typed.ranked, typed.model_text, kind, typed.around)[0]
+        # A cut counts while some candidate predicted the typed characters; else the server asks the model.
+        for k, kind, ranked in typed_rankings(reranker, case, first.ranked, args.typed):
+            best = ranked[0]
             lines = list(case.lines)
             body = lines[case.line]
             lines[case.line] = body[:case.character] + target[:k] + body[case.character:]
-            fresh = complete(completer, lines, case.line, case.character + k, case.path)
+            fresh = complete_at(completer, case.path, lines, case.line, case.character + k)
             top = fresh.ranked[0] if fresh.ranked else None
             rest = target[k:]
             rows.append({"k": k, "threshold": reranker.threshold(kind),

@@ -21,17 +21,26 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings, Held, held_after
+from completer.completion.pipeline import (
+    Completer,
+    CompletionRequest,
+    CompletionResult,
+    CompletionSettings,
+    Held,
+    held_after,
+)
 from completer.completion.rerank import (
     CURSOR_KINDS,
     FEATURES,
     METADATA_FILE,
     ModelNotes,
     Reranker,
+    Scored,
     cursor_kind,
     surroundings,
 )
@@ -41,31 +50,41 @@ from completer.syntax import DocumentSyntax, language_for
 from engine_builds.line_cases import e2_cases
 
 
+def complete_at(completer: Completer, path: str, lines, line: int, character: int) -> CompletionResult:
+    """The completion at a cursor of a corpus file, with the document's tree, as the server asks."""
+    language = language_for("", path)
+    snapshot = DocumentSyntax(language, "".join(lines)).snapshot if language else None
+    return completer.complete(CompletionRequest(lines, line, character, path=path.rsplit("/", 1)[-1], syntax=snapshot))
+
+
+def typed_rankings(reranker: Reranker, case, ranked: Sequence[Scored], typed_chars: int):
+    """(k, cursor kind, candidates) for k = 1..typed_chars: the case's candidates that predicted the
+    first k characters of its target, ranked again on what is left of them, as the server does when
+    the user types into a withheld suggestion (Completer.reconsider); it stops where none did."""
+    target = case.target.rstrip()
+    model_text = next((s.candidate.text for s in ranked if s.candidate.source == "model"), "")
+    held = Held(tuple(ranked), model_text, surroundings(case.lines, case.line, case.character))
+    for k in range(1, min(typed_chars, len(target) - 1) + 1):
+        typed = held_after(held, target[:k])
+        if typed is None:
+            return
+        kind = cursor_kind(typed.around.left)
+        yield k, kind, reranker.rank(typed.ranked, typed.model_text, kind, typed.around)
+
+
 def collect(completer: Completer, cases, typed_chars: int = 0) -> tuple[list[list[float]], list[float]]:
     """Features and labels (exact or not) of every scored candidate of every case; with
     `typed_chars`, also of the candidates after the user typed each of the target's first
-    1..typed_chars characters into them (what the server reconsiders without the model,
-    Completer.reconsider)."""
+    1..typed_chars characters into them (typed_rankings)."""
     xs, ys = [], []
-    reranker = completer.notes.reranker
     for case in cases:
-        language = language_for("", case.path)
-        snapshot = DocumentSyntax(language, "".join(case.lines)).snapshot if language else None
-        result = completer.complete(CompletionRequest(case.lines, case.line, case.character,
-                                                      path=case.path.rsplit("/", 1)[-1], syntax=snapshot))
+        result = complete_at(completer, case.path, case.lines, case.line, case.character)
         target = case.target.rstrip()
         for scored in result.ranked:
             xs.append(list(scored.features))
             ys.append(float(scored.candidate.text.rstrip() == target))
-        if not result.ranked:
-            continue
-        model_text = next((s.candidate.text for s in result.ranked if s.candidate.source == "model"), "")
-        held = Held(result.ranked, model_text, surroundings(case.lines, case.line, case.character))
-        for k in range(1, min(typed_chars, len(target) - 1) + 1):
-            typed = held_after(held, target[:k])
-            if typed is None:
-                break
-            for scored in reranker.rank(typed.ranked, typed.model_text, cursor_kind(typed.around.left), typed.around):
+        for k, _, ranked in typed_rankings(completer.notes.reranker, case, result.ranked, typed_chars):
+            for scored in ranked:
                 xs.append(list(scored.features))
                 ys.append(float(scored.candidate.text.rstrip() == target[k:]))
     return xs, ys
