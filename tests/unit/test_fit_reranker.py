@@ -1,6 +1,7 @@
 """Fitting the reranker (engine_builds/fit_reranker.py): the regression on numbers, and the collection
 of features through the real completer on the tiny fixture model."""
 
+import math
 import random
 
 import pytest
@@ -38,3 +39,12 @@ def test_collect_reads_the_features_the_reranker_saw(fixture_model_dir):
     assert sum(x["from_model"] for x in named) == len(cases)  # the model's own text, once per case
     assert all(x["bias"] == 1.0 and x["candidates"] >= 1 and x["logprob_sum_gap"] <= 0 for x in named)
     assert any(x["logprob_sum_gap"] == pytest.approx(0.0) for x in named)
+    # With typed characters, the same candidates again after the user typed into them: more examples,
+    # those with `typed` set, and none typed past the cases' first characters.
+    xs_typed, ys_typed = collect(completer, cases, typed_chars=2)
+    typed = [dict(zip(FEATURES, x))["typed"] for x in xs_typed]
+    assert len(xs_typed) > len(xs) and len(ys_typed) == len(xs_typed)
+    allowed = {0.0, math.log1p(1), math.log1p(2)}  # typed 0, 1 or 2 characters
+    assert all(any(t == pytest.approx(a) for a in allowed) for t in typed)
+    assert any(t == pytest.approx(math.log1p(1)) for t in typed)
+    assert sum(t == 0.0 for t in typed) == len(xs)
