@@ -106,23 +106,26 @@ def surroundings(lines: Sequence[str], line: int, character: int,
                  context: Sequence[tuple[str, str]] = ()) -> Surroundings:
     """The lines within AROUND_ABOVE characters above the cursor line and AROUND_BELOW below it (a
     longer line counts by its first AROUND_ABOVE characters)."""
-    near: list[str] = []
-    size, i = 0, line - 1
-    while i >= 0 and size < AROUND_ABOVE:
-        near.append(lines[i][:AROUND_ABOVE])
-        size += len(near[-1])
-        i -= 1
-    size, i = 0, line + 1
-    while i < len(lines) and size < AROUND_BELOW:
-        near.append(lines[i][:AROUND_ABOVE])
-        size += len(near[-1])
-        i += 1
+    near = _lines_within(lines, range(line - 1, -1, -1), AROUND_ABOVE)
+    near += _lines_within(lines, range(line + 1, len(lines)), AROUND_BELOW)
     counts = Counter(stripped for stripped in map(str.strip, near) if stripped)
     cursor_line = lines[line][max(0, character - AROUND_ABOVE):character + AROUND_BELOW]
     text = "".join(near) + cursor_line + "".join(chunk for _, chunk in context)
     # Words split at every ASCII character that is not a letter, digit or underscore: five times
     # faster than a regular expression on the same text (numbers come along; they do no harm).
     return Surroundings(lines[line][:character], frozenset(text.translate(_NOT_A_WORD).split()), counts)
+
+
+def _lines_within(lines: Sequence[str], order: range, budget: int) -> list[str]:
+    """The lines in `order` (each cut to AROUND_ABOVE characters) until `budget` characters are read."""
+    near: list[str] = []
+    size = 0
+    for i in order:
+        if size >= budget:
+            break
+        near.append(lines[i][:AROUND_ABOVE])
+        size += len(near[-1])
+    return near
 
 
 def features(scored: Scored, model_text: str, kind: str, peers: Sequence[Scored], around: Surroundings) -> list[float]:

@@ -65,13 +65,13 @@ class SuggestionReuse:
         """A suggestion shown at this cursor (typed-through starts from it) and kept among the recent;
         or, with `held`, none shown because the confidence gate withheld it (reconsidered as the user
         types)."""
-        self.shown[uri] = self.remember_recent(uri, lines, line, character, text)
-        self.shown[uri].held = held
+        self.shown[uri] = self.remember_recent(uri, lines, line, character, text, held)
 
-    def remember_recent(self, uri: str, lines: Sequence[str], line: int, character: int, text: str) -> Answer:
+    def remember_recent(self, uri: str, lines: Sequence[str], line: int, character: int, text: str,
+                        held: Held | None = None) -> Answer:
         """Keep a suggestion for this exact place without showing it (a prefetched one)."""
         left, right = _split(lines, line, character)
-        answer = Answer(uri, lines, line, left, right, text, _context(lines, line))
+        answer = Answer(uri, lines, line, left, right, text, _context(lines, line), held)
         key = (uri, left)
         self.recent[key] = answer
         self.recent.move_to_end(key)
