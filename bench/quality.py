@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from rapidfuzz.distance import Levenshtein
 
+from completer.completion.acceptance import decide_accept
 from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
@@ -211,8 +212,9 @@ def ngram_predict(tokenizer, case: Case) -> str:
 def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> dict:
     """syntax: give the completer each document's tree, as the language server does.
     rows: scores of the suggestions as shown; raw_rows: of the model's text before post-processing
-    (the same generation, so the two are exactly paired); picks: (kind, source, confidence, exact)
-    of each shown suggestion, for the reranker's contribution and the confidence curve."""
+    (the same generation, so the two are exactly paired); picks: (kind, source, confidence, exact,
+    taken) of each shown suggestion, for the reranker's contribution and the confidence curve (taken:
+    the user would take some of it, acceptance.py)."""
     from completer.syntax import DocumentSyntax, language_for
 
     rows = {k: [] for k in KINDS}
@@ -228,32 +230,36 @@ def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> d
                                                  syntax=snap), on_text=raw.append)
         rows[c.kind].append(score(r.text, c.target))
         raw_rows[c.kind].append(score("".join(raw), c.target))
-        picks.append((c.kind, r.source, r.confidence, rows[c.kind][-1][0]))
+        picks.append((c.kind, r.source, r.confidence, rows[c.kind][-1][0], bool(decide_accept(r.text, c.target)[0])))
         prompt_tokens += r.stats.prompt_tokens
     n = max(1, len(cases))
     return {"rows": rows, "raw_rows": raw_rows, "picks": picks,
             "ms_per_case": (time.perf_counter() - t0) * 1000 / n, "prompt_tokens": prompt_tokens / n}
 
 
-GATE_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+GATE_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7)
 
 
 def sources_and_gate(picks: list) -> dict:
     """How often each candidate source was shown and how often it was exact; and, for each
-    confidence threshold, the precision (exact among shown) and recall (exact and shown, of all)."""
+    confidence threshold, the precision (exact among shown), recall (exact and shown, of all) and
+    taken (of the shown, those the user would take some of)."""
     sources: dict[str, list[int]] = {}
-    for _, source, _, exact in picks:
+    for _, source, _, exact, _ in picks:
         entry = sources.setdefault(source, [0, 0])
         entry[0] += 1
         entry[1] += bool(exact)
+
     def curve(kinds) -> dict:
-        scored = [(conf, exact) for kind, _, conf, exact in picks if conf is not None and kind in kinds]
+        scored = [(conf, exact, taken) for kind, _, conf, exact, taken in picks if conf is not None and kind in kinds]
         out = {}
         for t in GATE_THRESHOLDS:
-            shown = [exact for conf, exact in scored if conf >= t]
+            shown = [(exact, taken) for conf, exact, taken in scored if conf >= t]
+            hits = sum(e for e, _ in shown)
             out[t] = {"shown": 100 * len(shown) / max(1, len(scored)),
-                      "precision": 100 * sum(shown) / max(1, len(shown)),
-                      "recall": 100 * sum(shown) / max(1, len(scored))}
+                      "precision": 100 * hits / max(1, len(shown)),
+                      "recall": 100 * hits / max(1, len(scored)),
+                      "taken": 100 * sum(taken for _, taken in shown) / max(1, len(shown))}
         return out
 
     return {"sources": {k: {"shown": v[0], "exact": v[1]} for k, v in sources.items()}, "gate": curve(KINDS),
@@ -265,7 +271,8 @@ def print_sources_and_gate(report: dict) -> None:
                                            for k, v in sorted(report["sources"].items())))
     for label, curve in (("all", report["gate"]), *report["gate_by_kind"].items()):
         print(f"  {label:<8} confidence >= " + "  ".join(f"{t:g}: shown {g['shown']:.0f}% prec {g['precision']:.1f}% "
-                                                        f"rec {g['recall']:.1f}%" for t, g in curve.items()))
+                                                        f"rec {g['recall']:.1f}% taken {g['taken']:.1f}%"
+                                                        for t, g in curve.items()))
 
 
 def paired_difference(a: dict, b: dict, field: int = 1) -> tuple[float, float]:
@@ -372,7 +379,7 @@ def main() -> None:
             print(f"{label:<38}{entry['params']:>10,}" +
                   "".join(f"{s[k]['em']:>11.1f}{s[k]['es']:>6.1f}" for k in (*KINDS, "all")) +
                   f"{res['ms_per_case']:>9.1f}", flush=True)
-            if arm_settings.rerank and any(conf is not None for _, _, conf, _ in res["picks"]):
+            if arm_settings.rerank and any(pick[2] is not None for pick in res["picks"]):
                 entry[f"{suite}_sources_and_gate"] = report = sources_and_gate(res["picks"])
                 print_sources_and_gate(report)
         tok = engines[args.models[0]].tokenizer

@@ -7,8 +7,9 @@ For each line cut (line_cases.py, by default of the val split, on cuts other tha
 fitting ones: another seed), the completer answers at the cursor; then the user types the first
 k = 1, 2, 3 characters of the true rest of the line, and at each k the candidates that predicted
 them are ranked again on what is left of them (no model), and, for comparison, the model is asked
-afresh at the new cursor. Printed per k: cases, shown (over the shipped thresholds), exact among
-shown, for both; and the calibration of both: exact rate per predicted-probability bin.
+afresh at the new cursor. Printed per k: cases, shown (the gate's confidence over the shipped
+thresholds), exact among shown and taken among shown (the user takes some of it: acceptance.py), for
+both; and the calibration of both: taken rate per predicted-probability bin (what the gate predicts).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import itertools
 import sys
 from pathlib import Path
 
+from completer.completion.acceptance import decide_accept
 from completer.completion.pipeline import Completer, CompletionSettings
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
@@ -44,7 +46,8 @@ def main() -> None:
     reranker = completer.notes.reranker
     if reranker is None:
         sys.exit(f"{args.model} has no reranker")
-    rows: list[dict] = []  # k, probability and exactness of the best candidate: rescored, and afresh
+    gate = completer.notes.gate or reranker  # whose thresholds the server applies
+    rows: list[dict] = []  # k, the confidence in the best candidate, exact and taken: rescored, and afresh
     for case in e2_cases(args.corpus, args.cases, seed=args.seed, split=args.split):
         first = complete_at(completer, case.path, case.lines, case.line, case.character)
         target = case.target.rstrip()
@@ -57,29 +60,31 @@ def main() -> None:
             fresh = complete_at(completer, case.path, lines, case.line, case.character + k)
             top = fresh.ranked[0] if fresh.ranked else None
             rest = target[k:]
-            rows.append({"k": k, "threshold": reranker.threshold(kind),
-                         "p": best.probability, "exact": best.candidate.text.rstrip() == rest,
-                         "fresh_p": top.probability if top else 0.0,
-                         "fresh_exact": top is not None and top.candidate.text.rstrip() == rest})
+            fresh_text = top.candidate.text if top else ""
+            rows.append({"k": k, "threshold": gate.threshold(kind),
+                         "p": completer.confidence(best), "exact": best.candidate.text.rstrip() == rest,
+                         "taken": bool(decide_accept(best.candidate.text, rest)[0]),
+                         "fresh_p": completer.confidence(top) if top else 0.0,
+                         "fresh_exact": top is not None and fresh_text.rstrip() == rest,
+                         "fresh_taken": top is not None and bool(decide_accept(fresh_text, rest)[0])})
     print(f"{args.corpus} ({args.split}), {args.cases} cuts (seed {args.seed}), {args.model}, thresholds "
-          f"{reranker.thresholds}")
-    print(f"{'typed':>5}{'cases':>7}{'rescored shown':>16}{'exact':>7}{'precision':>11}"
-          f"{'afresh shown':>14}{'exact':>7}{'precision':>11}")
+          f"{gate.thresholds}")
+    print(f"{'typed':>5}{'cases':>7}{'rescored shown':>16}{'exact':>7}{'taken':>7}"
+          f"{'afresh shown':>14}{'exact':>7}{'taken':>7}   (exact, taken: % of shown)")
     for k in range(1, args.typed + 1):
         at = [r for r in rows if r["k"] == k]
-        out = []
-        for p, exact in (("p", "exact"), ("fresh_p", "fresh_exact")):
-            shown = [r for r in at if r[p] >= r["threshold"]]
-            hits = sum(r[exact] for r in shown)
-            out.append((len(shown), hits, 100 * hits / max(1, len(shown))))
-        print(f"{k:>5}{len(at):>7}" + "".join(f"{s:>16}{h:>7}{pr:>10.1f}%" if i == 0 else f"{s:>14}{h:>7}{pr:>10.1f}%"
-                                            for i, (s, h, pr) in enumerate(out)))
-    print("calibration, every k: predicted probability -> exact rate (cases)")
+        cells = []
+        for prefix, width in (("", 16), ("fresh_", 14)):
+            shown = [r for r in at if r[prefix + "p"] >= r["threshold"]]
+            exact, taken = (100 * sum(r[prefix + what] for r in shown) / max(1, len(shown)) for what in ("exact", "taken"))
+            cells.append(f"{len(shown):>{width}}{exact:>6.1f}%{taken:>6.1f}%")
+        print(f"{k:>5}{len(at):>7}" + "".join(cells))
+    print("calibration, every k: predicted probability -> taken rate (cases)")
     for lo, hi in itertools.pairwise(BINS):
         cells = []
-        for p, exact in (("p", "exact"), ("fresh_p", "fresh_exact")):
-            b = [r for r in rows if lo <= r[p] < hi]
-            cells.append(f"{100 * sum(r[exact] for r in b) / max(1, len(b)):5.1f}% ({len(b)})")
+        for prefix in ("", "fresh_"):
+            b = [r for r in rows if lo <= r[prefix + "p"] < hi]
+            cells.append(f"{100 * sum(r[prefix + 'taken'] for r in b) / max(1, len(b)):5.1f}% ({len(b)})")
         print(f"  [{lo:.2f}, {min(hi, 1.0):.2f}): rescored {cells[0]:>14}   afresh {cells[1]:>14}")
 
 

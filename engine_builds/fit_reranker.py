@@ -1,8 +1,9 @@
-"""Fit the reranker of a target model (completer/completion/rerank.py) and write its completer.json.
+"""Fit the reranker and the gate of a target model (completer/completion/rerank.py) and write its
+completer.json.
 
     python -m engine_builds.fit_reranker --model completer/models/embedded \
         --corpus data/stdlib/corpus.jsonl.gz data/corpus/text/val-python.jsonl --split val --cases 1500 \
-        --languages python --threshold 0.05 --thresholds line_start=0.15 --typed-chars 3
+        --languages python --threshold 0.45 --typed-chars 3
 
 For each held-out line cut (line_cases.py: cursors at the indentation, mid-line and mid-identifier,
 drawn from files of the `val` split, never from the evaluation splits) the completer runs as the
@@ -14,6 +15,12 @@ those without the model (Completer.reconsider), and their rescored log-probabili
 them (a rescored 0.4-0.7 was right 41% of the time, 2026-12-05). Thresholds per cursor kind are
 written as given (--threshold, --thresholds), since they are chosen from the replay's
 precision/recall curve, not from these cases.
+
+The gate is fitted second, on the same cases: one example per decision the server makes (each cut,
+and each cut after 1..K typed characters), the features of the candidate the fitted reranker puts
+first, positive when the user would take some of it (completer/completion/acceptance.py: all of it,
+its first line or its leading whole words, as the replay's typist does). The thresholds apply to the
+gate's probability.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from completer.completion.acceptance import decide_accept
 from completer.completion.pipeline import (
     Completer,
     CompletionRequest,
@@ -72,21 +81,49 @@ def typed_rankings(reranker: Reranker, case, ranked: Sequence[Scored], typed_cha
         yield k, kind, reranker.rank(typed.ranked, typed.model_text, kind, typed.around)
 
 
-def collect(completer: Completer, cases, typed_chars: int = 0) -> tuple[list[list[float]], list[float]]:
-    """Features and labels (exact or not) of every scored candidate of every case; with
-    `typed_chars`, also of the candidates after the user typed each of the target's first
-    1..typed_chars characters into them (typed_rankings)."""
-    xs, ys = [], []
+@dataclass
+class Decision:
+    """One decision the server makes at a cursor: its candidates' features (FEATURES order) and, for
+    each, whether it is exactly the rest of the line and whether the user would take some of it."""
+    features: list[list[float]]
+    exact: list[bool]
+    taken: list[bool]
+
+
+def collect(completer: Completer, cases, typed_chars: int = 0) -> list[Decision]:
+    """The decision at every case's cursor; with `typed_chars`, also those after the user typed each
+    of the target's first 1..typed_chars characters into its candidates (typed_rankings)."""
+    decisions = []
     for case in cases:
         result = complete_at(completer, case.path, case.lines, case.line, case.character)
         target = case.target.rstrip()
-        for scored in result.ranked:
-            xs.append(list(scored.features))
-            ys.append(float(scored.candidate.text.rstrip() == target))
-        for k, _, ranked in typed_rankings(completer.notes.reranker, case, result.ranked, typed_chars):
-            for scored in ranked:
-                xs.append(list(scored.features))
-                ys.append(float(scored.candidate.text.rstrip() == target[k:]))
+        rankings = [(0, result.ranked)]
+        rankings += [(k, ranked) for k, _, ranked in typed_rankings(completer.notes.reranker, case, result.ranked,
+                                                                    typed_chars)]
+        for k, ranked in rankings:
+            if ranked:
+                texts = [s.candidate.text for s in ranked]
+                decisions.append(Decision([list(s.features) for s in ranked],
+                                          [text.rstrip() == target[k:] for text in texts],
+                                          [bool(decide_accept(text, target[k:])[0]) for text in texts]))
+    return decisions
+
+
+def reranker_examples(decisions: Sequence[Decision]) -> tuple[list[list[float]], list[float]]:
+    """Every candidate, positive when exactly right."""
+    return [x for d in decisions for x in d.features], [float(e) for d in decisions for e in d.exact]
+
+
+def gate_examples(decisions: Sequence[Decision], reranker: Reranker) -> tuple[list[list[float]], list[float]]:
+    """The candidate `reranker` puts first in each decision (the model's own text wins ties, as in
+    Reranker.rank), positive when the user would take some of it."""
+    from_model = FEATURES.index("from_model")
+    xs, ys = [], []
+    for d in decisions:
+        best = max(range(len(d.features)),
+                   key=lambda i: (reranker.probability(d.features[i]), d.features[i][from_model]))
+        xs.append(d.features[best])
+        ys.append(float(d.taken[best]))
     return xs, ys
 
 
@@ -130,30 +167,35 @@ def main() -> None:
     engine = load_engine(EngineOptions(model=args.model, compile="off"))
     completer = Completer(engine, CompletionSettings(multiline=False, deadline_ms=10_000),
                           notes=ModelNotes(reranker=Reranker.neutral()))
-    xs, ys = [], []
+    decisions: list[Decision] = []
     t0 = time.perf_counter()
     for corpus in args.corpus:
-        x, y = collect(completer, e2_cases(corpus, args.cases, seed=args.seed, split=args.split), args.typed_chars)
-        xs += x
-        ys += y
-        print(f"{corpus}: {len(x)} candidates, {int(sum(y))} exact ({time.perf_counter() - t0:.0f} s)", flush=True)
+        found = collect(completer, e2_cases(corpus, args.cases, seed=args.seed, split=args.split), args.typed_chars)
+        decisions += found
+        print(f"{corpus}: {len(found)} decisions, {sum(map(len, (d.exact for d in found)))} candidates, "
+              f"{sum(map(sum, (d.exact for d in found)))} exact ({time.perf_counter() - t0:.0f} s)", flush=True)
+    xs, ys = reranker_examples(decisions)
     reranker = fit(xs, ys)
+    gate_xs, gate_ys = gate_examples(decisions, reranker)
+    gate = fit(gate_xs, gate_ys)
     thresholds = {kind: args.threshold for kind in CURSOR_KINDS}
     for item in args.thresholds:
         kind, _, value = item.partition("=")
         if kind not in CURSOR_KINDS:
             raise SystemExit(f"--thresholds {item}: the cursor kinds are {', '.join(CURSOR_KINDS)}")
         thresholds[kind] = float(value)
-    reranker = Reranker(reranker.weights, reranker.mean, reranker.scale, thresholds)
+    gate = Reranker(gate.weights, gate.mean, gate.scale, thresholds)
     path = Path(args.model) / METADATA_FILE
     notes = json.loads(path.read_text()) if path.exists() else {}
-    notes.update(languages=sorted(args.languages), reranker=reranker.to_json(),
+    notes.pop("thresholds_chosen", None)  # said of the reranker's probability; the gate's are chosen anew
+    notes.update(languages=sorted(args.languages), reranker=reranker.to_json(), gate=gate.to_json(),
                  reranker_fit={"corpora": [str(c) for c in args.corpus], "split": args.split,
                                "cases_per_corpus": args.cases, "seed": args.seed, "typed_chars": args.typed_chars,
-                               "candidates": len(xs),
-                               "exact": int(sum(ys))})
+                               "candidates": len(xs), "exact": int(sum(ys)),
+                               "decisions": len(gate_xs), "taken": int(sum(gate_ys))})
     path.write_text(json.dumps(notes, indent=1) + "\n")
-    print("weights:", ", ".join(f"{name} {w:+.2f}" for name, w in zip(FEATURES, reranker.weights)))
+    for name, model in (("reranker", reranker), ("gate", gate)):
+        print(f"{name} weights:", ", ".join(f"{f} {w:+.2f}" for f, w in zip(FEATURES, model.weights)))
     print(f"wrote {path}")
 
 

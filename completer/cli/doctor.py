@@ -175,8 +175,8 @@ def collect(options: EngineOptions) -> tuple[dict, list[str]]:
             model["fim_template"] = completer.template.name
             notes = completer.notes
             model["languages"] = sorted(notes.languages) if notes.languages is not None else "any"
-            model["reranker"] = ({"thresholds": notes.reranker.thresholds, "scores": engine.can_score}
-                                 if notes.reranker else None)
+            model["reranker"] = ({"thresholds": (notes.gate or notes.reranker).thresholds, "gate": notes.gate is not None,
+                                  "scores": engine.can_score} if notes.reranker else None)
             lines = ["def add(a, b):\n", "    return "]
             result = completer.complete(CompletionRequest(lines, 1, 11, path="doctor.py"))
             model["test_completion"] = {"text": result.text, "ms": round(result.timings.total_ms, 1)}

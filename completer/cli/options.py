@@ -41,8 +41,8 @@ def add_engine_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
                        help="show the model's own text only (default: copies from the document are candidates "
                        "too, scored by the model and ranked; needs a model with a reranker)")
         g.add_argument("--min-confidence", type=float, default=None, metavar="P",
-                       help="show a suggestion only when the reranker gives it at least probability P of being "
-                       "exactly right (default: the model's own thresholds; 0: always show)")
+                       help="show a suggestion only when the model's gate gives at least probability P that you "
+                       "take some of it (default: the model's own thresholds; 0: always show)")
         g.add_argument("--fim-template", default=None,
                        choices=FIM_FAMILIES,
                        help="FIM sentinel family (default: detected from the tokenizer)")

@@ -43,8 +43,9 @@ class CompletionSettings:
     # Copies from the document as candidates, reranked with the model's own text (rerank.py); needs
     # a model with a reranker and a backend that can score.
     rerank: bool = True
-    # Show a suggestion only if the reranker gives it at least this probability of being exactly
-    # right; None: the model's own thresholds (per cursor kind), 0: always show.
+    # Show a suggestion only if its confidence (Completer.confidence: the gate's probability that the
+    # user takes some of it) is at least this; None: the model's own thresholds (per cursor kind), 0:
+    # always show.
     min_confidence: float | None = None
 
 
@@ -115,7 +116,9 @@ class CompletionResult:
     timings: Timings = field(default_factory=Timings)
     stats: GenerationStats = field(default_factory=GenerationStats)
     source: str = "model"  # where the text came from: the model, or a copy (candidates.py)
-    confidence: float | None = None  # the reranker's probability that the text is exactly right
+    # What the gate thresholds: the probability that the user takes some of the text (or, for a model
+    # with a reranker and no gate, that the text is exactly right).
+    confidence: float | None = None
     withheld: str = ""  # why nothing is shown although the model ran: "language", "confidence"
     alternatives: tuple[str, ...] = ()  # other candidates above the threshold, best first (for cycling)
     ranked: tuple[Scored, ...] = ()  # every candidate scored, best first (benchmarks and fitting read them)
@@ -261,24 +264,25 @@ class Completer:
         reranker, kind = self.notes.reranker, cursor_kind(gen.prompt.left)
         around = surroundings(req.lines, req.line, req.character, req.context)
         ranked = reranker.rank(scored, result.text, kind, around)
-        threshold = self._threshold(kind)
+        threshold = self.threshold(kind)
         best = ranked[0]
-        if best.probability < threshold or not best.candidate.text.strip():
-            return dataclasses.replace(result, text="", source=best.candidate.source, confidence=best.probability,
+        confidence = self.confidence(best)
+        if confidence < threshold or not best.candidate.text.strip():
+            return dataclasses.replace(result, text="", source=best.candidate.source, confidence=confidence,
                                        withheld="confidence", ranked=tuple(ranked),
                                        held=Held(tuple(ranked), result.text, around))
         alternatives = tuple(s.candidate.text for s in ranked[1:]
-                             if s.probability >= threshold and s.candidate.text.strip())
+                             if s.candidate.text.strip() and self.confidence(s) >= threshold)
         return dataclasses.replace(result, text=best.candidate.text, source=best.candidate.source,
-                                   confidence=best.probability, alternatives=alternatives, ranked=tuple(ranked))
+                                   confidence=confidence, alternatives=alternatives, ranked=tuple(ranked))
 
     def reconsider(self, held: Held, typed: str) -> tuple[str, Held | None] | None:
         """The gate's decision again, without the model, after the user typed `typed` where `held`
         was withheld: (text, None) to show; ("", Held) still withheld; None when no candidate
-        predicted `typed` (the model must answer). The reranker was fitted on such typed-into
-        candidates too (feature `typed`), so its probabilities mean the same here; on held-out cuts
-        its decisions one to three characters in were as precise as the model's afresh (2026-12-05,
-        MODEL.md)."""
+        predicted `typed` (the model must answer). The reranker and the gate were fitted on such
+        typed-into candidates too (feature `typed`), so their probabilities mean the same here; on
+        held-out cuts its decisions one to three characters in were taken about as often as the
+        model's afresh (2026-12-05, MODEL.md)."""
         reranker = self.notes.reranker
         typed_held = held_after(held, typed)
         if reranker is None or typed_held is None:
@@ -286,15 +290,21 @@ class Completer:
         kind = cursor_kind(typed_held.around.left)
         ranked = reranker.rank(typed_held.ranked, typed_held.model_text, kind, typed_held.around)
         best = ranked[0]
-        if best.probability >= self._threshold(kind) and best.candidate.text.strip():
+        if best.candidate.text.strip() and self.confidence(best) >= self.threshold(kind):
             return best.candidate.text, None
         return "", dataclasses.replace(typed_held, ranked=tuple(ranked))
 
-    def _threshold(self, kind: str) -> float:
-        """The least probability shown at this kind of cursor position (needs a reranker)."""
+    def confidence(self, scored: Scored) -> float:
+        """What the gate thresholds for a ranked candidate: the probability that the user takes some
+        of it, or without a gate the reranker's probability that it is exactly right."""
+        gate = self.notes.gate
+        return gate.probability(scored.features) if gate is not None else scored.probability
+
+    def threshold(self, kind: str) -> float:
+        """The least confidence shown at this kind of cursor position (needs a reranker)."""
         if self.settings.min_confidence is not None:
             return self.settings.min_confidence
-        return self.notes.reranker.threshold(kind)
+        return (self.notes.gate or self.notes.reranker).threshold(kind)
 
     def score_candidates(self, req: CompletionRequest, gen: Generation, ctx: Context, model_text: str,
                          cancel: threading.Event | None = None) -> list[Scored]:

@@ -7,14 +7,17 @@ the cursor is at a line start or inside a word, how much the copy agrees with th
 probability that a candidate is exactly what the user will type. Some facts compare a candidate with
 the others (how far its log-probability is below the best one's) or with the text around the cursor
 (whether the identifiers it names occur there, how often its whole line occurs there): the model
-invents names, and code repeats lines. The best candidate is shown if that probability reaches the
-threshold for the cursor's kind of position: a wrong suggestion costs the user attention, so below it
-nothing is shown (the confidence gate). When the user then types what a withheld candidate predicted,
-the candidates are ranked again on what is left of them (typed_into), without the model.
+invents names, and code repeats lines. Whether to show the best candidate at all is a second
+question with a second answer: the gate, a logistic model over the same facts of the best candidate,
+gives the probability that the user takes some of it (acceptance.py: all of it, its first line or its
+leading words); below the threshold for the cursor's kind of position nothing is shown, as a wrong
+suggestion costs the user attention (the confidence gate). A model with a reranker and no gate
+thresholds the reranker's own probability. When the user then types what a withheld candidate
+predicted, the candidates are ranked again on what is left of them (typed_into), without the model.
 
-The logistic model is fitted per target model (engine_builds/fit_reranker.py, on held-out files that
-are not evaluated on) and ships in the model directory's `completer.json`; a model without one gets
-its own text, ungated, as before.
+Both logistic models are fitted per target model (engine_builds/fit_reranker.py, on held-out files
+that are not evaluated on) and ship in the model directory's `completer.json`; a model without them
+gets its own text, ungated, as before.
 """
 
 from __future__ import annotations
@@ -194,9 +197,11 @@ class Reranker:
 @dataclass(frozen=True)
 class ModelNotes:
     """What completer.json says of a model: the languages it was trained on (None: unknown, every
-    language is served) and its reranker (None: the model's own text, ungated)."""
+    language is served), its reranker (None: the model's own text, ungated) and its gate (None: the
+    reranker's probability and thresholds decide what is shown)."""
     languages: frozenset[str] | None = None
     reranker: Reranker | None = None
+    gate: Reranker | None = None
 
 
 def read_model_notes(model_dir: str | Path | None) -> ModelNotes:
@@ -205,6 +210,7 @@ def read_model_notes(model_dir: str | Path | None) -> ModelNotes:
         return ModelNotes()
     data = json.loads(path.read_text(encoding="utf-8"))
     languages = data.get("languages")
-    reranker = data.get("reranker")
+    reranker, gate = data.get("reranker"), data.get("gate")
     return ModelNotes(frozenset(languages) if languages is not None else None,
-                      Reranker.from_json(reranker) if reranker else None)
+                      Reranker.from_json(reranker) if reranker else None,
+                      Reranker.from_json(gate) if gate and reranker else None)

@@ -17,23 +17,19 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import re
 import time
 from dataclasses import dataclass
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from completer.completion.acceptance import decide_accept
 from completer.lines import clamp, line_body, replace_range, split_lines, to_client_units
 from completer.records import AnswerRecord
 
 from .editor_client import STARTUP_TIMEOUT_S, EditorClient, first_item, item_text, private_log
 from .records import RequestRecord, SessionResult
 from .session import Session
-
-MIN_ACCEPT_CHARS = 2  # a shorter suggestion is not worth a Tab
-MIN_WORD_ACCEPT_CHARS = 3
-_WORD = re.compile(r"\w")
 
 
 @dataclass(frozen=True)
@@ -260,28 +256,6 @@ def _first_text(result) -> str:
 def _first_command(result) -> tuple[str, list] | None:
     command = getattr(first_item(result), "command", None)
     return (command.command, list(command.arguments or [])) if command is not None else None
-
-
-def decide_accept(shown: str, remaining: str) -> tuple[str, str]:
-    """What a user who is about to type `remaining` takes of the ghost text `shown`: (how, text).
-
-    full: all of it matches; line: its first line matches (up to the line break); word: the longest
-    run of whole words that matches. ("", "") when nothing is worth a key press."""
-    if len(shown) >= MIN_ACCEPT_CHARS and remaining.startswith(shown):
-        return "full", shown
-    n = 0
-    limit = min(len(shown), len(remaining))
-    while n < limit and shown[n] == remaining[n]:
-        n += 1
-    nl = shown.find("\n")
-    if 0 < nl <= n and len(shown[:nl].strip()) >= MIN_ACCEPT_CHARS:
-        return "line", shown[:nl]
-    k = n  # back off to the end of a word (a word cut in half is not what word-accept gives)
-    while k > 0 and k < len(shown) and _WORD.match(shown[k - 1]) and _WORD.match(shown[k]):
-        k -= 1
-    if k >= MIN_WORD_ACCEPT_CHARS and shown[:k].strip():
-        return "word", shown[:k]
-    return "", ""
 
 
 async def replay_synthetic(client: EditorClient, session: Session, options: ReplayOptions,

@@ -9,7 +9,7 @@ import pytest
 from completer.completion.pipeline import Completer, CompletionSettings
 from completer.completion.rerank import FEATURES, ModelNotes, Reranker
 from completer.engines.torch.engine import TorchEngine
-from engine_builds.fit_reranker import collect, fit
+from engine_builds.fit_reranker import Decision, collect, fit, gate_examples, reranker_examples
 from engine_builds.line_cases import line_cases
 
 
@@ -32,7 +32,9 @@ def test_collect_reads_the_features_the_reranker_saw(fixture_model_dir):
                           notes=ModelNotes(reranker=Reranker.neutral()))
     text = "".join(f"def f{i}(self):\n    self.assertEqual(a{i}, {i})\n    return a{i} + {i}\n\n" for i in range(12))
     cases = line_cases([{"path": "pkg/t.py", "text": text}], 6, seed=1)
-    xs, ys = collect(completer, cases)
+    decisions = collect(completer, cases)
+    assert len(decisions) == len(cases)  # one decision per cursor
+    xs, ys = reranker_examples(decisions)
     assert xs and len(xs) == len(ys) and all(len(x) == len(FEATURES) for x in xs)
     assert set(ys) <= {0.0, 1.0}
     named = [dict(zip(FEATURES, x)) for x in xs]
@@ -41,10 +43,31 @@ def test_collect_reads_the_features_the_reranker_saw(fixture_model_dir):
     assert any(x["logprob_sum_gap"] == pytest.approx(0.0) for x in named)
     # With typed characters, the same candidates again after the user typed into them: more examples,
     # those with `typed` set, and none typed past the cases' first characters.
-    xs_typed, ys_typed = collect(completer, cases, typed_chars=2)
+    typed_decisions = collect(completer, cases, typed_chars=2)
+    xs_typed, ys_typed = reranker_examples(typed_decisions)
     typed = [dict(zip(FEATURES, x))["typed"] for x in xs_typed]
     assert len(xs_typed) > len(xs) and len(ys_typed) == len(xs_typed)
     allowed = {0.0, math.log1p(1), math.log1p(2)}  # typed 0, 1 or 2 characters
     assert all(any(t == pytest.approx(a) for a in allowed) for t in typed)
     assert any(t == pytest.approx(math.log1p(1)) for t in typed)
     assert sum(t == 0.0 for t in typed) == len(xs)
+
+
+def test_the_gate_learns_from_the_candidate_the_reranker_puts_first():
+    # Two candidates per decision: the reranker prefers the longer match (log_match); only the one it
+    # prefers is an example for the gate, labelled by whether the user would take some of it.
+    n, match, source = len(FEATURES), FEATURES.index("log_match"), FEATURES.index("from_model")
+
+    def candidate(log_match: float, from_model: float) -> list[float]:
+        x = [1.0] + [0.0] * (n - 1)
+        x[match], x[source] = log_match, from_model
+        return x
+
+    decisions = [Decision([candidate(1.0, 1.0), candidate(3.0, 0.0)], [False, True], [True, True]),
+                 Decision([candidate(2.0, 1.0), candidate(0.5, 0.0)], [False, False], [True, False]),
+                 Decision([candidate(1.0, 1.0), candidate(1.0, 0.0)], [False, False], [False, True])]  # a tie
+    weights = tuple(1.0 if i == match else 0.0 for i in range(n))
+    reranker = Reranker(weights, (0.0,) * n, (1.0,) * n)
+    xs, ys = gate_examples(decisions, reranker)
+    assert [x[match] for x in xs] == [3.0, 2.0, 1.0] and ys == [1.0, 1.0, 0.0]
+    assert xs[2][source] == 1.0  # the model's own text wins a tie, as Reranker.rank has it

@@ -8,6 +8,7 @@ import pytest
 
 from completer.completion.candidates import Candidate, copy_candidates
 from completer.completion.rerank import (
+    CURSOR_KINDS,
     FEATURES,
     ModelNotes,
     Reranker,
@@ -113,12 +114,16 @@ def test_model_notes_round_trip(tmp_path):
     r = Reranker(tuple(range(len(FEATURES))), (0.0,) * len(FEATURES), (2.0,) * len(FEATURES), {"default": 0.1})
     (tmp_path / "completer.json").write_text(json.dumps({"languages": ["python"], "reranker": r.to_json()}))
     notes = read_model_notes(tmp_path)
-    assert notes.languages == frozenset({"python"}) and notes.reranker == r
+    assert notes.languages == frozenset({"python"}) and notes.reranker == r and notes.gate is None
+    gate = Reranker((1.0,) * len(FEATURES), (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), {"line_start": 0.4})
+    (tmp_path / "completer.json").write_text(json.dumps({"reranker": r.to_json(), "gate": gate.to_json()}))
+    assert read_model_notes(tmp_path) == ModelNotes(None, r, gate)
+    (tmp_path / "completer.json").write_text(json.dumps({"gate": gate.to_json()}))
+    assert read_model_notes(tmp_path) == ModelNotes()  # a gate alone has no candidates to decide on
     bad = r.to_json() | {"features": ["bias"]}
     (tmp_path / "completer.json").write_text(json.dumps({"reranker": bad}))
     with pytest.raises(ValueError, match="not this version's"):
         read_model_notes(tmp_path)
-
 
 
 def test_typed_into_drops_the_tokens_the_user_typed():
@@ -133,3 +138,11 @@ def test_typed_into_drops_the_tokens_the_user_typed():
     assert again.candidate.match == s.candidate.match + 4
     assert typed_into(s, "x") is None and typed_into(s, "turn x") is None and typed_into(s, "") is None
     assert typed_into(Scored(Candidate("ab", "model"), (-1.0, -1.0)), "a") is None  # boundaries unknown
+
+
+def test_the_shipped_target_has_a_reranker_and_a_gate_with_a_threshold_per_cursor_kind():
+    from completer.engines.model_dirs import SHIPPED_DIR
+
+    notes = read_model_notes(SHIPPED_DIR / "embedded")
+    assert notes.languages == frozenset({"python"}) and notes.reranker is not None and notes.gate is not None
+    assert all(0.0 < notes.gate.threshold(kind) < 1.0 for kind in CURSOR_KINDS)

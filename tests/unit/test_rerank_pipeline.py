@@ -1,6 +1,8 @@
 """Scoring and reranking in one completion, on the tiny fixture model (random weights: the choices are
 made by the reranker's weights given here, not by the model's skill)."""
 
+import math
+
 import pytest
 import torch
 
@@ -58,6 +60,22 @@ def test_below_the_threshold_nothing_is_shown(engine):
     assert result.text == "" and result.withheld == "confidence" and result.confidence < 0.5
     shown = Completer(engine, CompletionSettings(multiline=False, min_confidence=0.0), notes=notes).complete(request())
     assert shown.withheld == "" and shown.confidence == pytest.approx(result.confidence)
+
+
+def test_the_gate_decides_whether_the_best_candidate_is_shown(engine):
+    """With a gate, its probability is the confidence and its thresholds apply, not the reranker's."""
+    ranker = reranker("bias", -3.0, threshold=0.9)  # every candidate at p ~ 0.05: it only orders them
+    shown = Completer(engine, CompletionSettings(multiline=False),
+                      notes=ModelNotes(reranker=ranker, gate=reranker("bias", 3.0, threshold=0.5))).complete(request())
+    assert shown.text == shown.ranked[0].candidate.text != "" and shown.withheld == ""
+    assert shown.confidence == pytest.approx(1 / (1 + math.exp(-3.0)))
+    shut = Completer(engine, CompletionSettings(multiline=False),
+                     notes=ModelNotes(reranker=ranker, gate=reranker("bias", -3.0, threshold=0.5)))
+    withheld = shut.complete(request())
+    assert withheld.text == "" and withheld.withheld == "confidence" and withheld.held is not None
+    assert withheld.confidence == pytest.approx(1 / (1 + math.exp(3.0))) and shut.threshold("mid_word") == 0.5
+    copy = next(s.candidate.text for s in withheld.held.ranked if s.candidate.source == "document")
+    assert shut.reconsider(withheld.held, copy[0])[0] == ""  # typed into: the gate still says no
 
 
 def test_without_a_reranker_the_model_text_is_shown_ungated(engine):
