@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from rapidfuzz.distance import Levenshtein
 
-from completer.completion.acceptance import decide_accept
+from completer.acceptance import decide_accept
 from completer.completion.pipeline import Completer, CompletionRequest, CompletionSettings
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions

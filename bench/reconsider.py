@@ -19,7 +19,7 @@ import itertools
 import sys
 from pathlib import Path
 
-from completer.completion.acceptance import decide_accept
+from completer.acceptance import decide_accept
 from completer.completion.pipeline import Completer, CompletionSettings
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions

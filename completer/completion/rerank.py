@@ -9,9 +9,9 @@ the others (how far its log-probability is below the best one's) or with the tex
 (whether the identifiers it names occur there, how often its whole line occurs there): the model
 invents names, and code repeats lines. Whether to show the best candidate at all is a second
 question with a second answer: the gate, a logistic model over the same facts of the best candidate,
-gives the probability that the user takes some of it (acceptance.py: all of it, its first line or its
-leading words); below the threshold for the cursor's kind of position nothing is shown, as a wrong
-suggestion costs the user attention (the confidence gate). A model with a reranker and no gate
+gives the probability that the user takes some of it (completer/acceptance.py: all of it, its first
+line or its leading words); below the threshold for the cursor's kind of position nothing is shown,
+as a wrong suggestion costs the user attention (the confidence gate). A model with a reranker and no gate
 thresholds the reranker's own probability. When the user then types what a withheld candidate
 predicted, the candidates are ranked again on what is left of them (typed_into), without the model.
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from completer.completion.acceptance import decide_accept
+from completer.acceptance import decide_accept
 from completer.lines import clamp, line_body, replace_range, split_lines, to_client_units
 from completer.records import AnswerRecord
 

@@ -2,7 +2,7 @@
 
 import random
 
-from completer.completion.acceptance import decide_accept
+from completer.acceptance import decide_accept
 from completer.replay.driver import Mirror
 from completer.replay.typist import TypingModel, find_spans, plan_typing, synthesize, synthesize_tree
 

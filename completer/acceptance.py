@@ -3,6 +3,8 @@
 The replay's typist takes suggestions by this rule (VS Code and the Neovim plugin accept a whole
 suggestion, a line or a word at a time), and the confidence gate is fitted to predict it
 (engine_builds/fit_reranker.py): a suggestion is worth showing when the user will take some of it.
+A leaf module, so that both can read it: the replay is a black-box client of the server and imports
+nothing of completion/.
 """
 
 from __future__ import annotations
