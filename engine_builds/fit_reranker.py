@@ -18,9 +18,9 @@ precision/recall curve, not from these cases.
 
 The gate is fitted second, on the same cases: one example per decision the server makes (each cut,
 and each cut after 1..K typed characters), the features of the candidate the fitted reranker puts
-first, positive when the user would take some of it (completer/acceptance.py: all of it,
-its first line or its leading whole words, as the replay's typist does). The thresholds apply to the
-gate's probability.
+first, positive when the user would take some of it (completer/acceptance.py: all of it, its first
+line or its leading whole words, as the replay's typist does). The thresholds apply to the gate's
+probability.
 """
 
 from __future__ import annotations
