@@ -10,6 +10,8 @@ lines) retyped by the seeded typist; SOURCES.md lists them with their licenses.
     python bench/make_sessions.py                 # fetches semver and golang-1.19-src into a temp dir
     # a larger Python-only set (no network) for quality in the replay: more files of the same packages
     python bench/make_sessions.py --python-only --more-files 12 --out bench/sessions-python
+    # the other languages, from the corpus's held-out E4 projects (engine_builds/corpus.py; no network)
+    python bench/make_sessions.py --e4 data/corpus/text --out bench/sessions-e4
 """
 
 from __future__ import annotations
@@ -75,18 +77,51 @@ def go_sources(work: Path) -> list[tuple[Path, str]]:
     return [(work / "go" / f, f"Debian {GO_DEB} {version} (BSD-3-Clause)") for f in GO_FILES]
 
 
+def e4_sources(work: Path, text: Path, per_language: int) -> list[tuple[Path, str]]:
+    """per_language files of each language's held-out E4 projects (text/e4-LANG.jsonl), one project
+    after another, very short or long ones left out, drawn with SEED."""
+    out = []
+    for corpus in sorted(text.glob("e4-*.jsonl")):
+        if corpus.stem == "e4-python":
+            continue
+        with corpus.open(encoding="utf-8") as f:
+            docs = [d for d in map(json.loads, f) if 2_000 <= len(d["text"]) <= 60_000]
+        by_project: dict[str, list[dict]] = {}
+        for d in sorted(docs, key=lambda d: d["path"]):
+            by_project.setdefault(d["project"], []).append(d)
+        rng = random.Random(f"{SEED}:{corpus.stem}")
+        drawn = {project: rng.sample(files, len(files)) for project, files in sorted(by_project.items())}
+        picked: list[dict] = []
+        while len(picked) < per_language and any(drawn.values()):
+            for files in drawn.values():
+                if files and len(picked) < per_language:
+                    picked.append(files.pop())
+        for d in picked:
+            path = work / "e4" / d["project"] / d["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(d["text"], encoding="utf-8")
+            out.append((path, f"{d['project']} {d['version']} ({d['license']})"))
+    return sorted(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "sessions")
     ap.add_argument("--python-only", action="store_true", help="Python sessions only (no network)")
     ap.add_argument("--more-files", type=int, default=0, help="Python: this many other files instead of PYTHON_FILES")
+    ap.add_argument("--e4", type=Path, default=None, metavar="TEXT",
+                    help="instead: files of the held-out E4 projects of every other language (the corpus's text/)")
+    ap.add_argument("--files-per-language", type=int, default=2, help="with --e4")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sources = python_sources(work, args.more_files)
-        if not args.python_only:
+        if args.e4:
+            sources = e4_sources(work, args.e4, args.files_per_language)
+        else:
+            sources = python_sources(work, args.more_files)
+        if not args.python_only and not args.e4:
             sources += js_sources(work) + go_sources(work)
         for path, origin in sources:
             for session in synthesize_tree([path], SPANS_PER_FILE, SEED, MODEL):

@@ -59,6 +59,8 @@ EXTENSIONS = {
     ".go": "go", ".rs": "rust", ".java": "java", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
     ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp", ".hxx": "cpp", ".lua": "lua",
 }
+# A grammar of its own for a dialect of a language (a model trained on TypeScript knows TSX).
+DIALECT_OF = {"tsx": "typescript"}
 # Node types that are blocks: a suggestion that closes one and goes on has left it.
 BLOCK_TYPES = {
     "python": {"block", "module"},

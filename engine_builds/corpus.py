@@ -47,7 +47,7 @@ from engine_builds.corpus_archive import iter_archive
 SOURCES_FILE = Path(__file__).with_name("corpus_sources.json")
 HELDOUT = ("e2", "e3", "e4")
 SPLITS = ("train", "val", "e2", "e3", "e4")
-EXTRACT_VERSION = 4  # bump when per-file filters change: cached extractions are redone
+EXTRACT_VERSION = 5  # bump when per-file filters change: cached extractions are redone
 PROJECT_SHARE = 0.12  # the most one project may hold of a language's training text
 
 

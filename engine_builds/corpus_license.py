@@ -93,7 +93,9 @@ def refused_words(expr: str) -> list[str]:
 # ---- recognising license texts --------------------------------------------------------------------
 
 def _squash(text: str) -> str:
-    return re.sub(r"[\s*#/;>]+", " ", text).lower()
+    """Blanks and comment markers (C, Python, Lua's --) squashed to one space: a license phrase broken
+    across comment lines reads whole."""
+    return re.sub(r"(?:[\s*#/;>]|--)+", " ", text).lower()
 
 
 # (SPDX id, every phrase must occur) checked on whitespace-squashed lower-case text.
@@ -165,10 +167,13 @@ def header_verdict(text: str) -> str | None:
             return f"license-header:{expr[:40]}"
         return None
     _, refused = classify_text(head)
+    refused |= {m.group(1).upper() for m in _REFUSED_STATEMENT.finditer(head)}
     if refused:
         # "...under the Eclipse Public License v1.0 and Apache License v2.0 ... You may elect to
         # redistribute this code under either of these licenses": a dual license with an accepted option.
-        if _ACCEPTED_NAME.search(head) and _CHOICE.search(head):
+        # The GNU notices' own "either version 2 ... or (at your option) any later version" is a choice
+        # between GPL versions, not of a permissive license: it does not count.
+        if _ACCEPTED_NAME.search(head) and _CHOICE.search(_GPL_VERSION_CHOICE.sub(" ", head)):
             return None
         return "license-header:" + "+".join(sorted(refused))
     return None
@@ -176,6 +181,12 @@ def header_verdict(text: str) -> str | None:
 
 _ACCEPTED_NAME = re.compile(r"apache license|mit license|bsd license|\bmit\b", re.IGNORECASE)
 _CHOICE = re.compile(r"\beither\b|\belect\b|dual[- ]licen|at your option|\bor the (apache|mit)", re.IGNORECASE)
+_GPL_VERSION_CHOICE = re.compile(r"either\W+version\W+[\d.]+[\s\S]{0,80}?at\W+your\W+option\W+any\W+later\W+version",
+                                 re.IGNORECASE)
+# A copyleft license named by its short name: "this file is licensed under the LGPL", "a port of X,
+# licensed as (LGPL)".
+_REFUSED_STATEMENT = re.compile(r"licen[cs]ed\W+(?:under|as)\W+(?:the\W+)?(?:terms\W+of\W+the\W+)?(?:gnu\W+)?"
+                                r"(a?gpl|lgpl|mpl|epl|cddl)\b", re.IGNORECASE)
 
 
 # ---- Debian machine-readable copyright (DEP-5) ----------------------------------------------------

@@ -55,9 +55,12 @@ def main() -> None:
                     help="prepare_data's corpus: its val split becomes the `stdlib` val set ('' for none)")
     ap.add_argument("--languages", nargs="+", default=["python"])
     ap.add_argument("--fraction", type=float, default=0.3, help="share of the train files, drawn by file")
+    ap.add_argument("--fraction-of", nargs="*", default=[], metavar="LANG=F",
+                    help="another share for these languages (e.g. lua=1 typescript=0.5: small ones weigh more)")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    fractions = {lang: float(f) for lang, f in (item.split("=", 1) for item in args.fraction_of)}
     from tokenizers import Tokenizer
 
     (args.out / "tokenizer").mkdir(parents=True, exist_ok=True)
@@ -66,10 +69,11 @@ def main() -> None:
             shutil.copy(args.model / name, args.out / "tokenizer" / name)
     tok = Tokenizer.from_file(str(args.model / "tokenizer.json"))
     t0 = time.time()
-    report: dict = {"model": str(args.model), "fraction": args.fraction, "seed": args.seed, "sets": {}}
+    report: dict = {"model": str(args.model), "fraction": args.fraction, "fraction_of": fractions, "seed": args.seed,
+                    "sets": {}}
     for lang in args.languages:
-        rng = random.Random(args.seed)
-        drawn = (d for d in read_docs(args.text / f"train-{lang}.jsonl") if rng.random() < args.fraction)
+        rng, fraction = random.Random(args.seed), fractions.get(lang, args.fraction)
+        drawn = (d for d in read_docs(args.text / f"train-{lang}.jsonl") if rng.random() < fraction)
         for split, docs in (("train", drawn), ("val", read_docs(args.text / f"val-{lang}.jsonl"))):
             written = report["sets"][f"{split}-{lang}"] = write_split(tok, args.out, split, lang, docs)
             print(f"{split}-{lang}: {written['tokens'] / 1e6:.1f}M tokens from {len(written['projects'])} projects "

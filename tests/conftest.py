@@ -20,6 +20,15 @@ def fixture_model_dir() -> Path:
     return FIXTURE_MODEL
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def server_command(*extra: str) -> list[str]:
     return [sys.executable, "-m", "completer", "serve", "--stdio", "--model", str(FIXTURE_MODEL), "--device", "cpu",
             *extra]

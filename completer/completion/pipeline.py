@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from completer.engines.contract import Engine, GenerationRequest, GenerationStats, ScoreRequest, StopRules
 from completer.records import FinishReason
-from completer.syntax import Snapshot, byte_offset, language_for
+from completer.syntax import DIALECT_OF, Snapshot, byte_offset, language_for
 
 from .candidates import Candidate, copy_candidates
 from .fim import detect_template
@@ -161,7 +161,8 @@ class Completer:
 
     def serves(self, language: str | None) -> bool:
         """Whether the model was trained on this language (unknown languages and models: yes)."""
-        return self.notes.languages is None or language is None or language in self.notes.languages
+        languages = self.notes.languages
+        return languages is None or language is None or DIALECT_OF.get(language, language) in languages
 
     def complete(self, req: CompletionRequest, cancel: threading.Event | None = None,
                  on_text: Callable[[str], None] | None = None) -> CompletionResult:

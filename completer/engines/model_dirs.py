@@ -34,4 +34,4 @@ def resolve_model(spec: str | None) -> Path:
     if not path.is_dir():
         known = ", ".join(shipped) or "none"
         raise FileNotFoundError(f"model {spec!r} is neither a directory nor a shipped model (shipped: {known})")
-    return path
+    return path.resolve()  # the compiled engine's builder and cache entries outlive the working directory

@@ -3,7 +3,6 @@ subprocess, torch engine behind it), and the real language server using it over 
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,12 @@ from completer.engines.contract import GenerationRequest, StopRules
 from completer.engines.loading import create_engine
 from completer.engines.openai_compat import ServerError
 from completer.replay.editor_client import EditorClient
-from tests.conftest import FIXTURE_MODEL, ROOT, OpenAIServer, server_command
+from tests.conftest import FIXTURE_MODEL, ROOT, OpenAIServer, free_port, server_command
 
 EMBEDDED = ROOT / "completer" / "models" / "embedded"
 
 TEXT = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os.listdir(root):\n        \n"
 LINE = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_api_key_from_the_environment_is_sent_and_required(monkeypatch):

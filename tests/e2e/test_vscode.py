@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 VSIX = ROOT / "editors" / "vscode" / "completer.vsix"
 CODE_SERVER = os.environ.get("COMPLETER_CODE_SERVER") or shutil.which("code-server")
@@ -36,12 +38,6 @@ SOURCE = "class Inventory:\n    def __init__(self):\n        self.items = {}\n\n
 
 
 EDITOR = ".part.editor .monaco-editor"  # the main editor area, not the chat input (also a Monaco editor)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -176,10 +176,14 @@ def test_a_failed_build_leaves_the_engine_eager_and_says_why(cache_home, fixture
     assert run(eng, prompt, max_new_tokens=8)[0] == reference_greedy(eng, prompt, 8)
 
 
-def test_the_builder_runs_isolated_from_the_working_directory(fixture_model_dir):
+def test_the_builder_runs_isolated_from_the_working_directory(fixture_model_dir, monkeypatch):
     cmd = aot.build_command(fixture_model_dir, "float32", 256, 1)
     assert cmd[1] == "-I"  # no module of the editor's working directory or PYTHONPATH is imported
     assert str(Path(compile_module.__file__).resolve().parents[3]) in cmd[3]
+    # It runs in the cache directory: `--model ./mine` means the caller's ./mine.
+    monkeypatch.chdir(fixture_model_dir.parent)
+    relative = aot.build_command(Path(fixture_model_dir.name), "float32", 256, 1)
+    assert relative[relative.index("--model") + 1] == str(fixture_model_dir.resolve())
 
 
 def test_a_new_build_prunes_the_entries_it_supersedes(tmp_path):

@@ -67,6 +67,26 @@ def test_header_verdict_drops_gpl_files_inside_permissive_projects():
     assert lic.header_verdict("/* This file is under the Mozilla Public License 2.0 */\n").startswith("license-header")
 
 
+def test_header_verdict_is_not_fooled_by_the_gnu_notices_own_version_choice():
+    """An MIT port of LGPL code: the GNU notice's "either version 2 ... or (at your option) any later
+    version" is no choice of a permissive license."""
+    port = ("-- Copyright (c) 2020 Someone. Licensed under the MIT license.\n"
+            "-- This is a port of an older demo, licensed as (LGPL):\n"
+            "--  This library is free software; you can redistribute it and/or modify it under the terms\n"
+            "--  of the GNU Library General Public License as published by the Free Software Foundation;\n"
+            "--  either version 2 of the License, or (at your option) any later version.\n")
+    assert lic.header_verdict(port) == "license-header:LGPL"
+    lua_comments = ("-- Licensed under the MIT license. You can redistribute it and/or modify it under the\n"
+                    "-- terms of the GNU Library General Public\n--  License, either version 2 of the License,\n"
+                    "--  or (at your option) any later version.\n")
+    assert lic.header_verdict(lua_comments) == "license-header:LGPL"  # the phrase spans two -- lines
+    named_only = '"""\nAdapted from another project; there, this file is licensed under the LGPL\n"""\n'
+    assert lic.header_verdict(named_only) == "license-header:LGPL"
+    dual_gpl = ("/* You may use this file under either the MIT license or the GNU General Public License,\n"
+                " * either version 2 of the License, or (at your option) any later version. */\n")
+    assert lic.header_verdict(dual_gpl) is None
+
+
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: demo
 

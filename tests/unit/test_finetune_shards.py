@@ -54,3 +54,20 @@ def test_shards_hold_the_drawn_train_files_and_every_val_file(tmp_path, monkeypa
     finetune_shards.main()
     assert {d["path"] for d in Shard(again / "tokens", "train", "python").docs} == drawn
     assert not (again / "tokens" / "val-stdlib.u16").exists()
+
+
+def test_a_language_can_have_a_share_of_its_own(tmp_path, monkeypatch, fixture_model_dir):
+    text = tmp_path / "text"
+    text.mkdir()
+    for lang, ext in (("python", "py"), ("lua", "lua")):
+        write_jsonl(text / f"train-{lang}.jsonl", [{"path": f"m{i}.{ext}", "project": "p", "license": "MIT",
+                                                    "text": f"x{i} = {i}\n"} for i in range(40)])
+        write_jsonl(text / f"val-{lang}.jsonl", [{"path": f"v.{ext}", "project": "p", "text": "y = 1\n"}])
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["finetune_shards", "--model", str(fixture_model_dir), "--text", str(text),
+                                      "--stdlib", "", "--languages", "python", "lua", "--fraction", "0.25",
+                                      "--fraction-of", "lua=1", "--out", str(out)])
+    finetune_shards.main()
+    assert len(Shard(out / "tokens", "train", "lua").docs) == 40
+    assert 2 < len(Shard(out / "tokens", "train", "python").docs) < 20
+    assert json.loads((out / "finetune_shards.json").read_text())["fraction_of"] == {"lua": 1.0}

@@ -92,6 +92,8 @@ def test_a_language_the_model_was_not_trained_on_gets_nothing(engine):
     assert go.text == "" and go.withheld == "language" and go.stats.decode_tokens == 0
     assert completer.complete(request()).withheld == ""
     assert completer.serves(None)  # a document of no known language is served
+    typescript = Completer(engine, notes=ModelNotes(languages=frozenset({"typescript"})))
+    assert typescript.serves("tsx") and not typescript.serves("javascript")  # TSX is TypeScript's dialect
 
 
 def test_the_model_texts_logprobs_come_from_its_generation(engine):

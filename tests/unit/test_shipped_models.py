@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from completer.completion.fim import detect_template
-from completer.engines.model_dirs import SHIPPED_DIR, default_model_name, shipped_models
+from completer.engines.model_dirs import SHIPPED_DIR, default_model_name, resolve_model, shipped_models
 from completer.engines.torch.model import load_model
 from completer.tokenizer import Tokenizer
 
@@ -17,6 +17,12 @@ SHIPPED = [name for name in ("embedded", "embedded-draft") if name in shipped_mo
 
 def test_embedded_model_is_the_default():
     assert default_model_name() == "embedded"
+
+
+def test_a_model_directory_resolves_to_an_absolute_path(monkeypatch):
+    """Background builders and cache entries run elsewhere: `--model ./mine` must still mean ./mine."""
+    monkeypatch.chdir(SHIPPED_DIR)
+    assert resolve_model("./embedded-draft") == (SHIPPED_DIR / "embedded-draft").resolve()
 
 
 @pytest.mark.parametrize("name", SHIPPED)

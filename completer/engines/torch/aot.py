@@ -309,11 +309,12 @@ def _remove_leftover(path: Path) -> None:
 
 def build_command(model_dir: Path, dtype: str, max_seq: int, threads: int, tune: bool = True) -> list[str]:
     """The builder's command line: this interpreter, isolated (-I: nothing imported from the
-    editor's working directory or PYTHONPATH), importing the same completer package as this process."""
+    editor's working directory or PYTHONPATH), importing the same completer package as this process.
+    It runs in the cache directory, so a relative model path is made absolute here."""
     package_parent = str(Path(__file__).resolve().parents[3])
     code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
             "from completer.engines.torch.aot import main; sys.exit(main())")
-    return [sys.executable, "-I", "-c", code, "build", "--model", str(model_dir), "--dtype", dtype,
+    return [sys.executable, "-I", "-c", code, "build", "--model", str(Path(model_dir).resolve()), "--dtype", dtype,
             "--max-seq", str(max_seq), "--threads", str(threads), *([] if tune else ["--no-tune"])]
 
 
