@@ -13,8 +13,8 @@ then predicts that probability. The same candidates after the user typed the fir
 characters of the line into them are examples too (feature `typed`): the server decides again on
 those without the model (Completer.reconsider), and their rescored log-probabilities alone overrate
 them (a rescored 0.4-0.7 was right 41% of the time, 2026-12-05). Thresholds per cursor kind are
-written as given (--threshold, --thresholds), since they are chosen from the replay's
-precision/recall curve, not from these cases.
+written as given (--threshold, --thresholds; a language's own as LANG=P or LANG:KIND=P), since they
+are chosen from the replay's precision/recall curve, not from these cases.
 
 The gate is fitted second, on the same cases: one example per decision the server makes (each cut,
 and each cut after 1..K typed characters), the features of the candidate the fitted reranker puts
@@ -148,6 +148,19 @@ def fit(xs: list[list[float]], ys: list[float], l2: float = 1.0, steps: int = 50
     return Reranker(tuple(w.detach().tolist()), tuple(mean.tolist()), tuple(scale.tolist()))
 
 
+def threshold_key(key: str, languages: list[str]) -> str:
+    """A --thresholds key checked: KIND, LANGUAGE or LANGUAGE:KIND (Reranker.threshold's order)."""
+    language, colon, kind = key.rpartition(":")
+    if not colon and key in languages:
+        return key
+    if kind not in CURSOR_KINDS:
+        raise SystemExit(f"--thresholds {key}: the cursor kinds are {', '.join(CURSOR_KINDS)}, "
+                         f"the model's languages {', '.join(languages)}")
+    if colon and language not in languages:
+        raise SystemExit(f"--thresholds {key}: the model's languages are {', '.join(languages)}")
+    return key
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="the target model directory (completer.json is written there)")
@@ -157,8 +170,9 @@ def main() -> None:
     ap.add_argument("--languages", nargs="+", required=True, help="what the model was trained on (others get "
                     "no suggestions)")
     ap.add_argument("--threshold", type=float, default=0.0, help="least probability shown, every cursor kind")
-    ap.add_argument("--thresholds", nargs="+", default=[], metavar="KIND=P",
-                    help=f"least probability shown for some cursor kinds ({', '.join(CURSOR_KINDS)}), over --threshold")
+    ap.add_argument("--thresholds", nargs="+", default=[], metavar="KEY=P",
+                    help=f"least probability shown for a cursor kind ({', '.join(CURSOR_KINDS)}), a language "
+                    "or LANGUAGE:KIND, over --threshold")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--typed-chars", type=int, default=3, metavar="K",
                     help="also fit on each case's candidates after the user typed the target's first 1..K "
@@ -180,10 +194,8 @@ def main() -> None:
     gate = fit(gate_xs, gate_ys)
     thresholds = {kind: args.threshold for kind in CURSOR_KINDS}
     for item in args.thresholds:
-        kind, _, value = item.partition("=")
-        if kind not in CURSOR_KINDS:
-            raise SystemExit(f"--thresholds {item}: the cursor kinds are {', '.join(CURSOR_KINDS)}")
-        thresholds[kind] = float(value)
+        key, _, value = item.partition("=")
+        thresholds[threshold_key(key, args.languages)] = float(value)
     gate = Reranker(gate.weights, gate.mean, gate.scale, thresholds)
     path = Path(args.model) / METADATA_FILE
     notes = json.loads(path.read_text()) if path.exists() else {}

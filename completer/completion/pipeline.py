@@ -95,6 +95,7 @@ class Held:
     ranked: tuple[Scored, ...]
     model_text: str
     around: Surroundings
+    language: str | None = None  # syntax.language_for's name (thresholds may differ per language)
 
 
 def held_after(held: Held, typed: str) -> Held | None:
@@ -105,7 +106,8 @@ def held_after(held: Held, typed: str) -> Held | None:
     if not survivors:
         return None
     model_text = held.model_text[len(typed):] if held.model_text.startswith(typed) else ""
-    return Held(tuple(survivors), model_text, dataclasses.replace(held.around, left=held.around.left + typed))
+    return dataclasses.replace(held, ranked=tuple(survivors), model_text=model_text,
+                               around=dataclasses.replace(held.around, left=held.around.left + typed))
 
 
 @dataclass
@@ -265,13 +267,14 @@ class Completer:
         reranker, kind = self.notes.reranker, cursor_kind(gen.prompt.left)
         around = surroundings(req.lines, req.line, req.character, req.context)
         ranked = reranker.rank(scored, result.text, kind, around)
-        threshold = self.threshold(kind)
+        language = language_for(req.language_id, req.path)
+        threshold = self.threshold(kind, language)
         best = ranked[0]
         confidence = self.confidence(best)
         if confidence < threshold or not best.candidate.text.strip():
             return dataclasses.replace(result, text="", source=best.candidate.source, confidence=confidence,
                                        withheld="confidence", ranked=tuple(ranked),
-                                       held=Held(tuple(ranked), result.text, around))
+                                       held=Held(tuple(ranked), result.text, around, language))
         alternatives = tuple(s.candidate.text for s in ranked[1:]
                              if s.candidate.text.strip() and self.confidence(s) >= threshold)
         return dataclasses.replace(result, text=best.candidate.text, source=best.candidate.source,
@@ -291,7 +294,7 @@ class Completer:
         kind = cursor_kind(typed_held.around.left)
         ranked = reranker.rank(typed_held.ranked, typed_held.model_text, kind, typed_held.around)
         best = ranked[0]
-        if best.candidate.text.strip() and self.confidence(best) >= self.threshold(kind):
+        if best.candidate.text.strip() and self.confidence(best) >= self.threshold(kind, typed_held.language):
             return best.candidate.text, None
         return "", dataclasses.replace(typed_held, ranked=tuple(ranked))
 
@@ -301,11 +304,13 @@ class Completer:
         gate = self.notes.gate
         return gate.probability(scored.features) if gate is not None else scored.probability
 
-    def threshold(self, kind: str) -> float:
-        """The least confidence shown at this kind of cursor position (needs a reranker)."""
+    def threshold(self, kind: str, language: str | None = None) -> float:
+        """The least confidence shown at this kind of cursor position in this language (needs a
+        reranker)."""
         if self.settings.min_confidence is not None:
             return self.settings.min_confidence
-        return (self.notes.gate or self.notes.reranker).threshold(kind)
+        language = DIALECT_OF.get(language, language) if language else None
+        return (self.notes.gate or self.notes.reranker).threshold(kind, language)
 
     def score_candidates(self, req: CompletionRequest, gen: Generation, ctx: Context, model_text: str,
                          cancel: threading.Event | None = None) -> list[Scored]:

@@ -156,7 +156,9 @@ class Reranker:
     weights: tuple[float, ...]
     mean: tuple[float, ...]
     scale: tuple[float, ...]
-    thresholds: dict[str, float] = field(default_factory=dict)  # cursor kind -> least probability shown
+    # The least probability shown, by key: "LANGUAGE:KIND", "LANGUAGE", "KIND" or "default", the
+    # first present wins (a language whose suggestions are taken less often can ask for more).
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def neutral(cls) -> "Reranker":
@@ -176,8 +178,12 @@ class Reranker:
             out.append(dataclasses.replace(s, probability=self.probability(x), features=tuple(x)))
         return sorted(out, key=lambda s: (-s.probability, s.candidate.source != "model"))
 
-    def threshold(self, kind: str) -> float:
-        return self.thresholds.get(kind, self.thresholds.get("default", 0.0))
+    def threshold(self, kind: str, language: str | None = None) -> float:
+        keys = (f"{language}:{kind}", language) if language else ()
+        for key in (*keys, kind, "default"):
+            if key in self.thresholds:
+                return self.thresholds[key]
+        return 0.0
 
     def to_json(self) -> dict:
         return {"features": list(FEATURES), "weights": list(self.weights), "mean": list(self.mean),

@@ -96,7 +96,8 @@ class _Replay:
         self.lsp = client.client
         self.session = session
         self.options = options
-        self.result = SessionResult(session.name, session.kind)
+        opened = session.of_kind("open")
+        self.result = SessionResult(session.name, session.kind, language=opened[0]["language_id"] if opened else "")
         self.t0 = time.perf_counter()
         self.result.started_ms = self.t0 * 1000  # rebased on the server's launch by replay_all
         self.pending: tuple[int, asyncio.Future, RequestRecord] | None = None

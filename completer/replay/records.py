@@ -44,3 +44,4 @@ class SessionResult:
     # When the session's clock (RequestRecord.t_sent) started: ms after the server was launched, once
     # replay_all has rebased it (the replay state sets the perf_counter time in ms).
     started_ms: float = 0.0
+    language: str = ""  # the LSP languageId of the document the session opens first

@@ -76,7 +76,39 @@ def summarize(results: list[SessionResult]) -> dict:
     out["engine_spent_slowest5_mean_ms"] = _spent_means(timed[-max(1, len(timed) // 20):])
     if recorded:
         out["recorded_agreement"] = _round(sum(res.agreed_chars for res in results) / recorded, 3)
+    if len({res.language for res in results}) > 1:
+        out["by_language"] = by_language(results)
     return out
+
+
+def by_language(results: list[SessionResult]) -> dict[str, dict]:
+    """The share of the text from suggestions and the acceptance rate of each language's sessions
+    (a language's own gate threshold is chosen from these)."""
+    out = {}
+    for language in sorted({res.language for res in results}):
+        mine = [res for res in results if res.language == language]
+        final, shown = sum(res.final_chars for res in mine), sum(res.shown for res in mine)
+        out[language or "unknown"] = {
+            "sessions": len(mine), "shown": shown,
+            "accepted_share": _round(sum(res.accepted_chars for res in mine) / final, 3) if final else None,
+            "acceptance_rate": _round(sum(res.accepts for res in mine) / shown, 3) if shown else None}
+    return out
+
+
+def by_language_lines(configs: list[dict]) -> list[str]:
+    """Lines under the table: each language's share of text from suggestions / acceptance rate."""
+    lines = []
+    for c in configs:
+        languages = c["summary"].get("by_language")
+        if languages:
+            cells = ", ".join(f"{lang} {_pct(v['accepted_share'])}/{_pct(v['acceptance_rate'])}"
+                              for lang, v in languages.items())
+            lines.append(f"{c['name']}, % of text from suggestions / % of shown accepted: {cells}")
+    return [""] + lines if lines else []
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
 
 
 COLD_WINDOW_S = 60.0
@@ -242,7 +274,7 @@ def table(configs: list[dict]) -> str:
         lines.append("  ".join(c.ljust(widths[0]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
         if i == 0:
             lines.append("-" * len(lines[0]))
-    return "\n".join(lines + where_time_went(configs))
+    return "\n".join(lines + where_time_went(configs) + by_language_lines(configs))
 
 
 def where_time_went(configs: list[dict]) -> list[str]:

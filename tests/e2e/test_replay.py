@@ -155,20 +155,25 @@ def test_corrupt_and_newer_sessions_are_clear_errors(tmp_path):
     assert r.returncode == 2 and "newer" in r.stderr
 
 
-def test_synthesize_then_replay_a_javascript_file(tmp_path):
+def test_synthesize_then_replay_a_javascript_and_a_python_file_reported_per_language(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "total.js").write_text("function total(items) {\n  let sum = 0;\n  for (const item of items) {\n"
                                   "    sum += item.price * item.count;\n  }\n  return sum;\n}\n")
+    (src / "area.py").write_text("def area(width, height):\n    product = width * height\n    return product\n")
     r = completer("synthesize", str(src), "--out", str(tmp_path / "sessions"), "--per-file", "1", "--seed", "4")
     assert r.returncode == 0, r.stderr
-    sessions = list((tmp_path / "sessions").glob("*.msgpack"))
-    assert len(sessions) == 1 and read_session(sessions[0]).meta["language"] == "javascript"
-    r = completer("replay", str(sessions[0]), "--model", str(FIXTURE_MODEL), "--device", "cpu", "--speed", "4",
-                  "--max-pause-ms", "150", "--max-tokens", "8", "--json", str(tmp_path / "js.json"))
+    sessions = sorted((tmp_path / "sessions").glob("*.msgpack"))
+    assert sorted(read_session(s).meta["language"] for s in sessions) == ["javascript", "python"]
+    r = completer("replay", str(tmp_path / "sessions"), "--model", str(FIXTURE_MODEL), "--device", "cpu",
+                  "--speed", "4", "--max-pause-ms", "150", "--max-tokens", "8", "--json", str(tmp_path / "js.json"))
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((tmp_path / "js.json").read_text())["configs"][0]["summary"]
     assert summary["texts_ok"] and summary["requests"] > 0 and summary["latency_p50_ms"] is not None
+    languages = summary["by_language"]
+    assert sorted(languages) == ["javascript", "python"] and all(v["sessions"] == 1 for v in languages.values())
+    assert sum(v["shown"] for v in languages.values()) == summary["shown"]
+    assert "% of shown accepted: javascript " in r.stdout
 
 
 def test_demo_replays_a_session_with_a_live_display(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from completer.completion.pipeline import Completer, CompletionSettings
 from completer.completion.rerank import FEATURES, ModelNotes, Reranker
 from completer.engines.torch.engine import TorchEngine
-from engine_builds.fit_reranker import Decision, collect, fit, gate_examples, reranker_examples
+from engine_builds.fit_reranker import Decision, collect, fit, gate_examples, reranker_examples, threshold_key
 from engine_builds.line_cases import line_cases
 
 
@@ -71,3 +71,11 @@ def test_the_gate_learns_from_the_candidate_the_reranker_puts_first():
     xs, ys = gate_examples(decisions, reranker)
     assert [x[match] for x in xs] == [3.0, 2.0, 1.0] and ys == [1.0, 1.0, 0.0]
     assert xs[2][source] == 1.0  # the model's own text wins a tie, as Reranker.rank has it
+
+
+def test_threshold_keys_name_a_cursor_kind_a_language_or_both():
+    languages = ["c", "python"]
+    assert [threshold_key(k, languages) for k in ("mid_line", "c", "c:line_start")] == ["mid_line", "c", "c:line_start"]
+    for bad in ("go", "go:mid_line", "c:middle", "c:", ":mid_line"):
+        with pytest.raises(SystemExit):
+            threshold_key(bad, languages)

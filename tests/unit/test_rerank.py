@@ -140,9 +140,21 @@ def test_typed_into_drops_the_tokens_the_user_typed():
     assert typed_into(Scored(Candidate("ab", "model"), (-1.0, -1.0)), "a") is None  # boundaries unknown
 
 
-def test_the_shipped_target_has_a_reranker_and_a_gate_with_a_threshold_per_cursor_kind():
+def test_the_shipped_target_serves_every_parsed_language_with_a_gate_threshold_per_cursor_kind_and_language():
     from completer.engines.model_dirs import SHIPPED_DIR
+    from completer.syntax import DIALECT_OF, GRAMMARS
 
     notes = read_model_notes(SHIPPED_DIR / "embedded")
-    assert notes.languages == frozenset({"python"}) and notes.reranker is not None and notes.gate is not None
-    assert all(0.0 < notes.gate.threshold(kind) < 1.0 for kind in CURSOR_KINDS)
+    parsed = frozenset(GRAMMARS) - set(DIALECT_OF)
+    assert notes.languages == parsed and notes.reranker is not None and notes.gate is not None
+    assert all(0.0 < notes.gate.threshold(kind, language) < 1.0 for kind in CURSOR_KINDS for language in parsed)
+
+
+def test_a_languages_own_threshold_comes_before_the_cursor_kinds():
+    n = len(FEATURES)
+    r = Reranker((0.0,) * n, (0.0,) * n, (1.0,) * n,
+                 {"default": 0.1, "mid_line": 0.4, "c": 0.6, "c:line_start": 0.7})
+    assert r.threshold("mid_line") == r.threshold("mid_line", "python") == 0.4
+    assert r.threshold("mid_word", "python") == 0.1  # neither the language nor the kind: the default
+    assert r.threshold("mid_line", "c") == 0.6 and r.threshold("line_start", "c") == 0.7
+    assert Reranker.from_json(r.to_json()).threshold("line_start", "c") == 0.7

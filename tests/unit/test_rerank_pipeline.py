@@ -78,9 +78,24 @@ def test_the_gate_decides_whether_the_best_candidate_is_shown(engine):
     assert shut.reconsider(withheld.held, copy[0])[0] == ""  # typed into: the gate still says no
 
 
+def test_a_languages_own_threshold_applies_to_its_files_and_to_reconsidering(engine):
+    gate = reranker("bias", 0.0)  # every candidate at p = 0.5
+    gate = Reranker(gate.weights, gate.mean, gate.scale, {"default": 0.4, "go": 0.6})
+    completer = Completer(engine, CompletionSettings(multiline=False),
+                          notes=ModelNotes(reranker=reranker("log_match", 5.0), gate=gate))
+    assert completer.complete(request()).withheld == ""
+    go = completer.complete(request(path="t.go", language_id="go"))
+    assert go.text == "" and go.withheld == "confidence" and go.held.language == "go"
+    copy = next(s.candidate.text for s in go.held.ranked if s.candidate.source == "document")
+    assert completer.reconsider(go.held, copy[0])[0] == ""  # still Go's threshold after typing
+    assert completer.threshold("mid_line", "go") == 0.6 and completer.threshold("mid_line", "python") == 0.4
+
+
 def test_without_a_reranker_the_model_text_is_shown_ungated(engine):
-    plain = Completer(engine, CompletionSettings(multiline=False), notes=ModelNotes()).complete(request())
-    off = Completer(engine, CompletionSettings(multiline=False, rerank=False),
+    # No deadline: on a busy machine one run could stop earlier than the other and differ in text.
+    plain = Completer(engine, CompletionSettings(multiline=False, deadline_ms=60_000),
+                      notes=ModelNotes()).complete(request())
+    off = Completer(engine, CompletionSettings(multiline=False, rerank=False, deadline_ms=60_000),
                     notes=ModelNotes(reranker=reranker("log_match", 5.0))).complete(request())
     assert plain.source == off.source == "model" and plain.confidence is None and not plain.ranked
     assert plain.text == off.text
