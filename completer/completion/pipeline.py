@@ -171,7 +171,8 @@ class Completer:
         """The suggestion at the request's cursor. `on_text` sees the raw generated text as it grows
         (before post-processing), from the calling thread."""
         t0 = time.perf_counter()
-        if not self.serves(language_for(req.language_id, req.path)):
+        language = language_for(req.language_id, req.path)
+        if not self.serves(language):
             return CompletionResult("", False, "", withheld="language")
         prompt, multiline = self._prompt(req)
         t_prompt = time.perf_counter()
@@ -184,7 +185,7 @@ class Completer:
         result = CompletionResult(text, multiline, stats.finish_reason, stats=stats)
         # Cancelled: nobody waits. Unavailable: the engine is away, and scoring would only wait on it again.
         if self._reranks(multiline) and stats.finish_reason not in ("cancelled", "unavailable"):
-            result = self._rerank(req, gen, ctx, result, cancel)
+            result = self._rerank(req, gen, ctx, result, language, cancel)
         t_end = time.perf_counter()
         result.timings = Timings(prompt_ms=(t_prompt - t0) * 1000, engine_ms=(t_engine - t_prompt) * 1000,
                                  prefill_ms=stats.prefill_ms, decode_ms=stats.decode_ms,
@@ -259,7 +260,7 @@ class Completer:
                 and getattr(self.engine, "can_score", False))
 
     def _rerank(self, req: CompletionRequest, gen: Generation, ctx: Context, result: CompletionResult,
-                cancel: threading.Event | None) -> CompletionResult:
+                language: str | None, cancel: threading.Event | None) -> CompletionResult:
         """The best candidate if the reranker finds it likely enough to be right, else nothing."""
         scored = self.score_candidates(req, gen, ctx, result.text, cancel)
         if not scored or (cancel is not None and cancel.is_set()):
@@ -267,7 +268,6 @@ class Completer:
         reranker, kind = self.notes.reranker, cursor_kind(gen.prompt.left)
         around = surroundings(req.lines, req.line, req.character, req.context)
         ranked = reranker.rank(scored, result.text, kind, around)
-        language = language_for(req.language_id, req.path)
         threshold = self.threshold(kind, language)
         best = ranked[0]
         confidence = self.confidence(best)

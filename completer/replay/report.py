@@ -35,9 +35,8 @@ def summarize(results: list[SessionResult]) -> dict:
             by_kind.setdefault(kind, []).append(r.latency_ms)
         if r.server:
             server_by_kind.setdefault(kind, []).append(r.server.ms)
-    final = sum(res.final_chars for res in results)
     accepted = sum(res.accepted_chars for res in results)
-    shown = sum(res.shown for res in results)
+    accepted_share, acceptance_rate = _take_up(results)
     duration = sum(res.duration_ms for res in results)
     ghost = sum(res.ghost_ms for res in results)
     recorded = sum(res.recorded_accepted_chars for res in results)
@@ -62,10 +61,10 @@ def summarize(results: list[SessionResult]) -> dict:
                                / max(1, sum(e.work.drafted_tokens for e in engine)), 3),
         "chars_typed": sum(res.typed_chars for res in results),
         "chars_accepted": accepted,
-        "accepted_share": _round(accepted / final, 3) if final else None,
-        "shown": shown,
+        "accepted_share": accepted_share,
+        "shown": sum(res.shown for res in results),
         "accepts": sum(res.accepts for res in results),
-        "acceptance_rate": _round(sum(res.accepts for res in results) / shown, 3) if shown else None,
+        "acceptance_rate": acceptance_rate,
         "no_ghost_share": _round(1 - ghost / duration, 3) if duration else None,
         "duration_s": _round(duration / 1000, 1),
         "texts_ok": all(res.text_ok is not False for res in results),
@@ -81,17 +80,23 @@ def summarize(results: list[SessionResult]) -> dict:
     return out
 
 
+def _take_up(results: list[SessionResult]) -> tuple[float | None, float | None]:
+    """The share of the typed text that came from suggestions, and the share of the suggestions shown
+    that were taken."""
+    final, shown = sum(res.final_chars for res in results), sum(res.shown for res in results)
+    return (_round(sum(res.accepted_chars for res in results) / final, 3) if final else None,
+            _round(sum(res.accepts for res in results) / shown, 3) if shown else None)
+
+
 def by_language(results: list[SessionResult]) -> dict[str, dict]:
     """The share of the text from suggestions and the acceptance rate of each language's sessions
     (a language's own gate threshold is chosen from these)."""
     out = {}
     for language in sorted({res.language for res in results}):
         mine = [res for res in results if res.language == language]
-        final, shown = sum(res.final_chars for res in mine), sum(res.shown for res in mine)
-        out[language or "unknown"] = {
-            "sessions": len(mine), "shown": shown,
-            "accepted_share": _round(sum(res.accepted_chars for res in mine) / final, 3) if final else None,
-            "acceptance_rate": _round(sum(res.accepts for res in mine) / shown, 3) if shown else None}
+        accepted_share, acceptance_rate = _take_up(mine)
+        out[language or "unknown"] = {"sessions": len(mine), "shown": sum(res.shown for res in mine),
+                                      "accepted_share": accepted_share, "acceptance_rate": acceptance_rate}
     return out
 
 
