@@ -12,6 +12,9 @@ lines) retyped by the seeded typist; SOURCES.md lists them with their licenses.
     python bench/make_sessions.py --python-only --more-files 12 --out bench/sessions-python
     # the other languages, from the corpus's held-out E4 projects (engine_builds/corpus.py; no network)
     python bench/make_sessions.py --e4 data/corpus/text --out bench/sessions-e4
+    # more of them, other files and spans: sessions that no setting was chosen on
+    python bench/make_sessions.py --e4 data/corpus/text --seed 2027 --files-per-language 4 \
+        --out bench/sessions-e4-2027 --skip-sessions-in bench/sessions-e4
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ JS_PACKAGE, JS_FILES = "semver@7.6.3", ["package/classes/comparator.js", "packag
 GO_DEB, GO_FILES = "golang-1.19-src", ["usr/share/go-1.19/src/path/path.go",
                                        "usr/share/go-1.19/src/container/list/list.go"]
 SPANS_PER_FILE = 2
-SEED = 2026
+SEED = 2026  # the default; --seed draws other files and spans
 # Shorter spans than the typist's default keep one replay of the whole set near four minutes.
 MODEL = TypingModel(max_span_chars=220, max_span_lines=8)
 
 
-def python_sources(work: Path, more_files: int = 0) -> list[tuple[Path, str]]:
+def python_sources(work: Path, more_files: int = 0, seed: int = SEED) -> list[tuple[Path, str]]:
     """PYTHON_FILES, or with more_files that many other library files (under src/) of the same
-    packages, very short or long ones left out, drawn with SEED."""
+    packages, very short or long ones left out, drawn with seed."""
     corpus = ROOT / "data" / "ood" / "corpus.jsonl.gz"
     manifest = json.loads((ROOT / "data" / "ood" / "manifest.json").read_text())
     licenses = {p["package"]: f"{p['package']} {p['version']} ({p['license']})" for p in manifest["packages"]}
@@ -51,7 +54,7 @@ def python_sources(work: Path, more_files: int = 0) -> list[tuple[Path, str]]:
     if more_files:
         pool = sorted(d["path"] for d in docs if d["path"] not in wanted and "/src/" in d["path"]
                       and 2_000 <= len(d["text"]) <= 60_000)
-        wanted = set(random.Random(SEED).sample(pool, min(more_files, len(pool))))
+        wanted = set(random.Random(seed).sample(pool, min(more_files, len(pool))))
     out = []
     for doc in docs:
         if doc["path"] in wanted:
@@ -77,9 +80,9 @@ def go_sources(work: Path) -> list[tuple[Path, str]]:
     return [(work / "go" / f, f"Debian {GO_DEB} {version} (BSD-3-Clause)") for f in GO_FILES]
 
 
-def e4_sources(work: Path, text: Path, per_language: int) -> list[tuple[Path, str]]:
+def e4_sources(work: Path, text: Path, per_language: int, seed: int = SEED) -> list[tuple[Path, str]]:
     """per_language files of each language's held-out E4 projects (text/e4-LANG.jsonl), one project
-    after another, very short or long ones left out, drawn with SEED."""
+    after another, very short or long ones left out, drawn with seed."""
     out = []
     for corpus in sorted(text.glob("e4-*.jsonl")):
         if corpus.stem == "e4-python":
@@ -89,7 +92,7 @@ def e4_sources(work: Path, text: Path, per_language: int) -> list[tuple[Path, st
         by_project: dict[str, list[dict]] = {}
         for d in sorted(docs, key=lambda d: d["path"]):
             by_project.setdefault(d["project"], []).append(d)
-        rng = random.Random(f"{SEED}:{corpus.stem}")
+        rng = random.Random(f"{seed}:{corpus.stem}")
         drawn = {project: rng.sample(files, len(files)) for project, files in sorted(by_project.items())}
         picked: list[dict] = []
         while len(picked) < per_language and any(drawn.values()):
@@ -112,21 +115,28 @@ def main() -> None:
     ap.add_argument("--e4", type=Path, default=None, metavar="TEXT",
                     help="instead: files of the held-out E4 projects of every other language (the corpus's text/)")
     ap.add_argument("--files-per-language", type=int, default=2, help="with --e4")
+    ap.add_argument("--seed", type=int, default=SEED, help="draws the files and the spans")
+    ap.add_argument("--skip-sessions-in", type=Path, default=None, metavar="DIR",
+                    help="leave out the sessions already in DIR (the same file and span), so that the two sets share none")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    skip = {p.name for p in args.skip_sessions_in.glob("*.msgpack")} if args.skip_sessions_in else set()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.e4:
-            sources = e4_sources(work, args.e4, args.files_per_language)
+            sources = e4_sources(work, args.e4, args.files_per_language, args.seed)
         else:
-            sources = python_sources(work, args.more_files)
+            sources = python_sources(work, args.more_files, args.seed)
         if not args.python_only and not args.e4:
             sources += js_sources(work) + go_sources(work)
         for path, origin in sources:
-            for session in synthesize_tree([path], SPANS_PER_FILE, SEED, MODEL):
+            for session in synthesize_tree([path], SPANS_PER_FILE, args.seed, MODEL):
                 session.meta["source"] = f"{origin}: {path.relative_to(work).as_posix().split('/', 1)[-1]}"
                 name = session.meta["name"]
+                if f"{name}.msgpack" in skip:
+                    print(f"{name}: in {args.skip_sessions_in}, left out")
+                    continue
                 write_session(args.out / f"{name}.msgpack", session)
                 plan = session.of_kind("plan")[0]
                 span = session.meta["span"]
@@ -137,7 +147,7 @@ def main() -> None:
         "# Replay sessions: where their code comes from\n\n"
         "Made by `bench/make_sessions.py` (seed {seed}); each session opens the file without the span and\n"
         "retypes it. The files keep their licenses; none of them is in the embedded model's training data.\n\n"
-        "| session | language | source (license) | span | characters |\n|---|---|---|---|---|\n".format(seed=SEED)
+        "| session | language | source (license) | span | characters |\n|---|---|---|---|---|\n".format(seed=args.seed)
         + "\n".join(rows) + "\n")
 
 

@@ -5,7 +5,7 @@
 # after warm-up) are over; evaluate each model (held-out loss per language; E2/E3/E4 line completions
 # through our own completer pipeline); export Hugging Face directories and bring them back in $OUT.
 #
-#   OUT=$OUT MINUTES=6 bash engine_builds/gpu_train.sh       # from the repository root
+#   OUT=$OUT MINUTES=6.5 bash engine_builds/gpu_train.sh     # from the repository root (fits the 570 s default)
 #       device tool: carry ["data/gpu_pack", ".whl"], timeout_s 600
 #   bash engine_builds/gpu_wheels.sh                         # once, here: .whl/ (tree-sitter, rapidfuzz;
 #                                                            # the GPU image lacks them and the eval needs them)
