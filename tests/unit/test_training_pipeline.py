@@ -126,3 +126,50 @@ def test_train_resume_export_and_serve(tiny_data, tmp_path):
     engine = TorchEngine(export, device="cpu")
     result = Completer(engine).complete(CompletionRequest(["def f(x):\n", "    return "], 1, 11))
     assert isinstance(result.text, str) and result.stats.prefill_tokens > 0
+
+
+def test_distill_loss_is_zero_only_where_the_student_matches_the_teacher():
+    import torch
+
+    from engine_builds.train import distill_loss, top1_agreement
+
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 5, 11)
+    classes = torch.tensor([[NONE, CONTEXT, TARGET, TARGET, TARGET], [TARGET, TARGET, NONE, CONTEXT, TARGET]])
+    assert float(distill_loss(teacher.clone(), teacher, classes, 0.25)) == pytest.approx(0.0, abs=1e-6)
+    student = teacher.clone()
+    student[0, 0] = torch.randn(11)  # a NONE position: no weight, no loss
+    assert float(distill_loss(student, teacher, classes, 0.25)) == pytest.approx(0.0, abs=1e-6)
+    student[0, 2] = -teacher[0, 2]  # a TARGET position: its top token is now the teacher's worst
+    assert float(distill_loss(student, teacher, classes, 0.25)) > 0.1
+    same, count = top1_agreement(student, teacher, classes)
+    assert (same, count) == (5, 6)  # six TARGET positions, one of them changed
+
+
+def test_distilling_a_draft_reports_its_agreement_with_the_teacher(tiny_data, tmp_path):
+    out, export = tmp_path / "run", tmp_path / "hf"
+    cmd = [sys.executable, "-m", "engine_builds.train", "--preset", "tiny", "--data", str(tiny_data),
+           "--out", str(out), "--seq-len", "128", "--batch-size", "2", "--workers", "0", "--eval-every", "0",
+           "--eval-rows", "2", "--warmup-steps", "1", "--device", "cpu", "--steps", "2",
+           "--distill-from", str(FIXTURE_MODEL), "--distill-weight", "0.8", "--export", str(export)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "top-1 agreement with the teacher" in r.stdout
+    log = json.loads((export / "train_log.json").read_text())
+    assert log["distilled_from"] == str(FIXTURE_MODEL)
+    assert 0.0 <= log["evals"][-1]["agree"] <= 1.0 and set(log["evals"][-1]["agree_by_set"]) == {"all"}
+
+
+def test_distilling_from_a_teacher_with_another_tokenizer_is_refused(tiny_data, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(FIXTURE_MODEL, other)
+    vocab = json.loads((other / "tokenizer.json").read_text())
+    first, second = list(vocab["model"]["vocab"])[300:302]  # swap two ids: same size, another tokenizer
+    vocab["model"]["vocab"][first], vocab["model"]["vocab"][second] = \
+        vocab["model"]["vocab"][second], vocab["model"]["vocab"][first]
+    (other / "tokenizer.json").write_text(json.dumps(vocab))
+    cmd = [sys.executable, "-m", "engine_builds.train", "--preset", "tiny", "--data", str(tiny_data),
+           "--out", str(tmp_path / "run"), "--seq-len", "128", "--batch-size", "2", "--workers", "0",
+           "--eval-rows", "2", "--device", "cpu", "--steps", "1", "--distill-from", str(other)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode != 0 and "its tokenizer is not the data's" in r.stderr
