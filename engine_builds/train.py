@@ -27,9 +27,8 @@ Distillation (a draft for speculation): --distill-from TEACHER adds the KL diver
 next-token distribution over its --distill-top-k tokens to the loss, weighted --distill-weight against
 the data's cross entropy, on the same positions and weights. A draft is worth what share of the
 target's greedy tokens it guesses, and the teacher's choices teach that more directly than the data's
-one token. Evaluation then
-also reports, per set, how often the model's top token is the teacher's at target positions
-(`agree`: the acceptance rate of greedy draft verification, teacher-forced on the data).
+one token. Evaluation then also reports, per set, how often the model's top token is the teacher's at
+target positions (`agree`: the acceptance rate of greedy draft verification, teacher-forced on the data).
 
 Evaluation: held-out `val` rows (per language with --tokens) every --eval-every steps and/or
 --eval-seconds seconds and at the end; the checkpoint with the lowest mean target-token loss is the
@@ -211,9 +210,10 @@ def weighted_loss(logits, targets, classes, context_weight: float) -> tuple[torc
 
 def distill_loss(logits, teacher_logits, classes, context_weight: float, top_k: int = 32) -> torch.Tensor:
     """KL(teacher || student) per position over the teacher's top_k tokens (its distribution renormalised
-    there), weighted as weighted_loss weighs the cross entropy. The full-vocabulary KL costs three times
-    as long on a CPU (log-softmax, exp and products over every logit, each a fresh gigabyte at 16 x 2048
-    x 8,192); the top tokens carry what a draft needs, the teacher's first choice and its runners-up.
+    there), weighted as weighted_loss weighs the cross entropy. The full-vocabulary KL made a draft's
+    training step 1.7x slower on a CPU (log-softmax, exp and products over every logit, each a fresh
+    gigabyte at 16 x 2048 x 8,192); the top tokens carry what a draft needs, the teacher's first choice
+    and its runners-up.
     Zero only where the student's distribution is the renormalised teacher's, positive elsewhere.
     logits, teacher_logits: [B, T, V]; classes: [B, T]."""
     top, idx = teacher_logits.float().topk(min(top_k, teacher_logits.shape[-1]), -1)  # [B, T, k]
