@@ -197,13 +197,18 @@ def val_sets(args, cfg: TrainConfig) -> dict[str, list[tuple[torch.Tensor, torch
 
 # ---- model, loss, schedule -------------------------------------------------------------------------
 
+def position_weights(classes, context_weight: float) -> torch.Tensor:
+    """Each position's loss weight, flattened: 1 for TARGET tokens, context_weight for CONTEXT, 0 else."""
+    classes = classes.reshape(-1)
+    return (classes == TARGET).float() + context_weight * (classes == CONTEXT).float()
+
+
 def weighted_loss(logits, targets, classes, context_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted cross entropy, and the plain mean over TARGET tokens (what we report and select on)."""
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
-    classes = classes.reshape(-1)
-    w = (classes == TARGET).float() + context_weight * (classes == CONTEXT).float()
+    w = position_weights(classes, context_weight)
     loss = (ce * w).sum() / w.sum().clamp(min=1)
-    is_target = (classes == TARGET).float()
+    is_target = (classes.reshape(-1) == TARGET).float()
     target_loss = (ce * is_target).sum() / is_target.sum().clamp(min=1)
     return loss, target_loss
 
@@ -220,8 +225,7 @@ def distill_loss(logits, teacher_logits, classes, context_weight: float, top_k: 
     p = top.log_softmax(-1)
     log_q = logits.gather(-1, idx).float() - torch.logsumexp(logits.float(), -1, keepdim=True)
     kl = (p.exp() * (p - log_q)).sum(-1).reshape(-1)
-    classes = classes.reshape(-1)
-    w = (classes == TARGET).float() + context_weight * (classes == CONTEXT).float()
+    w = position_weights(classes, context_weight)
     return (kl * w).sum() / w.sum().clamp(min=1)
 
 
