@@ -21,7 +21,7 @@
 #   GPU_CHECK_MAX_PAUSE_MS  replay --max-pause-ms [1000, as `make bench`]
 #   GPU_CHECK_SPEED         replay --speed [1: real time]
 #   GPU_CHECK_COMPILE       0 skips the --compile variants [1]
-#   GPU_CHECK_DRAFT         1: also replay the compiled server with draft-model, n-gram and no speculation [0]
+#   GPU_CHECK_DRAFT         1: also replay the compiled server with auto, n-gram, draft-model and no speculation [0]
 #   GPU_CHECK_STEP_TIMEOUT  seconds allowed per step [900]
 #   GPU_CHECK_INSTALL       1: pip-install the missing dependencies named in pyproject.toml (needs an index) [0]
 #   GPU_CHECK_WHEELS        a directory of wheels: install the missing dependencies from it, offline
@@ -233,15 +233,16 @@ elif [ "$SERVER_OK" = 1 ]; then
     --cold-start-s 1 --compile --name cold-compiled --json "$OUTDIR/cold-compiled.json"
 else skip cold-compiled "the language server does not import"; fi
 
-# Issue 23's draft pair: the same sessions with the draft model proposing, with n-gram drafts (the
-# default) and with none; the engine's policy decides per request from measured costs. Opt-in: three
-# more replays.
-step "speculation: n-gram (default), draft model, none; compiled server (GPU_CHECK_DRAFT=1)"
+# Issue 23's draft pair: the same sessions with the default (auto: the target's paired draft, used
+# only where its measured cost pays), n-gram drafts alone, the draft model always loaded, and no
+# speculation; the engine's policy decides per request from measured costs. Opt-in: four more replays.
+step "speculation: auto (default), n-gram, draft model, none; compiled server (GPU_CHECK_DRAFT=1)"
 if [ "${GPU_CHECK_DRAFT:-0}" != 1 ]; then skip speculation "GPU_CHECK_DRAFT=${GPU_CHECK_DRAFT:-0}"
 elif [ "$COMPILE" != 1 ]; then skip speculation "GPU_CHECK_COMPILE=$COMPILE"
 elif [ "$SERVER_OK" = 1 ]; then
   run speculation "$OUTDIR/speculation.log" "$PYTHON" -m completer replay "${PICKED[@]}" "${REPLAY_FLAGS[@]}" \
-    --compile --name ngram --ab "draft=--draft-model embedded-draft" --ab "none=--no-speculative" \
+    --compile --name auto --ab "ngram=--draft-model none" --ab "draft=--draft-model embedded-draft" \
+    --ab "none=--no-speculative" \
     --json "$OUTDIR/speculation.json"
 else skip speculation "the language server does not import"; fi
 

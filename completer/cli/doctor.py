@@ -229,6 +229,13 @@ def run_doctor(options: EngineOptions, as_json: bool = False) -> int:
               + ", ".join(f"{k} {v:g}" for k, v in rerank["thresholds"].items())
               + ("" if rerank["scores"] else " (not on this backend: it cannot score)") if rerank
               else "the model's own text, ungated (no reranker in its completer.json)"))
+        draft = e.get("draft")
+        if draft:
+            need = "never pays here" if draft["pays_from"] is None else f"pays from {100 * draft['pays_from']:.0f}%"
+            state = ("used" if draft["used"] else "loaded, not used") + (" (named by --draft-model)" if draft["given"] else "")
+            print(f"drafts:    n-gram lookup; draft model {draft['model']} {state}: drafting k = 1..{len(draft['cost']) - 1} "
+                  f"costs {' / '.join(f'{c:g}' for c in draft['cost'][1:])} target steps, {need}, "
+                  f"measured acceptance {100 * draft['acceptance']:.0f}%")
         print(f"check:     one completion in {m['test_completion']['ms']} ms: {m['test_completion']['text']!r}")
     if problems:
         print("\nthe default setup cannot serve:")

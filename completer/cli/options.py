@@ -60,7 +60,9 @@ def add_engine_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
                    "demo to on, so they measure the steady state; other commands to off")
     g.add_argument("--draft-model", metavar="DIR", default=None,
                    help="a small model sharing the tokenizer, proposing tokens for speculative decoding "
-                   "(e.g. embedded-draft); used when its measured cost pays off")
+                   "(e.g. embedded-draft), its drafts verified when their measured cost pays off; torch default "
+                   "auto: the draft the model's completer.json pairs with it, loaded and used only where drafting "
+                   "pays on this machine at the pair's measured acceptance; none: no draft model")
     g = p.add_argument_group("GPU and server backends (see engine_builds/README.md)")
     g.add_argument("--speculation", choices=["ngram", "draft", "none"], default=None,
                    help="trtllm: NGram prompt lookup (default), DraftTarget with --draft-model, or none; "

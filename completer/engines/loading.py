@@ -54,6 +54,8 @@ def backend_arguments(options: EngineOptions) -> dict:
     """The constructor keyword arguments of `options.backend` (besides model_dir, device and dtype)."""
     if options.backend != "torch" and options.compile in ("auto", "off"):
         options = options.replace(compile=None)  # the servers' default, meaningless for other backends
+    if options.draft_model in ("auto", "none", "off") and options.backend != "torch":
+        options = options.replace(draft_model=None)  # no draft is these backends' default
     accepted = ACCEPTED[options.backend]
     kwargs: dict = {}
     for f in dataclasses.fields(options):

@@ -1,6 +1,7 @@
 """The `completer` command line as a user runs it (subprocesses, fixture model)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,19 @@ def test_version_and_doctor():
     assert report["model"]["fim_template"] == "qwen"
     r = completer("doctor", "--model", "/no/such/model")
     assert r.returncode == 1 and "cannot serve" in r.stdout
+
+
+def test_doctor_says_whether_the_targets_draft_pays_here():
+    r = completer("doctor", "--json", "--model", "embedded")
+    assert r.returncode == 0, r.stdout + r.stderr
+    draft = json.loads(r.stdout)["model"]["engine"]["draft"]
+    assert draft["model"] == "embedded-draft" and not draft["given"] and 0 < draft["acceptance"] < 1
+    assert draft["used"] == (draft["pays_from"] is not None and draft["acceptance"] >= draft["pays_from"])
+    r = completer("doctor", "--model", "embedded", "--draft-model", "none")
+    assert r.returncode == 0 and "drafts:" not in r.stdout
+    r = completer("doctor", "--model", "embedded")
+    assert re.search(r"^drafts: .* draft model embedded-draft (used|loaded, not used): .* measured acceptance 5\d%",
+                     r.stdout, re.M)  # measured again: on a noisy machine the two runs may decide apart
 
 
 def test_demo_types_through_the_real_server():

@@ -81,6 +81,19 @@ def test_draft_policy_weighs_cost_against_acceptance():
     assert dear.rate() > 0.9 and dear.length(4) >= 3
 
 
+def test_draft_policy_break_even_is_where_drafting_starts_to_pay():
+    from completer.engines.torch.decoding import DraftPolicy
+
+    for cost in ([1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.6, 2.2, 2.8, 3.4], [1.0, 2.0, 2.6, 3.6, 4.5]):
+        need = DraftPolicy(cost).break_even()
+        assert 0 < need < 1
+        assert DraftPolicy(cost, prior_rate=need).length(4) > 0
+        assert DraftPolicy(cost, prior_rate=need - 0.01).length(4) == 0
+    wide_is_cheap = DraftPolicy([1.0, 2.0, 2.2, 2.4, 2.6])  # one drafted token never pays; four might
+    assert wide_is_cheap.break_even(available=1) is None and wide_is_cheap.break_even() < 0.9
+    assert DraftPolicy([1.0, 9.0, 9.0]).break_even() is None  # 3 tokens for the price of 9: never
+
+
 def test_plan_edit_reuse_finds_shifted_chunks():
     from completer.engines.torch.decoding import plan_edit_reuse
 

@@ -391,6 +391,83 @@ def test_draft_model_policy_is_measured_against_the_target_step(drafted_engine):
     assert run(eng, prompt, max_new_tokens=12)[0] == reference_greedy(eng, prompt, 12)
 
 
+def test_the_targets_own_draft_is_used_only_where_its_measured_cost_pays(tmp_path):
+    """auto (the default) loads the draft the target's completer.json pairs with it and keeps it
+    only while drafting pays at the pair's acceptance; a draft the user names is always kept."""
+    import json
+    import shutil
+
+    from completer.engines.torch.decoding import DraftPolicy
+
+    target = tmp_path / "target"
+    shutil.copytree(resolve_model("embedded"), target)
+    notes = json.loads((target / "completer.json").read_text())
+    notes["draft"] = {"model": "embedded-draft", "acceptance": 0.5}
+    (target / "completer.json").write_text(json.dumps(notes))
+    eng = TorchEngine(target, device="cpu", max_seq=512, decode_dtype="none")
+    assert eng.draft_candidate is not None and eng.draft_candidate.model_dir.name == "embedded-draft"
+    policy = eng.draft_candidate.policy
+    assert policy.prior_rate == 0.5 and policy.cost[1:] == sorted(policy.cost[1:])
+    status = eng.describe()["draft"]
+    pays_from = policy.break_even(eng.max_draft)
+    assert status["used"] == (pays_from is not None and pays_from <= 0.5) == (eng.drafter is not None)
+    assert not status["given"] and status["model"] == "embedded-draft"
+    # Where drafting is nearly free (a GPU), 50% acceptance pays; where it is dear, it does not.
+    eng.ngram_policy = DraftPolicy([1e9] * (eng.max_draft + 1))  # every draft below is the model's
+    eng.draft_candidate.policy = DraftPolicy([1.0, 1.05, 1.1, 1.15, 1.2][:eng.max_draft + 1], prior_rate=0.5)
+    eng._decide_draft()
+    assert eng.drafter is eng.draft_candidate and eng.describe()["draft"]["used"]
+    prompt = eng.tokenizer.encode(PROMPTS[1])
+    ids, stats = run(eng, prompt, max_new_tokens=16)
+    assert ids == reference_greedy(eng, prompt, 16) and stats.drafted_tokens > 0
+    eng.draft_candidate.policy = DraftPolicy([1.0, 2.0, 2.6, 3.2, 3.8][:eng.max_draft + 1], prior_rate=0.5)
+    eng._decide_draft()
+    assert eng.drafter is None and eng.describe()["draft"]["pays_from"] > 0.5
+    assert run(eng, prompt, max_new_tokens=16)[1].drafted_tokens == 0
+
+    given = TorchEngine(target, device="cpu", max_seq=512, decode_dtype="none", draft_model="embedded-draft")
+    given.draft_candidate.policy = DraftPolicy([1.0, 3.0, 4.0, 5.0, 6.0][:given.max_draft + 1])
+    given._decide_draft()
+    assert given.drafter is given.draft_candidate and given.draft_choice.acceptance == 0.5  # the pair's rate
+    off = TorchEngine(target, device="cpu", max_seq=512, decode_dtype="none", draft_model="none")
+    assert off.draft_candidate is None and off.drafter is None and off.describe()["draft"] is None
+
+
+def test_a_paired_draft_that_cannot_load_leaves_the_engine_serving(tmp_path, fixture_model_dir):
+    import json
+    import shutil
+
+    target = tmp_path / "target"
+    shutil.copytree(fixture_model_dir, target)
+    for draft in ("no-such-draft", "embedded-draft"):  # missing; another tokenizer than the fixture's
+        (target / "completer.json").write_text(json.dumps({"draft": {"model": draft, "acceptance": 0.5}}))
+        eng = TorchEngine(target, device="cpu", max_seq=512, decode_dtype="none")
+        assert eng.drafter is None and eng.describe()["draft"] is None
+        prompt = eng.tokenizer.encode(PROMPTS[0])
+        assert run(eng, prompt, max_new_tokens=8)[0] == reference_greedy(eng, prompt, 8)
+    with pytest.raises(ValueError, match="tokenizer"):  # named by the user: said, not skipped
+        TorchEngine(target, device="cpu", max_seq=512, draft_model="embedded-draft")
+
+
+def test_choose_draft_reads_the_pairing(tmp_path):
+    import json
+
+    from completer.engines.torch.drafter import DEFAULT_ACCEPTANCE, DraftChoice, choose_draft
+
+    assert choose_draft(tmp_path, None) == DraftChoice(None)  # no completer.json: no draft
+    assert choose_draft(tmp_path, "embedded-draft") == DraftChoice("embedded-draft", True, DEFAULT_ACCEPTANCE)
+    (tmp_path / "draft").mkdir()
+    (tmp_path / "completer.json").write_text(json.dumps({"draft": {"model": "draft", "acceptance": 0.42}}))
+    beside = str((tmp_path / "draft").resolve())
+    assert choose_draft(tmp_path, None) == choose_draft(tmp_path, "auto") == DraftChoice(beside, False, 0.42)
+    assert choose_draft(tmp_path, "none") == choose_draft(tmp_path, "off") == DraftChoice(None)
+    assert choose_draft(tmp_path, str(tmp_path / "draft")) == DraftChoice(str(tmp_path / "draft"), True, 0.42)
+    (tmp_path / "completer.json").write_text(json.dumps({"draft": {"model": "draft", "acceptance": 7}}))
+    assert choose_draft(tmp_path, None).acceptance == DEFAULT_ACCEPTANCE  # not a rate: the default prior
+    (tmp_path / "completer.json").write_text("[not, json")
+    assert choose_draft(tmp_path, None) == DraftChoice(None)
+
+
 def test_draft_model_must_share_the_tokenizer():
     with pytest.raises(ValueError, match="tokenizer"):
         TorchEngine(resolve_model("embedded"), device="cpu", draft_model="fixture")

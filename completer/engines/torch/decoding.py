@@ -92,19 +92,36 @@ class DraftPolicy:
 
     def length(self, available: int, key=None) -> int:
         """Draft length (0 = plain decoding) maximising expected tokens per unit of time."""
-        a = min(self.rate(key), 0.999)
-        best_k, best = 0, 1.0
-        for k in range(1, min(available, len(self.cost) - 1) + 1):
-            expected = (1 - a ** (k + 1)) / (1 - a)  # tokens produced by one verification
-            value = expected / self.cost[k]
-            if value > best * 1.05:
-                best_k, best = k, value
-        return best_k
+        return _best_length(self.cost, min(self.rate(key), 0.999), available)
+
+    def break_even(self, available: int | None = None) -> float | None:
+        """The lowest per-token acceptance rate (to 0.005) at which drafting some length up to
+        `available` pays, by length()'s rule; None when none does even with every draft right."""
+        available = len(self.cost) - 1 if available is None else available
+        if _best_length(self.cost, 0.999, available) == 0:
+            return None
+        low, high = 0.0, 0.999  # pays at `high`, not at `low` (length 0 at rate 0 whatever the costs)
+        while high - low > 0.005:
+            mid = (low + high) / 2
+            low, high = (low, mid) if _best_length(self.cost, mid, available) else (mid, high)
+        return high
 
     def observe(self, accepted: int, drafted: int, key=None) -> None:
         counts = self._entry(key)
         counts[0] = self.decay * counts[0] + accepted
         counts[1] = self.decay * counts[1] + (1 if accepted < drafted else 0)
+
+
+def _best_length(cost: list[float], rate: float, available: int) -> int:
+    """The draft length with the most expected tokens per unit of time at per-token acceptance
+    `rate` (< 1); a length must beat plain decoding, and every shorter one, by 5%."""
+    best_k, best = 0, 1.0
+    for k in range(1, min(available, len(cost) - 1) + 1):
+        expected = (1 - rate ** (k + 1)) / (1 - rate)  # tokens produced by one verification
+        value = expected / cost[k]
+        if value > best * 1.05:
+            best_k, best = k, value
+    return best_k
 
 
 @dataclass(slots=True)

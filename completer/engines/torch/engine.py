@@ -18,6 +18,7 @@ the draft policies weigh drafts by costs measured at load (costs.py). Requests a
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -48,7 +49,7 @@ from .decoding import (
     propose,
     verify_draft,
 )
-from .drafter import ModelDrafter
+from .drafter import ModelDrafter, choose_draft
 from .kv_pool import BlockPool
 from .model import load_model
 from .slot import Slot
@@ -56,6 +57,7 @@ from .slot import Slot
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 DEFAULT_MAX_SEQ = 4096
+log = logging.getLogger(__name__)
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # the physical cores; read before any engine changes it
 
 
@@ -104,7 +106,7 @@ class TorchEngine:
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
                  num_threads: int | None = None, compile: bool | str = False, cache_mb: float = 64.0,
                  block_size: int = 16, edit_reuse: bool = True, min_chunk: int = 8,
-                 draft_model: str | Path | None = None):
+                 draft_model: str | Path | None = "auto"):
         self.device = resolve_device(device)
         mode = resolve_compile_mode(compile, self.device)
         if dtype == "auto":
@@ -172,11 +174,25 @@ class TorchEngine:
                 self._decode_fn, mode = cached, "on"
         costs = self._measure_costs()
         self.ngram_policy = DraftPolicy(costs)
-        self.drafter = None
-        if draft_model:  # the slot holds nothing at the scratch positions yet (_measure_costs cut it)
-            self.drafter = ModelDrafter(draft_model, self._forward, costs, token_bytes=self.tokenizer.token_bytes,
-                                        device=self.device, dtype=DTYPES[dtype], small_dtype=small_dtype,
-                                        max_seq=self.max_seq, max_draft=max_draft)
+        # The draft model: one the user named is used, its policy deciding per step; the target's
+        # own (auto) is loaded and used only where its measured cost pays (_decide_draft).
+        self.draft_choice = choose_draft(self.model_dir, draft_model)
+        self.draft_candidate = self.drafter = None
+        self.draft_status: dict | None = None
+        if self.draft_choice.model:  # the slot holds nothing at the scratch positions yet (_measure_costs cut it)
+            try:
+                self.draft_candidate = ModelDrafter(
+                    self.draft_choice.model, self._forward, costs, token_bytes=self.tokenizer.token_bytes,
+                    device=self.device, dtype=DTYPES[dtype], small_dtype=small_dtype, max_seq=self.max_seq,
+                    max_draft=max_draft, acceptance=self.draft_choice.acceptance)
+            except (OSError, ValueError) as exc:
+                if self.draft_choice.given:
+                    raise
+                # The paired draft only ever saves time: without it the engine serves the same text.
+                log.warning("the paired draft model %s cannot be used (%s): n-gram drafts only",
+                            self.draft_choice.model, exc)
+            if self.draft_candidate is not None:
+                self._decide_draft()
         self.load_ms = (time.perf_counter() - t0) * 1000
         if mode == "background":
             self.compiler.start_background(self._switch_step, self._lock)
@@ -360,8 +376,9 @@ class TorchEngine:
         takes over, and the draft policies are measured again against it."""
         self._decode_fn, self.static_decode = step, static
         self.ngram_policy = DraftPolicy(self._measure_costs())
-        if self.drafter is not None:  # its costs are relative to the target's step
-            self.drafter.policy = self._drafter_policy(self.ngram_policy.cost)
+        if self.draft_candidate is not None:  # its costs are relative to the target's step
+            self.draft_candidate.policy = self._drafter_policy(self.ngram_policy.cost)
+            self._decide_draft()
 
     def _measure_costs(self) -> list[float]:
         """costs.verification_costs of this engine's step at a typical prompt length. Called with the
@@ -374,7 +391,26 @@ class TorchEngine:
         """The draft model's policy measured against this engine's step now. Called with the lock
         held or before serving."""
         self.slot.forget_from(scratch_start(self.max_seq, self.max_draft))  # the measured steps write there
-        return self.drafter.measured_policy(self._forward, target_costs)
+        return self.draft_candidate.measured_policy(self._forward, target_costs)
+
+    def _decide_draft(self) -> None:
+        """Use the loaded draft or not, from its policy's measured costs: the target's own draft only
+        when drafting some length pays at the pair's measured acceptance; a draft the user named
+        always (its policy still drafts nothing while drafts do not pay). Again after a compile."""
+        drafter, choice = self.draft_candidate, self.draft_choice
+        pays_from = drafter.policy.break_even(self.max_draft)
+        pays = pays_from is not None and choice.acceptance >= pays_from
+        self.drafter = drafter if pays or choice.given else None
+        self.draft_status = {
+            "model": drafter.model_dir.name, "given": choice.given, "used": self.drafter is not None,
+            "acceptance": round(choice.acceptance, 3), "pays_from": None if pays_from is None else round(pays_from, 3),
+            "cost": [round(c, 2) for c in drafter.policy.cost]}
+        if not (pays or choice.given):
+            need = "would not pay even if every draft were right" if pays_from is None else \
+                f"pays from {100 * pays_from:.0f}% acceptance"
+            log.info("draft model %s not used: drafting and verifying k = 1..%d tokens costs %s target steps, which "
+                     "%s (measured for this pair: %.0f%%); n-gram drafts only", drafter.model_dir.name, self.max_draft,
+                     " / ".join(f"{c:.2f}" for c in drafter.policy.cost[1:]), need, 100 * choice.acceptance)
 
     # -- the rest of the contract ----------------------------------------------------------------
 
@@ -391,6 +427,7 @@ class TorchEngine:
             "cache_blocks": self.pool.index.num_blocks if self.pool.index else 0, "block_size": self.pool.block_size,
             "edit_reuse": self.slot.edit_reuse, "can_heal": self.can_heal, "can_score": self.can_score,
             "compiled_engine": self.compiler.entry_path(), "compiled_graphs": self._graphs(),
+            "draft": self.draft_status,
         }
 
     def _graphs(self) -> str | None:
