@@ -15,6 +15,10 @@ lines) retyped by the seeded typist; SOURCES.md lists them with their licenses.
     # more of them, other files and spans: sessions that no setting was chosen on
     python bench/make_sessions.py --e4 data/corpus/text --seed 2027 --files-per-language 4 \
         --out bench/sessions-e4-2027 --skip-sessions-in bench/sessions-e4
+    # the same sessions with 4 other files of each one's project open beside it (replay them with
+    # `completer replay --workspace`); they carry those files' text, so they stay out of the repository
+    python bench/make_sessions.py --e4 data/corpus/text --seed 2027 --files-per-language 4 \
+        --out runs/sessions-e4-2027-ws --skip-sessions-in bench/sessions-e4 --neighbors 4
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from completer.replay.session import write_session
-from completer.replay.typist import TypingModel, synthesize_tree
+from completer.replay.session import event, write_session
+from completer.replay.typist import LANGUAGE_IDS, TypingModel, language_of, synthesize_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_FILES = ["packaging/src/packaging/utils.py", "packaging/src/packaging/_tokenizer.py",
@@ -107,6 +111,41 @@ def e4_sources(work: Path, text: Path, per_language: int, seed: int = SEED) -> l
     return sorted(out)
 
 
+def project_files(work: Path, e4: Path | None) -> dict[str, list[tuple[str, str]]]:
+    """Every file of every project the sessions may come from, as (path under `work`, text), by
+    project: the E4 projects (written under work/e4/PROJECT/) or the out-of-distribution Python
+    packages (work/py/PACKAGE/). The sessions' own files are among them."""
+    projects: dict[str, list[tuple[str, str]]] = {}
+    if e4:
+        for corpus in sorted(e4.glob("e4-*.jsonl")):
+            with corpus.open(encoding="utf-8") as f:
+                for d in map(json.loads, f):
+                    projects.setdefault(d["project"], []).append((f"e4/{d['project']}/{d['path']}", d["text"]))
+    else:
+        with gzip.open(ROOT / "data" / "ood" / "corpus.jsonl.gz", "rt") as f:
+            for d in map(json.loads, f):
+                projects.setdefault(d["path"].split("/")[0], []).append((f"py/{d['path']}", d["text"]))
+    return projects
+
+
+def open_beside(session, own: str, projects: dict[str, list[tuple[str, str]]], count: int, seed: int) -> None:
+    """Put `count` other files of the session file's project (`own`: its path under the work dir)
+    open before it, drawn from its directory first, then from the rest of the project, seeded by
+    its path; each under the synthetic workspace (file:///workspace/<its path in the project>)."""
+    project = own.split("/")[1]
+    folder = own.rsplit("/", 1)[0]
+    others = [(p, t) for p, t in projects.get(project, []) if p != own and language_of(Path(p)) is not None]
+    rng = random.Random(f"{seed}:{own}")
+    near = [f for f in others if f[0].rsplit("/", 1)[0] == folder]
+    far = [f for f in others if f[0].rsplit("/", 1)[0] != folder]
+    rng.shuffle(near)
+    rng.shuffle(far)
+    opens = [event("open", 0, uri="file:///workspace/" + p.split("/", 1)[1], language_id=LANGUAGE_IDS[language_of(Path(p))],
+                   version=1, text=t) for p, t in (near + far)[:count]]
+    session.events[:0] = opens
+    session.meta["open_beside"] = [o["uri"] for o in opens]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "sessions")
@@ -116,6 +155,9 @@ def main() -> None:
                     help="instead: files of the held-out E4 projects of every other language (the corpus's text/)")
     ap.add_argument("--files-per-language", type=int, default=2, help="with --e4")
     ap.add_argument("--seed", type=int, default=SEED, help="draws the files and the spans")
+    ap.add_argument("--neighbors", type=int, default=0, metavar="N",
+                    help="open N other files of each session's project beside it (from its directory first); "
+                    "replay with `completer replay --workspace`")
     ap.add_argument("--skip-sessions-in", type=Path, default=None, metavar="DIR",
                     help="leave out the sessions already in DIR (the same file and span), so that the two sets share none")
     args = ap.parse_args()
@@ -130,9 +172,12 @@ def main() -> None:
             sources = python_sources(work, args.more_files, args.seed)
         if not args.python_only and not args.e4:
             sources += js_sources(work) + go_sources(work)
+        projects = project_files(work, args.e4) if args.neighbors else {}
         for path, origin in sources:
             for session in synthesize_tree([path], SPANS_PER_FILE, args.seed, MODEL):
                 session.meta["source"] = f"{origin}: {path.relative_to(work).as_posix().split('/', 1)[-1]}"
+                if args.neighbors:
+                    open_beside(session, path.relative_to(work).as_posix(), projects, args.neighbors, args.seed)
                 name = session.meta["name"]
                 if f"{name}.msgpack" in skip:
                     print(f"{name}: in {args.skip_sessions_in}, left out")

@@ -13,8 +13,9 @@ E3  out-of-distribution Python: the same line cuts on pinned permissive PyPI pac
 Baseline: no neural model, n-gram lookup over the file (the same drafting the engine uses).
 Workspace (--workspace N): the reranked arm again, each case with the cross-file context the server
     would choose (context.ContextRing.select, the language server's budget) had the user opened N other
-    files of the same project, drawn from the case file's directory first: copies from those files
-    become candidates too (source "context"), and the chunks go into the prompt.
+    files of the same project, drawn from the case file's directory first: the chunks go into the
+    prompt, and copies from them (source "context") and from the rest of those files ("workspace")
+    become candidates; and once more with copies from the prompt's chunks only (before 2026-12-06).
 Draft acceptance (--draft D [D ...]): how often each draft's top token is the target's, teacher-forced
     along the target's own greedy completion (the acceptance rate of greedy speculative verification),
     in every suite; --acceptance-only skips the exact-match tables.
@@ -216,7 +217,7 @@ def ngram_predict(tokenizer, case: Case) -> str:
 
 
 def run_model(completer: Completer, cases: list[Case], syntax: bool = True,
-              contexts: list[tuple] | None = None) -> dict:
+              contexts: list[tuple] | None = None, open_files: list[tuple] | None = None) -> dict:
     """syntax: give the completer each document's tree, as the language server does.
     rows: scores of the suggestions as shown; raw_rows: of the model's text before post-processing
     (the same generation, so the two are exactly paired); picks: (kind, source, confidence, exact,
@@ -234,8 +235,10 @@ def run_model(completer: Completer, cases: list[Case], syntax: bool = True,
         snap = DocumentSyntax(language, "".join(c.lines)).snapshot if syntax and language else None
         raw: list[str] = []
         context = contexts[i] if contexts else ()
+        files = open_files[i] if open_files else ()
         r = completer.complete(CompletionRequest(c.lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
-                                                 syntax=snap, context=context), on_text=raw.append)
+                                                 syntax=snap, context=context, open_files=files),
+                               on_text=raw.append)
         rows[c.kind].append(score(r.text, c.target))
         raw_rows[c.kind].append(score("".join(raw), c.target))
         picks.append((c.kind, r.source, r.confidence, rows[c.kind][-1][0], bool(decide_accept(r.text, c.target)[0])))
@@ -249,8 +252,9 @@ WORKSPACE_ROOT = Path("/workspace-of-the-bench")  # never read: ContextRing only
 
 
 def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, budget_tokens: int,
-                       seed: int = 11) -> list[tuple]:
-    """For each case, the context chunks the language server would choose (lsp/context_updates.py:
+                       seed: int = 11) -> tuple[list[tuple], list[tuple]]:
+    """For each case, the context chunks the language server would choose, and the other open files
+    it would search for copies (lsp/context_updates.py:
     the ring of recently opened files, selected by identifiers shared with the lines around the
     cursor, within the server's share of the prompt) had the user opened `open_files` other files of
     the case's project: drawn at random (seeded by the case's path) from its directory, then from the
@@ -264,7 +268,7 @@ def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, bud
         by_project.setdefault(f["project"], []).append(f)
     path_project = {f["path"]: f["project"] for f in pool}  # paths are unique within a suite
     budget = int(budget_tokens * CONTEXT_SHARE * 4)
-    out = []
+    out, files = [], []
     for c in cases:
         project = path_project.get(c.path, "")
         folder = c.path.rsplit("/", 1)[0] if "/" in c.path else ""
@@ -281,7 +285,8 @@ def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, bud
         around = "".join(c.lines[max(0, line - AROUND_LINES):line + 1])
         local = "".join(c.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
         out.append(ring.select(str(WORKSPACE_ROOT / c.path), around, local, budget))
-    return out
+        files.append(ring.open_files(str(WORKSPACE_ROOT / c.path)))
+    return out, files
 
 
 GATE_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7)
@@ -448,19 +453,20 @@ def main() -> None:
     # separately, as the precision/recall curve under the table.
     settings = CompletionSettings(multiline=False, deadline_ms=10_000, min_confidence=0.0)
     engines = {name: load_engine(EngineOptions(model=name, device=args.device)) for name in args.models}
-    arms = []  # (label, model name, settings, with the workspace's context)
+    arms = []  # (label, model name, settings, the workspace: False, "chunks" (in the prompt) or "files" (and copies))
     for name, engine in engines.items():
         reranks = Completer(engine, settings).notes.reranker is not None and engine.can_score
         arms.append((Path(name).name + (" + copies, reranked" if reranks else ""), name, settings, False))
         if reranks and args.workspace:
-            arms.append((Path(name).name + f" + copies, {args.workspace} files open", name, settings, True))
+            arms.append((Path(name).name + f" + copies, {args.workspace} files open", name, settings, "files"))
+            arms.append((Path(name).name + f", {args.workspace} open, chunk copies", name, settings, "chunks"))
         if reranks and not args.no_rerank_arm:
             arms.append((Path(name).name + " (model only)", name, dataclasses.replace(settings, rerank=False), False))
     for suite, cases in ({} if args.acceptance_only else suites).items():
         print(f"\n{suite.upper()}\n{'model':<38}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
                                                                          for k in (*KINDS, "all")) + f"{'ms/case':>9}")
-        contexts = workspace_contexts(cases, pools[suite], args.workspace, settings.prompt.budget_tokens) \
-            if args.workspace else None
+        contexts, open_files = workspace_contexts(cases, pools[suite], args.workspace, settings.prompt.budget_tokens) \
+            if args.workspace else (None, None)
         if contexts:
             chosen = [len(c) for c in contexts]
             print(f"(workspace: {args.workspace} other files of the project open; context chunks chosen per case: "
@@ -472,7 +478,8 @@ def main() -> None:
                 # Measured with the language gate open: a model not trained on the language would
                 # otherwise show nothing, and these numbers are why it shows nothing.
                 completer.notes = dataclasses.replace(completer.notes, languages=None)
-            res = run_model(completer, cases, contexts=contexts if with_workspace else None)
+            res = run_model(completer, cases, contexts=contexts if with_workspace else None,
+                            open_files=open_files if with_workspace == "files" else None)
             s = summarize(res["rows"])
             entry = results.setdefault(label, {"params": engine.describe()["parameters"]})
             entry[suite] = s

@@ -71,6 +71,7 @@ async def refresh_after_idle(ls, uri: str) -> None:
                 return
     budget = int(ls.settings.prompt.budget_tokens * CONTEXT_SHARE * 4)
     chosen = ls.ring.select(path, around, local, budget, imports)
+    doc.open_files = ls.ring.open_files(path)  # copies only: no prompt changes, nothing to warm up
     if chosen == doc.context:
         return
     doc.context = chosen

@@ -26,6 +26,7 @@ class Document:
     syntax: DocumentSyntax | None = None  # the tree-sitter tree, for languages with a grammar
     # Chunks of other files for the prompt: changed only when the user is idle (cache stability).
     context: tuple[tuple[str, str], ...] = ()
+    open_files: tuple[tuple[str, str], ...] = ()  # the other files in the context ring, for copies
     _parsed: list[str] | None = None  # the `lines` list the tree was last brought up to date with
 
     @classmethod

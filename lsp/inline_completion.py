@@ -84,6 +84,7 @@ class InlineRequest:
     real_lines: Sequence[str] = ()
     lines: Sequence[str] = ()
     context: tuple[tuple[str, str], ...] = ()  # the document's context chunks when the request came
+    open_files: tuple[tuple[str, str], ...] = ()  # and the other open files, for copies
     line: int = 0
     character: int = 0  # code points
     selected: Selected | None = None
@@ -100,7 +101,8 @@ class InlineRequest:
     def completion_request(self, ls, syntax) -> CompletionRequest:
         return CompletionRequest(self.lines, self.line, self.character, path=relative_path(self.uri),
                                  language_id=self.doc.language_id, session_key=self.uri,
-                                 cache_scope=ls.workspace_root, syntax=syntax, context=self.context)
+                                 cache_scope=ls.workspace_root, syntax=syntax, context=self.context,
+                                 open_files=self.open_files)
 
 
 async def complete_inline(ls, params: types.InlineCompletionParams) -> types.InlineCompletionList:
@@ -157,7 +159,7 @@ def _begin(ls, params: types.InlineCompletionParams) -> InlineRequest | types.In
     req.line, req.character = doc.clamp(pos.line, pos.character, ls.store.encoding)
     ls.last_cursor[uri] = (req.line, req.character)
     req.real_lines = req.lines = doc.lines  # immutable snapshots
-    req.context = doc.context
+    req.context, req.open_files = doc.context, doc.open_files
     req.selected = _selected_completion(ls, params, doc.lines, req.line)
     if req.selected is not None:  # the document as if the widget's selected item were accepted
         s = req.selected

@@ -34,6 +34,40 @@ def server_command(*extra: str) -> list[str]:
             *extra]
 
 
+def workspace_client(server_cmd: list[str]):
+    """A module-scoped pytest-lsp `client` fixture: `server_cmd` initialized with the module's
+    `workspace` fixture as its root, as an editor opens a folder. Assign it to `client` in the module."""
+    import pytest_lsp
+    from lsprotocol import types
+    from pytest_lsp import ClientServerConfig, LanguageClient
+
+    @pytest_lsp.fixture(config=ClientServerConfig(server_command=server_cmd), scope="module")
+    async def client(lsp_client: LanguageClient, workspace: Path):
+        await lsp_client.initialize_session(types.InitializeParams(
+            capabilities=pytest_lsp.client_capabilities("visual-studio-code"), root_uri=workspace.as_uri()))
+        yield
+        await lsp_client.shutdown_session()
+
+    return client
+
+
+def open_document(client, uri: str, text: str, language_id: str = "python") -> None:
+    """textDocument/didOpen of `text` at `uri`, version 1."""
+    from lsprotocol import types
+
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id=language_id, version=1, text=text)))
+
+
+def invoked_at(uri: str, line: int, character: int):
+    """inlineCompletion params at a position, invoked (as by a keyboard shortcut)."""
+    from lsprotocol import types
+
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+
+
 class OpenAIServer:
     """`completer serve-openai` on a free local port, for as long as the `with` block runs."""
 

@@ -329,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the first key S seconds after the server starts, without waiting for its model or its "
                    "compile (which then keeps the server's default, --compile auto): an editor opened and typed "
                    "into. Adds the time to the first suggestion and latency over the first 60 s and the rest")
+    p.add_argument("--workspace", action="store_true",
+                   help="open the sessions' folder as the editor's workspace, so the server takes cross-file context "
+                   "from the files the sessions open (sessions made with bench/make_sessions.py --neighbors open "
+                   "other files of their project beside the one typed into); default: no workspace, each file alone")
     add_switch_flags(p)
     add_engine_flags(p)
     p.set_defaults(func=cmd_replay)

@@ -135,6 +135,13 @@ class ContextRing:
         while len(self.files) > self.max_files:
             self.files.popitem(last=False)
 
+    def open_files(self, current_path: str) -> tuple[tuple[str, str], ...]:
+        """(path, text) of the files in the ring but the current one, the most recent first: what
+        the copy lookup searches (candidates.py). Blank chunks are left out, as in select()."""
+        current = self.workspace.relative(current_path)
+        return tuple((rel, "".join(c.text for c in chunks)) for rel, chunks in reversed(self.files.items())
+                     if rel != current)
+
     def forget(self, path: str) -> None:
         rel = self.workspace.relative(path)
         if rel is not None:

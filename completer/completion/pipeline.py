@@ -61,6 +61,9 @@ class CompletionRequest:
     max_tokens: int | None = None  # overrides the settings
     syntax: Snapshot | None = None  # the document's tree for exactly these lines, if its language is known
     context: tuple[tuple[str, str], ...] = ()  # (path, text) chunks of other files, changed only when idle
+    # (path, text) of the other files open in the workspace, most recent first: searched for copies
+    # (candidates.py), never put in the prompt
+    open_files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -326,7 +329,8 @@ class Completer:
             return []
         copy_ctx = dataclasses.replace(ctx, truncated=False)
         candidates = [Candidate(model_text, "model")]
-        for copy in copy_candidates(req.lines, req.line, req.character, prompt.right, req.context):
+        for copy in copy_candidates(req.lines, req.line, req.character, prompt.right, req.context,
+                                    open_files=req.open_files):
             text = postprocess(copy.text, copy_ctx)
             if text.strip() and all(text != c.text for c in candidates):
                 candidates.append(dataclasses.replace(copy, text=text))

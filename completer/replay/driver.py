@@ -43,6 +43,23 @@ class ReplayOptions:
     # None: wait until the server has loaded (and compiled, when told to) before the first key. S: the
     # first key S seconds after the server starts, whatever it is doing, as when an editor opens.
     cold_start_s: float | None = None
+    # The workspace folder the editor opens (None: none, so the server keeps no cross-file context).
+    # Synthetic sessions' files live under SYNTHETIC_ROOT; those made with other files of their
+    # project open (bench/make_sessions.py --neighbors) need it for those files to count.
+    workspace_root: str | None = None
+
+
+SYNTHETIC_ROOT = "file:///workspace"
+
+
+def main_open(session: Session) -> dict | None:
+    """The open event of the document a synthetic session types into (its plan's); the session's
+    other opens are files of the same project the user has open beside it."""
+    opened = session.of_kind("open")
+    plans = session.of_kind("plan")
+    if plans:
+        return next((o for o in opened if o["uri"] == plans[0]["uri"]), opened[0] if opened else None)
+    return opened[0] if opened else None
 
 
 class Mirror:
@@ -96,8 +113,8 @@ class _Replay:
         self.lsp = client.client
         self.session = session
         self.options = options
-        opened = session.of_kind("open")
-        self.result = SessionResult(session.name, session.kind, language=opened[0]["language_id"] if opened else "")
+        opened = main_open(session)
+        self.result = SessionResult(session.name, session.kind, language=opened["language_id"] if opened else "")
         self.t0 = time.perf_counter()
         self.result.started_ms = self.t0 * 1000  # rebased on the server's launch by replay_all
         self.pending: tuple[int, asyncio.Future, RequestRecord] | None = None
@@ -262,9 +279,12 @@ def _first_command(result) -> tuple[str, list] | None:
 async def replay_synthetic(client: EditorClient, session: Session, options: ReplayOptions,
                            observer: Observer | None = None) -> SessionResult:
     rp = _Replay(client, session, options, observer)
-    opened = session.of_kind("open")[0]
+    opened = main_open(session)
     plan = session.of_kind("plan")[0]
     uri, target = plan["uri"], plan["text"]
+    beside = [o for o in session.of_kind("open") if o["uri"] != uri]
+    for other in beside:  # the files open beside it, opened first, as when the user came to this one
+        rp.open(other["uri"], other["language_id"], other["text"], other.get("version", 1))
     rp.open(uri, opened["language_id"], opened["text"], opened.get("version", 1))
     mirror = rp.docs[uri]
     line, col = plan["line"], mirror.to_index(plan["line"], plan["character"])
@@ -339,7 +359,9 @@ async def replay_synthetic(client: EditorClient, session: Session, options: Repl
     await rp.pass_time(300)  # the last answer lands (the user looks at the result)
     rp.cancel_pending()
     rp.finish()
-    rp.lsp.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+    for closing in [uri, *(o["uri"] for o in beside)]:
+        rp.lsp.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=closing)))
     res.final_chars = len(target)
     res.text_ok = mirror.text == _source_text(session, target)
     return res
@@ -347,7 +369,7 @@ async def replay_synthetic(client: EditorClient, session: Session, options: Repl
 
 def _source_text(session: Session, target: str) -> str:
     """The document as it should end: the opened text with the target typed in."""
-    opened, plan = session.of_kind("open")[0], session.of_kind("plan")[0]
+    opened, plan = main_open(session), session.of_kind("plan")[0]
     m = Mirror(opened["text"], session.encoding)
     m.apply([plan["line"], plan["character"], plan["line"], plan["character"], target])
     return m.text
@@ -426,7 +448,7 @@ async def replay_all(server_cmd: list[str], sessions: list[Session], options: Re
     with each request's server record attached, and the server's final stats."""
     client = EditorClient(server_cmd, "file:///replay", "", log_path=log_path)
     t_launch = time.perf_counter()
-    await client.start(open_document=False)
+    await client.start(open_document=False, workspace_root=options.workspace_root)
     try:
         if options.cold_start_s is None:
             await client.wait_ready(timeout=STARTUP_TIMEOUT_S)
@@ -498,7 +520,8 @@ def run_replay(args, server_flags: list[str]) -> int:
     configs = [{"name": args.name, "server_cmd": base_cmd}]
     configs += [{"name": name, "server_cmd": base_cmd + flags} for name, flags in variants]
     options = ReplayOptions(speed=args.speed, max_pause_ms=args.max_pause_ms, accept=not args.no_accept,
-                            seed=args.seed, cold_start_s=args.cold_start_s)
+                            seed=args.seed, cold_start_s=args.cold_start_s,
+                            workspace_root=SYNTHETIC_ROOT if args.workspace else None)
     log = private_log("replay-server")
     for cfg in configs:
         print(f"replaying {len(sessions)} session(s) on {cfg['name']!r}: {shlex.join(cfg['server_cmd'])}",
@@ -519,7 +542,7 @@ def run_replay(args, server_flags: list[str]) -> int:
     if options.cold_start_s is not None:
         print(replay_report.cold_start_table(configs))
     opts = {"speed": args.speed, "max_pause_ms": args.max_pause_ms, "accept": not args.no_accept, "seed": args.seed,
-            "sessions": [s.path for s in sessions]}
+            "workspace_root": options.workspace_root, "sessions": [s.path for s in sessions]}
     if args.json:
         replay_report.write_json(args.json, configs, opts)
         print(f"wrote {args.json}", file=sys.stderr)

@@ -74,15 +74,20 @@ class EditorClient:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, initialization_options: dict | None = None, open_document: bool = True) -> None:
+    async def start(self, initialization_options: dict | None = None, open_document: bool = True,
+                    workspace_root: str | None = None) -> None:
+        """Launch and initialize the server; `workspace_root`: the folder URI the editor opened
+        (None: a lone file, no workspace)."""
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         await self.client.start_io(*self.server_cmd, env=env)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         caps = types.ClientCapabilities(general=types.GeneralClientCapabilities(
             position_encodings=[types.PositionEncodingKind.Utf16]))
+        folders = [types.WorkspaceFolder(uri=workspace_root, name="workspace")] if workspace_root else None
         result = await self.client.initialize_async(types.InitializeParams(
-            capabilities=caps, process_id=os.getpid(), initialization_options=initialization_options))
+            capabilities=caps, process_id=os.getpid(), initialization_options=initialization_options,
+            root_uri=workspace_root, workspace_folders=folders))
         # Only completer reports completer/status and answers completer/stats; other servers are
         # ready once initialized.
         self.is_completer = bool(result.server_info and result.server_info.name == "completer")

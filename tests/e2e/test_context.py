@@ -4,11 +4,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp import LanguageClient
 
-from tests.conftest import server_command
+from tests.conftest import server_command, workspace_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -25,12 +24,7 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command()), scope="module")
-async def client(lsp_client: LanguageClient, workspace: Path):
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=pytest_lsp.client_capabilities("visual-studio-code"), root_uri=workspace.as_uri()))
-    yield
-    await lsp_client.shutdown_session()
+client = workspace_client(server_command())
 
 
 async def stats(client):

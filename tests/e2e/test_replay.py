@@ -176,6 +176,32 @@ def test_synthesize_then_replay_a_javascript_and_a_python_file_reported_per_lang
     assert "% of shown accepted: javascript " in r.stdout
 
 
+def test_files_open_beside_a_session_feed_the_context_only_in_a_workspace(tmp_path):
+    """A session made with other files of its project open (make_sessions.py --neighbors): under
+    --workspace the server takes context from them (after the typist's first pause), without it none;
+    either way the typed file ends as intended and the other files are left as they were."""
+    target = "names.append(name)"
+    steps = [["type", i, ch, 1200.0 if i == 0 else 60.0] for i, ch in enumerate(target)]  # a pause first
+    session = _session(target, steps)
+    beside = "def list_dirs(root):\n    names = []\n    for name in os.listdir(root):\n        names.append(name)\n"
+    for ev in session.events:
+        ev["uri"] = ev["uri"].replace("file:///work/", "file:///workspace/")
+    session.events.insert(0, event("open", 0, uri="file:///workspace/pkg/dirs.py", language_id="python", version=1,
+                                   text=beside))
+    path = tmp_path / "s.msgpack"
+    write_session(path, session)
+    updates = {}
+    for flags in ([], ["--workspace"]):
+        out = tmp_path / f"r{len(flags)}.json"
+        r = completer("replay", str(path), "--model", str(FIXTURE_MODEL), "--device", "cpu", "--no-accept",
+                      "--max-tokens", "8", *flags, "--json", str(out))
+        assert r.returncode == 0, r.stdout + r.stderr
+        (config,) = json.loads(out.read_text())["configs"]
+        assert config["summary"]["texts_ok"]
+        updates[bool(flags)] = config["server_stats"]["counters"]["context_updates"]
+    assert updates == {False: 0, True: updates[True]} and updates[True] >= 1
+
+
 def test_demo_replays_a_session_with_a_live_display(tmp_path):
     target = "names.append(name)"
     path = tmp_path / "s.msgpack"

@@ -27,16 +27,18 @@ def test_workspace_context_comes_from_the_cases_project_only():
         {"project": "b", "path": "b/pkg/headers2.py", "text": HELPER.replace("parse_header", "parse_header2")},
     ]
     c = case("a/pkg/current.py", current)
-    [chosen] = q.workspace_contexts([c], pool, open_files=4, budget_tokens=1536)
+    [chosen], [files] = q.workspace_contexts([c], pool, open_files=4, budget_tokens=1536)
+    assert sorted(path for path, _ in files) == ["a/docs/pages.py", "a/pkg/headers.py"]  # all of a's others, whole
+    assert dict(files)["a/pkg/headers.py"] == HELPER
     paths = [path for path, _ in chosen]
     assert paths and all(p.startswith("a/") for p in paths)
     assert "a/pkg/current.py" not in paths  # the case file is the document, never its own context
     assert any("parse_header(line)" in text for _, text in chosen)  # shares names with the cursor's lines
     assert not any("render_page" in text for _, text in chosen)  # shares no name: not chosen
     # One file open, and the directory comes first: the neighbour in pkg/.
-    [one] = q.workspace_contexts([c], pool, open_files=1, budget_tokens=1536)
-    assert [path for path, _ in one] == ["a/pkg/headers.py"]
-    assert q.workspace_contexts([c], pool, open_files=0, budget_tokens=1536) == [()]
+    [one], [one_file] = q.workspace_contexts([c], pool, open_files=1, budget_tokens=1536)
+    assert [path for path, _ in one] == [path for path, _ in one_file] == ["a/pkg/headers.py"]
+    assert q.workspace_contexts([c], pool, open_files=0, budget_tokens=1536) == ([()], [()])
 
 
 def test_pair_draft_writes_what_the_engine_reads(tmp_path):

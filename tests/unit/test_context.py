@@ -49,6 +49,19 @@ def test_ring_ranks_by_shared_identifiers_and_respects_the_budget(tmp_path):
     assert ring.select(str(root / "a.py"), "anything", "", 1000) == ring.select(str(root / "a.py"), "anything", "", 1000)
 
 
+def test_ring_offers_the_other_files_whole_for_copies_most_recent_first(tmp_path):
+    root = make_workspace(tmp_path)
+    ring = ContextRing(Workspace(root), max_files=3, chunk_lines=2)
+    for name in ("a.py", "b.py", "c.py"):
+        ring.note(str(root / name), f"def {name[0]}():\n    return 1\n\n\n\n    x = {name[0]}()\n")
+    ring.note(str(root / ".env"), "SECRET=1\n")  # never a source
+    files = ring.open_files(str(root / "b.py"))
+    assert [path for path, _ in files] == ["c.py", "a.py"]  # not the current file; newest first
+    assert files[0][1] == "def c():\n    return 1\n\n    x = c()\n"  # whole, less its blank chunks
+    ring.note(str(root / "d.py"), "pass\n")  # the ring keeps 3: a.py leaves
+    assert [path for path, _ in ring.open_files(str(root / "b.py"))] == ["d.py", "c.py"]
+
+
 def test_python_import_definitions(tmp_path):
     root = make_workspace(tmp_path)
     main = root / "main.py"

@@ -50,6 +50,21 @@ def test_text_below_the_cursor_and_context_chunks_are_sources_too():
     assert found[0] == Candidate("est('GET', url)", "context", 12)
 
 
+def test_other_open_files_are_searched_whole_and_within_bounds(monkeypatch):
+    from completer.completion import candidates
+
+    lines, line, col = at_end("r = session.requ")
+    prompt_chunk = ("other.py", "resp = session.request('GET', url)\n")
+    beyond = ("api.py", "x = 1\n" * 50 + "    r = session.request('POST', url, json=body)\n")  # not in the prompt
+    found = copy_candidates(lines, line, col, context=(prompt_chunk,), open_files=(beyond,))
+    assert found[0] == Candidate("est('POST', url, json=body)", "workspace", 16)  # the longer match wins
+    assert Candidate("est('GET', url)", "context", 12) not in found  # shorter matches lose to longer ones
+    found = copy_candidates(*at_end("y = session.requ"), open_files=(beyond,))
+    assert found[0].text == "est('POST', url, json=body)" and found[0].source == "workspace"
+    monkeypatch.setattr(candidates, "OPEN_FILES_CHARS", 100)  # the lookup reads only so much of them
+    assert copy_candidates(lines, line, col, open_files=(beyond,)) == []
+
+
 def test_no_copy_repeats_what_is_right_of_the_cursor_or_stands_on_blanks():
     lines = split_lines("call(alpha, beta)\ncall(alpha, beta)\n")
     assert copy_candidates(lines, 1, 5, right="alpha, beta)") == []
