@@ -33,9 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from completer.engines.model_dirs import MODEL_NOTES_FILE as METADATA_FILE
+
 from .candidates import Candidate
 
-METADATA_FILE = "completer.json"
 FEATURES = ("bias", "logprob_sum", "logprob_mean", "logprob_min", "logprob_first", "logprob_end", "tokens",
             "from_model", "log_match", "agrees_with_model", "line_start", "mid_word", "model_at_line_start",
             "chars", "blank", "logprob_sum_gap", "logprob_mean_gap", "candidates", "known_identifiers",

@@ -7,6 +7,9 @@ from pathlib import Path
 SHIPPED_DIR = Path(__file__).parents[1] / "models"  # completer/models
 # Preference order for the default: the trained embedded model, else the test fixture.
 DEFAULT_ORDER = ("embedded", "fixture")
+# What we know of a model beyond its weights: its languages, reranker and gate (completion/rerank.py)
+# and the draft that goes with it (engines/torch/drafter.py).
+MODEL_NOTES_FILE = "completer.json"
 
 
 def shipped_models() -> dict[str, Path]:

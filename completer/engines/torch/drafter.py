@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from completer.engines.model_dirs import MODEL_NOTES_FILE
 from completer.tokenizer import Tokenizer
 
 from .compile import scratch_start
@@ -17,7 +18,6 @@ from .decoding import DraftPolicy, Sampler
 from .model import load_model
 from .slot import Forward, common_prefix_len
 
-PAIRING_FILE = "completer.json"  # the target's notes (completion/rerank.py reads the rest of them)
 DEFAULT_ACCEPTANCE = 0.6  # the policy's prior for a draft nobody measured beside this target
 OFF = ("none", "off")
 
@@ -48,7 +48,7 @@ def choose_draft(target_dir: str | Path, asked: str | Path | None) -> DraftChoic
 
 
 def _paired_draft(target_dir: str | Path) -> tuple[str, float] | None:
-    path = Path(target_dir) / PAIRING_FILE
+    path = Path(target_dir) / MODEL_NOTES_FILE
     try:
         draft = json.loads(path.read_text(encoding="utf-8")).get("draft")
     except (OSError, ValueError, AttributeError):
