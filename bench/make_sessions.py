@@ -28,6 +28,7 @@ import gzip
 import json
 import random
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from completer.replay.session import event, write_session
 from completer.replay.typist import LANGUAGE_IDS, TypingModel, language_of, synthesize_tree
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # engine_builds is not installed
+from engine_builds.line_cases import nearest_first  # noqa: E402
+
 PYTHON_FILES = ["packaging/src/packaging/utils.py", "packaging/src/packaging/_tokenizer.py",
                 "attrs/src/attr/converters.py", "attrs/src/attr/_cmp.py"]
 JS_PACKAGE, JS_FILES = "semver@7.6.3", ["package/classes/comparator.js", "package/ranges/subset.js"]
@@ -133,15 +137,10 @@ def open_beside(session, own: str, projects: dict[str, list[tuple[str, str]]], c
     open before it, drawn from its directory first, then from the rest of the project, seeded by
     its path; each under the synthetic workspace (file:///workspace/<its path in the project>)."""
     project = own.split("/")[1]
-    folder = own.rsplit("/", 1)[0]
     others = [(p, t) for p, t in projects.get(project, []) if p != own and language_of(Path(p)) is not None]
-    rng = random.Random(f"{seed}:{own}")
-    near = [f for f in others if f[0].rsplit("/", 1)[0] == folder]
-    far = [f for f in others if f[0].rsplit("/", 1)[0] != folder]
-    rng.shuffle(near)
-    rng.shuffle(far)
+    beside = nearest_first(own, others, lambda f: f[0], f"{seed}:{own}")[:count]
     opens = [event("open", 0, uri="file:///workspace/" + p.split("/", 1)[1], language_id=LANGUAGE_IDS[language_of(Path(p))],
-                   version=1, text=t) for p, t in (near + far)[:count]]
+                   version=1, text=t) for p, t in beside]
     session.events[:0] = opens
     session.meta["open_beside"] = [o["uri"] for o in opens]
 

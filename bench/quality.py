@@ -50,7 +50,15 @@ from completer.engines.torch.decoding import NgramIndex
 from completer.lines import split_lines
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds is not installed
-from engine_builds.line_cases import KINDS, Case, e2_cases, line_cases, read_files, score  # noqa: E402
+from engine_builds.line_cases import (  # noqa: E402
+    KINDS,
+    Case,
+    e2_cases,
+    line_cases,
+    nearest_first,
+    read_files,
+    score,
+)
 
 
 @dataclass
@@ -271,15 +279,9 @@ def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, bud
     out, files = [], []
     for c in cases:
         project = path_project.get(c.path, "")
-        folder = c.path.rsplit("/", 1)[0] if "/" in c.path else ""
         others = [f for f in by_project.get(project, []) if f["path"] != c.path]
-        rng = random.Random(f"{seed}:{project}:{c.path}")
-        near = [f for f in others if (f["path"].rsplit("/", 1)[0] if "/" in f["path"] else "") == folder]
-        far = [f for f in others if f not in near]
-        rng.shuffle(near)
-        rng.shuffle(far)
         ring = ContextRing(Workspace(WORKSPACE_ROOT))
-        for f in (near + far)[:open_files]:
+        for f in nearest_first(c.path, others, lambda f: f["path"], f"{seed}:{project}:{c.path}")[:open_files]:
             ring.note(str(WORKSPACE_ROOT / f["path"]), f["text"])
         line = c.line
         around = "".join(c.lines[max(0, line - AROUND_LINES):line + 1])

@@ -39,6 +39,24 @@ COMMENT_STARTS = {"python": ("#",), "lua": ("--",)}
 C_COMMENTS = ("//", "/*", "*")
 
 
+def nearest_first(own_path: str, others: list, path_of, seed_key: str) -> list:
+    """`others` (files of the project of the file at `own_path`; `path_of` gives each one's path) in
+    the order a user would have them open beside it: those in its directory first, then the rest,
+    each group shuffled by `seed_key`. The quality bench's workspaces and the replay sessions with
+    files open beside them (bench/make_sessions.py --neighbors) are drawn alike."""
+    folder = _folder(own_path)
+    near = [o for o in others if _folder(path_of(o)) == folder]
+    far = [o for o in others if _folder(path_of(o)) != folder]
+    rng = random.Random(seed_key)
+    rng.shuffle(near)
+    rng.shuffle(far)
+    return near + far
+
+
+def _folder(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
 def read_files(corpus: Path, split: str = "test") -> list[dict]:
     """The files of one split: a gzipped JSON-lines corpus with a "split" field per file (prepare_data,
     prepare_ood), or a corpus builder text file whose name is the split (data/corpus/text/e4-go.jsonl)."""
