@@ -53,11 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds
 from engine_builds.line_cases import (  # noqa: E402
     KINDS,
     Case,
-    e2_cases,
-    line_cases,
-    nearest_first,
-    read_files,
+    eval_suites,
     score,
+    workspace_contexts,
 )
 
 
@@ -256,41 +254,6 @@ def run_model(completer: Completer, cases: list[Case], syntax: bool = True,
             "ms_per_case": (time.perf_counter() - t0) * 1000 / n, "prompt_tokens": prompt_tokens / n}
 
 
-WORKSPACE_ROOT = Path("/workspace-of-the-bench")  # never read: ContextRing only needs paths inside a root
-
-
-def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, budget_tokens: int,
-                       seed: int = 11) -> tuple[list[tuple], list[tuple]]:
-    """For each case, the context chunks the language server would choose, and the other open files
-    it would search for copies (lsp/context_updates.py:
-    the ring of recently opened files, selected by identifiers shared with the lines around the
-    cursor, within the server's share of the prompt) had the user opened `open_files` other files of
-    the case's project: drawn at random (seeded by the case's path) from its directory, then from the
-    rest of the project. The case file itself is never among them. `pool`: the suite's corpus files,
-    {"path", "text", "project"}."""
-    from completer.completion.context import ContextRing, Workspace
-    from lsp.context_updates import AROUND_LINES, CONTEXT_SHARE, LOCAL_LINES
-
-    by_project: dict[str, list[dict]] = {}
-    for f in pool:
-        by_project.setdefault(f["project"], []).append(f)
-    path_project = {f["path"]: f["project"] for f in pool}  # paths are unique within a suite
-    budget = int(budget_tokens * CONTEXT_SHARE * 4)
-    out, files = [], []
-    for c in cases:
-        project = path_project.get(c.path, "")
-        others = [f for f in by_project.get(project, []) if f["path"] != c.path]
-        ring = ContextRing(Workspace(WORKSPACE_ROOT))
-        for f in nearest_first(c.path, others, lambda f: f["path"], f"{seed}:{project}:{c.path}")[:open_files]:
-            ring.note(str(WORKSPACE_ROOT / f["path"]), f["text"])
-        line = c.line
-        around = "".join(c.lines[max(0, line - AROUND_LINES):line + 1])
-        local = "".join(c.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
-        out.append(ring.select(str(WORKSPACE_ROOT / c.path), around, local, budget))
-        files.append(ring.open_files(str(WORKSPACE_ROOT / c.path)))
-    return out, files
-
-
 GATE_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7)
 
 
@@ -427,27 +390,9 @@ def main() -> None:
         sys.exit("--pair needs exactly one --draft")
     if not args.corpus.exists():
         sys.exit(f"{args.corpus} not found: run `python -m engine_builds.prepare_data` first")
-    suites = {"e2": e2_cases(args.corpus, args.cases, split=args.split)}
-    # Each suite's workspace (--workspace): the whole standard library for E2 (its train files
-    # included: a CPython developer's workspace), the suite's own projects for E3 and E4.
-    pools = {"e2": [dict(f, project="stdlib") for split in ("train", "val", "test")
-                    for f in read_files(args.corpus, split)]} if args.workspace else {}
-    if args.ood:
-        if not args.ood.exists():
-            sys.exit(f"{args.ood} not found: run `python -m engine_builds.prepare_ood` first")
-        suites["e3"] = e2_cases(args.ood, args.cases)
-        if args.workspace:
-            pools["e3"] = [dict(f, project=f["path"].split("/", 1)[0]) for f in read_files(args.ood)]
-    if args.e4:
-        for path in sorted(args.e4.glob("e4-*.jsonl")):
-            language = path.stem.split("-", 1)[1]
-            if language != "python":  # E2 and E3 are the Python hold-outs
-                # Paths within the project (two projects may both have args.go); the requests name
-                # the file only, and the draw does not depend on paths.
-                files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(path)]
-                suites[f"e4-{language}"] = line_cases(files, args.e4_cases)
-                if args.workspace:
-                    pools[f"e4-{language}"] = files
+    if args.ood and not args.ood.exists():
+        sys.exit(f"{args.ood} not found: run `python -m engine_builds.prepare_ood` first")
+    suites, pools = eval_suites(args.corpus, args.cases, args.split, args.ood, args.e4, args.e4_cases)
     print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {args.device}; "
           + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})")
     results: dict = {}

@@ -3,7 +3,7 @@ completer.json.
 
     python -m engine_builds.fit_reranker --model completer/models/embedded \
         --corpus data/stdlib/corpus.jsonl.gz data/corpus/text/val-python.jsonl --split val --cases 1500 \
-        --languages python --threshold 0.45 --typed-chars 3
+        --languages python --threshold 0.45 --typed-chars 3 --workspace 4 --record runs/rerank-val.jsonl.gz
 
 For each held-out line cut (line_cases.py: cursors at the indentation, mid-line and mid-identifier,
 drawn from files of the `val` split, never from the evaluation splits) the completer runs as the
@@ -16,6 +16,16 @@ them (a rescored 0.4-0.7 was right 41% of the time, 2026-12-05). Thresholds per 
 written as given (--threshold, --thresholds; a language's own as LANG=P or LANG:KIND=P), since they
 are chosen from the replay's precision/recall curve, not from these cases.
 
+With --workspace N every cut is collected twice: with its file alone, and with N other files of its
+project open (line_cases.workspace_contexts: the context chunks the server would put in the prompt,
+and the files it would search for copies), so the fit sees copies from other files too. The
+workspace of a cut of the standard library is its train and val files, never the test files E2 is
+cut from. (Measured 2026-12-06, bench/rerank_offline.py: a fit with workspaces chose no better on
+E2/E3/E4, with or without the copy's source as an input; the shipped fit has none.)
+
+--record writes every decision (features, labels, each candidate's source) to a file, and
+--from-records fits on such files without the model (bench/rerank_offline.py compares fits on them).
+
 The gate is fitted second, on the same cases: one example per decision the server makes (each cut,
 and each cut after 1..K typed characters), the features of the candidate the fitted reranker puts
 first, positive when the user would take some of it (completer/acceptance.py: all of it, its first
@@ -26,10 +36,12 @@ probability.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gzip
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -56,14 +68,30 @@ from completer.completion.rerank import (
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
 from completer.syntax import DocumentSyntax, language_for
-from engine_builds.line_cases import e2_cases
+from engine_builds.line_cases import Case, line_cases, read_files, workspace_contexts
 
 
-def complete_at(completer: Completer, path: str, lines, line: int, character: int) -> CompletionResult:
-    """The completion at a cursor of a corpus file, with the document's tree, as the server asks."""
+def complete_at(completer: Completer, path: str, lines, line: int, character: int,
+                context: tuple = (), open_files: tuple = ()) -> CompletionResult:
+    """The completion at a cursor of a corpus file, with the document's tree, as the server asks;
+    `context` and `open_files` as the server would have them from the workspace."""
     language = language_for("", path)
     snapshot = DocumentSyntax(language, "".join(lines)).snapshot if language else None
-    return completer.complete(CompletionRequest(lines, line, character, path=path.rsplit("/", 1)[-1], syntax=snapshot))
+    return completer.complete(CompletionRequest(lines, line, character, path=path.rsplit("/", 1)[-1], syntax=snapshot,
+                                                context=context, open_files=open_files))
+
+
+def cases_and_pool(corpus: Path, n: int, seed: int, split: str) -> tuple[list[Case], list[dict]]:
+    """n cuts of the `split` files of `corpus`, and the files their workspaces are drawn from
+    ({"path", "text", "project"}). The standard library (a .gz corpus) is one project whose workspace
+    is its train and val files; a corpus builder's text file names each file's project, and its paths
+    are made unique by it (the draw does not depend on paths)."""
+    if corpus.name.endswith(".gz"):
+        files = [dict(f, project="stdlib") for f in read_files(corpus, split)]
+        pool = [dict(f, project="stdlib") for part in ("train", "val") for f in read_files(corpus, part)]
+        return line_cases(files, n, seed), pool
+    files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(corpus, split)]
+    return line_cases(files, n, seed), files
 
 
 def typed_rankings(reranker: Reranker, case, ranked: Sequence[Scored], typed_chars: int):
@@ -88,14 +116,22 @@ class Decision:
     features: list[list[float]]
     exact: list[bool]
     taken: list[bool]
+    sources: list[str] = field(default_factory=list)  # each candidate's (Candidate.source)
+    kind: str = ""  # the cut's (line_cases.KINDS)
+    typed: int = 0  # characters of the line typed into the candidates
+    suite: str = ""  # where the cut comes from, as --record names it
+    open_files: int = 0  # other files of the project open (0: the file alone)
 
 
-def collect(completer: Completer, cases, typed_chars: int = 0) -> list[Decision]:
+def collect(completer: Completer, cases, typed_chars: int = 0, contexts=None, open_files=None,
+            suite: str = "", workspace: int = 0) -> list[Decision]:
     """The decision at every case's cursor; with `typed_chars`, also those after the user typed each
-    of the target's first 1..typed_chars characters into its candidates (typed_rankings)."""
+    of the target's first 1..typed_chars characters into its candidates (typed_rankings). `contexts`
+    and `open_files`: per case, what workspace_contexts gives (`workspace` files open)."""
     decisions = []
-    for case in cases:
-        result = complete_at(completer, case.path, case.lines, case.line, case.character)
+    for i, case in enumerate(cases):
+        result = complete_at(completer, case.path, case.lines, case.line, case.character,
+                             contexts[i] if contexts else (), open_files[i] if open_files else ())
         target = case.target.rstrip()
         rankings = [(0, result.ranked)]
         rankings += [(k, ranked) for k, _, ranked in typed_rankings(completer.notes.reranker, case, result.ranked,
@@ -105,8 +141,42 @@ def collect(completer: Completer, cases, typed_chars: int = 0) -> list[Decision]
                 texts = [s.candidate.text for s in ranked]
                 decisions.append(Decision([list(s.features) for s in ranked],
                                           [text.rstrip() == target[k:] for text in texts],
-                                          [bool(decide_accept(text, target[k:])[0]) for text in texts]))
+                                          [bool(decide_accept(text, target[k:])[0]) for text in texts],
+                                          [s.candidate.source for s in ranked], case.kind, k, suite, workspace))
     return decisions
+
+
+def write_records(path: Path, decisions: Sequence[Decision]) -> None:
+    """One JSON line per decision, gzipped, with the FEATURES they were computed for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"features": list(FEATURES)}) + "\n")
+        for d in decisions:
+            f.write(json.dumps(dataclasses.asdict(d)) + "\n")
+
+
+def read_records(path: Path) -> list[Decision]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        head = json.loads(next(f))
+        if head.get("features") != list(FEATURES):
+            raise SystemExit(f"{path} was recorded with features {head.get('features')}, not this version's")
+        return [Decision(**json.loads(line)) for line in f]
+
+
+def without(decisions: Sequence[Decision], names: Sequence[str]) -> list[Decision]:
+    """The decisions with the features `names` held at 0 (a fit on them gives those no weight)."""
+    unknown = set(names) - set(FEATURES)
+    if unknown:
+        raise SystemExit(f"no such features: {', '.join(sorted(unknown))}")
+    drop = [FEATURES.index(name) for name in names]
+
+    def cleared(x: list[float]) -> list[float]:
+        x = list(x)
+        for i in drop:
+            x[i] = 0.0
+        return x
+
+    return [dataclasses.replace(d, features=[cleared(x) for x in d.features]) for d in decisions]
 
 
 def reranker_examples(decisions: Sequence[Decision]) -> tuple[list[list[float]], list[float]]:
@@ -161,6 +231,28 @@ def threshold_key(key: str, languages: list[str]) -> str:
     return key
 
 
+def collect_corpora(model: str, corpora: Sequence[Path], cases: int, seed: int, split: str, typed_chars: int,
+                    workspace: int) -> list[Decision]:
+    """The decisions at `cases` cuts of each corpus's `split` files, each also with `workspace` other
+    files of its project open (when not 0), through the model's completer with every candidate scored."""
+    engine = load_engine(EngineOptions(model=model, compile="off"))
+    settings = CompletionSettings(multiline=False, deadline_ms=10_000)
+    completer = Completer(engine, settings, notes=ModelNotes(reranker=Reranker.neutral()))
+    decisions: list[Decision] = []
+    t0 = time.perf_counter()
+    for corpus in corpora:
+        cuts, pool = cases_and_pool(corpus, cases, seed, split)
+        for open_files in sorted({0, workspace}):
+            contexts, files = workspace_contexts(cuts, pool, open_files, settings.prompt.budget_tokens) \
+                if open_files else (None, None)
+            found = collect(completer, cuts, typed_chars, contexts, files, str(corpus), open_files)
+            decisions += found
+            print(f"{corpus}, {open_files} files open: {len(found)} decisions, "
+                  f"{sum(map(len, (d.exact for d in found)))} candidates, "
+                  f"{sum(map(sum, (d.exact for d in found)))} exact ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return decisions
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="the target model directory (completer.json is written there)")
@@ -177,17 +269,23 @@ def main() -> None:
     ap.add_argument("--typed-chars", type=int, default=3, metavar="K",
                     help="also fit on each case's candidates after the user typed the target's first 1..K "
                     "characters (how the server reconsiders a withheld suggestion; default 3, 0: none)")
+    ap.add_argument("--workspace", type=int, default=0, metavar="N",
+                    help="also collect every cut with N other files of its project open (0: the file alone only)")
+    ap.add_argument("--record", type=Path, help="write the collected decisions here (.jsonl.gz)")
+    ap.add_argument("--from-records", type=Path, nargs="+", metavar="FILE",
+                    help="fit on decisions recorded by --record instead of collecting (no model run)")
+    ap.add_argument("--without", nargs="+", default=[], metavar="FEATURE",
+                    help="features given no weight (held at 0 in the fit)")
     args = ap.parse_args()
-    engine = load_engine(EngineOptions(model=args.model, compile="off"))
-    completer = Completer(engine, CompletionSettings(multiline=False, deadline_ms=10_000),
-                          notes=ModelNotes(reranker=Reranker.neutral()))
-    decisions: list[Decision] = []
-    t0 = time.perf_counter()
-    for corpus in args.corpus:
-        found = collect(completer, e2_cases(corpus, args.cases, seed=args.seed, split=args.split), args.typed_chars)
-        decisions += found
-        print(f"{corpus}: {len(found)} decisions, {sum(map(len, (d.exact for d in found)))} candidates, "
-              f"{sum(map(sum, (d.exact for d in found)))} exact ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if args.from_records:
+        decisions = [d for path in args.from_records for d in read_records(path)]
+    else:
+        decisions = collect_corpora(args.model, args.corpus, args.cases, args.seed, args.split, args.typed_chars,
+                                    args.workspace)
+        if args.record:
+            write_records(args.record, decisions)
+            print(f"recorded {len(decisions)} decisions in {args.record}")
+    decisions = without(decisions, args.without)
     xs, ys = reranker_examples(decisions)
     reranker = fit(xs, ys)
     gate_xs, gate_ys = gate_examples(decisions, reranker)
@@ -200,9 +298,11 @@ def main() -> None:
     path = Path(args.model) / METADATA_FILE
     notes = json.loads(path.read_text()) if path.exists() else {}
     notes.pop("thresholds_chosen", None)  # said of the reranker's probability; the gate's are chosen anew
+    suites = sorted({d.suite for d in decisions})
     notes.update(languages=sorted(args.languages), reranker=reranker.to_json(), gate=gate.to_json(),
-                 reranker_fit={"corpora": [str(c) for c in args.corpus], "split": args.split,
+                 reranker_fit={"corpora": suites, "split": args.split,
                                "cases_per_corpus": args.cases, "seed": args.seed, "typed_chars": args.typed_chars,
+                               "workspace": sorted({d.open_files for d in decisions}), "without": args.without,
                                "candidates": len(xs), "exact": int(sum(ys)),
                                "decisions": len(gate_xs), "taken": int(sum(gate_ys))})
     path.write_text(json.dumps(notes, indent=1) + "\n")

@@ -53,6 +53,41 @@ def nearest_first(own_path: str, others: list, path_of, seed_key: str) -> list:
     return near + far
 
 
+WORKSPACE_ROOT = Path("/workspace-of-the-bench")  # never read: ContextRing only needs paths inside a root
+
+
+def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, budget_tokens: int,
+                       seed: int = 11) -> tuple[list[tuple], list[tuple]]:
+    """For each case, the context chunks the language server would choose, and the other open files
+    it would search for copies (lsp/context_updates.py:
+    the ring of recently opened files, selected by identifiers shared with the lines around the
+    cursor, within the server's share of the prompt) had the user opened `open_files` other files of
+    the case's project: drawn at random (seeded by the case's path) from its directory, then from the
+    rest of the project. The case file itself is never among them. `pool`: the suite's corpus files,
+    {"path", "text", "project"}."""
+    from completer.completion.context import ContextRing, Workspace
+    from lsp.context_updates import AROUND_LINES, CONTEXT_SHARE, LOCAL_LINES
+
+    by_project: dict[str, list[dict]] = {}
+    for f in pool:
+        by_project.setdefault(f["project"], []).append(f)
+    path_project = {f["path"]: f["project"] for f in pool}  # paths are unique within a suite
+    budget = int(budget_tokens * CONTEXT_SHARE * 4)
+    out, files = [], []
+    for c in cases:
+        project = path_project.get(c.path, "")
+        others = [f for f in by_project.get(project, []) if f["path"] != c.path]
+        ring = ContextRing(Workspace(WORKSPACE_ROOT))
+        for f in nearest_first(c.path, others, lambda f: f["path"], f"{seed}:{project}:{c.path}")[:open_files]:
+            ring.note(str(WORKSPACE_ROOT / f["path"]), f["text"])
+        line = c.line
+        around = "".join(c.lines[max(0, line - AROUND_LINES):line + 1])
+        local = "".join(c.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
+        out.append(ring.select(str(WORKSPACE_ROOT / c.path), around, local, budget))
+        files.append(ring.open_files(str(WORKSPACE_ROOT / c.path)))
+    return out, files
+
+
 def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
@@ -69,6 +104,27 @@ def read_files(corpus: Path, split: str = "test") -> list[dict]:
 
 def e2_cases(corpus: Path, n: int, seed: int = 7, split: str = "test") -> list[Case]:
     return line_cases(read_files(corpus, split), n, seed)
+
+
+def eval_suites(corpus: Path, cases: int, split: str = "test", ood: Path | None = None, e4: Path | None = None,
+                e4_cases: int = 150) -> tuple[dict[str, list[Case]], dict[str, list[dict]]]:
+    """The evaluation suites by name (e2, e3, e4-LANGUAGE), and the files each one's workspaces are drawn
+    from ({"path", "text", "project"}; workspace_contexts): the whole standard library for E2 (its
+    train files included: a CPython developer's workspace), the suite's own projects for E3 and E4."""
+    suites = {"e2": e2_cases(corpus, cases, split=split)}
+    pools = {"e2": [dict(f, project="stdlib") for part in ("train", "val", "test") for f in read_files(corpus, part)]}
+    if ood:
+        suites["e3"] = e2_cases(ood, cases)
+        pools["e3"] = [dict(f, project=f["path"].split("/", 1)[0]) for f in read_files(ood)]
+    for path in sorted(e4.glob("e4-*.jsonl")) if e4 else ():
+        language = path.stem.split("-", 1)[1]
+        if language != "python":  # E2 and E3 are the Python hold-outs
+            # Paths within the project (two projects may both have args.go); the requests name the
+            # file only, and the draw does not depend on paths.
+            files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(path)]
+            suites[f"e4-{language}"] = line_cases(files, e4_cases)
+            pools[f"e4-{language}"] = files
+    return suites, pools
 
 
 def line_cases(files: list[dict], n: int, seed: int = 7) -> list[Case]:

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -5,6 +6,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_module(name: str):
+    """bench/NAME.py imported as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 FIXTURE_MODEL = ROOT / "completer" / "models" / "fixture"
 
 # The server subprocesses and the engine under test share 2 cores with pytest: keep torch to one

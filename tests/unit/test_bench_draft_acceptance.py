@@ -2,8 +2,6 @@
 with the target everywhere, and the shipped draft less often, but often."""
 
 import dataclasses
-import importlib.util
-import sys
 import sysconfig
 from pathlib import Path
 
@@ -11,15 +9,11 @@ from completer.completion.pipeline import Completer, CompletionSettings
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
 from engine_builds.line_cases import line_cases
-from tests.conftest import ROOT
+from tests.conftest import bench_module
 
 
 def quality_module():
-    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "bench" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("quality")
 
 
 def test_draft_acceptance_of_the_target_itself_and_of_the_shipped_draft():

@@ -1,11 +1,11 @@
-"""bench/quality.py --workspace: each case gets the context the language server would choose from
+"""The quality bench's workspaces (line_cases.workspace_contexts, bench/quality.py --workspace): each case gets the context the language server would choose from
 other open files of its project, never the case file itself nor another project's files; and
 pair_draft records a measured pairing that the engine reads back."""
 
 import json
 
 from completer.engines.torch.drafter import DraftChoice, choose_draft
-from engine_builds.line_cases import Case
+from engine_builds.line_cases import Case, workspace_contexts
 from tests.unit.test_bench_draft_acceptance import quality_module
 
 HELPER = "def parse_header(line):\n    name, _, value = line.partition(':')\n    return name.strip(), value\n"
@@ -18,7 +18,6 @@ def case(path: str, text: str) -> Case:
 
 
 def test_workspace_context_comes_from_the_cases_project_only():
-    q = quality_module()
     current = "def read(stream):\n    for line in stream:\n        name, value = parse_header(line)\n"
     pool = [
         {"project": "a", "path": "a/pkg/current.py", "text": current},
@@ -27,7 +26,7 @@ def test_workspace_context_comes_from_the_cases_project_only():
         {"project": "b", "path": "b/pkg/headers2.py", "text": HELPER.replace("parse_header", "parse_header2")},
     ]
     c = case("a/pkg/current.py", current)
-    [chosen], [files] = q.workspace_contexts([c], pool, open_files=4, budget_tokens=1536)
+    [chosen], [files] = workspace_contexts([c], pool, open_files=4, budget_tokens=1536)
     assert sorted(path for path, _ in files) == ["a/docs/pages.py", "a/pkg/headers.py"]  # all of a's others, whole
     assert dict(files)["a/pkg/headers.py"] == HELPER
     paths = [path for path, _ in chosen]
@@ -36,9 +35,9 @@ def test_workspace_context_comes_from_the_cases_project_only():
     assert any("parse_header(line)" in text for _, text in chosen)  # shares names with the cursor's lines
     assert not any("render_page" in text for _, text in chosen)  # shares no name: not chosen
     # One file open, and the directory comes first: the neighbour in pkg/.
-    [one], [one_file] = q.workspace_contexts([c], pool, open_files=1, budget_tokens=1536)
+    [one], [one_file] = workspace_contexts([c], pool, open_files=1, budget_tokens=1536)
     assert [path for path, _ in one] == [path for path, _ in one_file] == ["a/pkg/headers.py"]
-    assert q.workspace_contexts([c], pool, open_files=0, budget_tokens=1536) == ([()], [()])
+    assert workspace_contexts([c], pool, open_files=0, budget_tokens=1536) == ([()], [()])
 
 
 def test_pair_draft_writes_what_the_engine_reads(tmp_path):

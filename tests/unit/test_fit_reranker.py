@@ -1,6 +1,8 @@
 """Fitting the reranker (engine_builds/fit_reranker.py): the regression on numbers, and the collection
 of features through the real completer on the tiny fixture model."""
 
+import gzip
+import json
 import math
 import random
 
@@ -9,8 +11,19 @@ import pytest
 from completer.completion.pipeline import Completer, CompletionSettings
 from completer.completion.rerank import FEATURES, ModelNotes, Reranker
 from completer.engines.torch.engine import TorchEngine
-from engine_builds.fit_reranker import Decision, collect, fit, gate_examples, reranker_examples, threshold_key
-from engine_builds.line_cases import line_cases
+from engine_builds.fit_reranker import (
+    Decision,
+    cases_and_pool,
+    collect,
+    fit,
+    gate_examples,
+    read_records,
+    reranker_examples,
+    threshold_key,
+    without,
+    write_records,
+)
+from engine_builds.line_cases import Case, line_cases
 
 
 def test_fit_finds_the_feature_that_predicts_exactness():
@@ -79,3 +92,45 @@ def test_threshold_keys_name_a_cursor_kind_a_language_or_both():
     for bad in ("go", "go:mid_line", "c:middle", "c:", ":mid_line"):
         with pytest.raises(SystemExit):
             threshold_key(bad, languages)
+
+
+def test_collect_records_sources_and_the_workspace(fixture_model_dir, tmp_path):
+    engine = TorchEngine(fixture_model_dir, device="cpu", dtype="float32", decode_dtype="none", max_seq=512)
+    completer = Completer(engine, CompletionSettings(multiline=False, max_tokens=8),
+                          notes=ModelNotes(reranker=Reranker.neutral()))
+    text = "def load(stream):\n    rows = read_rows(stream, strict=True)\n"
+    lines = text.splitlines(keepends=True)
+    case = Case("midline", "pkg/a.py", lines[:-1] + ["    rows = read_rows("], 1, len("    rows = read_rows("),
+                "stream, strict=True)")
+    helper = ("pkg/b.py", "def other(stream):\n    rows = read_rows(stream, strict=True)\n")
+    [alone] = collect(completer, [case], suite="val-x")
+    [open_beside] = collect(completer, [case], open_files=[(helper,)], suite="val-x", workspace=1)
+    assert "workspace" not in alone.sources and alone.open_files == 0
+    copied = open_beside.sources.index("workspace")  # the line is only in the other open file
+    assert open_beside.exact[copied] and open_beside.open_files == 1 and open_beside.kind == "midline"
+    assert dict(zip(FEATURES, open_beside.features[copied]))["from_model"] == 0.0
+    # Recorded and read back as they were; a fit can then give chosen features no weight.
+    path = tmp_path / "records.jsonl.gz"
+    write_records(path, [alone, open_beside])
+    assert read_records(path) == [alone, open_beside]
+    [cleared] = without([open_beside], ["log_match"])
+    assert all(dict(zip(FEATURES, x))["log_match"] == 0.0 for x in cleared.features)
+    assert cleared.exact == open_beside.exact
+    with pytest.raises(SystemExit):
+        without([open_beside], ["no_such_feature"])
+
+
+def test_a_stdlib_cut_never_gets_the_test_files_in_its_workspace(tmp_path):
+    corpus = tmp_path / "corpus.jsonl.gz"
+    body = "".join(f"value_{i} = compute({i})\n" for i in range(40))
+    with gzip.open(corpus, "wt") as f:
+        for name, split in (("a.py", "train"), ("b.py", "val"), ("c.py", "test")):
+            f.write(json.dumps({"path": name, "split": split, "text": body}) + "\n")
+    cases, pool = cases_and_pool(corpus, 6, seed=1, split="val")
+    assert {c.path for c in cases} == {"b.py"} and sorted(f["path"] for f in pool) == ["a.py", "b.py"]
+    # A corpus builder's file: paths made unique by project, the cuts drawn as before.
+    text = tmp_path / "val-go.jsonl"
+    text.write_text("".join(json.dumps({"path": "x.go", "project": p, "text": "package x\nvar value = 1\n" * 5}) + "\n"
+                            for p in ("one", "two")))
+    cases, pool = cases_and_pool(text, 3, seed=1, split="val")
+    assert sorted(f["path"] for f in pool) == ["one/x.go", "two/x.go"] and {c.path for c in cases} <= {"one/x.go", "two/x.go"}

@@ -1,19 +1,13 @@
 """bench/make_sessions.py --neighbors: the files put open beside a session come from its own project,
 from its directory first, never the session's own file, and the session itself is unchanged."""
 
-import importlib.util
-import sys
 
 from completer.replay.session import Session, event
-from tests.conftest import ROOT
+from tests.conftest import bench_module
 
 
 def make_sessions_module():
-    spec = importlib.util.spec_from_file_location("make_sessions_bench", ROOT / "bench" / "make_sessions.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("make_sessions")
 
 
 def test_open_beside_takes_the_projects_files_nearest_first():
