@@ -11,10 +11,11 @@ A variant is a fit (engine_builds/fit_reranker.py's, the same regression) on the
 the file alone, or on all of them (alone and with the workspace), optionally with two more inputs
 derived from the recorded sources (whether a copy came from a context chunk or from the rest of an
 open file: an experiment, not features the server computes); `--notes` adds a reranker and gate as
-shipped (features it does not know get no weight). For each suite and workspace it prints the exact match of the chosen
-candidate (every cursor kind, and at a line start: quality.py's EM with the gate off, on the same
-candidates), and what the gate shows at 0.45 (share of cuts, exact and taken among those shown).
-The candidates are those of the model that recorded them; a variant changes only the choice.
+shipped (features it does not know get no weight). For each suite and workspace it prints the exact
+match of the chosen candidate (every cursor kind, and at a line start: quality.py's EM with the gate
+off, on the same candidates), and what the gate shows at 0.45, one threshold for every language
+(share of cuts, exact and taken among those shown). The candidates are those of the model that
+recorded them; a variant changes only the choice.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def record(args) -> None:
     settings = CompletionSettings(multiline=False, deadline_ms=10_000)
     completer = Completer(engine, settings, notes=ModelNotes(reranker=Reranker.neutral()))
     decisions: list[Decision] = []
+    budget = settings.prompt.budget_tokens
     for name, cases in suites.items():
         for open_files in sorted({0, args.workspace}):
-            budget = settings.prompt.budget_tokens
             contexts, files = workspace_contexts(cases, pools[name], open_files, budget) if open_files else (None, None)
             decisions += collect(completer, cases, 0, contexts, files, name, open_files)
             print(f"{name}, {open_files} files open: {len(cases)} cuts", flush=True)
@@ -190,7 +191,10 @@ def main() -> None:
     cmp.add_argument("--source-features", action="store_true",
                      help="also fit with inputs saying whether a copy came from another file (see above)")
     args = ap.parse_args()
-    record(args) if args.command == "record" else compare(args)
+    if args.command == "record":
+        record(args)
+    else:
+        compare(args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Cursors at the indentation (line start), mid-line and inside an identifier, a third each, drawn with
 a fixed seed from the files of one split. The quality bench scores models on them (E2 on the
 standard library's test split, E3 on out-of-distribution packages, E4 per language); the reranker is
-fitted on the val split, never on what it is evaluated on.
+fitted on the val split, never on what it is evaluated on. A cut can also get the workspace the
+server would have had the user opened other files of its project (workspace_contexts).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def eval_suites(corpus: Path, cases: int, split: str = "test", ood: Path | None 
     for path in sorted(e4.glob("e4-*.jsonl")) if e4 else ():
         language = path.stem.split("-", 1)[1]
         if language != "python":  # E2 and E3 are the Python hold-outs
-            # Paths within the project (two projects may both have args.go); the requests name the
+            # Paths within the project (two projects may both have an args.go); the requests name the
             # file only, and the draw does not depend on paths.
             files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(path)]
             suites[f"e4-{language}"] = line_cases(files, e4_cases)
