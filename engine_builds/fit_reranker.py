@@ -298,10 +298,11 @@ def main() -> None:
     path = Path(args.model) / METADATA_FILE
     notes = json.loads(path.read_text()) if path.exists() else {}
     notes.pop("thresholds_chosen", None)  # said of the reranker's probability; the gate's are chosen anew
-    suites = sorted({d.suite for d in decisions})
+    # How the cuts were drawn is known only when they were collected here, not from records.
+    drawn = {"records": [str(path) for path in args.from_records]} if args.from_records else \
+        {"split": args.split, "cases_per_corpus": args.cases, "seed": args.seed, "typed_chars": args.typed_chars}
     notes.update(languages=sorted(args.languages), reranker=reranker.to_json(), gate=gate.to_json(),
-                 reranker_fit={"corpora": suites, "split": args.split,
-                               "cases_per_corpus": args.cases, "seed": args.seed, "typed_chars": args.typed_chars,
+                 reranker_fit={"corpora": list(dict.fromkeys(d.suite for d in decisions)), **drawn,
                                "workspace": sorted({d.open_files for d in decisions}), "without": args.without,
                                "candidates": len(xs), "exact": int(sum(ys)),
                                "decisions": len(gate_xs), "taken": int(sum(gate_ys))})
