@@ -29,21 +29,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds is not installed
-from completer.completion.pipeline import Completer, CompletionSettings
-from completer.completion.rerank import FEATURES, ModelNotes, Reranker
-from completer.engines.loading import load_engine
-from completer.engines.options import EngineOptions
+from completer.completion.rerank import FEATURES, Reranker
 from engine_builds.fit_reranker import (
     Decision,
-    collect,
+    alone_and_open,
     fit,
     gate_examples,
     read_records,
     reranker_examples,
+    scoring_completer,
     without,
     write_records,
 )
-from engine_builds.line_cases import eval_suites, workspace_contexts
+from engine_builds.line_cases import eval_suites
 
 SOURCES_FROM_OTHER_FILES = ("context", "workspace")  # the two inputs --source-features adds, in order
 GATE_AT = 0.45
@@ -51,15 +49,11 @@ GATE_AT = 0.45
 
 def record(args) -> None:
     suites, pools = eval_suites(args.corpus, args.cases, "test", args.ood, args.e4, args.e4_cases)
-    engine = load_engine(EngineOptions(model=args.model, compile="off"))
-    settings = CompletionSettings(multiline=False, deadline_ms=10_000)
-    completer = Completer(engine, settings, notes=ModelNotes(reranker=Reranker.neutral()))
+    completer = scoring_completer(args.model)
     decisions: list[Decision] = []
-    budget = settings.prompt.budget_tokens
     for name, cases in suites.items():
-        for open_files in sorted({0, args.workspace}):
-            contexts, files = workspace_contexts(cases, pools[name], open_files, budget) if open_files else (None, None)
-            decisions += collect(completer, cases, 0, contexts, files, name, open_files)
+        for open_files, found in alone_and_open(completer, cases, pools[name], args.workspace, 0, name):
+            decisions += found
             print(f"{name}, {open_files} files open: {len(cases)} cuts", flush=True)
     write_records(args.out, decisions)
     print(f"recorded {len(decisions)} decisions in {args.out}")

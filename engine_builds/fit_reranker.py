@@ -68,7 +68,7 @@ from completer.completion.rerank import (
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
 from completer.syntax import DocumentSyntax, language_for
-from engine_builds.line_cases import Case, line_cases, read_files, workspace_contexts
+from engine_builds.line_cases import Case, line_cases, of_split, read_files, workspace_contexts
 
 
 def complete_at(completer: Completer, path: str, lines, line: int, character: int,
@@ -87,9 +87,9 @@ def cases_and_pool(corpus: Path, n: int, seed: int, split: str) -> tuple[list[Ca
     is its train and val files; a corpus builder's text file names each file's project, and its paths
     are made unique by it (the draw does not depend on paths)."""
     if corpus.name.endswith(".gz"):
-        files = [dict(f, project="stdlib") for f in read_files(corpus, split)]
-        pool = [dict(f, project="stdlib") for part in ("train", "val") for f in read_files(corpus, part)]
-        return line_cases(files, n, seed), pool
+        stdlib = read_files(corpus, tuple(dict.fromkeys(("train", "val", split))))
+        pool = [dict(f, project="stdlib") for f in stdlib if f["split"] in ("train", "val")]
+        return line_cases(of_split(stdlib, split), n, seed), pool
     files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(corpus, split)]
     return line_cases(files, n, seed), files
 
@@ -169,6 +169,8 @@ def without(decisions: Sequence[Decision], names: Sequence[str]) -> list[Decisio
     if unknown:
         raise SystemExit(f"no such features: {', '.join(sorted(unknown))}")
     drop = [FEATURES.index(name) for name in names]
+    if not drop:
+        return list(decisions)
 
     def cleared(x: list[float]) -> list[float]:
         x = list(x)
@@ -231,21 +233,32 @@ def threshold_key(key: str, languages: list[str]) -> str:
     return key
 
 
+def scoring_completer(model: str) -> Completer:
+    """The model's completer as the server runs it, every candidate scored and none withheld."""
+    engine = load_engine(EngineOptions(model=model, compile="off"))
+    return Completer(engine, CompletionSettings(multiline=False, deadline_ms=10_000),
+                     notes=ModelNotes(reranker=Reranker.neutral()))
+
+
+def alone_and_open(completer: Completer, cases, pool: list[dict], workspace: int, typed_chars: int, suite: str):
+    """(files open, the decisions) for the cases with their file alone, then (unless `workspace` is 0)
+    with `workspace` other files of their project open, drawn from `pool` (workspace_contexts)."""
+    for open_files in sorted({0, workspace}):
+        contexts, files = workspace_contexts(cases, pool, open_files, completer.settings.prompt.budget_tokens) \
+            if open_files else (None, None)
+        yield open_files, collect(completer, cases, typed_chars, contexts, files, suite, open_files)
+
+
 def collect_corpora(model: str, corpora: Sequence[Path], cases: int, seed: int, split: str, typed_chars: int,
                     workspace: int) -> list[Decision]:
     """The decisions at `cases` cuts of each corpus's `split` files, each also with `workspace` other
     files of its project open (when not 0), through the model's completer with every candidate scored."""
-    engine = load_engine(EngineOptions(model=model, compile="off"))
-    settings = CompletionSettings(multiline=False, deadline_ms=10_000)
-    completer = Completer(engine, settings, notes=ModelNotes(reranker=Reranker.neutral()))
+    completer = scoring_completer(model)
     decisions: list[Decision] = []
     t0 = time.perf_counter()
     for corpus in corpora:
         cuts, pool = cases_and_pool(corpus, cases, seed, split)
-        for open_files in sorted({0, workspace}):
-            contexts, files = workspace_contexts(cuts, pool, open_files, settings.prompt.budget_tokens) \
-                if open_files else (None, None)
-            found = collect(completer, cuts, typed_chars, contexts, files, str(corpus), open_files)
+        for open_files, found in alone_and_open(completer, cuts, pool, workspace, typed_chars, str(corpus)):
             decisions += found
             print(f"{corpus}, {open_files} files open: {len(found)} decisions, "
                   f"{sum(map(len, (d.exact for d in found)))} candidates, "

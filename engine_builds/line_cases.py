@@ -93,14 +93,21 @@ def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
-def read_files(corpus: Path, split: str = "test") -> list[dict]:
-    """The files of one split: a gzipped JSON-lines corpus with a "split" field per file (prepare_data,
-    prepare_ood), or a corpus builder text file whose name is the split (data/corpus/text/e4-go.jsonl)."""
+def read_files(corpus: Path, split: str | tuple[str, ...] = "test") -> list[dict]:
+    """The files of one split (or of several, one split after the other, read once): a gzipped
+    JSON-lines corpus with a "split" field per file (prepare_data, prepare_ood), or a corpus builder
+    text file whose name is the split (data/corpus/text/e4-go.jsonl)."""
     if corpus.name.endswith(".gz"):
         with gzip.open(corpus, "rt", encoding="utf-8") as f:
-            return [x for x in map(json.loads, f) if x["split"] == split]
+            files = list(map(json.loads, f))
+        return [x for part in ((split,) if isinstance(split, str) else split) for x in files if x["split"] == part]
     with open(corpus, encoding="utf-8") as f:
         return [json.loads(x) for x in f]
+
+
+def of_split(files: list[dict], split: str) -> list[dict]:
+    """Those of `files` in `split`, in their order (as read_files(corpus, split) gives them)."""
+    return [f for f in files if f["split"] == split]
 
 
 def e2_cases(corpus: Path, n: int, seed: int = 7, split: str = "test") -> list[Case]:
@@ -112,11 +119,13 @@ def eval_suites(corpus: Path, cases: int, split: str = "test", ood: Path | None 
     """The evaluation suites by name (e2, e3, e4-LANGUAGE), and the files each one's workspaces are drawn
     from ({"path", "text", "project"}; workspace_contexts): the whole standard library for E2 (its
     train files included: a CPython developer's workspace), the suite's own projects for E3 and E4."""
-    suites = {"e2": e2_cases(corpus, cases, split=split)}
-    pools = {"e2": [dict(f, project="stdlib") for part in ("train", "val", "test") for f in read_files(corpus, part)]}
+    stdlib = read_files(corpus, ("train", "val", "test"))
+    suites = {"e2": line_cases(of_split(stdlib, split), cases)}
+    pools = {"e2": [dict(f, project="stdlib") for f in stdlib]}
     if ood:
-        suites["e3"] = e2_cases(ood, cases)
-        pools["e3"] = [dict(f, project=f["path"].split("/", 1)[0]) for f in read_files(ood)]
+        packages = read_files(ood)
+        suites["e3"] = line_cases(packages, cases)
+        pools["e3"] = [dict(f, project=f["path"].split("/", 1)[0]) for f in packages]
     for path in sorted(e4.glob("e4-*.jsonl")) if e4 else ():
         language = path.stem.split("-", 1)[1]
         if language != "python":  # E2 and E3 are the Python hold-outs

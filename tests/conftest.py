@@ -6,15 +6,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def bench_module(name: str):
-    """bench/NAME.py imported as a module (bench/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 FIXTURE_MODEL = ROOT / "completer" / "models" / "fixture"
 
 # The server subprocesses and the engine under test share 2 cores with pytest: keep torch to one
@@ -42,6 +33,15 @@ def free_port() -> int:
 def server_command(*extra: str) -> list[str]:
     return [sys.executable, "-m", "completer", "serve", "--stdio", "--model", str(FIXTURE_MODEL), "--device", "cpu",
             *extra]
+
+
+def bench_module(name: str):
+    """bench/NAME.py imported as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def workspace_client(server_cmd: list[str]):

@@ -1,7 +1,6 @@
 """bench/make_sessions.py --neighbors: the files put open beside a session come from its own project,
 from its directory first, never the session's own file, and the session itself is unchanged."""
 
-
 from completer.replay.session import Session, event
 from tests.conftest import bench_module
 
