@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -52,6 +53,8 @@ REQUEST_DEADLINE_S = 60.0  # of decoding, per request
 MAX_CONNECTIONS = 64  # open connections (a thread each)
 MAX_ACTIVE = 16  # requests generating or waiting for the engine
 STREAM_QUEUE = 64  # deltas buffered between the engine and a client
+REFUSE_QUEUE = 16  # connections past MAX_CONNECTIONS waiting for their 429; more are closed at once
+REFUSE_LINGER_S = 1.0  # how long a refused client may take to finish sending before its socket closes
 FINISH = {"stop_token": "stop", "stop_string": "stop", "max_lines": "stop", "block_end": "stop",
           "max_tokens": "length", "length": "length", "deadline": "length", "cancelled": "cancelled"}
 
@@ -169,6 +172,24 @@ _BUSY = json.dumps({"error": {"message": "busy: too many connections; try again"
                               "code": 429}}).encode()
 
 
+def refuse(sock) -> None:
+    """Answers 429 and closes gently. Closing a socket whose client is still sending makes the kernel
+    reset the connection, and a client mid-send then sees a broken pipe instead of the answer, so the
+    write side is shut first and what the client sends is read and dropped for up to REFUSE_LINGER_S."""
+    deadline = time.monotonic() + REFUSE_LINGER_S
+    try:
+        sock.settimeout(REFUSE_LINGER_S)
+        sock.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
+        sock.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+
+
 class CompletionServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -186,10 +207,19 @@ class CompletionServer(ThreadingHTTPServer):
         self.connections = 0
         self._count_lock = threading.Lock()
         self.active = threading.BoundedSemaphore(MAX_ACTIVE)
+        self._refused: queue.Queue = queue.Queue(maxsize=REFUSE_QUEUE)
         super().__init__(address, CompletionHandler)
+        threading.Thread(target=self._refuse_loop, name="openai-refuse", daemon=True).start()
+
+    def server_close(self):
+        super().server_close()
+        try:
+            self._refused.put_nowait(None)
+        except queue.Full:
+            pass  # the thread is a daemon; it ends with the process
 
     def process_request(self, request, client_address):
-        """A thread per connection, up to MAX_CONNECTIONS; past that a 429 at once, from this thread."""
+        """A thread per connection, up to MAX_CONNECTIONS; past that the one refusing thread answers 429."""
         with self._count_lock:
             full = self.connections >= MAX_CONNECTIONS
             if not full:
@@ -197,12 +227,16 @@ class CompletionServer(ThreadingHTTPServer):
         if not full:
             return super().process_request(request, client_address)
         try:
-            request.settimeout(1.0)
-            request.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
-        except OSError:
-            pass
-        self.shutdown_request(request)
+            self._refused.put_nowait(request)
+        except queue.Full:  # a flood: no answer rather than a thread per connection
+            self.shutdown_request(request)
+
+    def _refuse_loop(self):
+        while (request := self._refused.get()) is not None:
+            try:
+                refuse(request)
+            finally:
+                self.shutdown_request(request)
 
     def process_request_thread(self, request, client_address):
         try:

@@ -168,6 +168,23 @@ def test_busy_is_answered_429(http_server, monkeypatch):
     assert post(port, BASE)[0] == 200
 
 
+def test_a_refused_client_still_sending_reads_its_429(http_server, monkeypatch):
+    """The 429 goes out before the request is read; a client that sends after it must still get it,
+    not a reset (closing a socket with data still arriving resets the connection)."""
+    monkeypatch.setattr(openai_server, "MAX_CONNECTIONS", 0, raising=False)
+    _, port = http_server()
+    body = json.dumps(BASE).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
+        time.sleep(0.3)  # the server has answered and closed its side by now
+        late.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.1)
+        late.sendall(body)
+        answer = b""
+        while chunk := late.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 429") and b"busy" in answer
+
+
 # -- finding 3: no cached-token report across users ------------------------------------------------
 
 def test_cached_tokens_are_not_reported_unless_the_server_has_one_user(http_server):
