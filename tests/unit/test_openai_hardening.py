@@ -83,6 +83,14 @@ def post(port, body, timeout=10.0) -> tuple[int, dict]:
         conn.close()
 
 
+def until(condition, timeout=10.0):
+    """Waits for a server's thread to get somewhere (a fixed sleep flakes on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
 # -- finding 2: fields are checked, work is capped, slow clients and load are bounded ---------------
 
 BASE = {"prompt": [1, 2, 3], "max_tokens": 4}
@@ -150,21 +158,21 @@ def test_busy_is_answered_429(http_server, monkeypatch):
     monkeypatch.setattr(openai_server, "MAX_ACTIVE", 1, raising=False)
     monkeypatch.setattr(openai_server, "MAX_CONNECTIONS", 3, raising=False)
     gate = threading.Event()
-    _, port = http_server(FakeEngine(gate=gate))
+    server, port = http_server(FakeEngine(gate=gate))
     first = threading.Thread(target=post, args=(port, BASE), daemon=True)
     first.start()
-    time.sleep(0.3)
+    until(lambda: server.engine.requests)  # the first holds the one slot
     status, answer = post(port, BASE)
     assert status == 429 and "busy" in answer["error"]["message"]
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-    time.sleep(0.2)
+    until(lambda: server.connections == 3)
     status, answer = post(port, BASE)  # a fourth connection
     assert status == 429
     for sock in idle:
         sock.close()
     gate.set()
     first.join(10)
-    time.sleep(0.2)
+    until(lambda: server.connections == 0)
     assert post(port, BASE)[0] == 200
 
 

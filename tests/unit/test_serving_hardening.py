@@ -194,7 +194,7 @@ def test_requests_past_the_queue_bound_are_answered_busy(serve):
 
 def test_connections_past_the_bound_are_refused(serve, monkeypatch):
     monkeypatch.setattr(daemon_module, "MAX_CONNECTIONS", 2, raising=False)
-    _, path = serve()
+    daemon, path = serve()
     held = [connect(path), connect(path)]
     for sock in held:
         replies(sock, {"hello"})
@@ -202,7 +202,9 @@ def test_connections_past_the_bound_are_refused(serve, monkeypatch):
         msgs = replies(third, {"hello", "error"})
         assert msgs[0]["op"] == "error" and "busy" in msgs[0]["message"]
     held.pop().close()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10  # until the daemon has seen the close (a fixed sleep flakes)
+    while len(daemon.connections) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     with connect(path) as again:
         assert replies(again, {"hello", "error"})[-1]["op"] == "hello"
     for sock in held:
