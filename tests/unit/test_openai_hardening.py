@@ -163,11 +163,12 @@ def test_busy_is_answered_429(http_server, monkeypatch):
     first.start()
     until(lambda: server.engine.requests)  # the first holds the one slot
     status, answer = post(port, BASE)
-    assert status == 429 and "busy" in answer["error"]["message"]
+    assert status == 429 and "requests running" in answer["error"]["message"]
+    until(lambda: server.connections == 1)  # that one's thread has seen it hang up
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     until(lambda: server.connections == 3)
     status, answer = post(port, BASE)  # a fourth connection
-    assert status == 429
+    assert status == 429 and "connections" in answer["error"]["message"]
     for sock in idle:
         sock.close()
     gate.set()
