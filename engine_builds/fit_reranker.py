@@ -68,7 +68,7 @@ from completer.completion.rerank import (
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
 from completer.syntax import DocumentSyntax, language_for
-from engine_builds.line_cases import Case, line_cases, of_split, read_files, workspace_contexts
+from engine_builds.line_cases import Case, line_cases, of_split, project_files, read_files, workspace_contexts
 
 
 def complete_at(completer: Completer, path: str, lines, line: int, character: int,
@@ -84,13 +84,13 @@ def complete_at(completer: Completer, path: str, lines, line: int, character: in
 def cases_and_pool(corpus: Path, n: int, seed: int, split: str) -> tuple[list[Case], list[dict]]:
     """n cuts of the `split` files of `corpus`, and the files their workspaces are drawn from
     ({"path", "text", "project"}). The standard library (a .gz corpus) is one project whose workspace
-    is its train and val files; a corpus builder's text file names each file's project, and its paths
-    are made unique by it (the draw does not depend on paths)."""
+    is its train and val files; a corpus builder's text file names each file's project
+    (line_cases.project_files)."""
     if corpus.name.endswith(".gz"):
         stdlib = read_files(corpus, tuple(dict.fromkeys(("train", "val", split))))
         pool = [dict(f, project="stdlib") for f in stdlib if f["split"] in ("train", "val")]
         return line_cases(of_split(stdlib, split), n, seed), pool
-    files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(corpus, split)]
+    files = project_files(corpus, split)
     return line_cases(files, n, seed), files
 
 

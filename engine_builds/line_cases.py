@@ -110,6 +110,12 @@ def of_split(files: list[dict], split: str) -> list[dict]:
     return [f for f in files if f["split"] == split]
 
 
+def project_files(corpus: Path, split: str = "test") -> list[dict]:
+    """A corpus builder text file's files, their paths made unique by their project (two projects may
+    both have an args.go); the requests name the file only, and the draw does not depend on paths."""
+    return [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(corpus, split)]
+
+
 def e2_cases(corpus: Path, n: int, seed: int = 7, split: str = "test") -> list[Case]:
     return line_cases(read_files(corpus, split), n, seed)
 
@@ -129,9 +135,7 @@ def eval_suites(corpus: Path, cases: int, split: str = "test", ood: Path | None 
     for path in sorted(e4.glob("e4-*.jsonl")) if e4 else ():
         language = path.stem.split("-", 1)[1]
         if language != "python":  # E2 and E3 are the Python hold-outs
-            # Paths within the project (two projects may both have an args.go); the requests name the
-            # file only, and the draw does not depend on paths.
-            files = [dict(f, path=f"{f['project']}/{f['path']}") for f in read_files(path)]
+            files = project_files(path)
             suites[f"e4-{language}"] = line_cases(files, e4_cases)
             pools[f"e4-{language}"] = files
     return suites, pools
