@@ -35,6 +35,16 @@ def server_command(*extra: str) -> list[str]:
             *extra]
 
 
+def until(condition, timeout: float = 10.0) -> None:
+    """Waits for a server's thread to get somewhere (a fixed sleep flakes on a loaded machine)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
 def bench_module(name: str):
     """bench/NAME.py imported as a module (bench/ is scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "bench" / f"{name}.py")

@@ -23,7 +23,7 @@ from completer.engines.contract import (
 from completer.engines.openai_compat import OpenAIEngine
 from completer.serving import openai_server
 from completer.serving.openai_server import CompletionHandler, CompletionServer
-from tests.conftest import FIXTURE_MODEL
+from tests.conftest import FIXTURE_MODEL, until
 
 
 class FakeEngine:
@@ -81,14 +81,6 @@ def post(port, body, timeout=10.0) -> tuple[int, dict]:
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
         conn.close()
-
-
-def until(condition, timeout=10.0):
-    """Waits for a server's thread to get somewhere (a fixed sleep flakes on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
 
 
 # -- finding 2: fields are checked, work is capped, slow clients and load are bounded ---------------

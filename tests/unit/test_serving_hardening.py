@@ -17,7 +17,7 @@ from completer.engines.options import EngineOptions
 from completer.serving import daemon as daemon_module
 from completer.serving import remote_engine, wire
 from completer.serving.daemon import EngineDaemon
-from tests.conftest import FIXTURE_MODEL
+from tests.conftest import FIXTURE_MODEL, until
 
 VOCAB = 100
 
@@ -202,9 +202,7 @@ def test_connections_past_the_bound_are_refused(serve, monkeypatch):
         msgs = replies(third, {"hello", "error"})
         assert msgs[0]["op"] == "error" and "busy" in msgs[0]["message"]
     held.pop().close()
-    deadline = time.monotonic() + 10  # until the daemon has seen the close (a fixed sleep flakes)
-    while len(daemon.connections) > 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: len(daemon.connections) == 1)  # the daemon has seen the close
     with connect(path) as again:
         assert replies(again, {"hello", "error"})[-1]["op"] == "hello"
     for sock in held:
