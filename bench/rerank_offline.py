@@ -41,7 +41,7 @@ from engine_builds.fit_reranker import (
     without,
     write_records,
 )
-from engine_builds.line_cases import eval_suites
+from engine_builds.line_cases import eval_suites, leave_out, seen_heldout
 
 SOURCES_FROM_OTHER_FILES = ("context", "workspace")  # the two inputs --source-features adds, in order
 GATE_AT = 0.45
@@ -49,6 +49,7 @@ GATE_AT = 0.45
 
 def record(args) -> None:
     suites, pools = eval_suites(args.corpus, args.cases, "test", args.ood, args.e4, args.e4_cases)
+    suites = leave_out(suites, seen_heldout())  # as bench/quality.py scores them
     completer = scoring_completer(args.model)
     decisions: list[Decision] = []
     for name, cases in suites.items():

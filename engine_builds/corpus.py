@@ -42,6 +42,7 @@ from pathlib import Path
 from engine_builds import corpus_fetch as fetchmod
 from engine_builds import corpus_filters as flt
 from engine_builds import corpus_license as lic
+from engine_builds import corpus_nearcopy as nearcopy
 from engine_builds.corpus_archive import iter_archive
 
 SOURCES_FILE = Path(__file__).with_name("corpus_sources.json")
@@ -442,6 +443,7 @@ def select_corpus(entries: list[tuple[dict, dict]], seed: int, share: float = PR
         seen_exact.add(rec["sha256"])
         seen_near.add(rec["near"])
         kept.append(rec)
+    kept = _drop_near_copies(kept, dropped)
     # Per-project cap on each language's training text.
     by_lang: dict[str, dict[str, int]] = collections.defaultdict(lambda: collections.defaultdict(int))
     for rec in kept:
@@ -463,6 +465,23 @@ def select_corpus(entries: list[tuple[dict, dict]], seed: int, share: float = PR
                 used[key] += len(r["text"])
         kept = [r for r in kept if id(r) not in cut]
     return kept, dropped
+
+
+def _drop_near_copies(kept: list[dict], dropped: dict) -> list[dict]:
+    """Training files that near-copy a held-out file of another project (another version of it, a
+    fork: corpus_nearcopy) are dropped, one language at a time; the hashes above catch only copies
+    identical up to whitespace."""
+    def as_docs(recs: list[dict]) -> list[nearcopy.Doc]:
+        return [nearcopy.Doc(r["project"], r["path"], r["text"]) for r in recs]
+
+    cut = set()
+    for lang in sorted({r["lang"] for r in kept}):
+        training = [r for r in kept if r["lang"] == lang and r["split"] not in HELDOUT]
+        heldout = [r for r in kept if r["lang"] == lang and r["split"] in HELDOUT]
+        for i in nearcopy.near_copies(as_docs(training), as_docs(heldout)):
+            cut.add(id(training[i]))
+            dropped[training[i]["project"]]["near-heldout"] += 1
+    return [r for r in kept if id(r) not in cut]
 
 
 def package_of(rec: dict) -> str:

@@ -141,6 +141,22 @@ def eval_suites(corpus: Path, cases: int, split: str = "test", ood: Path | None 
     return suites, pools
 
 
+def leave_out(suites: dict[str, list[Case]], paths: dict[str, set[str]]) -> dict[str, list[Case]]:
+    """The suites without the cuts in `paths` (per suite; seen_heldout): the same draw, those cuts
+    out, so that scores with and without them compare case for case."""
+    return {name: [c for c in cases if c.path not in paths.get(name, ())] for name, cases in suites.items()}
+
+
+SEEN_FILE = Path(__file__).resolve().parent.parent / "bench" / "heldout_seen.json"
+
+
+def seen_heldout(path: Path = SEEN_FILE) -> dict[str, set[str]]:
+    """Per suite, the held-out files that the training text near-copies (engine_builds.corpus_nearcopy
+    seen): a model trained on that text has seen them, so its score on them is memory."""
+    suites = json.loads(path.read_text())["suites"]
+    return {suite: {f["path"] for f in files} for suite, files in suites.items()}
+
+
 def line_cases(files: list[dict], n: int, seed: int = 7) -> list[Case]:
     """n cuts, a third per cursor kind, from `files` ({"path", "text"}), drawn with `seed`."""
     rng = random.Random(seed)
