@@ -37,6 +37,7 @@ import msgpack
 
 from completer.engines.contract import Engine
 
+from .refuser import Refuser
 from .wire import VERSION, request_from_wire, score_request_from_wire
 
 log = logging.getLogger(__name__)
@@ -288,12 +289,8 @@ class EngineDaemon:
         client.settimeout(SEND_TIMEOUT_S)
         with self._lock:
             full = len(self.connections) >= MAX_CONNECTIONS
-        if full:
-            try:
-                client.sendall(msgpack.packb({"op": "error", "message": f"busy: {MAX_CONNECTIONS} clients already"}))
-            except OSError:
-                pass
-            client.close()
+        if full:  # answered on the refusing thread, which lets the client finish its greeting
+            self.refuser.refuse(client, msgpack.packb({"op": "error", "message": f"busy: {MAX_CONNECTIONS} clients already"}))
             return
         conn = _Connection(self, client, next(self._numbers))
         with self._lock:
@@ -302,6 +299,7 @@ class EngineDaemon:
 
     def serve_forever(self) -> None:
         sock = self.bind()
+        self.refuser = Refuser("completer-refuse")
         worker = threading.Thread(target=self._work, name="completer-engine", daemon=True)
         worker.start()
         if threading.current_thread() is threading.main_thread():  # (tests serve from a thread)
@@ -320,6 +318,7 @@ class EngineDaemon:
                 self._accept(client)
         finally:
             sock.close()
+            self.refuser.close()
             try:
                 self._check_path()  # removes our socket (never what someone put in its place)
             except SocketPathError as exc:

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from completer.engines.contract import Engine, GenerationRequest, StopRules
+from completer.serving.refuser import Refuser
 
 log = logging.getLogger(__name__)
 
@@ -172,22 +172,8 @@ _BUSY = json.dumps({"error": {"message": "busy: too many connections; try again"
                               "code": 429}}).encode()
 
 
-def refuse(sock) -> None:
-    """Answers 429 and closes gently. Closing a socket whose client is still sending makes the kernel
-    reset the connection, and a client mid-send then sees a broken pipe instead of the answer, so the
-    write side is shut first and what the client sends is read and dropped for up to REFUSE_LINGER_S."""
-    deadline = time.monotonic() + REFUSE_LINGER_S
-    try:
-        sock.settimeout(REFUSE_LINGER_S)
-        sock.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
-        sock.shutdown(socket.SHUT_WR)
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            if not sock.recv(65536):
-                break
-    except OSError:
-        pass
+_REFUSAL = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
 
 
 class CompletionServer(ThreadingHTTPServer):
@@ -207,16 +193,12 @@ class CompletionServer(ThreadingHTTPServer):
         self.connections = 0
         self._count_lock = threading.Lock()
         self.active = threading.BoundedSemaphore(MAX_ACTIVE)
-        self._refused: queue.Queue = queue.Queue(maxsize=REFUSE_QUEUE)
+        self.refuser = Refuser("openai-refuse", REFUSE_QUEUE, REFUSE_LINGER_S)
         super().__init__(address, CompletionHandler)
-        threading.Thread(target=self._refuse_loop, name="openai-refuse", daemon=True).start()
 
     def server_close(self):
         super().server_close()
-        try:
-            self._refused.put_nowait(None)
-        except queue.Full:
-            pass  # the thread is a daemon; it ends with the process
+        self.refuser.close()
 
     def process_request(self, request, client_address):
         """A thread per connection, up to MAX_CONNECTIONS; past that the one refusing thread answers 429."""
@@ -226,17 +208,7 @@ class CompletionServer(ThreadingHTTPServer):
                 self.connections += 1
         if not full:
             return super().process_request(request, client_address)
-        try:
-            self._refused.put_nowait(request)
-        except queue.Full:  # a flood: no answer rather than a thread per connection
-            self.shutdown_request(request)
-
-    def _refuse_loop(self):
-        while (request := self._refused.get()) is not None:
-            try:
-                refuse(request)
-            finally:
-                self.shutdown_request(request)
+        self.refuser.refuse(request, _REFUSAL)
 
     def process_request_thread(self, request, client_address):
         try:

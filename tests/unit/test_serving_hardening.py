@@ -209,6 +209,24 @@ def test_connections_past_the_bound_are_refused(serve, monkeypatch):
         sock.close()
 
 
+def test_a_refused_client_that_greets_after_the_refusal_is_not_reset(serve, monkeypatch):
+    # The remote engine greets first and reads after: the daemon must not have closed on it by then,
+    # or its greeting fails with a broken pipe and it never reads why it was refused.
+    monkeypatch.setattr(daemon_module, "MAX_CONNECTIONS", 1, raising=False)
+    _, path = serve()
+    held = connect(path)
+    replies(held, {"hello"})
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
+        late.settimeout(5)
+        late.connect(str(path))
+        [refusal] = replies(late, {"error"})
+        assert "busy" in refusal["message"]
+        time.sleep(0.2)  # a daemon that closes right after the refusal has closed by now
+        late.sendall(msgpack.packb({"op": "hello", "v": wire.VERSION}))  # no BrokenPipeError
+        assert late.recv(1) == b""  # then it closes in order
+    held.close()
+
+
 def test_a_client_that_stops_reading_does_not_stall_the_others(serve, monkeypatch):
     monkeypatch.setattr(daemon_module, "SEND_TIMEOUT_S", 0.5, raising=False)
     _, path = serve(FakeEngine(deltas=400, text="x" * 65536))  # 26 MB of answer
