@@ -93,6 +93,9 @@ def test_suites_leave_out_the_seen_files_cut_for_cut(tmp_path):
     kept = leave_out(whole, {"e2": {"queue.py"}, "e3": {"queue.py"}})
     assert any(c.path == "queue.py" for c in whole["e2"])
     assert kept["e2"] == [c for c in whole["e2"] if c.path != "queue.py"]  # the same draw, those cuts out
-    # The committed list names files of the bench's suites.
+    # The committed list: per suite of bench/quality.py, paths as its cuts name them (E4: project/path).
     listed = seen_heldout()
-    assert "queue.py" in listed["e2"] and "lua-argparse/src/argparse.lua" in listed["e4-lua"]
+    assert set(listed) <= {"e2", "e3"} | {f"e4-{lang}" for lang in ("c", "cpp", "go", "java", "javascript", "lua",
+                                                                 "rust", "typescript")}
+    assert any(listed.values())
+    assert all("/" in path for name, paths in listed.items() if name.startswith("e4-") for path in paths)
