@@ -4,7 +4,7 @@ text split by project -> a retrained tokenizer -> token shards -> a compact pack
     python -m engine_builds.corpus pin        # fill url/sha256 of new entries in corpus_sources.json
     python -m engine_builds.corpus fetch      # download every pinned archive (resumable, sha256-checked)
     python -m engine_builds.corpus extract    # per source: license check + per-file filters (cached)
-    python -m engine_builds.corpus build      # dedup, hold-outs, per-project caps -> text/ + manifest.json
+    python -m engine_builds.corpus build      # dedup, hold-outs and their near-copies, project caps -> text/ + manifest.json
     python -m engine_builds.corpus tokenizer  # retrain the BPE (8192 and 16384), measure, keep one
     python -m engine_builds.corpus shards     # tokens/{split}-{lang}.u16/.idx/.docs.jsonl
     python -m engine_builds.corpus all        # fetch, extract, build, tokenizer, shards
