@@ -67,17 +67,20 @@ class Seen:
 
 
 class TrainingLines:
-    """How many training files hold each line key (df), and one project that holds it."""
+    """How many training files hold each line key (df), and one project that holds it; from each
+    training file's (project, line_keys)."""
 
-    def __init__(self, docs: Iterable[Doc], skip_projects: frozenset[str] = frozenset()):
+    def __init__(self, files: Iterable[tuple[str, set[int]]]):
         self.df: collections.Counter[int] = collections.Counter()
         self.project: dict[int, str] = {}
-        for doc in docs:
-            if doc.project in skip_projects:
-                continue
-            for key in line_keys(doc.text):
+        for project, keys in files:
+            for key in keys:
                 self.df[key] += 1
-                self.project.setdefault(key, doc.project)
+                self.project.setdefault(key, project)
+
+    def distinctive(self, keys: Iterable[int]) -> list[int]:
+        """Those of `keys` in at most COMMON_FILES training files."""
+        return [k for k in keys if self.df[k] <= COMMON_FILES]
 
 
 def _share(hits: int, total: int) -> float:
@@ -89,19 +92,20 @@ def near_copies(training: Sequence[Doc], heldout: Sequence[Doc]) -> list[int]:
     of the training file's distinctive lines are held-out lines, or it holds COPY_SHARE of one held-out
     file's (a fork that grew: rocksdb's slice.h holds most of leveldb's, and much more). One language
     at a time: lines rarely cross languages, and the index stays small."""
-    index = TrainingLines(training)
+    training_keys = [line_keys(doc.text) for doc in training]  # hashed once: the index and the check read them
+    index = TrainingLines((doc.project, keys) for doc, keys in zip(training, training_keys))
     held: dict[int, list[int]] = collections.defaultdict(list)  # distinctive key -> held-out files with it
     size = []  # each held-out file's distinctive lines
     for j, doc in enumerate(heldout):
-        keys = [k for k in line_keys(doc.text) if index.df[k] <= COMMON_FILES]
+        keys = index.distinctive(line_keys(doc.text))
         size.append(len(keys))
         for k in keys:
             held[k].append(j)
     if not held:
         return []
     out = []
-    for i, doc in enumerate(training):
-        distinctive = [k for k in line_keys(doc.text) if index.df[k] <= COMMON_FILES]
+    for i, (doc, keys) in enumerate(zip(training, training_keys)):
+        distinctive = index.distinctive(keys)
         per_file: collections.Counter[int] = collections.Counter()
         hits = 0
         for k in distinctive:
@@ -117,10 +121,11 @@ def near_copies(training: Sequence[Doc], heldout: Sequence[Doc]) -> list[int]:
 def seen(heldout: Sequence[Doc], training: Iterable[Doc]) -> list[Seen]:
     """The `heldout` files whose distinctive lines occur in training files of other projects, at
     COPY_SHARE or more, most copied first."""
-    index = TrainingLines(training, skip_projects=frozenset(d.project for d in heldout))
+    own = {d.project for d in heldout}
+    index = TrainingLines((doc.project, line_keys(doc.text)) for doc in training if doc.project not in own)
     out = []
     for doc in heldout:
-        distinctive = [k for k in line_keys(doc.text) if index.df[k] <= COMMON_FILES]
+        distinctive = index.distinctive(line_keys(doc.text))
         shared = [k for k in distinctive if index.df[k]]
         share = _share(len(shared), len(distinctive))
         if share >= COPY_SHARE:
@@ -129,22 +134,17 @@ def seen(heldout: Sequence[Doc], training: Iterable[Doc]) -> list[Seen]:
     return sorted(out, key=lambda s: (-s.share, s.path))
 
 
-def _read_jsonl(path: Path) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
 def seen_by_suite(text_dir: Path, stdlib: Path, ood: Path) -> dict[str, list[Seen]]:
     """For each evaluation suite of bench/quality.py (e2, e3, e4-LANGUAGE), its files that the
     training text of `text_dir` (train and val) near-copies, with the paths the suites give them."""
+    from engine_builds.corpus_tokenizer import read_docs
     from engine_builds.line_cases import project_files, read_files
 
     def training(language: str) -> Iterable[Doc]:
         for split in ("train", "val"):
             path = text_dir / f"{split}-{language}.jsonl"
             if path.exists():
-                for f in _read_jsonl(path):
+                for f in read_docs(path):
                     yield Doc(f["project"], f["path"], f["text"])
 
     # E2 is the standard library's test split: its own project's training files are left out of the
