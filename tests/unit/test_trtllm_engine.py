@@ -305,8 +305,12 @@ def test_trtllm_api_fake_requests_without_a_session_share_no_salt_and_use_cache_
 def test_trtllm_api_fake_engine_also_ends_at_the_models_eos(engine, calls, reference):
     """end_id is the model's eos: the engine stops there even when the request's stop ids lack it (our
     FIM templates always include it; the torch backend would decode past it)."""
-    prompt = engine.tokenizer.encode('if __name__ == "__main__":\n    unittest.main()\n')
-    assert greedy(reference, prompt, 4)[0] == 0  # this model's eos
+    # Ends of files that a code model closes with its end of text; the first this model ends is used,
+    # so that new weights need no new prompt here.
+    ends = ['if __name__ == "__main__":\n    unittest.main()\n', 'if __name__ == "__main__":\n    main()\n',
+            "\n\nif __name__ == '__main__':\n    sys.exit(main())\n", "module.exports = router;\n"]
+    prompt = next((p for p in map(engine.tokenizer.encode, ends) if greedy(reference, p, 1)[0] == 0), None)
+    assert prompt is not None, "the model ends none of these files with its eos (0): add one it ends"
     ids, _, stats = run(engine, prompt, max_new_tokens=4)
     assert ids == [] and stats.finish_reason == "stop_token" and stats.forward_passes == 1
     assert only(calls, "generate_async")["sampling_params"].end_id == 0
@@ -351,9 +355,10 @@ def test_trtllm_api_fake_line_limit_is_ours_and_aborts_the_request(engine, calls
 def test_trtllm_api_fake_stop_string_is_ours(engine, calls, reference):
     prompt = engine.tokenizer.encode(PROMPTS[0])
     full = engine.tokenizer.decode(greedy(reference, prompt, 24))
-    assert "sub" in full
-    _, text, stats = run(engine, prompt, max_new_tokens=24, stop=StopRules(stop_strings=("sub",), max_lines=0))
-    assert text == full[:full.index("sub")] and stats.finish_reason == "stop_string"
+    stop = full[len(full) // 2:][:3]  # three characters the model writes half-way, whatever its weights
+    assert len(stop) == 3, full
+    _, text, stats = run(engine, prompt, max_new_tokens=24, stop=StopRules(stop_strings=(stop,), max_lines=0))
+    assert text == full[:full.index(stop)] and stats.finish_reason == "stop_string"
 
 
 def test_trtllm_api_fake_cancel_mid_stream_aborts_before_the_next_step(engine, calls, fake, monkeypatch):
