@@ -494,8 +494,12 @@ def install(opts: Options, state: dict, target: str | None) -> None:
     notes = json.loads(notes_path.read_text())
     notes["draft"] = {**notes["draft"], "model": "embedded-draft"}
     notes_path.write_text(json.dumps(notes, indent=1) + "\n")
+    # The new models' training text is the pack's draw from data/corpus/text: what bench/quality.py must
+    # leave out is measured against that text now, not the text the old fine-tunes drew from.
+    note = (f"data/corpus/text, train and val, from which the GPU pack the installed models were trained on "
+            f"was drawn (engine_builds/adopt_gpu_run.py install, {time.strftime('%Y-%m-%d')})")
     run_logged(opts.run, "heldout-seen", [sys.executable, "-m", "engine_builds.corpus_nearcopy", "seen",
-                                          "--out", "bench/heldout_seen.json"])
+                                          "--out", "bench/heldout_seen.json", "--note", note])
     print(f"installed {target} as completer/models/embedded and {state['unpack']['draft']} as "
           f"completer/models/embedded-draft (the shipped ones are in {before}); bench/heldout_seen.json "
           "measured again. Next: make test, the replays of BENCHMARKS.md, and MODEL.md's tables.")
