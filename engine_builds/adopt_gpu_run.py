@@ -273,6 +273,11 @@ def stage_fit(opts: Options, state: dict) -> dict:
         d = opts.run / "models" / name
         run_logged(opts.run, f"fit-{name}", fit_argv(d, notes, opts.fit_cases))
         fitted = json.loads((d / "completer.json").read_text())
+        # The thresholds are the shipped gate's, not chosen for this model: say so, and where they came from.
+        fitted["thresholds_chosen"] = ("copied from the target this one may replace (engine_builds/adopt_gpu_run.py "
+                                       "fit), not yet chosen on replays of this model; there they were: "
+                                       + notes.get("thresholds_chosen", "(no note)"))
+        (d / "completer.json").write_text(json.dumps(fitted, indent=1) + "\n")
         done[name] = fitted.get("reranker_fit")
         state["fit"] = done
         save_state(opts.run, state)

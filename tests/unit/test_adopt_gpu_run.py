@@ -188,3 +188,23 @@ def test_pick_writes_the_table_and_install_puts_the_pick_in_place(tmp_path, monk
     assert ran and ran[0][ran[0].index("seen") + 1:][:2] == ["--out", "bench/heldout_seen.json"]
     with pytest.raises(SystemExit, match="not one of the run's targets"):
         adopt.install(options(tmp_path, pack=pack), state, "target-x")
+
+
+def test_fit_records_that_the_thresholds_are_the_shipped_gates(tmp_path, monkeypatch):
+    returned_dir(tmp_path)
+    opts = options(tmp_path, targets=["target-m"])
+    state = {"unpack": adopt.stage_unpack(opts, {})}
+    ran = []
+
+    def fit_reranker(run, name, argv):  # what fit_reranker leaves behind: the model's completer.json
+        ran.append(name)
+        model = Path(argv[argv.index("--model") + 1])
+        (model / "completer.json").write_text(json.dumps({"reranker_fit": {"cases_per_corpus": 1000}}))
+        return ""
+
+    monkeypatch.setattr(adopt, "run_logged", fit_reranker)
+    done = adopt.stage_fit(opts, state)
+    assert ran == ["fit-target-m"] and set(done) == {"target-m"}  # --targets: the others are left alone
+    notes = json.loads((opts.run / "models" / "target-m" / "completer.json").read_text())
+    assert notes["thresholds_chosen"].startswith("copied from the target this one may replace")
+    assert adopt.stage_fit(opts, {**state, "fit": done}) == done and ran == ["fit-target-m"]  # done before
