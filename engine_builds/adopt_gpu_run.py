@@ -5,7 +5,8 @@ installed target and draft, in stages that each resume where they stopped.
     python -m engine_builds.adopt_gpu_run install                    # the pick (or --target NAME) into the package
 
 Stages (`all` runs the first six in order; each records its result in RUN/state.json [runs/gpu-adopt]
-and is skipped when it is there, so a stopped `all` goes on where it stopped; --redo STAGE runs it again):
+and is skipped when it is there, so a stopped `all` goes on where it stopped; --redo STAGE runs it and
+every later stage again):
 
   unpack   join NAME.tar.part*, untar each model into RUN/models/NAME; check that each loads in our
            engine and decodes, that all share one tokenizer, and that it is the pack's
@@ -462,7 +463,11 @@ def _percent(x: float | None) -> str:
 
 
 def training_data(pack: Path) -> dict:
-    """What the new models were trained on, from the pack: sources with versions and licenses."""
+    """Where the new models' training text came from, from the pack: every source of the corpus with its
+    version, license and the split it went to (train, val, or an evaluation suite held out)."""
+    if not (pack / "pack.json").exists():
+        raise SystemExit(f"adopt_gpu_run: {pack}/pack.json not found: --pack names the GPU pack the models "
+                         "were trained on (its sources go into training_data.json)")
     meta = json.loads((pack / "pack.json").read_text())
     return {"what": "engine_builds/gpu_train.sh on the GPU pack (engine_builds/corpus_pack.py)",
             "train_tokens_by_language": meta.get("train_tokens_by_language"),
@@ -482,6 +487,11 @@ def install(opts: Options, state: dict, target: str | None) -> None:
         raise SystemExit(f"adopt_gpu_run: {target} has no fitted reranker or paired draft yet: run `all` first")
     src = opts.run / "models" / target
     draft = opts.run / "models" / state["unpack"]["draft"]
+    data = training_data(opts.pack)  # before anything in the package changes: a missing pack stops here
+    for d in (src, draft):
+        missing = [f for f in MODEL_FILES if not (d / f).exists()]
+        if missing:
+            raise SystemExit(f"adopt_gpu_run: {d} lacks {', '.join(missing)}")
     before = opts.run / "before"
     if not before.exists():
         shutil.copytree(SHIPPED / "embedded", before / "embedded")
@@ -494,7 +504,7 @@ def install(opts: Options, state: dict, target: str | None) -> None:
             if (from_dir / f).exists():
                 shutil.copy(from_dir / f, dest / f)
         (dest / "MODEL.md").write_text(card_text(name, target if name == "embedded" else state["unpack"]["draft"]))
-        (dest / "training_data.json").write_text(json.dumps(training_data(opts.pack), indent=1) + "\n")
+        (dest / "training_data.json").write_text(json.dumps(data, indent=1) + "\n")
     notes_path = SHIPPED / "embedded" / "completer.json"
     notes = json.loads(notes_path.read_text())
     notes["draft"] = {**notes["draft"], "model": "embedded-draft"}
@@ -527,7 +537,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--returned", type=Path, help="the files gpu_train.sh brought back (the device tool's files_at)")
     ap.add_argument("--run", type=Path, default=Path("runs/gpu-adopt"))
     ap.add_argument("--pack", type=Path, default=Path("data/gpu_pack"))
-    ap.add_argument("--redo", nargs="+", default=[], choices=STAGES, help="run these stages again")
+    ap.add_argument("--redo", nargs="+", default=[], choices=STAGES,
+                    help="run these stages again, and every stage after them")
     ap.add_argument("--fit-cases", type=int, default=None, help="line cuts per corpus [the shipped recipe's]")
     ap.add_argument("--quality-cases", type=int, default=600)
     ap.add_argument("--e4-cases", type=int, default=None, help="[bench/quality.py's default]")
@@ -549,9 +560,12 @@ def main(argv: list[str] | None = None) -> None:
                    workspace=args.workspace, targets=args.targets, max_p50_ms=args.max_p50_ms,
                    max_p95_ms=args.max_p95_ms, e1=args.e1)
     state = load_state(run)
-    for stage in args.redo:
-        state.pop(stage, None)
+    if args.redo:  # a stage done again makes every later one stale (unpack even deletes the fitted notes)
+        for stage in STAGES[min(STAGES.index(s) for s in args.redo):]:
+            state.pop(stage, None)
     if args.stage == "install":
+        if "unpack" not in state:
+            raise SystemExit(f"adopt_gpu_run: nothing adopted in {run}: run `all --returned DIR` first")
         install(opts, state, args.target)
         return
     stages = STAGES if args.stage == "all" else (args.stage,)

@@ -175,6 +175,9 @@ def test_pick_writes_the_table_and_install_puts_the_pick_in_place(tmp_path, monk
     ran = []
     monkeypatch.setattr(adopt, "SHIPPED", shipped)
     monkeypatch.setattr(adopt, "run_logged", lambda run, name, argv: ran.append(argv) or "")
+    with pytest.raises(SystemExit, match="pack.json not found"):  # refused before the package is touched
+        adopt.install(options(tmp_path, pack=tmp_path / "no-pack"), state, None)
+    assert (shipped / "embedded" / "old-only.json").exists() and not (opts.run / "before").exists()
     adopt.install(options(tmp_path, pack=pack), state, None)
     assert (shipped / "embedded" / "train_log.json").read_text() == json.dumps({"name": "target-s"})
     assert (shipped / "embedded-draft" / "train_log.json").read_text() == json.dumps({"name": "draft"})
