@@ -25,9 +25,9 @@ every later stage again):
            training_data.json from the pack's sources; bench/heldout_seen.json measured again against
            the training text the new models were trained on
 
-Timings on the 2-core CPU for the shipped 3.1M target (bigger targets take longer, roughly with their
-decode time): fit 8 min, pair 3 min, replay of bench/sessions-python 5 min, quality (600 cases, both
-arms) 8 min per model. --targets NAME ... limits the work to some targets. A dry run on the output
+Timings on the 2-core CPU, rehearsed with the shipped 3.1M weights as the one target (bigger targets
+take longer, roughly with their decode time): fit 8 min, pair 3, replay of bench/sessions-python 5 per
+model, quality (600 cases, both arms) 9 for it and the shipped target together. --targets NAME ... limits the work to some targets. A dry run on the output
 of gpu_train.sh's CPU dry run (MODEL.md, "What is still to be trained") takes half a minute with
     --fit-cases 3 --quality-cases 3 --e4-cases 3 --acceptance-cases 2 --sessions ONE.msgpack --max-p95-ms 1000
 """
