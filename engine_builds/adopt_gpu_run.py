@@ -35,7 +35,6 @@ of gpu_train.sh's CPU dry run (MODEL.md, "What is still to be trained") takes ha
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -45,6 +44,8 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine_builds.corpus_fetch import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "completer" / "models"
@@ -152,10 +153,6 @@ def extract(tar_path: Path, models: Path, name: str) -> Path:
     return dest
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def check_model(model_dir: Path) -> dict:
     """Load in our engine and greedily complete a FIM prompt: parameters and the text decoded."""
     from completer.engines.contract import GenerationRequest, StopRules
@@ -195,16 +192,17 @@ def stage_unpack(opts: Options, state: dict) -> dict:
     pack_tokenizer = opts.pack / "tokenizer" / "tokenizer.json"
     gpu = json.loads(results.read_text()).get("models", {})
     dirs = {name: extract(tar_path, models, name) for name, tar_path in sorted(tars.items())}
-    tokenizers = {sha256(d / "tokenizer.json") for d in dirs.values()}
+    tokenizer_of = {name: sha256_file(d / "tokenizer.json") for name, d in dirs.items()}
+    tokenizers = set(tokenizer_of.values())
     if len(tokenizers) != 1:
         raise SystemExit(f"adopt_gpu_run: the models do not share one tokenizer ({len(tokenizers)} different ones)")
-    if pack_tokenizer.exists() and sha256(pack_tokenizer) not in tokenizers:
+    if pack_tokenizer.exists() and sha256_file(pack_tokenizer) not in tokenizers:
         raise SystemExit(f"adopt_gpu_run: the models' tokenizer is not {pack_tokenizer}")
     out = {}
     for name, d in dirs.items():
         info = check_model(d)
         info.update(role="draft" if name.startswith("draft") else "target", dir=str(d),
-                    tokenizer_sha256=sha256(d / "tokenizer.json"))
+                    tokenizer_sha256=tokenizer_of[name])
         train = gpu.get(name, {}).get("train") or {}
         info["gpu_train"] = {k: train.get(k) for k in ("preset", "params", "steps", "tokens", "minutes",
                                                      "best_val_target_loss", "best_val_by_set")}
@@ -312,8 +310,9 @@ def stage_pair(opts: Options, state: dict) -> dict:
 
 def stage_quality(opts: Options, state: dict) -> dict:
     replays = state.get("replay", {})
-    names = [n for n in chosen_targets(opts, state) if within_budget(replays.get(n), opts)]
-    skipped = [n for n in chosen_targets(opts, state) if n not in names]
+    targets = chosen_targets(opts, state)
+    names = [n for n in targets if within_budget(replays.get(n), opts)]
+    skipped = [n for n in targets if n not in names]
     if skipped:
         print(f"  not measured (their replay is over the latency budget): {', '.join(skipped)}")
     if not names:
@@ -351,21 +350,10 @@ def stage_replay(opts: Options, state: dict) -> dict:
 # ---------------------------------------------------------------------------------------- pick
 
 
-def quality_rows(quality: dict, label: str) -> dict:
-    """The reranked arm of one model in bench/quality.py's JSON: {suite: {"em", "es", "indent_em"}}."""
-    arm = quality.get(f"{label} + copies, reranked") or quality.get(label) or {}
-    rows = {}
-    for suite, value in arm.items():
-        if isinstance(value, dict) and "all" in value:
-            rows[suite] = {"em": value["all"]["em"], "es": value["all"]["es"],
-                           "indent_em": value.get("indent", {}).get("em")}
-    return rows
-
-
-def alone_rows(quality: dict, label: str) -> dict:
-    arm = quality.get(f"{label} (model only)") or {}
-    return {s: {"em": v["all"]["em"], "es": v["all"]["es"]} for s, v in arm.items()
-            if isinstance(v, dict) and "all" in v}
+def arm_rows(arm: dict | None) -> dict:
+    """One arm of bench/quality.py's JSON by suite: {suite: {"em", "es", "indent_em"}}."""
+    return {suite: {"em": v["all"]["em"], "es": v["all"]["es"], "indent_em": v.get("indent", {}).get("em")}
+            for suite, v in (arm or {}).items() if isinstance(v, dict) and "all" in v}
 
 
 def choose(rows: list[dict]) -> str | None:
@@ -388,7 +376,9 @@ def stage_pick(opts: Options, state: dict) -> dict:
     rows = []
     for name in ["shipped", *chosen_targets(opts, state)]:
         label = "embedded" if name == "shipped" else name  # bench/quality.py labels a model by its directory's name
-        q, alone = quality_rows(quality, label), alone_rows(quality, label)
+        # A model with a reranker has two arms; one without has a single arm under its own name.
+        q = arm_rows(quality.get(f"{label} + copies, reranked") or quality.get(label))
+        alone = arm_rows(quality.get(f"{label} (model only)"))
         rp = state.get("replay", {}).get(name, {})
         info = state["unpack"]["models"].get(name, {})
         e4 = [v["em"] for s, v in q.items() if s.startswith("e4-")]
