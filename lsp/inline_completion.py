@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from lsprotocol import types
 
 from completer.completion.pipeline import CompletionRequest, CompletionResult
-from completer.completion.reuse import typed_since
+from completer.completion.reuse import typed_into, typed_since
 from completer.lines import line_body, to_client_units, to_codepoints
 from completer.records import AnswerKind, AnswerRecord, Spent
 from completer.syntax import language_for
@@ -200,13 +200,15 @@ async def _from_recycled(ls, req: InlineRequest, flight: InFlight, typed: str) -
         return _finish(ls, req, "stale")
     if old is None or not old.text.startswith(typed) or len(old.text) <= len(typed):
         return None
-    rest = old.text[len(typed):]
+    # The alternatives the typed text still fits go on being offered for cycling, as in the answer
+    # the editor would have shown had the generation finished a key earlier.
+    rest, *alternatives = typed_into((old.text, *old.alternatives), typed)
     ls.counters.recycled += 1
     ls.engine_totals.add(old.stats)
     ls.note_latency(req.started)
     if ls.reuse is not None:
         ls.reuse.remember(req.uri, req.lines, req.line, req.character, rest)
-    return _finish(ls, req, "recycled", rest, old)
+    return _finish(ls, req, "recycled", rest, old, tuple(alternatives))
 
 
 async def _debounced(ls, req: InlineRequest, cancel: threading.Event) -> bool:

@@ -113,6 +113,13 @@ class SuggestionReuse:
         return None
 
 
+def typed_into(texts: Sequence[str], typed: str) -> tuple[str, ...]:
+    """What is left of each suggestion after the user typed `typed` into it, in order (the shown one
+    first, then its alternatives), keeping those that predicted `typed` and still have text left."""
+    n = len(typed)
+    return tuple(t[n:] for t in texts if t.startswith(typed) and len(t) > n)
+
+
 def typed_since(old_lines: Sequence[str], old_line: int, old_character: int, lines: Sequence[str], line: int,
                 character: int) -> str | None:
     """What was typed at the old cursor to get from the old document to this one, if that is all that

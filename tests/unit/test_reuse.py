@@ -1,4 +1,4 @@
-from completer.completion.reuse import SuggestionReuse
+from completer.completion.reuse import SuggestionReuse, typed_into
 from completer.lines import split_lines
 
 DOC = "import os\n\n\ndef listing(path):\n    entries = os.listdir(path)\n    ret\n\nprint(listing('.'))\n"
@@ -19,6 +19,15 @@ def test_typed_through_answers_the_rest_of_the_suggestion():
     done = edit(typed2, 5, "    return entries\n")
     assert r.lookup("u", done, 5, 18) is None  # nothing left to suggest
     assert r.hits["typed_through"] == 2
+
+
+def test_typing_into_a_suggestion_keeps_the_alternatives_that_still_fit():
+    # The shown suggestion first, then the alternatives the editor cycles through.
+    texts = ("nd(alpha, 1)", "nd(beta, 2)", "t_flag()", "n")
+    assert typed_into(texts, "n") == ("d(alpha, 1)", "d(beta, 2)")  # "n" has nothing left to offer
+    assert typed_into(texts, "nd(b") == ("eta, 2)",)
+    assert typed_into(texts, "x") == ()
+    assert typed_into(texts, "") == texts
 
 
 def test_typed_through_needs_the_rest_of_the_document_unchanged():
