@@ -118,20 +118,20 @@ def join_parts(returned: Path, work: Path) -> dict[str, Path]:
     for path in sorted(returned.glob("*.tar")):
         if path.stem != "logs":
             tars[path.stem] = path
-    parts: dict[str, list[Path]] = {}
+    parts: dict[str, list[tuple[int, Path]]] = {}
     for path in returned.glob("*.tar.part*"):
         m = re.fullmatch(r"(.+)\.tar\.part(\d+)", path.name)
         if m:
-            parts.setdefault(m.group(1), []).append(path)
-    for name, files in parts.items():
-        files.sort(key=lambda p: int(p.name.rsplit("part", 1)[1]))
-        numbers = [int(p.name.rsplit("part", 1)[1]) for p in files]
-        if numbers != list(range(len(files))):
+            parts.setdefault(m.group(1), []).append((int(m.group(2)), path))
+    for name, numbered in parts.items():
+        numbered.sort()
+        numbers = [n for n, _ in numbered]
+        if numbers != list(range(len(numbered))):
             raise SystemExit(f"adopt_gpu_run: {name}.tar has parts {numbers}: one is missing")
         joined = work / f"{name}.tar"
         with joined.open("wb") as out:
-            for p in files:
-                out.write(p.read_bytes())
+            for _, part in numbered:
+                out.write(part.read_bytes())
         tars[name] = joined
     return tars
 
@@ -147,10 +147,15 @@ def extract(tar_path: Path, models: Path, name: str) -> Path:
             if top != name or not (member.isfile() or member.isdir()) or ".." in Path(member.name).parts:
                 raise SystemExit(f"adopt_gpu_run: {tar_path.name} holds {member.name!r}, not a file under {name}/")
         tar.extractall(models, filter="data")
-    missing = [f for f in MODEL_FILES if not (dest / f).exists()]
-    if missing:
-        raise SystemExit(f"adopt_gpu_run: {dest} lacks {', '.join(missing)}")
+    require_model_files(dest)
     return dest
+
+
+def require_model_files(model_dir: Path) -> None:
+    """Stop unless the directory holds every file of an exported model (MODEL_FILES)."""
+    missing = [f for f in MODEL_FILES if not (model_dir / f).exists()]
+    if missing:
+        raise SystemExit(f"adopt_gpu_run: {model_dir} lacks {', '.join(missing)}")
 
 
 def check_model(model_dir: Path) -> dict:
@@ -479,9 +484,7 @@ def install(opts: Options, state: dict, target: str | None) -> None:
     draft = opts.run / "models" / state["unpack"]["draft"]
     data = training_data(opts.pack)  # before anything in the package changes: a missing pack stops here
     for d in (src, draft):
-        missing = [f for f in MODEL_FILES if not (d / f).exists()]
-        if missing:
-            raise SystemExit(f"adopt_gpu_run: {d} lacks {', '.join(missing)}")
+        require_model_files(d)
     before = opts.run / "before"
     if not before.exists():
         shutil.copytree(SHIPPED / "embedded", before / "embedded")
