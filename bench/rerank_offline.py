@@ -149,7 +149,7 @@ def compare(args) -> None:
         for open_files in sorted({key[1] for key in keys}):
             row = totals[(name, open_files)]
             sources = ", ".join(f"{s} {row[f'{s}_chosen']} / {row[f'{s}_exact']}"
-                                for s in ("model", "document", "context", "workspace") if row[f"{s}_chosen"])
+                                for s in ("model", "document", "below", "context", "workspace") if row[f"{s}_chosen"])
             print(f"  {name[:44]:<46}{open_files} open: {sources}")
     for name, (reranker, _) in variants.items():
         names = (*FEATURES, *(f"from_{s}" for s in SOURCES_FROM_OTHER_FILES))

@@ -11,6 +11,13 @@ The lookup is a longest-suffix match on characters: the last `length` characters
 (across the line break, so a cursor at the indentation matches on the end of the line above), for a
 few lengths from long to short; the longest length with a match wins, the nearest match first.
 
+At a line start the line above says little (a blank, `):`, `}`), so a second lookup anchors on the
+line below instead (below_anchored): where the next non-blank line below the cursor occurs elsewhere
+in the document, the line that stands above it there, as the cursor line stands above it here, is a
+candidate (`self.assertEqual(...)` before each `self.assertTrue(...)`, `if err != nil {` before each
+`return err`). On the held-out line starts of the ten suites it adds the exact line to the candidates
+in 17 of 778 cuts (88 -> 105; MODEL.md, "Copies anchored on the line below").
+
 Tried and dropped (2026-12-04): at a line start, also the lines that follow lines like the one above
 (rapidfuzz ratio >= 70). They hold the right line in a few more cases, but the reranker seldom picks
 them right (E2: shown 43 times, 1 exact; E2/E3 exact match 22.8/16.0 -> 22.7/16.3), and they cost
@@ -34,6 +41,15 @@ MAX_COPY_CHARS = 160  # a copied line longer than this is not a completion, it i
 # files first, OPEN_FILES_CHARS in all (the lookup then takes 0.4-0.6 ms at the median over 370-600 KB of
 # files on our 2-core CPU, against 0.08 ms for the document alone).
 FILE_CHARS, OPEN_FILES_CHARS = 200_000, 600_000
+# The line below anchors a copy only when it says something: `}`, `end` or `return` stand below far
+# too many lines to pick one (held-out line starts: the same exact lines found with half the
+# candidates to score at 8 characters as at 1).
+ANCHOR_MIN_VISIBLE = 8
+BELOW_CANDIDATES = 2
+# Each side of the cursor: a huge file costs no more than a long one. The scan costs 0.1-0.6 ms on a
+# 20,000-line file, 3.4 ms at worst (every line the same) on our 2-core CPU.
+ANCHOR_SCAN_LINES = 4000
+MAX_ANCHORED = 64  # the nearest occurrences of the line below that are read
 
 
 @dataclass(frozen=True)
@@ -41,7 +57,10 @@ class Candidate:
     text: str  # to insert at the cursor: the rest of the cursor line
     # "model"; "document" (this file); "context" (the chunks of other files in the prompt); "workspace"
     # (the rest of the other files open in the workspace, which the prompt does not show)
+    # "below" (this file, anchored on the line below the cursor: below_anchored)
     source: str
+    # characters of the text before the cursor that matched where it was copied from; for "below",
+    # those of the line below
     match: int = 0  # characters of the text before the cursor that matched where it was copied from
 
 
@@ -85,6 +104,62 @@ def copy_candidates(lines: Sequence[str], line: int, character: int, right: str 
                     return found
         if found:
             return found  # a longer match beats every shorter one
+    return found
+
+
+def lines_above_the_line_below(lines: Sequence[str], line: int) -> tuple[str, list[str]]:
+    """The next non-blank line below `line` (its body, "" when it is too short to anchor on:
+    ANCHOR_MIN_VISIBLE), and the bodies of the lines that stand above its other occurrences as
+    `line` stands above it here, with only blank lines between as here: nearest first, at most one
+    per occurrence, of the MAX_ANCHORED nearest within ANCHOR_SCAN_LINES of the cursor."""
+    below_at = line + 1
+    while below_at < len(lines) and not lines[below_at].strip():
+        below_at += 1
+    if below_at >= len(lines):
+        return "", []
+    below = line_body(lines[below_at])
+    if len(below.strip()) < ANCHOR_MIN_VISIBLE:
+        return "", []
+    gap = below_at - line
+    lo, hi = max(gap, line - ANCHOR_SCAN_LINES), min(len(lines), line + ANCHOR_SCAN_LINES)
+    found = [k for k in _occurrences(lines, lines[below_at], lo, hi) if k != below_at and k - gap != line]
+    found = sorted(found, key=lambda k: abs(k - line))[:MAX_ANCHORED]
+    return below, [line_body(lines[k - gap]) for k in found
+                   if all(not lines[b].strip() for b in range(k - gap + 1, k))]
+
+
+def _occurrences(lines: Sequence[str], line: str, lo: int, hi: int) -> list[int]:
+    """Where `line` (with its line break: the document's last line matches only itself) occurs in
+    lines[lo:hi]; list.index scans in C, ~30x faster than comparing line by line in Python."""
+    found, at = [], lo
+    while True:
+        try:
+            at = lines.index(line, at, hi)
+        except ValueError:
+            return found
+        found.append(at)
+        at += 1
+
+
+def below_anchored(lines: Sequence[str], line: int, character: int, right: str = "",
+                   limit: int = BELOW_CANDIDATES) -> list[Candidate]:
+    """Up to `limit` distinct continuations of the cursor line copied from the lines that stand above
+    other occurrences of the line below it (lines_above_the_line_below), nearest first; each must
+    start with what is left of the cursor on its line and not just repeat what is right of it."""
+    left = line_body(lines[line])[:character]
+    below, above = lines_above_the_line_below(lines, line)
+    found: list[Candidate] = []
+    seen = {"", right.strip()}
+    for body in above:
+        if not body.startswith(left) or len(body) - len(left) > MAX_COPY_CHARS:
+            continue
+        copy = body[len(left):]
+        if copy.strip() in seen:
+            continue
+        seen.add(copy.strip())
+        found.append(Candidate(copy, "below", len(below.strip())))
+        if len(found) >= limit:
+            break
     return found
 
 

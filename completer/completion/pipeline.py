@@ -17,7 +17,7 @@ from completer.engines.contract import Engine, GenerationRequest, GenerationStat
 from completer.records import FinishReason
 from completer.syntax import DIALECT_OF, Snapshot, byte_offset, language_for
 
-from .candidates import Candidate, copy_candidates
+from .candidates import Candidate, below_anchored, copy_candidates
 from .fim import detect_template
 from .postprocess import Context, postprocess
 from .prompt import Prompt, PromptSettings, build_prompt
@@ -329,8 +329,9 @@ class Completer:
             return []
         copy_ctx = dataclasses.replace(ctx, truncated=False)
         candidates = [Candidate(model_text, "model")]
-        for copy in copy_candidates(req.lines, req.line, req.character, prompt.right, req.context,
-                                    open_files=req.open_files):
+        copies = copy_candidates(req.lines, req.line, req.character, prompt.right, req.context,
+                                 open_files=req.open_files)
+        for copy in copies + below_anchored(req.lines, req.line, req.character, prompt.right):
             text = postprocess(copy.text, copy_ctx)
             if text.strip() and all(text != c.text for c in candidates):
                 candidates.append(dataclasses.replace(copy, text=text))

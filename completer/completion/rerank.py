@@ -35,12 +35,12 @@ from pathlib import Path
 
 from completer.engines.model_dirs import MODEL_NOTES_FILE as METADATA_FILE
 
-from .candidates import Candidate
+from .candidates import Candidate, lines_above_the_line_below
 
 FEATURES = ("bias", "logprob_sum", "logprob_mean", "logprob_min", "logprob_first", "logprob_end", "tokens",
             "from_model", "log_match", "agrees_with_model", "line_start", "mid_word", "model_at_line_start",
             "chars", "blank", "logprob_sum_gap", "logprob_mean_gap", "candidates", "known_identifiers",
-            "unknown_identifiers", "line_repeats", "typed")
+            "unknown_identifiers", "line_repeats", "typed", "anchored_below")
 CURSOR_KINDS = ("line_start", "mid_word", "mid_line")
 _WORD_END = re.compile(r"\w$")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -104,6 +104,9 @@ class Surroundings:
     left: str  # the cursor line left of the cursor
     identifiers: frozenset[str]  # every word (names, keywords, numbers) near the cursor and in the context chunks
     line_counts: Mapping[str, int]  # stripped line near the cursor (the cursor line excluded) -> occurrences
+    # stripped lines that stand above other occurrences of the line below the cursor as the cursor
+    # line stands above it (candidates.lines_above_the_line_below)
+    anchored: frozenset[str] = frozenset()
 
 
 def surroundings(lines: Sequence[str], line: int, character: int,
@@ -117,7 +120,8 @@ def surroundings(lines: Sequence[str], line: int, character: int,
     text = "".join(near) + cursor_line + "".join(chunk for _, chunk in context)
     # Words split at every ASCII character that is not a letter, digit or underscore: five times
     # faster than a regular expression on the same text (numbers come along; they do no harm).
-    return Surroundings(lines[line][:character], frozenset(text.translate(_NOT_A_WORD).split()), counts)
+    anchored = frozenset(filter(None, map(str.strip, lines_above_the_line_below(lines, line)[1])))
+    return Surroundings(lines[line][:character], frozenset(text.translate(_NOT_A_WORD).split()), counts, anchored)
 
 
 def _lines_within(lines: Sequence[str], order: range, budget: int) -> list[str]:
@@ -141,14 +145,15 @@ def features(scored: Scored, model_text: str, kind: str, peers: Sequence[Scored]
     names = [name for name in _IDENTIFIER.findall(text) if name not in KEYWORDS]
     unknown = sum(name not in around.identifiers for name in names)
     known = 1.0 - unknown / len(names) if names else 1.0
-    repeats = around.line_counts.get((around.left + text).strip(), 0)
+    whole_line = (around.left + text).strip()
+    repeats = around.line_counts.get(whole_line, 0)
     best_sum = max(sum(p.logprobs) for p in peers)
     best_mean = max(sum(p.logprobs) / len(p.logprobs) for p in peers)
     return [1.0, sum(lp), sum(lp) / len(lp), min(lp), lp[0], lp[-1], float(len(lp)), float(from_model),
             math.log1p(scored.candidate.match), agree, float(kind == "line_start"), float(kind == "mid_word"),
             float(from_model and kind == "line_start"), len(text) / 40.0, float(not text.strip()),
             sum(lp) - best_sum, sum(lp) / len(lp) - best_mean, float(len(peers)), known, float(unknown),
-            math.log1p(repeats), math.log1p(scored.typed)]
+            math.log1p(repeats), math.log1p(scored.typed), float(whole_line in around.anchored)]
 
 
 @dataclass(frozen=True)
@@ -192,12 +197,16 @@ class Reranker:
 
     @classmethod
     def from_json(cls, data: dict) -> "Reranker":
-        if list(data.get("features", ())) != list(FEATURES):
-            raise ValueError(f"reranker features {data.get('features')} are not this version's {list(FEATURES)}")
-        n = len(FEATURES)
+        names = list(data.get("features", ()))
+        unknown = [name for name in names if name not in FEATURES]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"reranker features {names} are not among this version's {list(FEATURES)}")
         weights, mean, scale = (tuple(float(v) for v in data[key]) for key in ("weights", "mean", "scale"))
-        if not len(weights) == len(mean) == len(scale) == n:
+        if not len(weights) == len(mean) == len(scale) == len(names):
             raise ValueError("reranker: weights, mean and scale need one number per feature")
+        # A reranker fitted before a feature existed gives it no weight: it ranks as it did.
+        given = {name: (w, m, s) for name, w, m, s in zip(names, weights, mean, scale)}
+        weights, mean, scale = zip(*(given.get(name, (0.0, 0.0, 1.0)) for name in FEATURES))
         return cls(weights, mean, scale, {str(k): float(v) for k, v in (data.get("thresholds") or {}).items()})
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from completer.completion.candidates import Candidate, copy_candidates
+from completer.completion.candidates import Candidate, below_anchored, copy_candidates, lines_above_the_line_below
 from completer.completion.rerank import (
     CURSOR_KINDS,
     FEATURES,
@@ -72,6 +72,54 @@ def test_no_copy_repeats_what_is_right_of_the_cursor_or_stands_on_blanks():
     assert copy_candidates(lines, line, col) == []
 
 
+GO_ERRORS = """func read(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	data, err := io.ReadAll(f)
+
+	return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return data, nil
+}
+"""
+
+
+def test_a_line_start_copies_the_line_that_stands_above_the_line_below_elsewhere():
+    lines = split_lines(GO_ERRORS)
+    cursor = 6  # the blank line after `data, err := ...`, above the second `return nil, ...` line
+    lines[cursor] = "\t"
+    below, above = lines_above_the_line_below(lines, cursor)
+    assert below == '\treturn nil, fmt.Errorf("read %s: %w", path, err)' and above == []  # no other occurrence
+    lines[7] = '\t\treturn nil, fmt.Errorf("open %s: %w", path, err)\n'  # as above the cursor
+    found = below_anchored(lines, cursor, 1)
+    assert found == [Candidate("if err != nil {", "below", len(lines[7].strip()))]
+    # What is left of the cursor must start the copy, and a copy must not repeat what is right of it.
+    assert below_anchored(lines, cursor, 1, right="if err != nil {") == []
+    lines[cursor] = "\tif e"
+    assert [c.text for c in below_anchored(lines, cursor, len("\tif e"))] == ["rr != nil {"]
+    lines[cursor] = "\tfor "
+    assert below_anchored(lines, cursor, len("\tfor ")) == []
+    # The reranker reads the same evidence for every candidate, the model's own text included.
+    around = surroundings(lines, cursor, 1)
+    model = Scored(Candidate("if err != nil {", "model"), (-0.5, -0.5))
+    other = Scored(Candidate("defer f.Close()", "model"), (-0.5, -0.5))
+    assert features(model, model.candidate.text, "line_start", [model], around)[-1] == 1.0
+    assert features(other, other.candidate.text, "line_start", [other], around)[-1] == 0.0
+    assert FEATURES[-1] == "anchored_below"
+
+
+def test_a_short_line_below_anchors_nothing():
+    lines = split_lines("a = 1\nend\nb = 2\nend\n\nend\n")
+    assert lines_above_the_line_below(lines, 4) == ("", [])  # `end` stands below too many lines to say which
+    # Occurrences separated from their line above by text (not blanks only, as at the cursor) do not count.
+    lines = split_lines("a = 1\n\nresult = total(x)\nb = 2\nc = 3\nresult = total(x)\n")
+    assert lines_above_the_line_below(lines, 0) == ("result = total(x)", [])
+    lines[4] = "\n"
+    assert lines_above_the_line_below(lines, 0) == ("result = total(x)", ["b = 2"])
+
+
 def test_cursor_kinds():
     assert cursor_kind("    ") == "line_start" and cursor_kind("") == "line_start"
     assert cursor_kind("    retu") == "mid_word" and cursor_kind("x = f(") == "mid_line"
@@ -90,6 +138,7 @@ def test_features_and_probability():
     assert named["agrees_with_model"] == pytest.approx(4 / 5)
     assert named["logprob_sum_gap"] == pytest.approx(-2.0) and named["candidates"] == 2.0
     assert named["line_repeats"] == pytest.approx(math.log1p(2))  # "y = x + 2" twice above
+    assert named["anchored_below"] == 0.0
     # A reranker that only looks at the log-probability sum prefers the likelier candidate.
     weights = tuple(1.0 if name == "logprob_sum" else 0.0 for name in FEATURES)
     r = Reranker(weights, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), {"mid_line": 0.2})
@@ -137,8 +186,16 @@ def test_model_notes_round_trip(tmp_path):
     assert read_model_notes(tmp_path) == ModelNotes()  # a gate alone has no candidates to decide on
     bad = r.to_json() | {"features": ["bias"]}
     (tmp_path / "completer.json").write_text(json.dumps({"reranker": bad}))
-    with pytest.raises(ValueError, match="not this version's"):
+    with pytest.raises(ValueError, match="one number per feature"):
         read_model_notes(tmp_path)
+    (tmp_path / "completer.json").write_text(json.dumps({"reranker": r.to_json() | {"features": [*FEATURES[:-1], "new"]}}))
+    with pytest.raises(ValueError, match="not among this version's"):
+        read_model_notes(tmp_path)
+    # A reranker fitted before the last feature existed loads, and gives that feature no weight.
+    older = {key: value[:-1] for key, value in r.to_json().items() if key != "thresholds"}
+    (tmp_path / "completer.json").write_text(json.dumps({"reranker": older | {"thresholds": {"default": 0.1}}}))
+    loaded = read_model_notes(tmp_path).reranker
+    assert loaded.weights == (*r.weights[:-1], 0.0) and loaded.scale == (*r.scale[:-1], 1.0)
 
 
 def test_typed_into_drops_the_tokens_the_user_typed():

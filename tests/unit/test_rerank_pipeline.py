@@ -54,6 +54,20 @@ def test_a_copy_wins_when_the_reranker_trusts_long_matches(engine):
     assert set(result.alternatives) <= {"ertEqual(b, 2)", "ertEqual(a, 1)"} | {s.candidate.text for s in result.ranked}
 
 
+def test_at_a_line_start_the_line_above_the_same_line_below_is_offered(engine):
+    doc = ("for name in names:\n    value = lookup(name)\n    results.append(value)\n"
+           "for key in keys:\n    \n    results.append(value)\n")
+    lines = split_lines(doc)
+    req = CompletionRequest(lines, 4, 4, path="t.py")
+    completer = Completer(engine, CompletionSettings(multiline=False), notes=ModelNotes(
+        reranker=reranker("anchored_below", 5.0)))
+    result = completer.complete(req)
+    below = [s for s in result.ranked if s.candidate.source == "below"]
+    assert [s.candidate.text for s in below] == ["value = lookup(name)"]
+    assert result.text == "value = lookup(name)" and result.source == "below"
+    assert dict(zip(FEATURES, below[0].features))["anchored_below"] == 1.0
+
+
 def test_below_the_threshold_nothing_is_shown(engine):
     notes = ModelNotes(reranker=reranker("bias", -3.0, threshold=0.5))  # every candidate at p ~ 0.05
     result = Completer(engine, CompletionSettings(multiline=False), notes=notes).complete(request())
