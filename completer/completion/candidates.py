@@ -55,13 +55,13 @@ MAX_ANCHORED = 64  # the nearest occurrences of the line below that are read
 @dataclass(frozen=True)
 class Candidate:
     text: str  # to insert at the cursor: the rest of the cursor line
-    # "model"; "document" (this file); "context" (the chunks of other files in the prompt); "workspace"
-    # (the rest of the other files open in the workspace, which the prompt does not show)
-    # "below" (this file, anchored on the line below the cursor: below_anchored)
+    # "model"; "document" (this file); "below" (this file, anchored on the line below the cursor:
+    # below_anchored); "context" (the chunks of other files in the prompt); "workspace" (the rest of
+    # the other files open in the workspace, which the prompt does not show)
     source: str
     # characters of the text before the cursor that matched where it was copied from; for "below",
     # those of the line below
-    match: int = 0  # characters of the text before the cursor that matched where it was copied from
+    match: int = 0
 
 
 def copy_candidates(lines: Sequence[str], line: int, character: int, right: str = "",
@@ -107,7 +107,11 @@ def copy_candidates(lines: Sequence[str], line: int, character: int, right: str 
     return found
 
 
-def lines_above_the_line_below(lines: Sequence[str], line: int) -> tuple[str, list[str]]:
+# (the line below the cursor, the lines above its other occurrences): lines_above_the_line_below
+Anchor = tuple[str, list[str]]
+
+
+def lines_above_the_line_below(lines: Sequence[str], line: int) -> Anchor:
     """The next non-blank line below `line` (its body, "" when it is too short to anchor on:
     ANCHOR_MIN_VISIBLE), and the bodies of the lines that stand above its other occurrences as
     `line` stands above it here, with only blank lines between as here: nearest first, at most one
@@ -142,12 +146,13 @@ def _occurrences(lines: Sequence[str], line: str, lo: int, hi: int) -> list[int]
 
 
 def below_anchored(lines: Sequence[str], line: int, character: int, right: str = "",
-                   limit: int = BELOW_CANDIDATES) -> list[Candidate]:
+                   limit: int = BELOW_CANDIDATES, anchor: Anchor | None = None) -> list[Candidate]:
     """Up to `limit` distinct continuations of the cursor line copied from the lines that stand above
-    other occurrences of the line below it (lines_above_the_line_below), nearest first; each must
-    start with what is left of the cursor on its line and not just repeat what is right of it."""
+    other occurrences of the line below it (lines_above_the_line_below, or `anchor` where the caller
+    already has it), nearest first; each must start with what is left of the cursor on its line and
+    not just repeat what is right of it."""
     left = line_body(lines[line])[:character]
-    below, above = lines_above_the_line_below(lines, line)
+    below, above = anchor if anchor is not None else lines_above_the_line_below(lines, line)
     found: list[Candidate] = []
     seen = {"", right.strip()}
     for body in above:

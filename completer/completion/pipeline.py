@@ -17,7 +17,7 @@ from completer.engines.contract import Engine, GenerationRequest, GenerationStat
 from completer.records import FinishReason
 from completer.syntax import DIALECT_OF, Snapshot, byte_offset, language_for
 
-from .candidates import Candidate, below_anchored, copy_candidates
+from .candidates import Anchor, Candidate, below_anchored, copy_candidates, lines_above_the_line_below
 from .fim import detect_template
 from .postprocess import Context, postprocess
 from .prompt import Prompt, PromptSettings, build_prompt
@@ -265,11 +265,12 @@ class Completer:
     def _rerank(self, req: CompletionRequest, gen: Generation, ctx: Context, result: CompletionResult,
                 language: str | None, cancel: threading.Event | None) -> CompletionResult:
         """The best candidate if the reranker finds it likely enough to be right, else nothing."""
-        scored = self.score_candidates(req, gen, ctx, result.text, cancel)
+        anchor = lines_above_the_line_below(req.lines, req.line)  # the copies and the reranker both read it
+        scored = self.score_candidates(req, gen, ctx, result.text, cancel, anchor)
         if not scored or (cancel is not None and cancel.is_set()):
             return result
         reranker, kind = self.notes.reranker, cursor_kind(gen.prompt.left)
-        around = surroundings(req.lines, req.line, req.character, req.context)
+        around = surroundings(req.lines, req.line, req.character, req.context, anchor)
         ranked = reranker.rank(scored, result.text, kind, around)
         threshold = self.threshold(kind, language)
         best = ranked[0]
@@ -316,12 +317,13 @@ class Completer:
         return (self.notes.gate or self.notes.reranker).threshold(kind, language)
 
     def score_candidates(self, req: CompletionRequest, gen: Generation, ctx: Context, model_text: str,
-                         cancel: threading.Event | None = None) -> list[Scored]:
+                         cancel: threading.Event | None = None, anchor: Anchor | None = None) -> list[Scored]:
         """The model's text and the copies (post-processed alike), each with the model's
         log-probabilities of its tokens: the healed text, the candidate, then the end of the
         suggestion. The model's own come from its generation when its text is a whole number of the
         tokens it chose; the rest take one scoring pass. [] when the backed-up token ends inside a
-        character (no fair scoring)."""
+        character (no fair scoring). anchor: lines_above_the_line_below of the request, where the
+        caller already has it."""
         prompt = gen.prompt
         try:
             heal = prompt.heal_prefix.decode("utf-8")
@@ -331,7 +333,7 @@ class Completer:
         candidates = [Candidate(model_text, "model")]
         copies = copy_candidates(req.lines, req.line, req.character, prompt.right, req.context,
                                  open_files=req.open_files)
-        for copy in copies + below_anchored(req.lines, req.line, req.character, prompt.right):
+        for copy in copies + below_anchored(req.lines, req.line, req.character, prompt.right, anchor=anchor):
             text = postprocess(copy.text, copy_ctx)
             if text.strip() and all(text != c.text for c in candidates):
                 candidates.append(dataclasses.replace(copy, text=text))

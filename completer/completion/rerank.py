@@ -35,7 +35,7 @@ from pathlib import Path
 
 from completer.engines.model_dirs import MODEL_NOTES_FILE as METADATA_FILE
 
-from .candidates import Candidate, lines_above_the_line_below
+from .candidates import Anchor, Candidate, lines_above_the_line_below
 
 FEATURES = ("bias", "logprob_sum", "logprob_mean", "logprob_min", "logprob_first", "logprob_end", "tokens",
             "from_model", "log_match", "agrees_with_model", "line_start", "mid_word", "model_at_line_start",
@@ -110,9 +110,10 @@ class Surroundings:
 
 
 def surroundings(lines: Sequence[str], line: int, character: int,
-                 context: Sequence[tuple[str, str]] = ()) -> Surroundings:
+                 context: Sequence[tuple[str, str]] = (), anchor: Anchor | None = None) -> Surroundings:
     """The lines within AROUND_ABOVE characters above the cursor line and AROUND_BELOW below it (a
-    longer line counts by its first AROUND_ABOVE characters)."""
+    longer line counts by its first AROUND_ABOVE characters). anchor: lines_above_the_line_below(lines,
+    line) where the caller already has it."""
     near = _lines_within(lines, range(line - 1, -1, -1), AROUND_ABOVE)
     near += _lines_within(lines, range(line + 1, len(lines)), AROUND_BELOW)
     counts = Counter(stripped for stripped in map(str.strip, near) if stripped)
@@ -120,7 +121,8 @@ def surroundings(lines: Sequence[str], line: int, character: int,
     text = "".join(near) + cursor_line + "".join(chunk for _, chunk in context)
     # Words split at every ASCII character that is not a letter, digit or underscore: five times
     # faster than a regular expression on the same text (numbers come along; they do no harm).
-    anchored = frozenset(filter(None, map(str.strip, lines_above_the_line_below(lines, line)[1])))
+    _, above = anchor if anchor is not None else lines_above_the_line_below(lines, line)
+    anchored = frozenset(filter(None, map(str.strip, above)))
     return Surroundings(lines[line][:character], frozenset(text.translate(_NOT_A_WORD).split()), counts, anchored)
 
 
