@@ -6,7 +6,8 @@ the compiled step fed in segments; prints the same fields every run.
 A newly opened file's first request prefills 700-1,000 tokens, the slowest answers of a replay. The
 engine runs such prefills eager with every core (engine.long_prefill_threads); the compiled step takes
 at most COMPILED_SEGMENT_MAX tokens a call and keeps the one thread it was compiled with. Fields, per
-prompt length: eager with 2 threads and with 1, the compiled step in segments of 256 and of 128 tokens;
+prompt length: eager with 2 threads and with 1, eager with 2 threads in segments of 128 tokens (how
+a cancellable warm-up prefills), the compiled step in segments of 256 and of 128 tokens;
 medians over --repeats interleaved rounds, random token ids, cache position 0. It doubles as a probe of
 how fast the host is at the moment (a shared host's speed drifts within an hour).
 """
@@ -23,7 +24,7 @@ import torch
 
 from completer.engines.torch.engine import TorchEngine
 
-LENGTHS = (300, 512, 768, 1024)
+LENGTHS = (128, 256, 300, 512, 768, 1024)
 
 
 def main() -> None:
@@ -37,11 +38,12 @@ def main() -> None:
     rng = random.Random(0)
     ids = [rng.randrange(300, engine.tokenizer.vocab_size) for _ in range(max(LENGTHS))]
 
-    def eager(n: int, threads: int) -> float:
+    def eager(n: int, threads: int, width: int | None = None) -> float:
         torch.set_num_threads(threads)
         try:
             t0 = time.perf_counter()
-            engine.model(torch.tensor([ids[:n]]), start_pos=0, num_logits=1)
+            for start in range(0, n, width or n):
+                engine.model(torch.tensor([ids[start:min(n, start + (width or n))]]), start_pos=start, num_logits=1)
             return (time.perf_counter() - t0) * 1000
         finally:
             torch.set_num_threads(engine.threads)
@@ -53,6 +55,7 @@ def main() -> None:
         return (time.perf_counter() - t0) * 1000
 
     variants = {"eager, 2 threads": lambda n: eager(n, 2), "eager, 1 thread": lambda n: eager(n, 1),
+                "eager, 2 threads, 128-token segments": lambda n: eager(n, 2, 128),
                 "compiled, 256-token segments": lambda n: segments(n, 256),
                 "compiled, 128-token segments": lambda n: segments(n, 128)}
     print(f"machine: {platform.machine()} {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, "

@@ -385,6 +385,12 @@ def main() -> None:
                     "files of each case's project (0: no workspace arm)")
     ap.add_argument("--no-rerank-arm", action="store_true",
                     help="skip the model-only arm (default: models with a reranker are also run without it)")
+    ap.add_argument("--line-tokens", type=int, nargs="*", default=[], metavar="N",
+                    help="also run arms in which the model writes at most N tokens for a one-line suggestion "
+                         "(serve --line-max-tokens; copies are whole lines whatever N is)")
+    ap.add_argument("--short-prompt", type=int, nargs="*", default=[], metavar="TOKENS",
+                    help="also run arms whose prompt budget is TOKENS (what the server's first answer in a newly "
+                         "opened file uses: serve --cold-prompt-tokens)")
     ap.add_argument("--with-seen", action="store_true",
                     help="keep the cuts in held-out files that the training text near-copies (bench/heldout_seen.json; "
                     "left out by default: a model trained on that text has seen them)")
@@ -419,6 +425,12 @@ def main() -> None:
             arms.append((Path(name).name + f", {args.workspace} open, chunk copies", name, settings, "chunks"))
         if reranks and not args.no_rerank_arm:
             arms.append((Path(name).name + " (model only)", name, dataclasses.replace(settings, rerank=False), False))
+        for cap in args.line_tokens:  # the most tokens the model writes for a one-line suggestion
+            arms.append((Path(name).name + f", lines capped at {cap} tokens", name,
+                         dataclasses.replace(settings, line_max_tokens=cap), False))
+        for budget in args.short_prompt:  # the prompt a newly opened file's first key gets (the server's cold path)
+            short = dataclasses.replace(settings, prompt=dataclasses.replace(settings.prompt, budget_tokens=budget))
+            arms.append((Path(name).name + f", a {budget}-token prompt", name, short, False))
     for suite, cases in ({} if args.acceptance_only else suites).items():
         print(f"\n{suite.upper()}\n{'model':<38}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
                                                                          for k in (*KINDS, "all")) + f"{'ms/case':>9}")

@@ -15,7 +15,8 @@ from typing import Literal, get_args
 
 # Why generation stopped (GenerationStats.finish_reason); "" while it runs.
 FinishReason = Literal["", "stop_token", "stop_string", "max_lines", "block_end", "max_tokens", "deadline",
-                       "cancelled", "length", "heal_mismatch", "unavailable", "error", "interrupted"]
+                       "cancelled", "length", "heal_mismatch", "unavailable", "error", "interrupted",
+                       "prefilled"]  # a warm-up (Engine.prefill) that ran to the end
 # Who answered an inlineCompletion request.
 AnswerKind = Literal[
     "typed_through",  # the rest of the shown suggestion, the user typed its start

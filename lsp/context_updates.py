@@ -2,9 +2,10 @@
 
 Files enter the context ring when opened, saved, or edited; a document's chosen chunks are
 recomputed only after IDLE_S seconds without a change to it, never between two keystrokes, since
-any change to them invalidates the cached prompt. Each change is followed by a warm-up: a one-token
-completion at the last cursor position, which prefills the new prompt so that the next keystroke
-finds it cached. textDocument/didSave is handled here too.
+any change to them invalidates the cached prompt. Each change is followed by a warm-up at the last
+cursor position, which prefills the new prompt (generating nothing) so that the next keystroke
+finds it cached (the same warm-up follows a cold answer: inline_completion.py). textDocument/didSave
+is handled here too.
 
 Bounded work: the import scan (a full parse of the document, reads of the modules it imports) runs
 on a worker thread, never on the event loop, and not at all for a document past the parser's size
@@ -81,8 +82,16 @@ async def refresh_after_idle(ls, uri: str) -> None:
     await warm_up(ls, uri, line, min(character, len(doc.lines[line].rstrip("\r\n"))))
 
 
+def schedule_warm_up(ls, uri: str, line: int, character: int) -> None:
+    """warm_up in the background (after a cold answer: the full prompt was not cached)."""
+    task = asyncio.ensure_future(warm_up(ls, uri, line, character))
+    ls.background_tasks.add(task)
+    task.add_done_callback(ls.background_tasks.discard)
+
+
 async def warm_up(ls, uri: str, line: int, character: int) -> None:
-    """Prefill the new prompt with a one-token completion; a keystroke cancels it (cancel-previous).
+    """Prefill the prompt at (line, character) without generating (Completer.warm); a keystroke
+    cancels it (cancel-previous) within one piece of the prefill, and finds what was done cached.
     Waits for the model to load and for a request in flight on this document to finish."""
     completer = await ls.get_completer()
     for _ in range(200):
@@ -92,13 +101,15 @@ async def warm_up(ls, uri: str, line: int, character: int) -> None:
     doc = ls.store.get(uri)
     if completer is None or doc is None or ls.pending.get(uri) is not None:
         return
+    line = min(line, len(doc.lines) - 1)  # the document may have changed since the position was taken
+    character = min(character, len(doc.lines[line].rstrip("\r\n")))
     cancel = threading.Event()
     ls.pending[uri] = cancel
     request = CompletionRequest(doc.lines, line, character, path=uri.rsplit("/", 1)[-1], language_id=doc.language_id,
-                                session_key=uri, cache_scope=ls.workspace_root, max_tokens=1, syntax=doc.snapshot, context=doc.context)
+                                session_key=uri, cache_scope=ls.workspace_root, syntax=doc.snapshot, context=doc.context)
     try:
-        await asyncio.get_running_loop().run_in_executor(ls.engine_executor, completer.complete, request, cancel)
-        ls.counters.warmups += 1
+        if await asyncio.get_running_loop().run_in_executor(ls.engine_executor, completer.warm, request, cancel):
+            ls.counters.warmups += 1
     except Exception:
         log.warning("context warm-up failed", exc_info=True)
     finally:

@@ -11,7 +11,8 @@ goes through the stages of design.md's keystroke path, and the first that can an
               for RECYCLE_GRACE_S for that reason)
     debounce  while typing outruns the model, wait a moment; a newer request supersedes this one
     generate  the model, on the engine thread; a newer request for the document cancels it
-    answer    drop it if the document moved on, remember it for reuse, prefetch the next one
+    answer    drop it if the document moved on, remember it for reuse, prefetch the next one (or,
+              after a cold answer from a short prompt, warm the full prompt: context_updates.warm_up)
 
 When the client's completion widget is open, context.selectedCompletionInfo {range, text} says what
 accepting its selected item would insert: the suggestion is computed as if it were inserted, and the
@@ -36,7 +37,7 @@ from completer.lines import line_body, to_client_units, to_codepoints
 from completer.records import AnswerKind, AnswerRecord, Spent
 from completer.syntax import language_for
 
-from . import prefetch
+from . import context_updates, prefetch
 from .accept import ACCEPT_COMMAND
 
 log = logging.getLogger(__name__)
@@ -312,9 +313,13 @@ def _answer(ls, req: InlineRequest, completer, request: CompletionRequest, resul
     after_response(lambda: ls.send_status("ready"))  # carries the latency; the answer goes first
     if not result.text:
         ls.counters.empty += 1
+        if result.cold and req.selected is None:  # answered from a short prompt: warm the full one
+            after_response(lambda: context_updates.schedule_warm_up(ls, req.uri, req.line, req.character))
         return _finish(ls, req, "engine", result=result)
     ls.counters.answered += 1
-    if req.selected is None:  # the next suggestion, as if this one were accepted, while the user reads it
+    if result.cold and req.selected is None:
+        after_response(lambda: context_updates.schedule_warm_up(ls, req.uri, req.line, req.character))
+    elif req.selected is None:  # the next suggestion, as if this one were accepted, while the user reads it
         after_response(lambda: prefetch.schedule(ls, request, result.text))
     return _finish(ls, req, "engine", result.text, result, result.alternatives)
 

@@ -4,7 +4,7 @@ ServerSwitches turn the server's shortcuts on and off; EnginePlacement says wher
 `apply_client_settings` reads initializationOptions or a didChangeConfiguration section
 ({"backend": "torch", "model": "embedded" | "/path", "device", "dtype", "cacheMb", "editReuse",
 "reuse", "context", "prefetch", "recycle", "debounce", "reconsider", "maxTokens", "speculative", "cache",
-"multiline", "rerank", "minConfidence"}, all optional) into new typed values; a value of the wrong
+"multiline", "rerank", "minConfidence", "coldPromptTokens", "lineMaxTokens"}, all optional) into new typed values; a value of the wrong
 type or range is ignored with a warning, never half-applied.
 """
 
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 # setting could swap or OOM the machine. `--cache-mb` on the command line, which the user types
 # themselves, is not capped.
 MAX_CACHE_MB = 4096
+# The server's CompletionSettings.cold_prompt_tokens: a keystroke prefills at most this many prompt
+# tokens; a newly opened file's first key is answered from a prompt this long while the full one is
+# warmed behind it (BENCHMARKS.md, "The first key in a newly opened file").
+COLD_PROMPT_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ class ServerOptions:
 _ENGINE_STRINGS = ("backend", "model", "device", "dtype")
 _SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce", "reconsider")
 _SETTINGS = {"maxTokens": ("max_tokens", int), "speculative": ("speculative", bool), "cache": ("use_cache", bool),
-             "multiline": ("multiline", bool), "rerank": ("rerank", bool), "minConfidence": ("min_confidence", float)}
+             "multiline": ("multiline", bool), "rerank": ("rerank", bool), "minConfidence": ("min_confidence", float),
+             "coldPromptTokens": ("cold_prompt_tokens", int), "lineMaxTokens": ("line_max_tokens", int)}
+_INT_MIN = {"cold_prompt_tokens": 0}  # 0: always the full prompt
 
 
 def _is_number(value) -> bool:
@@ -87,7 +93,7 @@ def apply_client_settings(current: ServerOptions, raw) -> ServerOptions:
         value = raw.get(key)
         if value is None:
             continue
-        if kind is int and _is_number(value) and isinstance(value, int) and 1 <= value <= 1024:
+        if kind is int and _is_number(value) and isinstance(value, int) and _INT_MIN.get(name, 1) <= value <= 1024:
             settings[name] = value
         elif kind is float and _is_number(value) and 0 <= value <= 1:
             settings[name] = float(value)

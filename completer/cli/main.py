@@ -31,10 +31,10 @@ EXPECTED_ERRORS = (FileNotFoundError, UnsupportedModelError, BackendUnavailableE
 
 
 def cmd_serve(args) -> int:
-    from lsp.options import EnginePlacement, ServerOptions
+    from lsp.options import COLD_PROMPT_TOKENS, EnginePlacement, ServerOptions
     from lsp.server import create_server
 
-    options = ServerOptions(server_engine_options(args), completion_settings(args),
+    options = ServerOptions(server_engine_options(args), completion_settings(args, cold_default=COLD_PROMPT_TOKENS),
                             server_switches(args))
     placement = EnginePlacement(args.engine, args.engine_socket, args.engine_idle_exit_s)
     server = create_server(options, placement, record_dir=args.record)

@@ -9,7 +9,7 @@ import argparse
 from completer.completion.pipeline import CompletionSettings
 from completer.completion.prompt import PromptSettings
 from completer.engines.options import BACKENDS, COMPILE_MODES, EngineOptions
-from lsp.options import ServerSwitches
+from lsp.options import COLD_PROMPT_TOKENS, ServerSwitches
 
 FIM_FAMILIES = ["qwen", "starcoder", "deepseek", "codellama", "codestral"]
 SWITCH_HELP = {
@@ -33,6 +33,9 @@ def add_engine_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
     g.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: fp32 on CPU, bf16 on CUDA)")
     if settings:
         g.add_argument("--max-tokens", type=int, default=None, metavar="N", help="most tokens per suggestion")
+        g.add_argument("--line-max-tokens", type=int, default=None, metavar="N",
+                       help=f"most tokens the model writes for a one-line suggestion (default {CompletionSettings().line_max_tokens}; "
+                       "multi-line suggestions keep --max-tokens)")
         g.add_argument("--no-speculative", action="store_true", help="plain greedy decoding, no n-gram drafts")
         g.add_argument("--no-cache", action="store_true", help="recompute the whole prompt every request")
         g.add_argument("--no-syntax", action="store_true",
@@ -43,6 +46,10 @@ def add_engine_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
         g.add_argument("--min-confidence", type=float, default=None, metavar="P",
                        help="show a suggestion only when the model's gate gives at least probability P that you "
                        "take some of it (default: the model's own thresholds; 0: always show)")
+        g.add_argument("--cold-prompt-tokens", type=int, default=None, metavar="N",
+                       help="the most prompt tokens one keystroke prefills: a prompt that would prefill more (a "
+                       "newly opened file's first key) is answered from an N-token prompt while the full one is "
+                       f"prefilled in the background (serve's default {COLD_PROMPT_TOKENS}; 0: always the full prompt)")
         g.add_argument("--fim-template", default=None,
                        choices=FIM_FAMILIES,
                        help="FIM sentinel family (default: detected from the tokenizer)")
@@ -113,12 +120,19 @@ def server_engine_options(args) -> EngineOptions:
     return engine_options(args, compile_default="auto")
 
 
-def completion_settings(args) -> CompletionSettings:
+def completion_settings(args, cold_default: int | None = None) -> CompletionSettings:
+    """The per-request settings `args` give; cold_default: --cold-prompt-tokens when not given (the
+    server's; one-shot commands answer from the full prompt)."""
     kw: dict = {"speculative": not args.no_speculative, "use_cache": not args.no_cache}
+    cold = args.cold_prompt_tokens if args.cold_prompt_tokens is not None else cold_default
+    if cold:
+        kw["cold_prompt_tokens"] = cold
     if args.fim_template:
         kw["fim_template"] = args.fim_template
     if args.max_tokens:
         kw["max_tokens"] = args.max_tokens
+    if args.line_max_tokens:
+        kw["line_max_tokens"] = args.line_max_tokens
     if args.no_syntax:
         kw["prompt"] = PromptSettings(syntax=False)
     if args.no_rerank:
@@ -141,10 +155,14 @@ def serve_flags(args, compile_default: str | None = "on") -> list[str]:
     defaults = CompletionSettings()
     if settings.max_tokens != defaults.max_tokens:
         flags += ["--max-tokens", str(settings.max_tokens)]
+    if settings.line_max_tokens != defaults.line_max_tokens:
+        flags += ["--line-max-tokens", str(settings.line_max_tokens)]
     if settings.fim_template:
         flags += ["--fim-template", settings.fim_template]
     if settings.min_confidence is not None:
         flags += ["--min-confidence", str(settings.min_confidence)]
+    if args.cold_prompt_tokens is not None:  # else the server's default
+        flags += ["--cold-prompt-tokens", str(args.cold_prompt_tokens)]
     flags += [flag for flag, on in (("--no-speculative", not settings.speculative),
                                     ("--no-cache", not settings.use_cache),
                                     ("--no-syntax", not settings.prompt.syntax),

@@ -31,6 +31,10 @@ _KEYWORD_OPENER = re.compile(r"(\bdo|\bthen|\belse|\brepeat|\bfunction\b[\w.:\s]
 @dataclass(frozen=True)
 class CompletionSettings:
     max_tokens: int = 48
+    # The most tokens the model writes for a one-line suggestion (None: max_tokens). Lines it needed
+    # more for were never taken in the replay and were its slowest answers; E2/E3 exact match is the
+    # same with 16 (MODEL.md, "A newly opened file's first key").
+    line_max_tokens: int | None = 16
     max_lines: int = 6  # for multi-line suggestions
     deadline_ms: float = 400.0  # decoding stops here and returns what it has
     speculative: bool = True
@@ -47,6 +51,11 @@ class CompletionSettings:
     # user takes some of it) is at least this; None: the model's own thresholds (per cursor kind), 0:
     # always show.
     min_confidence: float | None = None
+    # The most prompt tokens a keystroke prefills. A prompt that would prefill more (a newly opened
+    # file's first key, a jump far away) is answered from a prompt of this many tokens instead, and
+    # the result says so (CompletionResult.cold): the server then warms the full prompt (Completer.warm)
+    # while the user types. None: always the full prompt (one-shot completions, benchmarks).
+    cold_prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,7 @@ class CompletionResult:
     alternatives: tuple[str, ...] = ()  # other candidates above the threshold, best first (for cycling)
     ranked: tuple[Scored, ...] = ()  # every candidate scored, best first (benchmarks and fitting read them)
     held: Held | None = None  # withheld for confidence: what to reconsider as the user types
+    cold: bool = False  # answered from a short prompt (settings.cold_prompt_tokens): the full one is not cached
 
     def as_json(self) -> dict:
         return {
@@ -178,14 +188,21 @@ class Completer:
         if not self.serves(language):
             return CompletionResult("", False, "", withheld="language")
         prompt, multiline = self._prompt(req)
+        shape: dict = {}  # how a cold answer's prompt is cut down (_prompt's budget and context)
+        if self._too_cold(req, prompt):
+            shape = {"budget": self.settings.cold_prompt_tokens}
+            prompt, multiline = self._prompt(req, **shape)
+            if req.context and self._too_cold(req, prompt):  # the context chunks are not cached either
+                shape["context"] = ()
+                prompt, multiline = self._prompt(req, **shape)
         t_prompt = time.perf_counter()
-        gen = self._generate(req, prompt, multiline, cancel, on_text)
+        gen = self._generate(req, prompt, multiline, cancel, on_text, shape)
         stats = gen.stats
         t_engine = time.perf_counter()
         ctx = self._post_context(req, gen.prompt, multiline, stats)
         text = postprocess(gen.text, ctx) if stats.finish_reason != "cancelled" else ""
         t_post = time.perf_counter()
-        result = CompletionResult(text, multiline, stats.finish_reason, stats=stats)
+        result = CompletionResult(text, multiline, stats.finish_reason, stats=stats, cold=bool(shape))
         # Cancelled: nobody waits. Unavailable: the engine is away, and scoring would only wait on it again.
         if self._reranks(multiline) and stats.finish_reason not in ("cancelled", "unavailable"):
             result = self._rerank(req, gen, ctx, result, language, cancel)
@@ -198,29 +215,65 @@ class Completer:
 
     # -- the stages -------------------------------------------------------------------------------
 
-    def _prompt(self, req: CompletionRequest, heal: bool = True) -> tuple[Prompt, bool]:
+    def warm(self, req: CompletionRequest, cancel: threading.Event | None = None) -> bool:
+        """Prefill the full prompt at the request's cursor and generate nothing (after a cold answer, or
+        when the context chunks changed), so that the next keystroke finds it cached; stops within one
+        piece of the prefill when `cancel` is set, keeping what it computed. True when it ran to the
+        end. A backend without Engine.prefill gets a one-token completion instead."""
+        prefill = getattr(self.engine, "prefill", None)
+        if prefill is None:  # the same prompt (the same budget), one token generated
+            s = self.settings
+            budget = min(s.prompt.budget_tokens, self.engine.max_seq - (req.max_tokens or s.max_tokens) - 8)
+            one_token = dataclasses.replace(s, cold_prompt_tokens=None, rerank=False,
+                                            prompt=dataclasses.replace(s.prompt, budget_tokens=budget))
+            result = Completer(self.engine, one_token, notes=self.notes).complete(dataclasses.replace(req, max_tokens=1),
+                                                                                 cancel)
+            return result.finish_reason not in ("cancelled", "unavailable", "error")
+        prompt, _ = self._prompt(req)
+        request = GenerationRequest(prompt_ids=prompt.ids, max_new_tokens=1, session_key=req.session_key,
+                                    cache_scope=req.cache_scope, use_cache=self.settings.use_cache,
+                                    edit_reuse=self.settings.edit_reuse)
+        return prefill(request, cancel).finish_reason == "prefilled"
+
+    def _too_cold(self, req: CompletionRequest, prompt: Prompt) -> bool:
+        """Whether the prompt would prefill more than settings.cold_prompt_tokens (needs a backend
+        that can say: Engine.prefill_cost)."""
+        limit = self.settings.cold_prompt_tokens
+        cost = getattr(self.engine, "prefill_cost", None)
+        if not limit or cost is None or len(prompt.ids) <= limit or not self.settings.use_cache:
+            return False
+        request = GenerationRequest(prompt_ids=prompt.ids, session_key=req.session_key, cache_scope=req.cache_scope,
+                                    edit_reuse=self.settings.edit_reuse)
+        return cost(request) > limit
+
+    def _prompt(self, req: CompletionRequest, heal: bool = True, budget: int | None = None,
+                context: tuple[tuple[str, str], ...] | None = None) -> tuple[Prompt, bool]:
         """Contract 1's prompt (leaving room for the answer in the engine's cache), and whether the
-        cursor wants a multi-line suggestion."""
+        cursor wants a multi-line suggestion. A cold answer's prompt has a smaller budget, and maybe
+        no context chunks."""
         s = self.settings
         max_tokens = req.max_tokens or s.max_tokens
-        budget = min(s.prompt.budget_tokens, self.engine.max_seq - max_tokens - 8)
+        budget = min(budget or s.prompt.budget_tokens, self.engine.max_seq - max_tokens - 8)
         settings = dataclasses.replace(s.prompt, budget_tokens=budget, heal=heal and s.prompt.heal)
-        prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character,
-                              path=req.path, settings=settings, syntax=req.syntax, context=req.context)
+        prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character, path=req.path,
+                              settings=settings, syntax=req.syntax, context=req.context if context is None else context)
         lines_above = req.lines[max(0, req.line - 8):req.line]
         return prompt, s.multiline and wants_block(prompt.left, prompt.right, lines_above)
 
     def _generate(self, req: CompletionRequest, prompt: Prompt, multiline: bool, cancel: threading.Event | None,
-                  on_text) -> Generation:
+                  on_text, shape: dict | None = None) -> Generation:
         """The model's raw answer (a backend that cannot heal and went elsewhere than the backed-up
         token is asked again without healing). When the answer will be reranked, the engine also
         reports its tokens' log-probabilities, so the model's own text needs no scoring pass."""
         s = self.settings
         # A block suggestion ends where the code dedents below the cursor (the block closed).
         indent = len(prompt.left) - len(prompt.left.lstrip(" \t"))
+        max_new = req.max_tokens or s.max_tokens
+        if not multiline and s.line_max_tokens:
+            max_new = min(max_new, s.line_max_tokens)
         request = GenerationRequest(
             prompt_ids=prompt.ids,
-            max_new_tokens=req.max_tokens or s.max_tokens,
+            max_new_tokens=max_new,
             deadline_s=time.monotonic() + s.deadline_ms / 1000,
             stop=StopRules(self.template.stop_ids, max_lines=s.max_lines if multiline else 1,
                            min_indent=indent if multiline and indent and s.block_stop else None),
@@ -236,7 +289,7 @@ class Completer:
         gen = self._stream(request, prompt, cancel, on_text)
         if gen.stats.finish_reason == "heal_mismatch":
             # The prompt ending at the cursor: its prefix is cached on the server.
-            prompt, _ = self._prompt(req, heal=False)
+            prompt, _ = self._prompt(req, heal=False, **(shape or {}))
             gen = self._stream(dataclasses.replace(request, prompt_ids=prompt.ids, heal_prefix=b""), prompt, cancel,
                                on_text)
         return gen

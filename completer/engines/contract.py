@@ -146,3 +146,8 @@ class Engine(Protocol):
     def describe(self) -> dict: ...
 
     def close(self) -> None: ...
+
+    # Optional (the torch engine has them; the completer looks them up with getattr and does without):
+    #   prefill_cost(request) -> int: prompt tokens a generation would run through the model now;
+    #   prefill(request, cancel) -> GenerationStats: a warm-up that generates nothing and stops within
+    #     one piece of its prefill when cancelled, keeping what it computed.

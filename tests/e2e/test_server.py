@@ -128,7 +128,7 @@ async def model_loaded(client: LanguageClient) -> None:
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command()), loop_scope="module")
 async def long_client(lsp_client: LanguageClient):
     # Long generations (up to the 400 ms deadline) so that cancellation has something to cancel.
-    _, status = await initialize(lsp_client, "visual-studio-code", {"maxTokens": 1000})
+    _, status = await initialize(lsp_client, "visual-studio-code", {"maxTokens": 1000, "lineMaxTokens": 1000})
     await status
     await model_loaded(lsp_client)
     yield
@@ -223,7 +223,7 @@ async def test_typing_into_a_withheld_suggestion_needs_no_model(gated_client: La
 async def slow_client(lsp_client: LanguageClient):
     # Long generations (the fixture model never stops before the 400 ms deadline) and no reuse, so a
     # request that arrives mid-generation can only be answered by taking the generation over.
-    _, status = await initialize(lsp_client, "visual-studio-code", {"maxTokens": 1000})
+    _, status = await initialize(lsp_client, "visual-studio-code", {"maxTokens": 1000, "lineMaxTokens": 1000})
     await status
     await model_loaded(lsp_client)
     yield

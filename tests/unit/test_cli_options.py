@@ -60,11 +60,12 @@ def test_engine_flags_parse_back_to_the_same_options(options):
 
 def test_server_flags_carry_settings_and_switches(monkeypatch):
     monkeypatch.delenv("COMPLETER_COMPILE", raising=False)
-    argv = ["replay", "s.msgpack", "--max-tokens", "12", "--no-speculative", "--no-syntax", "--no-reuse",
+    argv = ["replay", "s.msgpack", "--max-tokens", "12", "--line-max-tokens", "7", "--no-speculative", "--no-syntax", "--no-reuse",
             "--no-debounce", "--fim-template", "qwen", "--threads", "1"]
     flags = serve_flags(parse(*argv))
     served = parse("serve", "--stdio", *flags)
     assert completion_settings(served) == completion_settings(parse(*argv))
+    assert completion_settings(served).line_max_tokens == 7
     assert served.no_reuse and served.no_debounce and not served.no_context
     assert engine_options(served) == engine_options(parse(*argv), compile_default="on")
 
@@ -83,3 +84,22 @@ def test_demo_says_why_it_starts_slowly_only_when_it_compiles_first(monkeypatch,
     assert "compiles its decode step" in capsys.readouterr().out
     assert cmd_demo(parse("demo", "/no/such/file.py", "--compile", "off")) == 2
     assert "compiles its decode step" not in capsys.readouterr().out
+
+
+def test_only_the_server_answers_a_cold_key_from_a_short_prompt_by_default():
+    from lsp.options import COLD_PROMPT_TOKENS, ServerOptions, apply_client_settings
+
+    assert completion_settings(parse("serve", "--stdio"), cold_default=COLD_PROMPT_TOKENS).cold_prompt_tokens \
+        == COLD_PROMPT_TOKENS
+    assert completion_settings(parse("complete", "f.py", "--line", "1", "--character", "0")).cold_prompt_tokens is None
+    off = parse("serve", "--stdio", "--cold-prompt-tokens", "0")
+    assert completion_settings(off, cold_default=COLD_PROMPT_TOKENS).cold_prompt_tokens is None
+    # replay passes it on only when given, so the server's own default is what a replay measures
+    assert "--cold-prompt-tokens" not in serve_flags(parse("replay", "s.msgpack"))
+    flags = serve_flags(parse("replay", "s.msgpack", "--cold-prompt-tokens", "256"))
+    assert completion_settings(parse("serve", "--stdio", *flags)).cold_prompt_tokens == 256
+    # an editor's setting: 0 turns it off, a negative or non-integer value is ignored
+    assert apply_client_settings(ServerOptions(), {"coldPromptTokens": 0}).settings.cold_prompt_tokens == 0
+    assert apply_client_settings(ServerOptions(), {"coldPromptTokens": 200}).settings.cold_prompt_tokens == 200
+    for bad in (-1, 2.5, "256"):
+        assert apply_client_settings(ServerOptions(), {"coldPromptTokens": bad}).settings == ServerOptions().settings

@@ -471,3 +471,60 @@ def test_choose_draft_reads_the_pairing(tmp_path):
 def test_draft_model_must_share_the_tokenizer():
     with pytest.raises(ValueError, match="tokenizer"):
         TorchEngine(resolve_model("embedded"), device="cpu", draft_model="fixture")
+
+
+def test_a_warm_up_prefills_in_pieces_and_a_cancel_keeps_what_it_computed(fixture_model_dir, monkeypatch):
+    """Engine.prefill: the keystroke that cancels a warm-up waits one piece, not the whole prefill,
+    and the next request computes only what the warm-up had not, with the same greedy output."""
+    monkeypatch.setattr(torch_engine, "WARM_PIECE", 16)
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=1, block_size=8,
+                      edit_reuse=False)
+    prompt = eng.tokenizer.encode(PROMPTS[0] * 4 + PROMPTS[1])
+    assert len(prompt) > 64
+    request = GenerationRequest(prompt_ids=tuple(prompt), session_key="doc")
+    assert eng.prefill_cost(request) == len(prompt)  # nothing cached yet
+
+    cancel = threading.Event()
+    forward = eng._forward
+    widths = []
+
+    def forward_then_cancel(ids, start, num_logits):  # the keystroke arrives during the third piece
+        widths.append(len(ids))
+        if len(widths) == 3:
+            cancel.set()
+        return forward(ids, start, num_logits)
+
+    monkeypatch.setattr(eng, "_forward", forward_then_cancel)
+    stats = eng.prefill(request, cancel)
+    monkeypatch.setattr(eng, "_forward", forward)
+    assert stats.finish_reason == "cancelled" and widths == [16, 16, 16]
+    assert eng.cached_ids == prompt[:48] and stats.prefill_tokens == 48
+    assert eng.prefill_cost(request) == len(prompt) - 48
+
+    done = eng.prefill(request)  # the next warm-up goes on from there and runs to the end
+    assert done.finish_reason == "prefilled" and done.prefill_tokens == len(prompt) - 48
+    assert eng.prefill_cost(request) == 1  # a generation recomputes the last token for its logits
+    ids, stats = run(eng, prompt, max_new_tokens=12, session_key="doc", speculative=False)
+    assert stats.prefill_tokens == 1
+    assert ids == reference_greedy(eng, prompt, len(ids))
+
+
+def test_a_cancelled_warm_up_leaves_its_blocks_in_the_pool(fixture_model_dir, monkeypatch):
+    monkeypatch.setattr(torch_engine, "WARM_PIECE", 16)
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=1, block_size=8,
+                      edit_reuse=False)
+    tok = eng.tokenizer
+    prompt = tok.encode(PROMPTS[0] * 4 + PROMPTS[1])
+    cancel = threading.Event()
+    forward = eng._forward
+
+    def forward_then_cancel(ids, start, num_logits):
+        cancel.set()
+        return forward(ids, start, num_logits)
+
+    monkeypatch.setattr(eng, "_forward", forward_then_cancel)
+    eng.prefill(GenerationRequest(prompt_ids=tuple(prompt), session_key="doc"), cancel)
+    monkeypatch.setattr(eng, "_forward", forward)
+    run(eng, tok.encode(PROMPTS[2] * 3), max_new_tokens=2, session_key="other")  # another document takes the slot
+    _, stats = run(eng, prompt, max_new_tokens=2, session_key="doc")
+    assert stats.restored_tokens == 16 and stats.prefill_tokens == len(prompt) - 16

@@ -11,6 +11,7 @@ plan_prefill decides all that on token lists; Slot.prefill carries it out on the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,15 +100,24 @@ class Slot:
     def clear(self) -> None:
         self.cached_ids = []
 
-    def prefill(self, prompt: list[int], req: GenerationRequest, stats: GenerationStats,
-                forward: Forward) -> torch.Tensor:
-        """Make the slot hold K/V for the whole prompt, computing as little as possible; returns the
-        logits after its last token. Counts what it did in stats."""
+    def plan(self, prompt: list[int], req: GenerationRequest) -> PrefillPlan:
+        """What prefill would do for `prompt` now (the pool's blocks it would restore marked used)."""
         pool = self.pool if req.use_cache and self.pool.index is not None else None
         pooled = pool.index.match(prompt, req.session_key) if pool is not None else []
         edit_reuse = self.edit_reuse if req.edit_reuse is None else req.edit_reuse
-        plan = plan_prefill(self.cached_ids if req.use_cache else [], prompt, pooled, self.pool.block_size,
+        return plan_prefill(self.cached_ids if req.use_cache else [], prompt, pooled, self.pool.block_size,
                             req.use_cache and edit_reuse, self.min_chunk)
+
+    def prefill(self, prompt: list[int], req: GenerationRequest, stats: GenerationStats,
+                forward: Forward, cancel: threading.Event | None = None, piece: int | None = None) -> torch.Tensor | None:
+        """Make the slot hold K/V for the whole prompt, computing as little as possible; returns the
+        logits after its last token. Counts what it did in stats.
+
+        With `piece`, the computed segments run `piece` tokens a forward, and `cancel` is looked at
+        before each: when it is set, prefill stops there and returns None, the slot (and the pool)
+        keeping the prompt's K/V up to that point, so a later request or warm-up goes on from it."""
+        pool = self.pool if req.use_cache and self.pool.index is not None else None
+        plan = self.plan(prompt, req)
         if plan.restore:
             bs = self.pool.block_size
             del self.cached_ids[plan.keep:]
@@ -120,9 +130,17 @@ class Slot:
         del self.cached_ids[plan.reuse:]
         computed = 0
         for start, end in plan.compute:  # the last segment yields the logits
-            logits = forward(prompt[start:end], start, 1)[-1]
-            stats.forward_passes += 1
-            computed += end - start
+            for at in range(start, end, piece or end - start):
+                if cancel is not None and cancel.is_set():  # [0, at) holds the prompt's K/V
+                    self.cached_ids.extend(prompt[plan.reuse:at])
+                    stats.cached_tokens, stats.prefill_tokens = at - computed, computed
+                    if pool is not None:
+                        pool.save(pool.index.insert(prompt[:min(plan.exact, at)], req.session_key))
+                    return None
+                upto = min(end, at + (piece or end - start))
+                logits = forward(prompt[at:upto], at, 1)[-1]
+                stats.forward_passes += 1
+                computed += upto - at
         self.cached_ids.extend(prompt[plan.reuse:])
         stats.cached_tokens, stats.prefill_tokens = len(prompt) - computed, computed
         if pool is not None:
