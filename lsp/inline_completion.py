@@ -311,15 +311,14 @@ def _answer(ls, req: InlineRequest, completer, request: CompletionRequest, resul
     ls.engine_totals.add(result.stats)
     log.debug("%s:%d:%d %r %s", req.uri, req.line, req.character, result.text, t)
     after_response(lambda: ls.send_status("ready"))  # carries the latency; the answer goes first
+    warm = result.cold and req.selected is None  # answered from a short prompt: warm the full one instead of prefetching
+    if warm:
+        after_response(lambda: context_updates.schedule_warm_up(ls, req.uri, req.line, req.character))
     if not result.text:
         ls.counters.empty += 1
-        if result.cold and req.selected is None:  # answered from a short prompt: warm the full one
-            after_response(lambda: context_updates.schedule_warm_up(ls, req.uri, req.line, req.character))
         return _finish(ls, req, "engine", result=result)
     ls.counters.answered += 1
-    if result.cold and req.selected is None:
-        after_response(lambda: context_updates.schedule_warm_up(ls, req.uri, req.line, req.character))
-    elif req.selected is None:  # the next suggestion, as if this one were accepted, while the user reads it
+    if req.selected is None and not warm:  # the next suggestion, as if this one were accepted, while the user reads it
         after_response(lambda: prefetch.schedule(ls, request, result.text))
     return _finish(ls, req, "engine", result.text, result, result.alternatives)
 

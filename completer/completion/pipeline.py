@@ -33,7 +33,7 @@ class CompletionSettings:
     max_tokens: int = 48
     # The most tokens the model writes for a one-line suggestion (None: max_tokens). Lines it needed
     # more for were never taken in the replay and were its slowest answers; E2/E3 exact match is the
-    # same with 16 (MODEL.md, "A newly opened file's first key").
+    # same with 16 (MODEL.md, "A newly opened file's first key, and one-line answers capped").
     line_max_tokens: int | None = 16
     max_lines: int = 6  # for multi-line suggestions
     deadline_ms: float = 400.0  # decoding stops here and returns what it has
