@@ -16,7 +16,8 @@ from typing import Literal, get_args
 # Why generation stopped (GenerationStats.finish_reason); "" while it runs.
 FinishReason = Literal["", "stop_token", "stop_string", "max_lines", "block_end", "max_tokens", "deadline",
                        "cancelled", "length", "heal_mismatch", "unavailable", "error", "interrupted",
-                       "prefilled"]  # a warm-up (Engine.prefill) that ran to the end
+                       "prefilled",  # a warm-up (Engine.prefill) that ran to the end
+                       "cold"]  # nothing generated: the prompt would prefill more than max_prefill tokens
 # Who answered an inlineCompletion request.
 AnswerKind = Literal[
     "typed_through",  # the rest of the shown suggestion, the user typed its start

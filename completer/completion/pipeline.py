@@ -188,17 +188,26 @@ class Completer:
         if not self.serves(language):
             return CompletionResult("", False, "", withheld="language")
         prompt, multiline = self._prompt(req)
+        t_prompt = time.perf_counter()
+        gen = self._generate(req, prompt, multiline, cancel, on_text, max_prefill=self._cold_limit(prompt))
         shape: dict = {}  # how a cold answer's prompt is cut down (_prompt's budget and context)
-        if self._too_cold(req, prompt):
+        rebuilt_s = 0.0  # building the shorter prompts: counted as prompt time, not engine time
+        if gen.stats.finish_reason == "cold":  # more to prefill than the cold budget: nothing was run
+            t = time.perf_counter()
             shape = {"budget": self.settings.cold_prompt_tokens}
             prompt, multiline = self._prompt(req, **shape)
-            if req.context and self._too_cold(req, prompt):  # the context chunks are not cached either
+            rebuilt_s += time.perf_counter() - t
+            gen = self._generate(req, prompt, multiline, cancel, on_text, shape,
+                                 max_prefill=self._cold_limit(prompt) if req.context else None)
+            if gen.stats.finish_reason == "cold":  # the context chunks are not cached either
+                t = time.perf_counter()
                 shape["context"] = ()
                 prompt, multiline = self._prompt(req, **shape)
-        t_prompt = time.perf_counter()
-        gen = self._generate(req, prompt, multiline, cancel, on_text, shape)
+                rebuilt_s += time.perf_counter() - t
+                gen = self._generate(req, prompt, multiline, cancel, on_text, shape)
         stats = gen.stats
         t_engine = time.perf_counter()
+        t_prompt += rebuilt_s
         ctx = self._post_context(req, gen.prompt, multiline, stats)
         text = postprocess(gen.text, ctx) if stats.finish_reason != "cancelled" else ""
         t_post = time.perf_counter()
@@ -219,9 +228,8 @@ class Completer:
         """Prefill the full prompt at the request's cursor and generate nothing (after a cold answer, or
         when the context chunks changed), so that the next keystroke finds it cached; stops within one
         piece of the prefill when `cancel` is set, keeping what it computed. True when it ran to the
-        end. A backend without Engine.prefill gets a one-token completion instead."""
-        prefill = getattr(self.engine, "prefill", None)
-        if prefill is None:  # the same prompt (the same budget), one token generated
+        end. A backend that cannot prefill alone (Engine.can_prefill False) gets a one-token completion."""
+        if not getattr(self.engine, "can_prefill", False):  # the same prompt (the same budget), one token generated
             s = self.settings
             budget = min(s.prompt.budget_tokens, self.engine.max_seq - (req.max_tokens or s.max_tokens) - 8)
             one_token = dataclasses.replace(s, cold_prompt_tokens=None, rerank=False,
@@ -233,18 +241,15 @@ class Completer:
         request = GenerationRequest(prompt_ids=prompt.ids, max_new_tokens=1, session_key=req.session_key,
                                     cache_scope=req.cache_scope, use_cache=self.settings.use_cache,
                                     edit_reuse=self.settings.edit_reuse)
-        return prefill(request, cancel).finish_reason == "prefilled"
+        return self.engine.prefill(request, cancel).finish_reason == "prefilled"
 
-    def _too_cold(self, req: CompletionRequest, prompt: Prompt) -> bool:
-        """Whether the prompt would prefill more than settings.cold_prompt_tokens (needs a backend
-        that can say: Engine.prefill_cost)."""
+    def _cold_limit(self, prompt: Prompt) -> int | None:
+        """The GenerationRequest.max_prefill that sends a cold key to a short prompt: the cold budget,
+        where it is set, the prompt is longer and the backend can tell (Engine.can_prefill)."""
         limit = self.settings.cold_prompt_tokens
-        cost = getattr(self.engine, "prefill_cost", None)
-        if not limit or cost is None or len(prompt.ids) <= limit or not self.settings.use_cache:
-            return False
-        request = GenerationRequest(prompt_ids=prompt.ids, session_key=req.session_key, cache_scope=req.cache_scope,
-                                    edit_reuse=self.settings.edit_reuse)
-        return cost(request) > limit
+        if not limit or len(prompt.ids) <= limit or not self.settings.use_cache:
+            return None
+        return limit if getattr(self.engine, "can_prefill", False) else None
 
     def _prompt(self, req: CompletionRequest, heal: bool = True, budget: int | None = None,
                 context: tuple[tuple[str, str], ...] | None = None) -> tuple[Prompt, bool]:
@@ -261,10 +266,11 @@ class Completer:
         return prompt, s.multiline and wants_block(prompt.left, prompt.right, lines_above)
 
     def _generate(self, req: CompletionRequest, prompt: Prompt, multiline: bool, cancel: threading.Event | None,
-                  on_text, shape: dict | None = None) -> Generation:
+                  on_text, shape: dict | None = None, max_prefill: int | None = None) -> Generation:
         """The model's raw answer (a backend that cannot heal and went elsewhere than the backed-up
         token is asked again without healing). When the answer will be reranked, the engine also
-        reports its tokens' log-probabilities, so the model's own text needs no scoring pass."""
+        reports its tokens' log-probabilities, so the model's own text needs no scoring pass. With
+        max_prefill, an engine that would prefill more answers nothing, finish_reason "cold"."""
         s = self.settings
         # A block suggestion ends where the code dedents below the cursor (the block closed).
         indent = len(prompt.left) - len(prompt.left.lstrip(" \t"))
@@ -285,6 +291,7 @@ class Completer:
             heal_prefix=prompt.heal_prefix,
             logprobs=self._reranks(multiline),
             watch_token=self.template.end_id,
+            max_prefill=max_prefill,
         )
         gen = self._stream(request, prompt, cancel, on_text)
         if gen.stats.finish_reason == "heal_mismatch":

@@ -61,6 +61,10 @@ class GenerationRequest:
     # end of a suggestion: how likely it was to stop there), in the stats (backends that can score).
     logprobs: bool = False
     watch_token: int | None = None
+    # A newly opened file's first key (the completer's cold path): when more than this many prompt
+    # tokens would run through the model, generate nothing and finish "cold", at once, so the caller
+    # can ask again with a shorter prompt. Sent only to backends with can_prefill; None: no limit.
+    max_prefill: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ class Engine(Protocol):
     can_heal: bool
     # Whether `score` works: candidate suggestions are reranked only on backends that can score them.
     can_score: bool
+    # Whether GenerationRequest.max_prefill is honoured and `prefill` works (below): only then does a
+    # newly opened file's first key get a short prompt with the full one warmed behind it.
+    can_prefill: bool
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream: ...
 
@@ -147,7 +154,7 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
-    # Optional (the torch engine has them; the completer looks them up with getattr and does without):
-    #   prefill_cost(request) -> int: prompt tokens a generation would run through the model now;
+    # Only where can_prefill is True (the torch engine, in process or behind the daemon):
     #   prefill(request, cancel) -> GenerationStats: a warm-up that generates nothing and stops within
-    #     one piece of its prefill when cancelled, keeping what it computed.
+    #     one piece of its prefill when cancelled, keeping what it computed (finish_reason "prefilled"
+    #     or "cancelled").

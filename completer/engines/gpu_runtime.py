@@ -209,6 +209,7 @@ class InProcessGpuEngine:
     name = ""
     can_heal = False  # neither engine can be constrained to re-type a backed-up token
     can_score = False  # nor asked for the log-probabilities of given continuations here
+    can_prefill = False  # nor told to stop before a long prefill: a newly opened file gets the full prompt
     FINISH_NAMES: dict[str, str] = {}  # the backend's finish reasons in our words ("length" aside)
     tokenizer: Tokenizer
     max_seq: int

@@ -106,6 +106,7 @@ class OpenAIEngine:
     # /v1/completions has no portable way to score given continuations (vLLM's prompt_logprobs and
     # llama.cpp's n_probs differ), so candidates are not reranked on this backend.
     can_score = False
+    can_prefill = False  # the server's prefill cannot be priced or stopped from here
 
     def __init__(self, model_dir, *, device: str = "auto", dtype: str = "auto", server_url: str | None = None,
                  served_model: str | None = None, affinity_header: str = "X-Session-Id",

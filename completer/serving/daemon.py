@@ -4,7 +4,8 @@ Language servers started with `--engine auto|connect` send token-level generatio
 (wire.py). One worker thread runs the engine, one request at a time, in arrival order;
 each connection has its own reader thread, so a cancel reaches a running generation at once. The
 engine keeps its per-session cache slots, so windows keep their own warm caches (session affinity
-by the request's session key). With no client for `idle_exit_s` the daemon exits.
+by the request's session key). With no client for `idle_exit_s` the daemon exits. A warm-up
+(prefill) gives way after its first piece to any request waiting behind it.
 
 Start-up takes the socket's lock before the model loads (`lock()`, then load, then `serve_forever`),
 so of several windows starting a daemon at once one loads a model and the others exit at once. The
@@ -79,8 +80,23 @@ class _Job:
     conn: "_Connection"
     rid: int
     request: dict
-    op: str = "generate"  # or "score"
+    op: str = "generate"  # or "score", "prefill"
     cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class _GiveWay:
+    """A warm-up's cancel (Engine.prefill looks at is_set() before each piece): its own, or, after its
+    first piece, any request waiting behind it. A warm-up only saves a later keystroke time, so it
+    gives way to another window's keystroke now, keeping what it computed; the first piece always
+    runs, so that under a steady queue each warm-up still gets one piece further (else that window's
+    keys would stay on short prompts for as long as the others type)."""
+
+    def __init__(self, own: threading.Event, waiting: queue.Queue):
+        self.own, self.waiting, self.looked = own, waiting, 0
+
+    def is_set(self) -> bool:
+        self.looked += 1
+        return self.own.is_set() or (self.looked > 1 and self.waiting.qsize() > 0)
 
 
 class _Connection:
@@ -147,7 +163,8 @@ class _Connection:
 
     def handle(self, msg: dict) -> None:
         op = msg.get("op")
-        if op in ("generate", "score") and isinstance(msg.get("id"), int) and isinstance(msg.get("req"), dict):
+        queued = op in ("generate", "score", "prefill")
+        if queued and isinstance(msg.get("id"), int) and isinstance(msg.get("req"), dict):
             if len(self.jobs) >= MAX_QUEUED_PER_CONNECTION or self.daemon.jobs.qsize() >= MAX_QUEUED:
                 self.send({"op": "error", "id": msg["id"], "message": "busy: too many requests waiting; try again"})
                 return
@@ -213,6 +230,12 @@ class EngineDaemon:
                     continue
                 request = request_from_wire(job.request)
                 check_ids(request.prompt_ids, vocab, "prompt")
+                if job.op == "prefill":
+                    if not getattr(self.engine, "can_prefill", False):
+                        raise NotImplementedError(f"the {self.engine.name} backend cannot prefill without generating")
+                    stats = self.engine.prefill(request, _GiveWay(job.cancel, self.jobs))
+                    conn.send({"op": "done", "id": job.rid, "stats": stats.as_dict()})
+                    continue
                 with self.engine.generate(request, job.cancel) as stream:
                     for delta in stream:
                         conn.send({"op": "delta", "id": job.rid, "ids": delta.token_ids, "text": delta.text})

@@ -7,13 +7,16 @@ language server and are never lost.
 
 A daemon that hangs with its socket open (stopped, deadlocked, swapping) is given up on: a request
 (a generation or a scoring) waits until its deadline plus GRACE_S (NO_DEADLINE_S plus GRACE_S
-without one), then answers what it has with finish_reason "unavailable" and drops the connection, so
-the next request reconnects.
+without one; a warm-up, PREFILL_WAIT_S plus GRACE_S), and a cancelled one GRACE_S past its cancel
+(a daemon that runs acknowledges a cancel within one step), then answers what it has with
+finish_reason "unavailable" and drops the connection, so the next request reconnects. Language
+servers send one request at a time, so a stalled wait would hold back every key after it.
 Writes to the daemon time out after SEND_TIMEOUT_S the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -53,6 +56,9 @@ RETRY_S = 1.0  # at most one reconnect attempt per this many seconds
 SPAWN_RETRY_S = 5.0
 GRACE_S = 2.0  # past a request's deadline, how long to wait for the daemon's answer
 NO_DEADLINE_S = 30.0  # how long a request without a deadline (or a score) may wait
+# How long a warm-up (prefill) may wait: a daemon that runs prefills the longest prompt in well under
+# a second on two cores, even behind a few other windows' requests.
+PREFILL_WAIT_S = 5.0
 SEND_TIMEOUT_S = 5.0
 # A reconnect tried by a request: a daemon that accepts but does not greet within this is hung
 # (stopped), and the request answers nothing rather than wait (a healthy daemon greets in a millisecond).
@@ -109,6 +115,7 @@ class RemoteEngine:
         self.max_seq = int(self.info["max_seq"])
         self.can_heal = bool(self.info.get("can_heal", True))  # as the daemon's own backend can
         self.can_score = bool(self.info.get("can_score", False))
+        self.can_prefill = bool(self.info.get("can_prefill", False))
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -242,11 +249,15 @@ class RemoteEngine:
     # -- Engine --------------------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStream:
+        return self._stream_op("generate", request, cancel)
+
+    def _stream_op(self, op: str, request: GenerationRequest, cancel: threading.Event | None) -> GenerationStream:
+        """A request answered by deltas and "done" (generate; prefill, which sends no delta)."""
         stats = GenerationStats(prompt_tokens=len(request.prompt_ids))
         rid = next(self._ids)
         waiter: queue.Queue = queue.Queue()
         self._waiters[rid] = waiter
-        if not (self._ensure_connected() and self._send({"op": "generate", "id": rid, "req": request_to_wire(request)})):
+        if not (self._ensure_connected() and self._send({"op": op, "id": rid, "req": request_to_wire(request)})):
             self._waiters.pop(rid, None)
             stats.finish_reason = "unavailable"
             return GenerationStream(iter(()), stats)
@@ -255,12 +266,14 @@ class RemoteEngine:
         give_up = _give_up_at(request.deadline_s, started)
 
         def deltas():
+            nonlocal give_up
             cancel_sent = False
             try:
                 while True:
                     if cancel is not None and cancel.is_set() and not cancel_sent:
                         self._send({"op": "cancel", "id": rid})
                         cancel_sent = True
+                        give_up = min(give_up, time.monotonic() + GRACE_S)
                     left = give_up - time.monotonic()
                     if left <= 0:
                         self._give_up(rid, time.monotonic() - started)
@@ -319,6 +332,17 @@ class RemoteEngine:
                     raise RuntimeError(f"engine daemon: {msg.get('message')}")
         finally:
             self._waiters.pop(rid, None)
+
+    def prefill(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStats:
+        """The daemon's warm-up of the request's prompt (Engine.prefill); a cancel reaches it within one
+        piece. finish_reason "unavailable" while the daemon is away or does not answer in time. The
+        deadline given here only bounds this wait: the daemon's prefill stops when cancelled."""
+        if request.deadline_s is None:
+            request = dataclasses.replace(request, deadline_s=time.monotonic() + PREFILL_WAIT_S)
+        with self._stream_op("prefill", request, cancel) as stream:
+            for _ in stream:  # a warm-up sends no delta
+                pass
+        return stream.stats
 
     def health(self, timeout_s: float = 5.0) -> dict:
         """The daemon's health record, over a connection of its own."""

@@ -12,12 +12,17 @@ unchanged: token ids in, token deltas and stats out.
                                                        or {"op": "error", "id", "message"}
     {"op": "score", "id", "req": {...}}                {"op": "scores", "id", "logprobs": [[...], ...]}
                                                        or {"op": "error", "id", "message"}
+    {"op": "prefill", "id", "req": {...}}              {"op": "done", "id", "stats": {...}}  (a warm-up:
+                                                       finish_reason "prefilled" or "cancelled")
+                                                       or {"op": "error", "id", "message"}
     {"op": "cancel", "id"}                             (the generation stops within one decode step)
     {"op": "health"}                                   {"op": "health", "ok", "pid", "clients", "requests",
                                                         "uptime_s", "engine"}
 
 `req` holds the GenerationRequest fields; its deadline travels as milliseconds left (the clocks of
-two processes need not agree) and `heal_prefix` as bytes.
+two processes need not agree) and `heal_prefix` as bytes. A generate with `max_prefill` that would
+prefill more is answered at once: "done" with finish_reason "cold" and no delta. "prefill" is there
+when the greeting's engine says can_prefill.
 """
 
 from __future__ import annotations

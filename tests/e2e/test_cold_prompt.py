@@ -1,8 +1,9 @@
 """A newly opened file's first key over the real server: answered from a short prompt
 (--cold-prompt-tokens), the full prompt warmed behind it, the next key served from the full prompt
-with almost nothing to prefill."""
+with almost nothing to prefill; in process, and through a shared engine daemon (--engine auto)."""
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,12 @@ def workspace(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cold")
 
 
-client = workspace_client(server_command("--cold-prompt-tokens", str(COLD), "--no-context", "--no-debounce"))
+FLAGS = ("--cold-prompt-tokens", str(COLD), "--no-context", "--no-debounce")
+client = workspace_client(server_command(*FLAGS))
+# A daemon of this module's own, on a socket in a fresh private directory; it exits 30 s after the test.
+daemon_client = workspace_client(server_command(
+    *FLAGS, "--engine", "auto", "--engine-socket", str(Path(tempfile.mkdtemp(prefix="completer-cold-")) / "e.sock"),
+    "--engine-idle-exit-s", "30"))
 
 
 async def engine_totals(client):
@@ -31,7 +37,16 @@ async def engine_totals(client):
 
 async def test_the_first_key_is_answered_short_and_the_next_from_the_warmed_full_prompt(client: LanguageClient,
                                                                                        workspace: Path):
-    uri = (workspace / "scale.py").as_uri()
+    await first_key_short_then_warm(client, (workspace / "scale.py").as_uri())
+
+
+async def test_through_the_engine_daemon_too(daemon_client: LanguageClient, workspace: Path):
+    await first_key_short_then_warm(daemon_client, (workspace / "scale_daemon.py").as_uri())
+    stats = await daemon_client.protocol.send_request_async("completer/stats", None)
+    assert stats.engineInfo.backend.endswith("(daemon)") and stats.engineInfo.can_prefill
+
+
+async def first_key_short_then_warm(client: LanguageClient, uri: str) -> None:
     open_document(client, uri, DOC)
     lines = DOC.split("\n")
     params = types.InlineCompletionParams(

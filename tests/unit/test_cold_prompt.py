@@ -72,16 +72,16 @@ def test_context_chunks_that_are_not_cached_are_left_out_of_a_cold_prompt(engine
 def test_no_cold_path_without_the_setting_or_a_backend_that_can_tell(engine):
     assert not Completer(engine, settings(cold=None)).complete(request()).cold
 
-    class NoCost:  # a backend without prefill_cost and prefill (the remote ones)
+    class NoPrefill:  # a backend that can neither stop before a long prefill nor warm up (openai, trtllm, lmdeploy)
+        can_prefill = False
+
         def __init__(self, inner):
             self.inner = inner
 
         def __getattr__(self, name):
-            if name in ("prefill_cost", "prefill"):
-                raise AttributeError(name)
             return getattr(self.inner, name)
 
-    completer = Completer(NoCost(engine), settings())
+    completer = Completer(NoPrefill(engine), settings())
     result = completer.complete(request())
     assert not result.cold and result.stats.prompt_tokens > 4 * COLD
     engine.close()

@@ -397,3 +397,120 @@ def test_the_socket_path_appears_only_once_the_daemon_listens(tmp_path, monkeypa
         assert [p.name for p in tmp_path.iterdir() if p.name != "d.sock" and p.suffix != ".lock"] == []
     finally:
         sock.close()
+
+
+# -- the cold path through the daemon: max_prefill travels, prefill is an op of its own -----------------
+
+class PrefillingEngine(FakeEngine):
+    """Prefills in pieces until cancelled (as TorchEngine.prefill does), and records max_prefill."""
+    can_prefill = True
+
+    def __init__(self):
+        super().__init__()
+        self.started, self.pieces, self.max_prefill = threading.Event(), 0, []
+
+    def generate(self, request, cancel=None):
+        self.max_prefill.append(request.max_prefill)
+        return super().generate(request, cancel)
+
+    def prefill(self, request, cancel=None):
+        self.started.set()
+        while not cancel.is_set() and self.pieces < 1000:
+            self.pieces += 1
+            time.sleep(0.01)
+        return GenerationStats(prompt_tokens=len(request.prompt_ids), prefill_tokens=self.pieces,
+                               finish_reason="cancelled" if cancel.is_set() else "prefilled")
+
+    def describe(self):
+        return {**super().describe(), "can_prefill": True}
+
+
+def test_a_warm_up_through_the_daemon_is_cancelled_within_a_piece(serve):
+    fake = PrefillingEngine()
+    _, path = serve(fake)
+    engine = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=path)
+    try:
+        assert engine.can_prefill
+        stream = engine.generate(GenerationRequest((1, 2, 3), max_new_tokens=2, max_prefill=2))
+        list(stream)
+        assert fake.max_prefill == [2]  # the limit crossed the socket
+
+        cancel, out = threading.Event(), []
+        thread = threading.Thread(target=lambda: out.append(engine.prefill(GenerationRequest((1, 2, 3)), cancel)))
+        thread.start()
+        assert fake.started.wait(5)
+        cancel.set()  # the next keystroke
+        thread.join(5)
+        assert out[0].finish_reason == "cancelled" and fake.pieces < 1000
+    finally:
+        engine.close()
+
+
+def test_a_backend_that_cannot_prefill_is_neither_asked_nor_run(serve):
+    _, path = serve(FakeEngine())
+    engine = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=path)
+    try:
+        assert not engine.can_prefill  # so the completer neither sends max_prefill nor warms up this way
+        sock = connect(path)
+        sock.sendall(msgpack.packb({"op": "prefill", "id": 7, "req": {"prompt_ids": [1, 2]}}))
+        reply = replies(sock, ("done", "error"))[-1]
+        assert reply["op"] == "error" and reply["id"] == 7 and "cannot prefill" in reply["message"]
+        sock.close()
+    finally:
+        engine.close()
+
+
+def test_a_warm_up_on_a_hung_daemon_holds_the_next_key_back_only_briefly(tmp_path, monkeypatch):
+    # The language server sends one request at a time: a warm-up waiting on a stopped daemon would hold
+    # every key after it. Cancelled (the next key in its document), it waits GRACE_S more; left alone,
+    # PREFILL_WAIT_S plus GRACE_S (it was NO_DEADLINE_S, 30 s).
+    monkeypatch.setattr(remote_engine, "GRACE_S", 0.3)
+    monkeypatch.setattr(remote_engine, "PREFILL_WAIT_S", 20.0)
+    monkeypatch.setattr(remote_engine, "RETRY_S", 0.0)
+    hung = HungDaemon(tmp_path / "hung.sock")
+    engine = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=tmp_path / "hung.sock")
+    try:
+        cancel = threading.Event()
+        threading.Timer(0.1, cancel.set).start()
+        t0 = time.monotonic()
+        assert engine.prefill(GenerationRequest((1, 2, 3)), cancel).finish_reason == "unavailable"
+        assert time.monotonic() - t0 < 5  # the cancel's grace, not PREFILL_WAIT_S
+
+        monkeypatch.setattr(remote_engine, "PREFILL_WAIT_S", 0.5)
+        t0 = time.monotonic()
+        assert engine.prefill(GenerationRequest((1, 2, 3))).finish_reason == "unavailable"  # reconnected, hung again
+        assert 0.5 <= time.monotonic() - t0 < 5
+    finally:
+        engine.close()
+        hung.close()
+
+
+def test_a_warm_up_gives_way_to_another_windows_keystroke(serve):
+    fake = PrefillingEngine()
+    _, path = serve(fake)
+    a = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=path)
+    b = remote_engine.RemoteEngine(EngineOptions(), mode="connect", socket_path=path)  # another window
+    try:
+        out = []
+        thread = threading.Thread(target=lambda: out.append(a.prefill(GenerationRequest((1, 2, 3)))))
+        thread.start()
+        assert fake.started.wait(5)
+        stream = b.generate(GenerationRequest((4, 5), max_new_tokens=1))
+        assert [d.text for d in stream] == ["a"]
+        thread.join(5)
+        assert out[0].finish_reason == "cancelled" and fake.pieces < 1000  # it stopped for b's key
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_warm_up_runs_its_first_piece_even_behind_a_queue():
+    # Under a steady queue (many windows typing) each warm-up still gets one piece further, so a
+    # window's keys do not stay on short prompts for as long as the others type.
+    waiting = daemon_module.queue.Queue()
+    waiting.put(object())
+    give_way = daemon_module._GiveWay(threading.Event(), waiting)
+    assert [give_way.is_set(), give_way.is_set()] == [False, True]
+    own = threading.Event()
+    own.set()  # the window's own next key stops it at once
+    assert daemon_module._GiveWay(own, daemon_module.queue.Queue()).is_set()

@@ -482,7 +482,7 @@ def test_a_warm_up_prefills_in_pieces_and_a_cancel_keeps_what_it_computed(fixtur
     prompt = eng.tokenizer.encode(PROMPTS[0] * 4 + PROMPTS[1])
     assert len(prompt) > 64
     request = GenerationRequest(prompt_ids=tuple(prompt), session_key="doc")
-    assert eng.prefill_cost(request) == len(prompt)  # nothing cached yet
+    assert eng.slot.plan(prompt, request).computed == len(prompt)  # nothing cached yet
 
     cancel = threading.Event()
     forward = eng._forward
@@ -499,13 +499,32 @@ def test_a_warm_up_prefills_in_pieces_and_a_cancel_keeps_what_it_computed(fixtur
     monkeypatch.setattr(eng, "_forward", forward)
     assert stats.finish_reason == "cancelled" and widths == [16, 16, 16]
     assert eng.cached_ids == prompt[:48] and stats.prefill_tokens == 48
-    assert eng.prefill_cost(request) == len(prompt) - 48
+    assert eng.slot.plan(prompt, request).computed == len(prompt) - 48
 
     done = eng.prefill(request)  # the next warm-up goes on from there and runs to the end
     assert done.finish_reason == "prefilled" and done.prefill_tokens == len(prompt) - 48
-    assert eng.prefill_cost(request) == 1  # a generation recomputes the last token for its logits
+    assert eng.slot.plan(prompt, request).computed == 1  # a generation recomputes the last token for its logits
     ids, stats = run(eng, prompt, max_new_tokens=12, session_key="doc", speculative=False)
     assert stats.prefill_tokens == 1
+    assert ids == reference_greedy(eng, prompt, len(ids))
+
+
+def test_max_prefill_answers_cold_at_once_and_touches_nothing(fixture_model_dir):
+    """GenerationRequest.max_prefill (the completer's cold path): a request that would prefill more
+    generates nothing and leaves the slot and the pool as they were; one within it runs as always."""
+    eng = TorchEngine(fixture_model_dir, device="cpu", max_seq=512, decode_dtype="none", cache_mb=1, block_size=8,
+                      edit_reuse=False)
+    prompt = eng.tokenizer.encode(PROMPTS[0] * 4 + PROMPTS[1])
+    run(eng, prompt[:40], max_new_tokens=4, session_key="doc")
+    cached, blocks = list(eng.cached_ids), eng.pool.index.used_blocks
+    need = len(prompt) - 40  # the slot holds the first 40
+
+    ids, stats = run(eng, prompt, max_new_tokens=4, session_key="doc", max_prefill=need - 1)
+    assert ids == [] and stats.finish_reason == "cold" and stats.prefill_tokens == 0
+    assert eng.cached_ids == cached and eng.pool.index.used_blocks == blocks
+
+    ids, stats = run(eng, prompt, max_new_tokens=4, session_key="doc", max_prefill=need, speculative=False)
+    assert stats.finish_reason != "cold" and stats.prefill_tokens == need
     assert ids == reference_greedy(eng, prompt, len(ids))
 
 

@@ -104,6 +104,7 @@ class TorchEngine:
     name = "torch"
     can_heal = True
     can_score = True
+    can_prefill = True  # max_prefill and prefill(): the completer's cold path
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
                  decode_dtype: str = "auto", max_seq: int | None = None, max_draft: int = 4,
@@ -229,7 +230,11 @@ class TorchEngine:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {limit}-token cache")
         max_new = min(req.max_new_tokens, limit - len(prompt))
 
-        logits = self.slot.prefill(prompt, req, stats, self._forward)
+        plan = self.slot.plan(prompt, req)
+        if req.max_prefill is not None and plan.computed > req.max_prefill:
+            stats.finish_reason = "cold"  # the slot and the pool untouched: the caller asks again, shorter
+            return
+        logits = self.slot.prefill(prompt, req, stats, self._forward, plan=plan)
         self._after_prompt = (req.prompt_ids, logits.clone())  # a CUDA graph's output is reused
         stats.prefill_ms = (time.perf_counter() - t_start) * 1000
 
@@ -311,16 +316,6 @@ class TorchEngine:
                 yield tail
         stats.finish_reason = finish
         stats.decode_ms = (time.perf_counter() - t_decode) * 1000
-
-    def prefill_cost(self, request: GenerationRequest) -> int:
-        """How many of the request's prompt tokens a generation would run through the model now: the
-        rest the slot holds, the pool restores or an edit only moved. What the completer asks before
-        it decides whether the full prompt fits the keystroke's budget."""
-        with self._lock:
-            prompt = list(request.prompt_ids)
-            if not prompt:
-                return 0
-            return sum(end - start for start, end in self.slot.plan(prompt, request).compute)
 
     def prefill(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStats:
         """Prefill the request's prompt and generate nothing (a warm-up), WARM_PIECE tokens a forward
@@ -456,6 +451,7 @@ class TorchEngine:
             "load_ms": round(self.load_ms, 1), "cache_mb": round(self.pool.mb, 1),
             "cache_blocks": self.pool.index.num_blocks if self.pool.index else 0, "block_size": self.pool.block_size,
             "edit_reuse": self.slot.edit_reuse, "can_heal": self.can_heal, "can_score": self.can_score,
+            "can_prefill": self.can_prefill,
             "compiled_engine": self.compiler.entry_path(), "compiled_graphs": self._graphs(),
             "draft": self.draft_status,
         }

@@ -64,6 +64,11 @@ class PrefillPlan:
     def restored(self) -> int:
         return self.reuse - self.keep if self.restore else 0
 
+    @property
+    def computed(self) -> int:
+        """Prompt tokens run through the model: what the slot, the pool and the moves do not cover."""
+        return sum(end - start for start, end in self.compute)
+
 
 def plan_prefill(cached: list[int], prompt: list[int], pooled: list[int], block_size: int,
                  edit_reuse: bool, min_chunk: int) -> PrefillPlan:
@@ -109,15 +114,17 @@ class Slot:
                             req.use_cache and edit_reuse, self.min_chunk)
 
     def prefill(self, prompt: list[int], req: GenerationRequest, stats: GenerationStats,
-                forward: Forward, cancel: threading.Event | None = None, piece: int | None = None) -> torch.Tensor | None:
+                forward: Forward, cancel: threading.Event | None = None, piece: int | None = None,
+                plan: PrefillPlan | None = None) -> torch.Tensor | None:
         """Make the slot hold K/V for the whole prompt, computing as little as possible; returns the
-        logits after its last token. Counts what it did in stats.
+        logits after its last token. Counts what it did in stats. `plan`: this prompt's plan(), made
+        just before under the same lock (the engine looks at it first), else made here.
 
         With `piece`, the computed segments run `piece` tokens a forward, and `cancel` is looked at
         before each: when it is set, prefill stops there and returns None, the slot (and the pool)
         keeping the prompt's K/V up to that point, so a later request or warm-up goes on from it."""
         pool = self.pool if req.use_cache and self.pool.index is not None else None
-        plan = self.plan(prompt, req)
+        plan = plan or self.plan(prompt, req)
         if plan.restore:
             bs = self.pool.block_size
             del self.cached_ids[plan.keep:]
