@@ -192,19 +192,17 @@ class Completer:
         gen = self._generate(req, prompt, multiline, cancel, on_text, max_prefill=self._cold_limit(prompt))
         shape: dict = {}  # how a cold answer's prompt is cut down (_prompt's budget and context)
         rebuilt_s = 0.0  # building the shorter prompts: counted as prompt time, not engine time
-        if gen.stats.finish_reason == "cold":  # more to prefill than the cold budget: nothing was run
+        # More to prefill than the cold budget (nothing was run): a short prompt, and if its context
+        # chunks are not cached either, one without them (the last try, with no limit).
+        for cut in ({"budget": self.settings.cold_prompt_tokens}, {"context": ()}):
+            if gen.stats.finish_reason != "cold":
+                break
             t = time.perf_counter()
-            shape = {"budget": self.settings.cold_prompt_tokens}
+            shape = {**shape, **cut}
             prompt, multiline = self._prompt(req, **shape)
             rebuilt_s += time.perf_counter() - t
-            gen = self._generate(req, prompt, multiline, cancel, on_text, shape,
-                                 max_prefill=self._cold_limit(prompt) if req.context else None)
-            if gen.stats.finish_reason == "cold":  # the context chunks are not cached either
-                t = time.perf_counter()
-                shape["context"] = ()
-                prompt, multiline = self._prompt(req, **shape)
-                rebuilt_s += time.perf_counter() - t
-                gen = self._generate(req, prompt, multiline, cancel, on_text, shape)
+            limit = self._cold_limit(prompt) if req.context and "context" not in shape else None
+            gen = self._generate(req, prompt, multiline, cancel, on_text, shape, max_prefill=limit)
         stats = gen.stats
         t_engine = time.perf_counter()
         t_prompt += rebuilt_s

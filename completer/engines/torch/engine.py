@@ -223,11 +223,7 @@ class TorchEngine:
     def _run_locked(self, req: GenerationRequest, cancel: threading.Event, stats: GenerationStats):
         t_start = time.perf_counter()
         prompt = list(req.prompt_ids)
-        if not prompt:
-            raise ValueError("empty prompt")
-        limit = self.compiler.usable_seq()
-        if len(prompt) >= limit:
-            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {limit}-token cache")
+        limit = self._check_fits(prompt)
         max_new = min(req.max_new_tokens, limit - len(prompt))
 
         plan = self.slot.plan(prompt, req)
@@ -317,6 +313,15 @@ class TorchEngine:
         stats.finish_reason = finish
         stats.decode_ms = (time.perf_counter() - t_decode) * 1000
 
+    def _check_fits(self, prompt: list[int]) -> int:
+        """The cache positions usable now; ValueError for an empty prompt or one that does not fit."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        limit = self.compiler.usable_seq()
+        if len(prompt) >= limit:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {limit}-token cache")
+        return limit
+
     def prefill(self, request: GenerationRequest, cancel: threading.Event | None = None) -> GenerationStats:
         """Prefill the request's prompt and generate nothing (a warm-up), WARM_PIECE tokens a forward
         so that `cancel` (the next keystroke) stops it within one piece; what was done stays in the
@@ -325,8 +330,7 @@ class TorchEngine:
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
             prompt = list(request.prompt_ids)
-            if not prompt or len(prompt) >= self.compiler.usable_seq():
-                raise ValueError(f"prompt of {len(prompt)} tokens does not fit the {self.compiler.usable_seq()}-token cache")
+            self._check_fits(prompt)
             logits = self.slot.prefill(prompt, request, stats, self._forward, cancel or threading.Event(), WARM_PIECE)
             if logits is not None:
                 self._after_prompt = (request.prompt_ids, logits.clone())
