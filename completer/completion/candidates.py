@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from completer.lines import line_body
+from completer.lines import as_lf, line_body
 
 # Suffix lengths tried, longest first; a suffix needs MIN_VISIBLE non-blank characters. Short
 # matches are weak evidence (`(self, ` is everywhere), but the model's score filters them.
@@ -73,15 +73,15 @@ def copy_candidates(lines: Sequence[str], line: int, character: int, right: str 
     a copy must not just repeat it."""
     body = line_body(lines[line])
     left = body[:character]
-    before = "".join(lines[:line]) + left
+    before = as_lf("".join(lines[:line]) + left)  # LF everywhere: a CRLF file's copies match an LF file's
     # The document without the cursor line's own continuation: what is right of the cursor on this
     # line must not propose itself.
-    after = "".join(lines[line + 1:])
+    after = as_lf("".join(lines[line + 1:]))
     # (source, text, the longest suffix it may hold): the open files are searched for the longer
     # suffixes only if they hold them, since most lengths match in none of them.
     everything = len(before)
     sources = [("document", before, everything), ("document", after, everything),
-               *(("context", chunk, everything) for _, chunk in context),
+               *(("context", as_lf(chunk), everything) for _, chunk in context),
                *(("workspace", text, _longest_suffix(text, before)) for text in _bounded(open_files))]
     found: list[Candidate] = []
     seen = {"", right.strip()}
@@ -174,7 +174,7 @@ def _bounded(open_files: Sequence[tuple[str, str]]) -> list[str]:
     for _, text in open_files:
         if left <= 0:
             break
-        out.append(text[:min(FILE_CHARS, left)])
+        out.append(as_lf(text[:min(FILE_CHARS, left)]))
         left -= len(out[-1])
     return out
 
@@ -207,6 +207,6 @@ def _continuations(text: str, tail: str, exclude_end: bool, most: int = 4):
 
 
 def _rest_of_line(text: str) -> str:
-    copy = text.split("\n", 1)[0].rstrip("\r")
+    copy = text.split("\n", 1)[0]
     return copy if len(copy) <= MAX_COPY_CHARS else ""
 

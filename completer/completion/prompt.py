@@ -16,6 +16,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from completer.lines import as_lf
 from completer.syntax import Snapshot, anchor_point, enclosing_header_rows, is_statement_boundary
 from completer.tokenizer import Tokenizer
 
@@ -66,6 +67,12 @@ _NEXT_LINES = 16  # lines after (and before) the cursor line kept for post-proce
 _CHARS_PER_TOKEN = 4  # generous estimate to pick a window before the one exact tokenisation
 
 
+def _lf_len(line: str) -> int:
+    """The length of `line` in the prompt (as_lf: a CRLF is one character there)."""
+    return len(line) - line.endswith("\r\n")
+
+
+
 def window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
                  boundary: Callable[[int], bool] | None = None, headers: Sequence[int] = ()) -> str:
     """Lines above the cursor line. The window starts at a multiple of `step`, so it stays put while
@@ -84,12 +91,12 @@ def window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget:
                 first += 1
             if first == cursor_line:  # one statement (a big literal, a broken tree) fills the window:
                 first = start  # cut it by lines rather than show nothing above
-        return "".join(lines[r] for r in headers if r < first) + "".join(lines[first:cursor_line])
+        return as_lf("".join(lines[r] for r in headers if r < first) + "".join(lines[first:cursor_line]))
 
     chars, start = 0, cursor_line
-    while start > 0 and chars + len(lines[start - 1]) <= budget * _CHARS_PER_TOKEN:
+    while start > 0 and chars + _lf_len(lines[start - 1]) <= budget * _CHARS_PER_TOKEN:
         start -= 1
-        chars += len(lines[start])
+        chars += _lf_len(lines[start])
     start = -(-start // step) * step if start > 0 else 0  # round up to a step boundary
     while start < cursor_line:
         text = text_from(start)
@@ -102,7 +109,7 @@ def window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget:
                             return earlier
             return text
         start += step
-    return "".join(lines[r] for r in headers) if headers else ""
+    return as_lf("".join(lines[r] for r in headers)) if headers else ""
 
 
 def window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
@@ -111,8 +118,8 @@ def window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget:
     syntax, it ends at a statement boundary (whole sibling statements, not half of one)."""
     first = cursor_line + 1
     chars, end = 0, first
-    while end < len(lines) and chars + len(lines[end]) <= budget * _CHARS_PER_TOKEN:
-        chars += len(lines[end])
+    while end < len(lines) and chars + _lf_len(lines[end]) <= budget * _CHARS_PER_TOKEN:
+        chars += _lf_len(lines[end])
         end += 1
     while end > first:
         last = end
@@ -121,7 +128,7 @@ def window_below(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget:
                 last -= 1
             if last == first:  # no boundary in reach: cut by lines rather than show nothing below
                 last = end
-        text = "".join(lines[first:last])
+        text = as_lf("".join(lines[first:last]))
         if len(tok.encode_cached(text)) <= budget:
             return text
         end = max(first, end - step)
@@ -150,7 +157,8 @@ def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: i
     already clamped to the line."""
     cur = lines[line]
     body = cur.rstrip("\r\n")
-    newline = cur[len(body):]
+    newline = "\n" if len(body) < len(cur) else ""
+    context = tuple((chunk_path, as_lf(chunk)) for chunk_path, chunk in context)
     # The cursor line gets a fixed reserve, so typing never resizes (and never invalidates) the
     # windows above and below; a megabyte-long minified line keeps only what is near the cursor.
     reserve = settings.budget_tokens // 8
@@ -159,7 +167,10 @@ def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: i
     budget -= sum(len(tok.encode(f"{p}\n{c}\n")) + 1 for p, c in context)
     budget = max(budget, 32)
     boundary, headers = None, []
-    if settings.syntax and syntax is not None and syntax.tree is not None:
+    # tree-sitter counts rows by "\n" only: in a document broken by lone "\r"s (classic Mac) its rows
+    # are not the document's lines, so that document gets line windows.
+    lone_cr = cur.endswith("\r") or (line > 0 and lines[line - 1].endswith("\r"))
+    if settings.syntax and syntax is not None and syntax.tree is not None and not lone_cr:
         boundary, headers = syntax_cuts(syntax, lines, line, character)
     above = window_above(lines, line, tok, int(budget * settings.above_share), settings.window_step, boundary,
                          headers)

@@ -79,6 +79,14 @@ def test_split_lines_follows_lsp_not_python():
     assert split_lines("") == [""]
 
 
+def test_as_lf_turns_every_lsp_line_break_into_lf():
+    from completer.lines import as_lf
+
+    assert as_lf("a\r\nb\rc\nd\r") == "a\nb\nc\nd\n"
+    text = "no carriage returns\n"
+    assert as_lf(text) is text  # the LF case costs one scan
+
+
 def test_unknown_fim_family_is_a_clear_error(tok):
     with pytest.raises(UnknownFimTemplateError, match="unknown FIM template"):
         detect_template(tok, "nonsense")
@@ -196,3 +204,41 @@ def test_syntax_windows_use_the_budget_the_line_rounding_leaves(tok, tpl):
         assert len(tok.encode(by_syntax)) <= budget
         earlier = max(r for r in range(start_syntax) if boundary(r))
         assert len(tok.encode("".join(lines[earlier:row]))) > budget  # and as early as fits
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_a_crlf_or_cr_document_gets_the_prompt_of_its_lf_twin(tok, tpl, newline):
+    # The model was trained on LF text: a Windows file must not read as a stream of stray "\r" tokens,
+    # and its windows must cover the same lines (the budget counts a CRLF as one character).
+    from completer.syntax import DocumentSyntax
+
+    twin = BIG_CLASS.replace("\n", newline)
+    lf_lines, other_lines = split_lines(BIG_CLASS), split_lines(twin)
+    assert len(lf_lines) == len(other_lines)
+    chunk = ("lib/util.py", "def helper():\n    return 1\n")
+    chunk_twin = ("lib/util.py", chunk[1].replace("\n", newline))
+    for row in (3, len(lf_lines) // 2, len(lf_lines) - 2):
+        for budget in (200, 1536):
+            settings = PromptSettings(budget_tokens=budget)
+            # a lone-CR document has no usable tree (tree-sitter's rows end at "\n" only): line windows
+            for language in (None, "python") if newline == "\r\n" else (None,):
+                snaps = [DocumentSyntax(language, text).snapshot if language else None for text in (BIG_CLASS, twin)]
+                lf = build_prompt(tok, tpl, lf_lines, row, 4, path="inv.py", settings=settings, syntax=snaps[0],
+                                  context=(chunk,))
+                other = build_prompt(tok, tpl, other_lines, row, 4, path="inv.py", settings=settings,
+                                     syntax=snaps[1], context=(chunk_twin,))
+                assert other.ids == lf.ids and other.heal_prefix == lf.heal_prefix
+                assert "\r" not in tok.decode(other.ids)
+
+
+def test_a_lone_cr_document_gets_line_windows_not_its_misread_tree(tok, tpl):
+    from completer.syntax import DocumentSyntax
+
+    twin = BIG_CLASS.replace("\n", "\r")
+    lf_lines, cr_lines = split_lines(BIG_CLASS), split_lines(twin)
+    row = len(lf_lines) // 2
+    settings = PromptSettings(budget_tokens=400)
+    plain = build_prompt(tok, tpl, lf_lines, row, 4, path="inv.py", settings=settings)
+    with_tree = build_prompt(tok, tpl, cr_lines, row, 4, path="inv.py", settings=settings,
+                             syntax=DocumentSyntax("python", twin).snapshot)
+    assert with_tree.ids == plain.ids

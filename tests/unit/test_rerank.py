@@ -65,6 +65,21 @@ def test_other_open_files_are_searched_whole_and_within_bounds(monkeypatch):
     assert copy_candidates(lines, line, col, open_files=(beyond,)) == []
 
 
+def test_copies_match_across_line_break_styles():
+    # A CRLF document copies what its LF twin copies, with the same match lengths (a CRLF is one
+    # character), and from LF files open beside it; no copy carries a "\r".
+    text = "x = load(a)\nreturn x\n\ndef f():\n    total = compute(alpha, beta)\n\ny = load(a)\n    total = comp"
+    lf = copy_candidates(*at_end(text))
+    crlf = copy_candidates(*at_end(text.replace("\n", "\r\n")))
+    assert lf and crlf == lf and lf[0].text == "ute(alpha, beta)"
+    lines, line, col = at_end("first = 1\r\nr = session.requ")
+    beside = ("api.py", "first = 1\nr = session.request('POST', url)\n")
+    assert copy_candidates(lines, line, col, open_files=(beside,))[0] == \
+        Candidate("est('POST', url)", "workspace", 24)  # 24 characters: the match runs past the line break
+    lines, line, col = at_end("a = [1, 2]\r\nb = [1, 2]\r\n")
+    assert all("\r" not in c.text for c in copy_candidates(lines, line, col))
+
+
 def test_no_copy_repeats_what_is_right_of_the_cursor_or_stands_on_blanks():
     lines = split_lines("call(alpha, beta)\ncall(alpha, beta)\n")
     assert copy_candidates(lines, 1, 5, right="alpha, beta)") == []
