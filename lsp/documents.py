@@ -12,9 +12,16 @@ consistent snapshot while the next keystroke is applied.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from completer.lines import clamp, replace_range, split_lines
 from completer.syntax import DocumentSyntax, Snapshot, language_for
+
+
+def prompt_path(uri: str) -> str:
+    """The file name the prompt shows for a document (the model was trained on file names, not URIs):
+    the last segment of the URI's path, percent-decoded (`my%20notes.py` is `my notes.py`)."""
+    return unquote(uri.rsplit("/", 1)[-1]) or "untitled"
 
 
 @dataclass

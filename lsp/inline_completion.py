@@ -39,15 +39,12 @@ from completer.syntax import language_for
 
 from . import context_updates, prefetch
 from .accept import ACCEPT_COMMAND
+from .documents import prompt_path
 
 log = logging.getLogger(__name__)
 
 EMPTY = types.InlineCompletionList(items=[])
 RECYCLE_GRACE_S = 0.05
-
-
-def relative_path(uri: str) -> str:
-    return uri.rsplit("/", 1)[-1] or "untitled"
 
 
 @dataclass
@@ -100,7 +97,7 @@ class InlineRequest:
         return current is not None and current.version == self.version and current.lines is self.real_lines
 
     def completion_request(self, ls, syntax) -> CompletionRequest:
-        return CompletionRequest(self.lines, self.line, self.character, path=relative_path(self.uri),
+        return CompletionRequest(self.lines, self.line, self.character, path=prompt_path(self.uri),
                                  language_id=self.doc.language_id, session_key=self.uri,
                                  cache_scope=ls.workspace_root, syntax=syntax, context=self.context,
                                  open_files=self.open_files)

@@ -92,3 +92,12 @@ def test_the_tree_follows_the_lines_when_read_not_at_each_edit():
     names = [n.child_by_field_name("name").text for n in snapshot.tree.root_node.children]
     assert names == [b"f", b"g"]
     assert doc.snapshot is snapshot  # nothing changed since: no re-parse
+
+
+def test_the_prompt_shows_the_file_name_decoded_not_the_uri():
+    from lsp.documents import prompt_path
+
+    assert prompt_path("file:///home/ana/src/pkg/models.py") == "models.py"
+    assert prompt_path("file:///home/ana/my%20notes/donn%C3%A9es%20brutes.py") == "données brutes.py"
+    assert prompt_path("untitled:Untitled-1") == "untitled:Untitled-1"
+    assert prompt_path("file:///home/ana/") == "untitled"
