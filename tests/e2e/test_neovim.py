@@ -46,6 +46,17 @@ def start_nvim(tmp_path, *server_args):
     return nv
 
 
+def type_on_a_new_line(nvim, tmp_path, below_row: int, text: str) -> None:
+    """Once the server is ready, `o` below row `below_row` (1-based) and type `text` key by key."""
+    assert wait(lambda: nvim.exec_lua("return require('completer').status().server.state") == "ready"), \
+        (tmp_path / "server.log").read_text()
+    nvim.current.window.cursor = (below_row, 0)
+    nvim.input("o")
+    for ch in text:
+        nvim.input(ch)
+        time.sleep(0.03)
+
+
 @pytest.fixture
 def nvim(tmp_path):
     nv = start_nvim(tmp_path)
@@ -124,13 +135,7 @@ def test_alternatives_cycle_with_next_and_prev(nvim_model_only, tmp_path):
     path.write_text("def f(client):\n    client.send(alpha, 1)\n    client.send(beta, 2)\n    client.flush()\n")
     nvim.command(f"edit {path}")
     lua = nvim.exec_lua
-    assert wait(lambda: lua("return require('completer').status().server.state") == "ready"), \
-        (tmp_path / "server.log").read_text()
-    nvim.current.window.cursor = (3, 0)
-    nvim.input("o")
-    for ch in "    client.sen":
-        nvim.input(ch)
-        time.sleep(0.03)
+    type_on_a_new_line(nvim, tmp_path, 3, "    client.sen")
     shown = wait(lambda: lua("return require('completer').visible()"), timeout=30)
     assert shown, (tmp_path / "server.log").read_text()
     ns = nvim.api.get_namespaces()["completer"]
@@ -153,3 +158,28 @@ def test_alternatives_cycle_with_next_and_prev(nvim_model_only, tmp_path):
     assert before.endswith("client.sen")
     nvim.input("<Tab>")
     assert wait(lambda: nvim.current.buffer[3] == before + chosen), nvim.current.buffer[3]
+
+
+def test_a_windows_file_gets_suggestions_and_keeps_its_line_breaks(nvim, tmp_path):
+    """A CRLF file (fileformat=dos), as a Windows checkout has it: a suggestion shows without a stray
+    "\r", the accepted text goes in, and :write keeps every line's CRLF."""
+    path = tmp_path / "calls.py"
+    source = "def f(client):\n    client.send(alpha, 1)\n    client.flush()\n"
+    path.write_bytes(source.replace("\n", "\r\n").encode())
+    nvim.command(f"edit {path}")
+    lua = nvim.exec_lua
+    assert lua("return vim.bo.fileformat") == "dos"
+    type_on_a_new_line(nvim, tmp_path, 2, "    client.sen")
+    ns = nvim.api.get_namespaces()["completer"]
+    marks = wait(lambda: nvim.api.buf_get_extmarks(0, ns, 0, -1, {"details": True}), timeout=30)
+    assert marks, (tmp_path / "server.log").read_text()
+    ghost = marks[0][3]["virt_text"][0][0]
+    assert "\r" not in ghost
+    before = nvim.current.buffer[2]
+    nvim.input("<Tab>")
+    assert wait(lambda: nvim.current.buffer[2] == before + ghost), nvim.current.buffer[2]
+    nvim.input("<Esc>")
+    nvim.command("write")
+    written = path.read_bytes().decode()
+    assert written.count("\r\n") == written.count("\n") == 4  # every line still ends in CRLF
+    assert (before + ghost + "\r\n") in written

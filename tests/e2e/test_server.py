@@ -279,7 +279,7 @@ async def test_a_new_unsaved_document_gets_suggestions(client: LanguageClient):
     # VS Code's File > New: an untitled: URI, no file on disk, no workspace path; language from the id.
     uri = "untitled:Untitled-1"
     open_doc(client, uri, "def add(a, b):\n    \n")
-    version, col = type_text(client, uri, 1, 4, "return a", 1)
+    _, col = type_text(client, uri, 1, 4, "return a", 1)
     result = await client.text_document_inline_completion_async(inline_params(uri, 1, col))
     assert len(result.items) == 1 and result.items[0].range.start == types.Position(line=1, character=col)
     stats = await client.protocol.send_request_async("completer/stats", None)
