@@ -1,6 +1,8 @@
 """The VS Code extension in real VS Code (code-server) in headless Chromium, driven by Playwright,
 with the real server and the embedded model: type into a Python file, ghost text appears, Tab
-accepts, the line holds the suggestion, the server counted the acceptance; a screenshot is saved.
+accepts, the line holds the suggestion and, saved, the file on disk, the server counted the
+acceptance; screenshots are saved. Twice: an LF file, and a CRLF one (a Windows checkout), whose
+line breaks the save keeps.
 
 Needs what `make e2e-vscode` installs (minutes): code-server from npm (Node 24), Debian's Chromium,
 Playwright, and editors/vscode/completer.vsix. Without them the test is skipped, saying what is
@@ -40,8 +42,8 @@ SOURCE = "class Inventory:\n    def __init__(self):\n        self.items = {}\n\n
 EDITOR = ".part.editor .monaco-editor"  # the main editor area, not the chat input (also a Monaco editor)
 
 
-@pytest.fixture
-def code_server(tmp_path):
+@pytest.fixture(params=["\n", "\r\n"], ids=["lf", "crlf"])
+def code_server(tmp_path, request):
     if missing:
         if required:
             pytest.fail(f"VS Code end-to-end requirements missing: {', '.join(missing)}")
@@ -49,7 +51,8 @@ def code_server(tmp_path):
     data, ws = tmp_path / "data", tmp_path / "ws"
     (data / "user" / "User").mkdir(parents=True)
     ws.mkdir()
-    (ws / "inventory.py").write_text(SOURCE)
+    # "\r\n": a Windows checkout's file; VS Code keeps its line breaks (status bar "CRLF") and sends them
+    (ws / "inventory.py").write_bytes(SOURCE.replace("\n", request.param).encode())
     log = tmp_path / "server.log"
     settings = {
         "completer.serverCommand": sys.executable,
@@ -85,7 +88,7 @@ def code_server(tmp_path):
             break
         except OSError:
             time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/?folder={ws}", log
+    yield f"http://127.0.0.1:{port}/?folder={ws}", log, ws / "inventory.py"
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -104,7 +107,9 @@ LINE_WITHOUT_GHOST = """(needle) => {
 
 
 def test_ghost_text_and_tab_accept_in_code_server(code_server):
-    url, log = code_server
+    url, log, path = code_server
+    newline = "\r\n" if b"\r\n" in path.read_bytes() else "\n"
+    shot = "-crlf.png" if newline == "\r\n" else ".png"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -126,18 +131,26 @@ def test_ghost_text_and_tab_accept_in_code_server(code_server):
             try:
                 ghost = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
             except Exception:
-                page.screenshot(path=str(ARTIFACTS / "vscode-no-ghost-text.png"))
+                page.screenshot(path=str(ARTIFACTS / ("vscode-no-ghost-text" + shot)))
                 raise AssertionError("no ghost text; server log:\n" + (log.read_text() if log.exists() else "(none)"))
             suggestion = ghost.text_content()
-            page.screenshot(path=str(ARTIFACTS / "vscode-ghost-text.png"))
+            page.screenshot(path=str(ARTIFACTS / ("vscode-ghost-text" + shot)))
             assert suggestion
             page.keyboard.press("Tab")
             needle = "return len(self."
             page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && !r.ghost; }}",
                                    arg=needle, timeout=10_000)
             line = page.evaluate(LINE_WITHOUT_GHOST, needle)["text"]
-            page.screenshot(path=str(ARTIFACTS / "vscode-accepted.png"))
+            page.screenshot(path=str(ARTIFACTS / ("vscode-accepted" + shot)))
             assert line.rstrip() == ("        return len(self." + suggestion).rstrip()
+            page.keyboard.press("Control+S")  # the file on disk: the suggestion in it, its line breaks kept
+            accepted = ("        return len(self." + suggestion.replace("\u00a0", " ")).rstrip()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and accepted not in path.read_bytes().decode():
+                time.sleep(0.2)
+            saved = path.read_bytes().decode()
+            assert accepted in saved and "\r" not in suggestion
+            assert saved.count(newline) == saved.count("\n") == SOURCE.count("\n")
         finally:
             browser.close()
     deadline = time.monotonic() + 15
