@@ -72,7 +72,6 @@ def _lf_len(line: str) -> int:
     return len(line) - line.endswith("\r\n")
 
 
-
 def window_above(lines: Sequence[str], cursor_line: int, tok: Tokenizer, budget: int, step: int,
                  boundary: Callable[[int], bool] | None = None, headers: Sequence[int] = ()) -> str:
     """Lines above the cursor line. The window starts at a multiple of `step`, so it stays put while
