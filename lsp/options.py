@@ -39,6 +39,7 @@ class ServerSwitches:
     recycle: bool = True  # a request that typed what is being generated takes the generation over
     debounce: bool = True  # wait a moment before asking the model while typing outruns it
     reconsider: bool = True  # typing into a withheld suggestion decides again without the model
+    closers: bool = True  # a suggestion through the closers right of the cursor replaces them (its item's range)
 
 
 @dataclass(frozen=True)

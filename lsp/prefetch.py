@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import threading
 
+from completer.completion.closers import closers_taken
 from completer.completion.pipeline import CompletionRequest
 from completer.lines import insert_at, line_body
 from completer.syntax import reparse
@@ -35,6 +36,14 @@ def after_enter(lines, line: int) -> tuple[list[str], int, int]:
     return insert_at(lines, line, len(body), "\n" + indent)
 
 
+def accepted(shown_for: CompletionRequest, text: str, closers: bool = True) -> tuple[list[str], int, int]:
+    """The document as if `text` were accepted, and the cursor after it: in place of the closers right
+    of the cursor that it runs through, as its item's range says (closers.py), unless `closers` is off."""
+    body = line_body(shown_for.lines[shown_for.line])
+    taken = closers_taken(text, body[:shown_for.character], body[shown_for.character:]) if closers else 0
+    return insert_at(shown_for.lines, shown_for.line, shown_for.character, text, taken)
+
+
 def schedule(ls, shown_for: CompletionRequest, text: str) -> None:
     """Prefetch after `text` was shown for `shown_for` (its document, cursor and tree)."""
     if not ls.switches.prefetch or ls.reuse is None or ls.completer is None or not text:
@@ -51,8 +60,7 @@ async def _prefetch(ls, shown_for: CompletionRequest, text: str) -> None:
     cancel = threading.Event()
     ls.pending[uri] = cancel
     completer = ls.completer
-    # The document as if `text` were accepted.
-    lines, line, character = insert_at(shown_for.lines, shown_for.line, shown_for.character, text)
+    lines, line, character = accepted(shown_for, text, ls.switches.closers)
     request = dataclasses.replace(shown_for, lines=lines, line=line, character=character, syntax=None)
 
     tree = shown_for.syntax

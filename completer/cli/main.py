@@ -333,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open the sessions' folder as the editor's workspace, so the server takes cross-file context "
                    "from the files the sessions open (sessions made with bench/make_sessions.py --neighbors open "
                    "other files of their project beside the one typed into); default: no workspace, each file alone")
+    p.add_argument("--auto-close", action="store_true",
+                   help="synthetic sessions type into an editor that closes brackets and quotes as they are typed "
+                   "(VS Code's default): the closers wait right of the cursor, and a suggestion is taken only where "
+                   "its item replaces those it runs through")
     add_switch_flags(p)
     add_engine_flags(p)
     p.set_defaults(func=cmd_replay)

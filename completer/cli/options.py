@@ -20,6 +20,8 @@ SWITCH_HELP = {
     "debounce": "ask the model at once even while typing outruns it (default: adaptive debounce)",
     "reconsider": "ask the model again on every key typed into a suggestion the confidence gate withheld "
                   "(default: its candidates, rescored without the model, decide)",
+    "closers": "insert every suggestion at the cursor, even one that runs through the closers the editor put right "
+               "of it (default: the item's range replaces those)",
 }
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz
 
+from .closers import CLOSER_CHARS, is_subsequence
+
 if TYPE_CHECKING:
     from .pipeline import Held
 
@@ -123,14 +125,23 @@ def typed_into(texts: Sequence[str], typed: str) -> tuple[str, ...]:
 def typed_since(old_lines: Sequence[str], old_line: int, old_character: int, lines: Sequence[str], line: int,
                 character: int) -> str | None:
     """What was typed at the old cursor to get from the old document to this one, if that is all that
-    changed (same line, same text right of the cursor, every other line the same); else None."""
+    changed (same line, same text right of the cursor, every other line the same); else None. Typing
+    over a closer the editor put right of the cursor counts as typing it (VS Code moves past its
+    auto-closed `)` or `"` when the user types one; accepting part of a suggestion that runs through
+    it replaces it): the closers gone from the right are then among the typed text, in order."""
     if line != old_line or line >= len(old_lines):
         return None
     old_left, old_right = _split(old_lines, old_line, old_character)
     left, right = _split(lines, line, character)
-    if right != old_right or not left.startswith(old_left) or not _same_except_line(old_lines, lines, line):
+    if not left.startswith(old_left) or not _same_except_line(old_lines, lines, line):
         return None
-    return left[len(old_left):]
+    typed = left[len(old_left):]
+    if right == old_right:
+        return typed
+    over = old_right[:len(old_right) - len(right)]
+    if over and old_right.endswith(right) and not over.strip(CLOSER_CHARS) and is_subsequence(over, typed):
+        return typed
+    return None
 
 
 def _same_except_line(old: Sequence[str], new: Sequence[str], line: int) -> bool:

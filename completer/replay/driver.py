@@ -27,6 +27,7 @@ from completer.acceptance import decide_accept
 from completer.lines import clamp, line_body, replace_range, split_lines, to_client_units
 from completer.records import AnswerRecord
 
+from . import auto_pairs
 from .editor_client import STARTUP_TIMEOUT_S, EditorClient, first_item, item_text, private_log
 from .records import RequestRecord, SessionResult
 from .session import Session
@@ -47,6 +48,10 @@ class ReplayOptions:
     # Synthetic sessions' files live under SYNTHETIC_ROOT; those made with other files of their
     # project open (bench/make_sessions.py --neighbors) need it for those files to count.
     workspace_root: str | None = None
+    # Synthetic sessions: the editor closes brackets and quotes as they are typed (VS Code's default;
+    # auto_pairs.py), and the typist takes a suggestion only where accepting its item leaves the line
+    # as planned (its range replaces the closers it passes through).
+    auto_close: bool = False
 
 
 SYNTHETIC_ROOT = "file:///workspace"
@@ -119,6 +124,8 @@ class _Replay:
         self.result.started_ms = self.t0 * 1000  # rebased on the server's launch by replay_all
         self.pending: tuple[int, asyncio.Future, RequestRecord] | None = None
         self.ghost = ""  # ghost text on screen now
+        self.ghost_replaces = 0  # characters right of the cursor its item replaces (closers it runs through)
+        self.answer_replaces = 0  # of the answer next_answer last returned
         self.ghost_since: float | None = None  # when the current ghost lineage appeared (ms)
         self.ghost_reaction = 0.0  # how long the user takes to read it (ms, scaled)
         self._ghost_mark: float | None = None  # for the ghost-time integral
@@ -252,8 +259,19 @@ class _Replay:
             return None
         record.text = text
         record.command = _first_command(fut.result())
+        record.replaces = self.answer_replaces = self._replaces(fut.result(), record)
         record.outcome = "answered" if text else "empty"
         return text
+
+    def _replaces(self, result, record: RequestRecord) -> int:
+        """How many characters right of the cursor the first item's range covers (code points)."""
+        item = first_item(result)
+        r = getattr(item, "range", None)
+        uri = self.cursor[0]
+        if r is None or uri not in self.docs or r.start.line != record.line or r.end.line != record.line:
+            return 0
+        mirror = self.docs[uri]
+        return max(0, mirror.to_index(record.line, r.end.character) - mirror.to_index(record.line, r.start.character))
 
     def scaled(self, ms: float) -> float:
         ms = ms / self.options.speed
@@ -290,12 +308,29 @@ async def replay_synthetic(client: EditorClient, session: Session, options: Repl
     line, col = plan["line"], mirror.to_index(plan["line"], plan["character"])
     pos = 0  # how much of the target is in the document
     res = rp.result
+    pending = ""  # --auto-close: the closers the editor put right of the cursor, innermost first
 
-    def edit(text: str, delete: int = 0) -> None:
+    def edit(text: str, delete: int = 0, replace: int = 0) -> None:
+        """Replace `delete` characters left of the cursor and `replace` right of it with `text`."""
         nonlocal line, col
         start = (line, mirror.to_units(line, col - delete))
-        end = (line, mirror.to_units(line, col))
+        end = (line, mirror.to_units(line, col + replace))
         line, col = rp.change(uri, [[*start, *end, text]])
+
+    def type_key(ch: str) -> None:
+        """One typed character, as an editor that closes brackets and quotes has it."""
+        nonlocal col, pending
+        body = line_body(mirror.lines[line])
+        if pending[:1] == ch:  # over the editor's own closer: VS Code replaces it with itself
+            edit(ch, replace=1)
+            pending = pending[1:]
+            return
+        closer = auto_pairs.closer_for(body[:col], body[col:], target, pos)
+        edit(ch + closer)
+        if closer:
+            col -= len(closer)
+            rp.cursor = (uri, line, col)
+            pending = closer + pending
 
     def ask() -> None:
         rp.request(uri, line, mirror.to_units(line, col))
@@ -307,9 +342,12 @@ async def replay_synthetic(client: EditorClient, session: Session, options: Repl
             text, at = target[pos:at + len(text)], pos
         deadline = rp.deadline(delay)
         while True:  # the pause before this key: suggestions arrive, and may be accepted
-            how, taken = ("", "")
+            how, taken, through = "", "", 0
             if options.accept and rp.ghost and op != "backspace":
                 how, taken = decide_accept(rp.ghost, target[pos:])
+                through = auto_pairs.passes_through(taken, pending) if how and pending else 0
+                if through > rp.ghost_replaces or (how == "full" and through != rp.ghost_replaces):
+                    how, taken = "", ""  # accepted, it would leave a closer doubled (or one missing)
             ready_at = (rp.ghost_since or 0.0) + rp.ghost_reaction
             if how and ready_at <= (deadline - rp.t0) * 1000:  # read before the next key would come
                 await asyncio.sleep(max(0.0, ready_at - rp.now()) / 1000)
@@ -318,7 +356,8 @@ async def replay_synthetic(client: EditorClient, session: Session, options: Repl
                 if shown_by is not None:
                     shown_by.accepted, shown_by.accepted_chars = how, len(taken)
                     await _run_accept(client, shown_by)
-                edit(taken)
+                edit(taken, replace=through)
+                pending = pending[through:]
                 pos += len(taken)
                 res.accepts += 1
                 res.accepted_chars += len(taken)
@@ -334,16 +373,23 @@ async def replay_synthetic(client: EditorClient, session: Session, options: Repl
             if arrived is None:
                 break
             rp.set_ghost(arrived, new_lineage=arrived != rp.ghost)
+            rp.ghost_replaces = rp.answer_replaces
         if at < pos:
             if op not in ("type", "paste") or at + len(text) <= pos:
                 continue
             text = target[pos:at + len(text)]
         if op in ("type", "paste"):
-            edit(text)
+            over = pending[:1] == text
+            if options.auto_close and op == "type" and len(text) == 1:
+                type_key(text)
+            else:
+                edit(text)
             pos += len(text)
             res.typed_chars += len(text)
             keep = rp.ghost[len(text):] if op == "type" and rp.ghost.startswith(text) else ""
             rp.set_ghost(keep, new_lineage=False)
+            if over and keep:  # typed over a closer the suggestion ran through
+                rp.ghost_replaces = max(0, rp.ghost_replaces - 1)
         elif op == "typo":
             edit(text)
             rp.set_ghost("", False)
@@ -521,7 +567,7 @@ def run_replay(args, server_flags: list[str]) -> int:
     configs += [{"name": name, "server_cmd": base_cmd + flags} for name, flags in variants]
     options = ReplayOptions(speed=args.speed, max_pause_ms=args.max_pause_ms, accept=not args.no_accept,
                             seed=args.seed, cold_start_s=args.cold_start_s,
-                            workspace_root=SYNTHETIC_ROOT if args.workspace else None)
+                            workspace_root=SYNTHETIC_ROOT if args.workspace else None, auto_close=args.auto_close)
     log = private_log("replay-server")
     for cfg in configs:
         print(f"replaying {len(sessions)} session(s) on {cfg['name']!r}: {shlex.join(cfg['server_cmd'])}",
@@ -542,7 +588,8 @@ def run_replay(args, server_flags: list[str]) -> int:
     if options.cold_start_s is not None:
         print(replay_report.cold_start_table(configs))
     opts = {"speed": args.speed, "max_pause_ms": args.max_pause_ms, "accept": not args.no_accept, "seed": args.seed,
-            "workspace_root": options.workspace_root, "sessions": [s.path for s in sessions]}
+            "workspace_root": options.workspace_root, "auto_close": options.auto_close,
+            "sessions": [s.path for s in sessions]}
     if args.json:
         replay_report.write_json(args.json, configs, opts)
         print(f"wrote {args.json}", file=sys.stderr)

@@ -23,6 +23,7 @@ class RequestRecord:
     server: AnswerRecord | None = None  # the server's own record (who answered, its time and work)
     command: tuple[str, list] | None = None  # the item's accept command, run on Tab
     t_answer: float | None = None  # when the answer arrived (even if read later)
+    replaces: int = 0  # characters right of the cursor the item's range covers (closers it runs through)
 
 
 @dataclass

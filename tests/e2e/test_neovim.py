@@ -183,3 +183,34 @@ def test_a_windows_file_gets_suggestions_and_keeps_its_line_breaks(nvim, tmp_pat
     written = path.read_bytes().decode()
     assert written.count("\r\n") == written.count("\n") == 4  # every line still ends in CRLF
     assert (before + ghost + "\r\n") in written
+
+
+def test_a_suggestion_through_the_closers_an_autopairs_mapping_put_there(nvim, tmp_path):
+    """Brackets and quotes closed as they are typed (the mappings an autopairs plugin makes): the
+    suggestion runs through the `")` right of the cursor, shows as ghost text around them, and
+    accepting a word of it, then the rest, leaves the line as meant instead of doubling them."""
+    nvim.command('inoremap ( ()<Left>')
+    nvim.command('inoremap " ""<Left>')
+    path = tmp_path / "handlers.py"
+    path.write_text("".join(f'def on_{i}(event):\n    log_event("handler_{i}", event.kind)\n    return event\n\n\n'
+                            for i in range(30)) + "def on_30(event):\n")
+    nvim.command(f"edit {path}")
+    last = len(nvim.current.buffer)
+    type_on_a_new_line(nvim, tmp_path, last, 'log_event("handler_30')  # Python's indent rules add the 4 spaces
+    row = nvim.current.window.cursor[0]
+    assert nvim.current.buffer[row - 1] == '    log_event("handler_30")'  # the mappings closed both
+    ns = nvim.api.get_namespaces()["completer"]
+    marks = wait(lambda: nvim.api.buf_get_extmarks(0, ns, 0, -1, {"details": True}), timeout=30)
+    assert marks, (tmp_path / "server.log").read_text()
+    # `", event.kind)` through `")`: one piece, after the editor's `"`
+    cursor = len('    log_event("handler_30')
+    assert [(m[2], m[3]["virt_text"][0][0]) for m in marks] == [(cursor + 1, ", event.kind")]
+    nvim.input("<M-Right>")  # its first word, `",`: it replaces the `"`, the `)` stays
+    assert wait(lambda: nvim.current.buffer[row - 1] == '    log_event("handler_30",)'), nvim.current.buffer[row - 1]
+    # the rest, ` event.kind)` through the `)`, typed through and shown before it
+    marks = wait(lambda: nvim.api.buf_get_extmarks(0, ns, 0, -1, {"details": True}), timeout=30)
+    assert [(m[2], m[3]["virt_text"][0][0]) for m in marks] == [(cursor + 2, " event.kind")]
+    nvim.input("<Tab>")
+    assert wait(lambda: nvim.current.buffer[row - 1] == '    log_event("handler_30", event.kind)'), \
+        nvim.current.buffer[row - 1]
+    assert tuple(nvim.current.window.cursor) == (row, len('    log_event("handler_30", event.kind)'))

@@ -212,3 +212,36 @@ def test_demo_replays_a_session_with_a_live_display(tmp_path):
     assert "session s:" in r.stdout and "server ready" in r.stdout and "7 |" in r.stdout  # a suggestion shown
     verdict = [line for line in r.stdout.splitlines() if line.startswith("documents end as intended")]
     assert len(verdict) == 1 and verdict[0].split()[-1] == "True"
+
+
+def test_an_editor_that_closes_brackets_takes_a_suggestion_only_where_it_replaces_them(tmp_path):
+    """`--auto-close` with the embedded model: typing `log_event("handler_30` leaves `")` right of the
+    cursor; the suggestion `", event.kind)` runs through them. The server's item replaces them, so the
+    typist takes it and the document ends as planned; with --no-closers the item would double them,
+    and the typist does not take it."""
+    handlers = "".join(f'def on_{i}(event):\n    log_event("handler_{i}", event.kind)\n    return event\n\n\n'
+                       for i in range(30)) + "def on_30(event):\n"
+    target = '    log_event("handler_30", event.kind)'
+    pause_at = len('    log_event("handler_30')  # reads the suggestion before typing the `"`
+    # `    log_event` pasted: typed, its suggestion `("handler_28"...` would be taken a word at a time
+    pasted = len("    log_event")
+    steps = [["paste", 0, target[:pasted], 40.0]]
+    steps += [["type", i, target[i], 2500.0 if i == pause_at else 40.0] for i in range(pasted, len(target))]
+    uri = "file:///work/handlers.py"
+    path = tmp_path / "s.msgpack"
+    write_session(path, Session("synthetic", "utf-16", {"name": "handlers"}, [
+        event("open", 0, uri=uri, language_id="python", version=1, text=handlers),
+        event("plan", 0, uri=uri, line=handlers.count("\n"), character=0, text=target, steps=steps)]))
+    r = completer("replay", str(path), "--auto-close", "--model", str(ROOT / "completer" / "models" / "embedded"),
+                  "--device", "cpu", "--min-confidence", "0", "--ab", "no-closers=--no-closers",
+                  "--json", str(tmp_path / "ab.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "ab.json").read_text())
+    woven, inserted = (c["summary"] for c in report["configs"])
+    assert woven["texts_ok"] and inserted["texts_ok"]  # the editor's closers typed over or replaced, never doubled
+    requests = report["configs"][0]["sessions"][0]["requests"]
+    taken = [q for q in requests if q["accepted"]]
+    assert [(q["text"], q["replaces"], q["accepted"]) for q in taken] == [('", event.kind)', 2, "full")]
+    assert woven["chars_accepted"] == len('", event.kind)')
+    # shown too, but taking it would have left `, event.kind)")`: at most a later, shorter one is taken
+    assert inserted["chars_accepted"] < woven["chars_accepted"]

@@ -1,8 +1,10 @@
 """The VS Code extension in real VS Code (code-server) in headless Chromium, driven by Playwright,
 with the real server and the embedded model: type into a Python file, ghost text appears, Tab
 accepts, the line holds the suggestion and, saved, the file on disk, the server counted the
-acceptance; screenshots are saved. Twice: an LF file, and a CRLF one (a Windows checkout), whose
-line breaks the save keeps.
+acceptance; screenshots are saved. Three times: an LF file, a CRLF one (a Windows checkout), whose
+line breaks the save keeps, and, with VS Code closing brackets and quotes as they are typed (its
+default), a line whose suggestion runs through the `")` the editor put right of the cursor: it
+shows around them, and Tab leaves the line as meant instead of doubling them.
 
 Needs what `make e2e-vscode` installs (minutes): code-server from npm (Node 24), Debian's Chromium,
 Playwright, and editors/vscode/completer.vsix. Without them the test is skipped, saying what is
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,12 +40,33 @@ except ImportError:
 required = os.environ.get("COMPLETER_E2E_VSCODE") == "1"
 
 SOURCE = "class Inventory:\n    def __init__(self):\n        self.items = {}\n\n    def count(self):\n"
+HANDLERS = "".join(f'def on_{i}(event):\n    log_event("handler_{i}", event.kind)\n    return event\n\n\n'
+                   for i in range(30)) + "def on_30(event):\n"
+
+
+@dataclass(frozen=True)
+class Variant:
+    newline: str
+    file: str
+    source: str
+    typed: str  # typed on the file's last (empty) line
+    auto_close: bool  # the editor closes brackets and quotes as they are typed
+    accepted: str | None = None  # the line after Tab, where it is known (else: typed + the ghost text)
+
+
+VARIANTS = {
+    "lf": Variant("\n", "inventory.py", SOURCE, "        return len(self.", False),
+    "crlf": Variant("\r\n", "inventory.py", SOURCE, "        return len(self.", False),
+    # VS Code makes `log_event(` `log_event()` and `"` `""`: the line reads `log_event("handler_30")`
+    "auto-closed": Variant("\n", "handlers.py", HANDLERS, '    log_event("handler_30', True,
+                           '    log_event("handler_30", event.kind)'),
+}
 
 
 EDITOR = ".part.editor .monaco-editor"  # the main editor area, not the chat input (also a Monaco editor)
 
 
-@pytest.fixture(params=["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.fixture(params=list(VARIANTS))
 def code_server(tmp_path, request):
     if missing:
         if required:
@@ -51,8 +75,9 @@ def code_server(tmp_path, request):
     data, ws = tmp_path / "data", tmp_path / "ws"
     (data / "user" / "User").mkdir(parents=True)
     ws.mkdir()
+    variant = VARIANTS[request.param]
     # "\r\n": a Windows checkout's file; VS Code keeps its line breaks (status bar "CRLF") and sends them
-    (ws / "inventory.py").write_bytes(SOURCE.replace("\n", request.param).encode())
+    (ws / variant.file).write_bytes(variant.source.replace("\n", variant.newline).encode())
     log = tmp_path / "server.log"
     settings = {
         "completer.serverCommand": sys.executable,
@@ -69,7 +94,9 @@ def code_server(tmp_path, request):
         "extensions.autoCheckUpdates": False,
         "workbench.tips.enabled": False,
         "chat.disableAIFeatures": True,  # no chat panel taking focus
-        "editor.autoClosingBrackets": "never",  # the typed line is exactly what the test typed
+        # the typed line is exactly what the test typed, or what VS Code makes of it by default
+        "editor.autoClosingBrackets": "always" if variant.auto_close else "never",
+        "editor.autoClosingQuotes": "always" if variant.auto_close else "never",
         "workbench.secondarySideBar.defaultVisibility": "hidden",
     }
     (data / "user" / "User" / "settings.json").write_text(json.dumps(settings))
@@ -88,7 +115,7 @@ def code_server(tmp_path, request):
             break
         except OSError:
             time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/?folder={ws}", log, ws / "inventory.py"
+    yield f"http://127.0.0.1:{port}/?folder={ws}", log, ws / variant.file, variant
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -107,9 +134,10 @@ LINE_WITHOUT_GHOST = """(needle) => {
 
 
 def test_ghost_text_and_tab_accept_in_code_server(code_server):
-    url, log, path = code_server
-    newline = "\r\n" if b"\r\n" in path.read_bytes() else "\n"
-    shot = "-crlf.png" if newline == "\r\n" else ".png"
+    url, log, path, variant = code_server
+    newline = variant.newline
+    shot = {"\r\n": "-crlf.png"}.get(newline, "-auto-closed.png" if variant.auto_close else ".png")
+    typed = variant.typed.lstrip()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -119,15 +147,15 @@ def test_ghost_text_and_tab_accept_in_code_server(code_server):
         try:
             page.goto(url)
             page.wait_for_selector(".monaco-workbench", timeout=90_000)
-            page.wait_for_selector(".explorer-viewlet >> text=inventory.py", timeout=60_000)
-            page.dblclick(".explorer-viewlet >> text=inventory.py")
+            page.wait_for_selector(f".explorer-viewlet >> text={variant.file}", timeout=60_000)
+            page.dblclick(f".explorer-viewlet >> text={variant.file}")
             page.wait_for_selector(EDITOR + " .view-lines", timeout=30_000)
             page.wait_for_function("document.querySelector('.statusbar') && "
                                    "document.querySelector('.statusbar').textContent.includes('completer')",
                                    timeout=60_000)
             page.click(EDITOR + " .view-lines")
             page.keyboard.press("Control+End")
-            page.keyboard.type("        return len(self.", delay=80)
+            page.keyboard.type(variant.typed, delay=80)
             try:
                 ghost = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
             except Exception:
@@ -136,21 +164,25 @@ def test_ghost_text_and_tab_accept_in_code_server(code_server):
             suggestion = ghost.text_content()
             page.screenshot(path=str(ARTIFACTS / ("vscode-ghost-text" + shot)))
             assert suggestion
+            shown = page.evaluate(LINE_WITHOUT_GHOST, typed)["text"].replace("\u00a0", " ")
             page.keyboard.press("Tab")
-            needle = "return len(self."
             page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && !r.ghost; }}",
-                                   arg=needle, timeout=10_000)
-            line = page.evaluate(LINE_WITHOUT_GHOST, needle)["text"]
+                                   arg=typed, timeout=10_000)
+            line = page.evaluate(LINE_WITHOUT_GHOST, typed)["text"].replace("\u00a0", " ")
             page.screenshot(path=str(ARTIFACTS / ("vscode-accepted" + shot)))
-            assert line.rstrip() == ("        return len(self." + suggestion).rstrip()
+            if variant.auto_close:
+                assert shown.rstrip() == variant.typed + '")'  # VS Code closed the quote and the bracket
+                assert line.rstrip() == variant.accepted, (line, suggestion)
+            else:
+                assert line.rstrip() == (variant.typed + suggestion.replace("\u00a0", " ")).rstrip()
             page.keyboard.press("Control+S")  # the file on disk: the suggestion in it, its line breaks kept
-            accepted = ("        return len(self." + suggestion.replace("\u00a0", " ")).rstrip()
+            accepted = line.rstrip()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and accepted not in path.read_bytes().decode():
                 time.sleep(0.2)
             saved = path.read_bytes().decode()
             assert accepted in saved and "\r" not in suggestion
-            assert saved.count(newline) == saved.count("\n") == SOURCE.count("\n")
+            assert saved.count(newline) == saved.count("\n") == variant.source.count("\n")
         finally:
             browser.close()
     deadline = time.monotonic() + 15

@@ -16,10 +16,12 @@ def cut(line: str, rest: str, kind: str = "midline") -> Case:
     return Case(kind, "m.py", [line + "\n"], 0, len(line), rest)
 
 
-def test_only_cuts_whose_line_closes_exactly_what_is_open():
+def test_cuts_whose_line_closes_what_is_open_at_the_end_or_going_on_past_it():
     q = bench_module("quality")
     found = q.auto_close_cases([cut('f(a, "x', 'y")'), cut("it(name, functi", "on()"), cut("g(", ")"),
-                                cut("    ", "f(x)", "indent"), cut("h(a", ") + 1")])
-    # function's own () is not it('s closer; nothing but the closers is not a completion; a line
-    # start has nothing open; a line that goes on after the closer is not closed "right after"
-    assert [(c.target, closers) for c, closers in found] == [('y")', '")')]
+                                cut("    ", "f(x)", "indent"), cut("h(a", ") + 1"), cut('k("a', 'b", 2)')])
+    # function's own () is not it('s closer, and the line leaves it( open; nothing but the closers is
+    # not a completion; a line start has nothing open; a line that goes on past its closers is
+    # "through" them
+    assert [(c.target, closers, through) for c, closers, through in found] == [
+        ('y")', '")', False), (") + 1", ")", True), ('b", 2)', '")', True)]

@@ -41,6 +41,31 @@ def test_typed_through_needs_the_rest_of_the_document_unchanged():
     assert r.lookup("elsewhere", edit(lines, 5, "    retu\n"), 5, 8) is None
 
 
+def test_typing_over_the_editors_closer_types_through_the_suggestion():
+    # VS Code closed `f("` with `")`; the suggestion runs through them (its item replaces them). Typing
+    # `c` inserts; typing `"` moves past the editor's `"` (the line is unchanged).
+    r = SuggestionReuse()
+    lines = ['x = f("ab")\n']
+    r.remember("u", lines, 0, 9, 'c", 1)')
+    assert r.lookup("u", ['x = f("abc")\n'], 0, 10) == ('", 1)', "typed_through")
+    assert r.lookup("u", ['x = f("abc")\n'], 0, 11) == (", 1)", "typed_through")
+    # both keys before the next request: the typed text holds the closer that left the right
+    r.remember("u", lines, 0, 9, 'c", 1)')
+    assert r.lookup("u", ['x = f("abc")\n'], 0, 11) == (", 1)", "typed_through")
+    # a word of it accepted, `c",`: the item replaced the `"`
+    r.remember("u", lines, 0, 9, 'c", 1)')
+    assert r.lookup("u", ['x = f("abc",)\n'], 0, 12) == (" 1)", "typed_through")
+
+
+def test_moving_past_text_that_is_no_closer_is_not_typing():
+    r = SuggestionReuse()
+    lines = ["x = f(ab, cd)\n"]
+    r.remember("u", lines, 0, 8, ", cd)")
+    assert r.lookup("u", lines, 0, 10) is None  # the cursor moved over `, ` (an arrow key)
+    r.remember("u", ['x = f("ab")\n'], 0, 9, 'c", 1)')
+    assert r.lookup("u", ['x = f("ab")\n'], 0, 10) is None  # over the `"` without typing the `c`
+
+
 def test_backspace_and_retype_reuses_the_earlier_answer():
     r = SuggestionReuse()
     lines = split_lines(DOC)
@@ -89,6 +114,17 @@ def test_after_enter_indents_like_an_editor():
     assert after_enter(lines, 1)[0][2] == "        \n"  # one level deeper after a block opener
     assert after_enter(lines, 2)[0][3] == "    \n" and after_enter(lines, 2)[1:] == (3, 4)
     assert after_enter(["\tif x {\n"], 0)[0][1] == "\t\t\n"
+
+
+def test_the_prefetch_reads_the_document_the_accepted_item_leaves():
+    from completer.completion.pipeline import CompletionRequest
+    from lsp.prefetch import accepted
+
+    shown_for = CompletionRequest(["def f(e):\n", '    log("ab")\n', ""], 1, 11)
+    # the item's range replaced the `")` the editor had closed the call with
+    assert accepted(shown_for, 'c", e)') == (["def f(e):\n", '    log("abc", e)\n', ""], 1, 17)
+    assert accepted(shown_for, "c") == (["def f(e):\n", '    log("abc")\n', ""], 1, 12)  # a plain insertion
+    assert accepted(shown_for, 'c", e)', closers=False)[0][1] == '    log("abc", e)")\n'  # --no-closers
 
 
 def test_the_pacer_debounces_only_while_typing_outruns_the_model():

@@ -3,9 +3,11 @@
 -- Neovim 0.12+ has vim.lsp.inline_completion: the plugin enables it and maps the accept key to it.
 -- On 0.11 the plugin asks for inline completions itself: debounced on every change in insert
 -- mode, cancelling the request it supersedes, dropping answers for an older buffer or a moved
--- cursor; ghost text is an extmark (first line inline, the rest as virtual lines). In both cases it
--- sends Copilot's textDocument/didShowCompletion and textDocument/didPartiallyAcceptCompletion, and
--- runs the item's command on accept (the server counts acceptances, locally).
+-- cursor; ghost text is an extmark (first line inline, the rest as virtual lines). A suggestion whose
+-- range covers closers right of the cursor (an autopairs plugin's `)`, which it runs through) shows
+-- in parts around them and replaces them on accept. In both cases it sends Copilot's
+-- textDocument/didShowCompletion and textDocument/didPartiallyAcceptCompletion, and runs the item's
+-- command on accept (the server counts acceptances, locally).
 
 local M = {}
 
@@ -83,6 +85,55 @@ local function item_text(item)
   return text or ''
 end
 
+-- The byte column where the item's range ends on the cursor row: beyond `col` when the suggestion
+-- runs through closers the editor put right of the cursor (`f("ab|")` + `c", 1)` replaces `")`).
+local function range_end(buf, client, item, row, col)
+  local r = item.range
+  if type(r) ~= 'table' or r.start.line ~= row or r['end'].line ~= row then
+    return col
+  end
+  local line = vim.api.nvim_buf_get_lines(buf, row, row + 1, false)[1] or ''
+  local ok, e = pcall(vim.str_byteindex, line, client.offset_encoding, r['end'].character, false)
+  if not ok or e <= col then
+    return col
+  end
+  return e
+end
+
+-- Where the first line of `text` goes as ghost text around `replaced`, the text it runs through
+-- (they are a subsequence of it): { { byte column, piece }, ... }, the pieces that are not in the
+-- buffer already, each before the replaced character it precedes.
+local function pieces(text, replaced, col)
+  local out, at = {}, 1
+  for i = 1, #replaced do
+    local found = text:find(replaced:sub(i, i), at, true)
+    if not found then
+      break
+    end
+    if found > at then
+      table.insert(out, { col + i - 1, text:sub(at, found - 1) })
+    end
+    at = found + 1
+  end
+  if at <= #text then
+    table.insert(out, { col + #replaced, text:sub(at) })
+  end
+  return out
+end
+
+-- How many characters of `replaced` the accepted `part` of a suggestion passes through.
+local function passed(part, replaced)
+  local at, n = 1, 0
+  for i = 1, #replaced do
+    local found = part:find(replaced:sub(i, i), at, true)
+    if not found then
+      break
+    end
+    n, at = i, found + 1
+  end
+  return n
+end
+
 local function render(buf, client, items, index, row, col)
   local item = items[index]
   local text = item_text(item)
@@ -90,15 +141,24 @@ local function render(buf, client, items, index, row, col)
     return
   end
   local lines = vim.split(text, '\n', { plain = true })
-  local opts = { virt_text = { { lines[1], 'Comment' } }, virt_text_pos = 'inline', hl_mode = 'combine' }
-  if #lines > 1 then
-    opts.virt_lines = {}
-    for i = 2, #lines do
-      table.insert(opts.virt_lines, { { lines[i], 'Comment' } })
-    end
+  local stop = range_end(buf, client, item, row, col)
+  local replaced = stop > col and vim.api.nvim_buf_get_text(buf, row, col, row, stop, {})[1] or ''
+  local parts = pieces(lines[1], replaced, col)
+  if #parts == 0 then -- a suggestion that starts on the next line
+    parts = { { col, '' } }
   end
-  vim.api.nvim_buf_set_extmark(buf, ns, row, col, opts)
-  buffer_state(buf).shown = { item = item, text = text, row = row, col = col, items = items, index = index }
+  for i, piece in ipairs(parts) do
+    local opts = { virt_text = { { piece[2], 'Comment' } }, virt_text_pos = 'inline', hl_mode = 'combine' }
+    if i == 1 and #lines > 1 then
+      opts.virt_lines = {}
+      for j = 2, #lines do
+        table.insert(opts.virt_lines, { { lines[j], 'Comment' } })
+      end
+    end
+    vim.api.nvim_buf_set_extmark(buf, ns, row, piece[1], opts)
+  end
+  buffer_state(buf).shown = { item = item, text = text, row = row, col = col, replaced = replaced, items = items,
+                              index = index }
   client:notify('textDocument/didShowCompletion', { item = item })
 end
 
@@ -204,7 +264,9 @@ function M.accept(kind)
   end
   M.clear(buf)
   local lines = vim.split(part, '\n', { plain = true })
-  vim.api.nvim_buf_set_text(buf, shown.row, shown.col, shown.row, shown.col, lines)
+  -- the closers right of the cursor that the accepted part runs through are replaced, not doubled
+  local stop = shown.col + passed(part, shown.replaced)
+  vim.api.nvim_buf_set_text(buf, shown.row, shown.col, shown.row, stop, lines)
   local end_row = shown.row + #lines - 1
   local end_col = (#lines == 1 and shown.col or 0) + #lines[#lines]
   vim.api.nvim_win_set_cursor(0, { end_row + 1, end_col })
