@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz
 
+from completer.pairs import BRACKETS, QUOTES
+
 from .closers import CLOSER_CHARS, is_subsequence
 
 if TYPE_CHECKING:
@@ -125,10 +127,13 @@ def typed_into(texts: Sequence[str], typed: str) -> tuple[str, ...]:
 def typed_since(old_lines: Sequence[str], old_line: int, old_character: int, lines: Sequence[str], line: int,
                 character: int) -> str | None:
     """What was typed at the old cursor to get from the old document to this one, if that is all that
-    changed (same line, same text right of the cursor, every other line the same); else None. Typing
-    over a closer the editor put right of the cursor counts as typing it (VS Code moves past its
-    auto-closed `)` or `"` when the user types one; accepting part of a suggestion that runs through
-    it replaces it): the closers gone from the right are then among the typed text, in order."""
+    changed (same line, same text right of the cursor, every other line the same); else None.
+
+    An editor that closes brackets and quotes changes the right too, and that still counts as typing:
+    the closers it added right of the cursor (`(` typed makes `()`) close openers among the typed
+    text; the closers gone from the right (VS Code moves past its own `)` or `"` when the user types
+    one; accepting part of a suggestion that runs through it replaces it) are among the typed text, in
+    order."""
     if line != old_line or line >= len(old_lines):
         return None
     old_left, old_right = _split(old_lines, old_line, old_character)
@@ -136,12 +141,23 @@ def typed_since(old_lines: Sequence[str], old_line: int, old_character: int, lin
     if not left.startswith(old_left) or not _same_except_line(old_lines, lines, line):
         return None
     typed = left[len(old_left):]
-    if right == old_right:
-        return typed
+    if right.endswith(old_right):
+        added = right[:len(right) - len(old_right)]
+        if not added or (not added.strip(CLOSER_CHARS) and is_subsequence(_openers(added), typed)):
+            return typed
+        return None
     over = old_right[:len(old_right) - len(right)]
     if over and old_right.endswith(right) and not over.strip(CLOSER_CHARS) and is_subsequence(over, typed):
         return typed
     return None
+
+
+_OPENER_OF = {**{closer: opener for opener, closer in BRACKETS.items()}, **{quote: quote for quote in QUOTES}}
+
+
+def _openers(closers: str) -> str:
+    """The openers that `closers` (innermost first) close, in the order they were typed."""
+    return "".join(_OPENER_OF[c] for c in reversed(closers))
 
 
 def _same_except_line(old: Sequence[str], new: Sequence[str], line: int) -> bool:

@@ -1,7 +1,7 @@
 """Closers the editor put right of the cursor, over the real server with the embedded model: VS Code
 closed `log_event("handler_30` with `")`, and the suggestion goes on past them, so its item's range
 covers them (accepting it leaves the line as meant, not `..., event.kind)")`); typing over the
-editor's `"` goes on through the same suggestion, its range now covering the `)`."""
+editor's `"`, or typing a `(` the editor closes at once, goes on through the same suggestion."""
 
 from pathlib import Path
 
@@ -55,3 +55,24 @@ async def test_a_suggestion_through_the_editors_closers_replaces_them(client: La
     assert accepted(line, item) == WANTED
     assert stats.counters.reuse_typed_through >= 1  # the same suggestion, typed through, not the model again
 
+
+
+async def test_typing_an_opener_the_editor_closes_keeps_the_suggestion(client: LanguageClient, workspace: Path):
+    """`(` typed into `log_event` as the suggestion says: VS Code makes it `()`. The rest of the same
+    suggestion answers (typed through, not the model), its range now covering the editor's `)`."""
+    uri = (workspace / "opener.py").as_uri()
+    typed = "    log_event"
+    open_document(client, uri, DOC + "def on_30(event):\n" + typed + "\n")
+    row = DOC.count("\n") + 1
+    first = (await client.text_document_inline_completion_async(invoked_at(uri, row, len(typed)))).items[0]
+    assert first.insert_text.startswith("(") and first.range.end.character == len(typed)  # nothing to replace
+    at = types.Position(line=row, character=len(typed))
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text="()")]))
+    again = (await client.text_document_inline_completion_async(invoked_at(uri, row, len(typed) + 1))).items[0]
+    stats = await client.protocol.send_request_async("completer/stats", {"requests": True})
+    assert list(stats.requests)[-1].kind == "typed_through"
+    assert again.insert_text == first.insert_text[1:]
+    assert (again.range.start.character, again.range.end.character) == (len(typed) + 1, len(typed) + 2)
+    assert accepted(typed + "()", again) == typed + first.insert_text

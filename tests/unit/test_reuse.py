@@ -57,6 +57,18 @@ def test_typing_over_the_editors_closer_types_through_the_suggestion():
     assert r.lookup("u", ['x = f("abc",)\n'], 0, 12) == (" 1)", "typed_through")
 
 
+def test_typing_an_opener_the_editor_closes_types_through_the_suggestion():
+    # `(` typed makes `()`, then `"` makes `("")`: the right grew by the closers of what was typed
+    r = SuggestionReuse()
+    r.remember("u", ["x = \n"], 0, 4, 'f("ab", 1)')
+    assert r.lookup("u", ["x = f()\n"], 0, 6) == ('"ab", 1)', "typed_through")
+    assert r.lookup("u", ['x = f("")\n'], 0, 7) == ('ab", 1)', "typed_through")
+    r.remember("u", ["x = \n"], 0, 4, 'f("ab", 1)')
+    assert r.lookup("u", ['x = f("")\n'], 0, 7) == ('ab", 1)', "typed_through")  # both keys at once
+    r.remember("u", ["x = \n"], 0, 4, "f(a)")
+    assert r.lookup("u", ["x = f]\n"], 0, 5) is None  # a `]` no typed opener explains
+
+
 def test_moving_past_text_that_is_no_closer_is_not_typing():
     r = SuggestionReuse()
     lines = ["x = f(ab, cd)\n"]
