@@ -100,16 +100,26 @@ local function range_end(buf, client, item, row, col)
   return e
 end
 
--- Where the first line of `text` goes as ghost text around `replaced`, the text it runs through
--- (they are a subsequence of it): { { byte column, piece }, ... }, the pieces that are not in the
--- buffer already, each before the replaced character it precedes.
-local function pieces(text, replaced, col)
+-- Where the characters of `replaced` occur in `text`, in order (as many of them as do): the byte
+-- positions a suggestion passes through the closers right of the cursor at.
+local function matched(text, replaced)
   local out, at = {}, 1
   for i = 1, #replaced do
     local found = text:find(replaced:sub(i, i), at, true)
     if not found then
       break
     end
+    out[i], at = found, found + 1
+  end
+  return out
+end
+
+-- Where the first line of `text` goes as ghost text around `replaced`, the text it runs through
+-- (they are a subsequence of it): { { byte column, piece }, ... }, the pieces that are not in the
+-- buffer already, each before the replaced character it precedes.
+local function pieces(text, replaced, col)
+  local out, at = {}, 1
+  for i, found in ipairs(matched(text, replaced)) do
     if found > at then
       table.insert(out, { col + i - 1, text:sub(at, found - 1) })
     end
@@ -119,19 +129,6 @@ local function pieces(text, replaced, col)
     table.insert(out, { col + #replaced, text:sub(at) })
   end
   return out
-end
-
--- How many characters of `replaced` the accepted `part` of a suggestion passes through.
-local function passed(part, replaced)
-  local at, n = 1, 0
-  for i = 1, #replaced do
-    local found = part:find(replaced:sub(i, i), at, true)
-    if not found then
-      break
-    end
-    n, at = i, found + 1
-  end
-  return n
 end
 
 local function render(buf, client, items, index, row, col)
@@ -265,7 +262,7 @@ function M.accept(kind)
   M.clear(buf)
   local lines = vim.split(part, '\n', { plain = true })
   -- the closers right of the cursor that the accepted part runs through are replaced, not doubled
-  local stop = shown.col + passed(part, shown.replaced)
+  local stop = shown.col + #matched(part, shown.replaced)
   vim.api.nvim_buf_set_text(buf, shown.row, shown.col, shown.row, stop, lines)
   local end_row = shown.row + #lines - 1
   local end_col = (#lines == 1 and shown.col or 0) + #lines[#lines]
