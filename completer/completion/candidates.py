@@ -41,6 +41,9 @@ MAX_COPY_CHARS = 160  # a copied line longer than this is not a completion, it i
 # files first, OPEN_FILES_CHARS in all (the lookup then takes 0.4-0.6 ms at the median over 370-600 KB of
 # files on our 2-core CPU, against 0.08 ms for the document alone).
 FILE_CHARS, OPEN_FILES_CHARS = 200_000, 600_000
+# How much of the document itself the lookup reads on each side of the cursor: all of any ordinary
+# file; a 5 MB one (generated code, an amalgamation) cost 15-25 ms a key searched whole.
+DOCUMENT_CHARS = 500_000
 # The line below anchors a copy only when it says something: `}`, `end` or `return` stand below far
 # too many lines to pick one (held-out line starts: the same exact lines found with half the
 # candidates to score at 8 characters as at 1).
@@ -73,10 +76,11 @@ def copy_candidates(lines: Sequence[str], line: int, character: int, right: str 
     a copy must not just repeat it."""
     body = line_body(lines[line])
     left = body[:character]
-    before = as_lf("".join(lines[:line]) + left)  # LF everywhere: a CRLF file's copies match an LF file's
+    # LF everywhere: a CRLF file's copies match an LF file's
+    before = as_lf(_joined(lines, line - 1, -1) + left)[-DOCUMENT_CHARS:]
     # The document without the cursor line's own continuation: what is right of the cursor on this
     # line must not propose itself.
-    after = as_lf("".join(lines[line + 1:]))
+    after = as_lf(_joined(lines, line + 1, 1))[:DOCUMENT_CHARS]
     # (source, text, the longest suffix it may hold): the open files are searched for the longer
     # suffixes only if they hold them, since most lengths match in none of them.
     everything = len(before)
@@ -168,6 +172,24 @@ def below_anchored(lines: Sequence[str], line: int, character: int, right: str =
     return found
 
 
+def _joined(lines: Sequence[str], start: int, step: int) -> str:
+    """The lines from `start` on (step 1) or up to it (step -1), at least DOCUMENT_CHARS of them where
+    the document has that many: a huge document is not joined whole at every key. Joined 4096 lines
+    at a time, in C."""
+    parts, total = [], 0
+    if step > 0:
+        at = start
+        while at < len(lines) and total < DOCUMENT_CHARS:
+            parts.append("".join(lines[at:at + 4096]))
+            total, at = total + len(parts[-1]), at + 4096
+        return "".join(parts)
+    end = start + 1
+    while end > 0 and total < DOCUMENT_CHARS:
+        parts.append("".join(lines[max(0, end - 4096):end]))
+        total, end = total + len(parts[-1]), end - 4096
+    return "".join(reversed(parts))
+
+
 def _bounded(open_files: Sequence[tuple[str, str]]) -> list[str]:
     """The open files' texts the lookup reads, within FILE_CHARS each and OPEN_FILES_CHARS in all."""
     out, left = [], OPEN_FILES_CHARS
@@ -192,8 +214,8 @@ def _longest_suffix(text: str, before: str) -> int:
 
 
 def _continuations(text: str, tail: str, exclude_end: bool, most: int = 4):
-    """What follows the last `most` occurrences of `tail` in `text`, the last first. With
-    exclude_end an occurrence that ends the text (the cursor itself) does not count."""
+    """What follows the last `most` occurrences of `tail` in `text` (MAX_COPY_CHARS + 1 characters of
+    it), the last first. With exclude_end an occurrence that ends the text (the cursor itself) does not count."""
     hi, n = len(text), 0
     while n < most:
         at = text.rfind(tail, 0, hi)
@@ -203,7 +225,8 @@ def _continuations(text: str, tail: str, exclude_end: bool, most: int = 4):
         if exclude_end and at + len(tail) == len(text):
             continue
         n += 1
-        yield text[at + len(tail):]
+        start = at + len(tail)
+        yield text[start:start + MAX_COPY_CHARS + 1]  # enough for _rest_of_line, not the rest of a 5 MB text
 
 
 def _rest_of_line(text: str) -> str:

@@ -49,6 +49,15 @@ def test_a_line_already_broken_is_not_made_worse():
     assert woven("a)]", "x = g(", ")") == "x = g(a)]"
 
 
+def test_a_minified_line_is_read_only_near_the_cursor():
+    # megabytes of balanced code either side (a minified file's one line) decide nothing, and a run
+    # of closers longer than the suggestion is cut to it: the same answer as on the short line
+    far_left, far_right = "a(b[1], 'c');" * 150_000, ";d(e)" * 400_000
+    assert closers_taken('c", 1)', far_left + 'f("ab', '")' + far_right) == 2
+    assert closers_taken("a)", far_left + "g(h(", ")" * 1_000_000) == 1
+    assert closers_taken("c", far_left + 'f("ab', '")' + far_right) == 0
+
+
 def test_scan_tells_code_from_strings():
     from completer.pairs import open_string, scan
 

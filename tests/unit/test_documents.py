@@ -79,6 +79,42 @@ def test_columns_inside_a_surrogate_pair_round_down():
     assert to_codepoints("éx", 99, "utf-8") == 2
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
+def test_column_conversions_match_counting_character_by_character(encoding):
+    from completer.lines import units
+
+    rng = random.Random(7)
+    pieces = ["a", " ", "é", "✓", "𝔘", "\ud83d", "\ude00", "\udfff", "\u07ff", "\u0800", "\uffff"]  # lone surrogates too
+    for _ in range(300):
+        line = "".join(rng.choice(pieces) for _ in range(rng.randrange(30)))
+        counted = [0]
+        for ch in line:
+            counted.append(counted[-1] + units(ch, encoding))
+        for index in range(len(line) + 1):
+            assert to_client_units(line, index, encoding) == counted[index]
+        for column in range(-2, counted[-1] + 3):
+            expected = max((i for i, c in enumerate(counted) if c <= max(column, 0)), default=0)
+            assert to_codepoints(line, column, encoding) == expected, (line, column)
+    for _ in range(20):  # long lines of wide characters: hundreds of extra units before a column
+        line = "".join(rng.choice(pieces) for _ in range(2_000))
+        counted = [0]
+        for ch in line:
+            counted.append(counted[-1] + units(ch, encoding))
+        for column in rng.sample(range(counted[-1] + 3), 50):
+            expected = max(i for i, c in enumerate(counted) if c <= column)
+            assert to_codepoints(line, column, encoding) == expected, column
+
+
+def test_a_minified_line_of_megabytes_converts_both_ways():
+    # the codec counts (C speed); one conversion per character took a second on such a line
+    line = "var a=function(b){return b+1};" * 60_000 + "/* ✓ 𝔘 */" + "x" * 500_000
+    end = to_client_units(line, len(line), "utf-16")
+    assert end == len(line) + 1  # 𝔘 takes two UTF-16 units
+    assert to_codepoints(line, end - 3, "utf-16") == len(line) - 3
+    assert to_codepoints(line, 1_800_006, "utf-16") == 1_800_005  # inside 𝔘's surrogate pair: its start
+    assert to_client_units(line, len(line), "utf-8") == len(line) + 2 + 3  # ✓ 3 bytes, 𝔘 4
+
+
 def test_the_tree_follows_the_lines_when_read_not_at_each_edit():
     doc = Document.from_text("file:///t.py", "python", 1, "def f(x):\n    return x\n")
     typed = "def g(y):\n    return y * 2\n"

@@ -65,6 +65,31 @@ def test_other_open_files_are_searched_whole_and_within_bounds(monkeypatch):
     assert copy_candidates(lines, line, col, open_files=(beyond,)) == []
 
 
+def test_a_huge_document_is_searched_near_the_cursor(monkeypatch):
+    from completer.completion import candidates
+
+    filler = ["x = 1\n"] * 30_000
+    near = ["    r = session.request('PUT', url)\n"]
+    far = ["    r = session.request('POST', url, json=body)\n"]
+    for above, below in ((far + filler + near, []), ([], near + filler + far)):
+        lines = above + ["    r = session.requ\n"] + below
+        line = len(above)
+        monkeypatch.setattr(candidates, "DOCUMENT_CHARS", 1_000_000)  # all of it: both copies
+        assert {c.text for c in copy_candidates(lines, line, 20)} == {"est('PUT', url)", "est('POST', url, json=body)"}
+        monkeypatch.setattr(candidates, "DOCUMENT_CHARS", 50_000)  # 8,333 filler lines each side: the near one
+        assert [c.text for c in copy_candidates(lines, line, 20)] == ["est('PUT', url)"]
+
+
+def test_a_line_longer_than_a_completion_is_not_copied():
+    from completer.completion.candidates import MAX_COPY_CHARS
+
+    for length in (MAX_COPY_CHARS, MAX_COPY_CHARS + 1):
+        copy = "a" * length
+        lines, line, col = at_end(f"value = compute({copy}\nvalue = compute(")
+        found = copy_candidates(lines, line, col)
+        assert [c.text for c in found] == ([copy] if length == MAX_COPY_CHARS else [])
+
+
 def test_copies_match_across_line_break_styles():
     # A CRLF document copies what its LF twin copies, with the same match lengths (a CRLF is one
     # character), and from LF files open beside it; no copy carries a "\r".

@@ -13,6 +13,7 @@ from completer.syntax import (
     enclosing_block_end,
     get_language,
     language_for,
+    minified,
     parser_for,
 )
 
@@ -82,6 +83,42 @@ def test_huge_documents_get_no_tree():
     doc = DocumentSyntax("python", "x = 1\n" * (MAX_PARSE_BYTES // 6 + 10))
     assert doc.snapshot.tree is None
     assert doc.update("x = 2\n").tree is not None
+
+
+def test_the_span_an_edit_changed_is_what_byte_by_byte_comparison_finds():
+    from completer.syntax import _common_prefix, _common_suffix
+
+    def by_bytes(a, b, limit=0, from_end=False):
+        n, i = min(len(a), len(b)) - limit, 0
+        while i < n and (a[-1 - i] == b[-1 - i] if from_end else a[i] == b[i]):
+            i += 1
+        return i
+
+    rng = random.Random(5)
+    for _ in range(400):  # lengths around the 4,096-byte blocks, edits small and large
+        a = bytes(rng.choice(b"ab\n") for _ in range(rng.choice([0, 1, 5, 4095, 4096, 4097, 9000])))
+        b = bytearray(a)
+        for _ in range(rng.randrange(3)):
+            at, size = rng.randrange(len(b) + 1), rng.choice([1, 3, 5000])
+            if rng.random() < 0.5:
+                b[at:at] = bytes(rng.choice(b"ab\n") for _ in range(size))
+            else:
+                del b[at:at + size]
+        b = bytes(b)
+        prefix = _common_prefix(a, b)
+        assert prefix == by_bytes(a, b)
+        assert _common_suffix(a, b, prefix) == by_bytes(a, b, prefix, from_end=True)
+
+
+def test_minified_documents_get_no_tree():
+    one_line = "var a=function(b){return b+1};" * 2_000  # 60 KB in one line
+    assert minified(one_line.encode()) and not minified(("x = 1\n" * 10_000).encode())
+    assert not minified(b"var a=1;" * 1_000)  # a long line in a small file is parsed
+    doc = DocumentSyntax("javascript", "let x = 1;\n")
+    assert doc.snapshot.tree is not None
+    assert doc.update(one_line).tree is None  # pasted in: handled line by line from then on
+    assert DocumentSyntax("javascript", one_line).snapshot.tree is None
+    assert doc.update("let x = 2;\n").tree is not None
 
 
 # (language, document with | at the cursor, multi-line suggestion, what survives block truncation)
