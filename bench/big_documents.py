@@ -11,8 +11,9 @@ answer. Prints the machine, the date and the same fields every run.
 
 Shapes (the text is generated, the same every run):
     ordinary      16 KB of Python (generated functions, 530 lines)
-    parsed-1.5mb  1.5 MB of Python in ordinary lines: parsed, incrementally at each key
-    huge-5mb      5 MB of Python: past syntax.MAX_PARSE_BYTES, handled line by line
+    parsed-900kb  900 KB of Python in ordinary lines: parsed, incrementally at each key
+    big-1.5mb     1.5 MB of Python: past syntax.MAX_PARSE_BYTES (1 MB), handled line by line
+    huge-5mb      5 MB of Python: the same
     min-140kb     minified JavaScript, 140 KB in one line
     min-1.4mb     minified JavaScript, 1.4 MB in one line
     min-1.4mb-utf the same with a non-ASCII comment and an emoji before the cursor (UTF-16 columns)
@@ -58,8 +59,8 @@ def python_source(n_functions: int) -> str:
 def shape_text(name: str) -> tuple[str, str, str]:
     """(language id, text with CURSOR where the typing starts, file suffix)."""
     call = f"    result = call({CURSOR})\n"
-    if name in ("ordinary", "parsed-1.5mb", "huge-5mb"):
-        size = {"ordinary": 16e3, "parsed-1.5mb": 1.5e6, "huge-5mb": 5e6}[name]
+    if name in ("ordinary", "parsed-900kb", "big-1.5mb", "huge-5mb"):
+        size = {"ordinary": 16e3, "parsed-900kb": 0.9e6, "big-1.5mb": 1.5e6, "huge-5mb": 5e6}[name]
         lines = python_source(int(size / 300)).splitlines(keepends=True)  # ~300 bytes a function
         half = len(lines) // 2
         while not lines[half - 1].startswith("    return"):  # inside a function, after its return
@@ -72,7 +73,7 @@ def shape_text(name: str) -> tuple[str, str, str]:
     raise ValueError(f"unknown shape {name!r}")
 
 
-SHAPES = ["ordinary", "parsed-1.5mb", "huge-5mb", "min-140kb", "min-1.4mb", "min-1.4mb-utf"]
+SHAPES = ["ordinary", "parsed-900kb", "big-1.5mb", "huge-5mb", "min-140kb", "min-1.4mb", "min-1.4mb-utf"]
 
 
 async def type_into(server_cmd: list[str], shape: str, keys: int, pause_s: float, tmp: Path) -> dict:

@@ -31,7 +31,10 @@ from tree_sitter import Language, Parser, Tree
 
 log = logging.getLogger(__name__)
 
-MAX_PARSE_BYTES = 2_000_000  # bounded work per keystroke: larger files are handled line by line
+# Bounded work per keystroke: larger files are handled line by line. tree-sitter's incremental
+# re-parse of one typed character grows faster than the file (Python or JavaScript, our 2-core CPU:
+# 1 ms at 150 KB, 9 ms at 500 KB, 20 ms at 1 MB, 23-45 ms at 1.5 MB; bench/big_documents.py).
+MAX_PARSE_BYTES = 1_000_000
 PARSE_S_BASE, PARSE_S_PER_MB = 0.25, 1.5  # a parse's time budget (an ordinary 1.2 MB file takes ~0.9 s)
 # A file of lines this long on average is minified or generated: no tree. Typing into the one line
 # of a 1.4 MB minified JavaScript file re-parsed it incrementally in 0.24 s a key, on the event loop.
