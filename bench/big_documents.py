@@ -10,7 +10,7 @@ answer. Prints the machine, the date and the same fields every run.
                                   [--server-checkout OTHER_CHECKOUT]
 
 Shapes (the text is generated, the same every run):
-    ordinary      16 KB of Python (generated functions, 530 lines)
+    ordinary      16 KB of Python (generated functions, about 530 lines)
     parsed-900kb  900 KB of Python in ordinary lines: parsed, incrementally at each key
     big-1.5mb     1.5 MB of Python: past syntax.MAX_PARSE_BYTES (1 MB), handled line by line
     huge-5mb      5 MB of Python: the same
@@ -36,8 +36,6 @@ from completer.replay.metrics import percentiles
 
 TYPED = "value, key"  # typed inside `call(|)`: the editor's `)` stays right of the cursor
 MINIFIED_UNIT = "var a=function(b,c){return b.map(function(d){return d+c})};"
-
-
 CURSOR = "\u2038"  # marks where typing starts in a shape's text; no shape holds it otherwise
 
 
@@ -123,6 +121,9 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.server_checkout:  # `python -m` imports from the working directory first; the client stays ours
+        args.json = os.path.abspath(args.json) if args.json else None  # paths given here mean here
+        if args.model and os.path.exists(args.model):
+            args.model = os.path.abspath(args.model)
         os.environ["PYTHONPATH"] = os.path.abspath(args.server_checkout)
         os.chdir(args.server_checkout)
     cmd = [sys.executable, "-m", "completer", "serve", "--stdio", *(["--model", args.model] if args.model else []),
