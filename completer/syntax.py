@@ -156,8 +156,11 @@ def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
     """Length of the common suffix, at most min(len(a), len(b)) - limit (it may not overlap the prefix)."""
     n, at = min(len(a), len(b)) - limit, 0
     la, lb = len(a), len(b)
-    while at < n and a[la - min(at + _BLOCK, n):la - at] == b[lb - min(at + _BLOCK, n):lb - at]:
-        at = min(at + _BLOCK, n)
+    while at < n:
+        step = min(at + _BLOCK, n)
+        if a[la - step:la - at] != b[lb - step:lb - at]:
+            break
+        at = step
     lo, hi = at, min(at + _BLOCK, n)
     while lo < hi:  # invariant: the last lo bytes agree
         mid = (lo + hi + 1) // 2
@@ -189,9 +192,19 @@ def minified(source: bytes) -> bool:
     return len(source) >= MINIFIED_MIN_BYTES and len(source) > MINIFIED_MEAN_LINE_BYTES * (source.count(b"\n") + 1)
 
 
+def parseable(source: bytes) -> bool:
+    """Whether a file gets a tree: within MAX_PARSE_BYTES and not minified."""
+    return len(source) <= MAX_PARSE_BYTES and not minified(source)
+
+
 def _parse(language: str, source: bytes, old: Tree | None, bounded: bool = False) -> Snapshot:
-    if len(source) > MAX_PARSE_BYTES or minified(source):
+    if not parseable(source):
         return Snapshot(language, None, source, bounded)
+    return _run_parser(language, source, old, bounded)
+
+
+def _run_parser(language: str, source: bytes, old: Tree | None, bounded: bool) -> Snapshot:
+    """_parse for a source already known to be parseable."""
     parser = parser_for(language)
     if not bounded:
         return Snapshot(language, parser.parse(source, old) if old else parser.parse(source), source)
@@ -226,8 +239,10 @@ def reparse(old: Snapshot, text: str) -> Snapshot:
     new = text.encode(*UTF8)
     if old.gave_up:
         return Snapshot(old.language, None, new, old.bounded, gave_up=True)
-    if old.tree is None or len(new) > MAX_PARSE_BYTES or minified(new):
+    if old.tree is None:
         return _parse(old.language, new, None, old.bounded)
+    if not parseable(new):  # checked once a key: the newline count reads the whole document
+        return Snapshot(old.language, None, new, old.bounded)
     start = _common_prefix(old.source, new)
     suffix = _common_suffix(old.source, new, start)
     old_end, new_end = len(old.source) - suffix, len(new) - suffix
@@ -235,7 +250,7 @@ def reparse(old: Snapshot, text: str) -> Snapshot:
     edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
                 start_point=_point(old.source, start), old_end_point=_point(old.source, old_end),
                 new_end_point=_point(new, new_end))
-    return _parse(old.language, new, edited, old.bounded)
+    return _run_parser(old.language, new, edited, old.bounded)
 
 
 class DocumentSyntax:
