@@ -3,6 +3,7 @@ command-line flags are the defaults), start loading the model."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from lsprotocol import types
@@ -30,10 +31,10 @@ def register(server) -> None:
         ls.apply_client_settings(params.initialization_options)
         root = _workspace_root(params)
         ls.workspace_root = root or ""
-        if root and ls.switches.context:
-            ls.ring = ContextRing(Workspace(root))
         log.info("position encoding %s, engine %s", ls.store.encoding, ls.options.engine)
         ls.start_loading()
+        if root and ls.switches.context:  # Workspace asks git for the user's excludes file: off the loop
+            ls.ring = ContextRing(await asyncio.to_thread(Workspace, root))
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls, params: types.InitializedParams):

@@ -7,8 +7,9 @@ Two sources, ranked together by how much they share with the code around the cur
   current file imports (tree-sitter), so the model sees what it is about to call.
 
 Chunks already visible in the local window are dropped, the rest fill a token budget. Privacy: a
-file is used only if it lies inside the workspace root, is not ignored by a .gitignore on its way
-from the root, does not look like a secret (.env, keys, credentials) and is not too large.
+file is used only if it lies inside the workspace root, is not ignored by git's rules (.gitignore
+files, info/exclude and the user's global excludes: gitignore.py), does not look like a secret (.env,
+keys, credentials) and is not too large.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from completer.gitignore import IgnoreRules
 from completer.syntax import parser_for
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
@@ -49,7 +51,7 @@ class Workspace:
 
     def __init__(self, root: str | Path | None):
         self.root = Path(root).resolve() if root else None
-        self._ignores: dict[Path, tuple[tuple[int, int] | None, list[str]]] = {}  # dir -> (mtime, size), patterns
+        self.rules = IgnoreRules(self.root) if self.root else None
 
     def relative(self, path: str | Path) -> str | None:
         """Workspace-relative path if the file may be used, else None."""
@@ -60,57 +62,9 @@ class Workspace:
             rel = p.relative_to(self.root)
         except (ValueError, OSError):
             return None  # outside the workspace
-        if looks_secret(p):
-            return None
-        if self._ignored(rel):
+        if looks_secret(p) or self.rules.ignored(rel):
             return None
         return rel.as_posix()
-
-    def _patterns(self, directory: Path) -> list[str]:
-        """The directory's .gitignore patterns, read again whenever the file changes (mtime, size)."""
-        path = directory / ".gitignore"
-        try:
-            st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            stamp = None
-        cached = self._ignores.get(directory)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        lines = []
-        if stamp is not None and stamp[1] <= MAX_FILE_BYTES:
-            try:
-                lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            except OSError:
-                pass
-        patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-        self._ignores[directory] = (stamp, patterns)
-        return patterns
-
-    def _ignored(self, rel: Path) -> bool:
-        """A .gitignore subset: glob patterns (with / anchoring and dir/ patterns) from the root down,
-        the last matching one wins and "!" re-includes. Good enough to keep build output, virtual
-        environments and local secrets out; `.git/` is always ignored."""
-        parts = rel.parts
-        if ".git" in parts:
-            return True
-        ignored = False
-        for depth in range(len(parts)):
-            directory = self.root.joinpath(*parts[:depth])
-            sub = parts[depth:]
-            for pattern in self._patterns(directory):
-                negate = pattern.startswith("!")
-                pat = pattern[1:] if negate else pattern
-                dir_only = pat.endswith("/")
-                pat = pat.strip("/")
-                candidates = ["/".join(sub[:i]) for i in range(1, len(sub) + (0 if dir_only else 1))]
-                anchored = "/" in pattern.rstrip("/")[1:] or pattern.startswith("/")
-                for cand in candidates:
-                    target = cand if anchored else cand.rsplit("/", 1)[-1]
-                    if fnmatch.fnmatch(target, pat):
-                        ignored = not negate
-                        break
-        return ignored
 
 
 def _identifiers(text: str) -> set[str]:

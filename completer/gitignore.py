@@ -1,0 +1,243 @@
+"""Which paths git ignores, by the rules of gitignore(5): what keeps ignored files out of the prompt.
+
+Where the rules come from, lowest precedence first: the user's global excludes file
+(core.excludesFile, else $XDG_CONFIG_HOME/git/ignore), the repository's info/exclude, then each
+.gitignore from the repository's top down to the path's own directory. The last pattern that
+matches decides. A path inside an ignored directory stays ignored whatever a later "!" says: git
+never looks inside that directory, so it cannot re-include anything in it.
+
+A workspace that lies inside a repository also gets the .gitignore files above it, up to the
+repository's top. Outside any repository the same files are read anyway: a rule that git would
+not apply there keeps a file out of the prompt, which is the safe side.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_RULES_BYTES = 1_000_000  # a larger ignore file is not read (it is not one a person wrote)
+
+_CLASSES = {"alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f",
+            "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~",
+            "space": " \\t\\n\\r\\f\\v", "upper": "A-Z", "xdigit": "0-9A-Fa-f"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One pattern line. `regex` matches the path relative to the directory holding the file (the
+    whole path when anchored, else only its last component)."""
+
+    regex: re.Pattern
+    negate: bool
+    dir_only: bool
+    anchored: bool
+
+    def matches(self, relative: str, is_dir: bool) -> bool:
+        if self.dir_only and not is_dir:
+            return False
+        return self.regex.fullmatch(relative if self.anchored else relative.rsplit("/", 1)[-1]) is not None
+
+
+def parse_rule(line: str) -> Rule | None:
+    """A Rule for one line of an ignore file, or None for a line that holds no pattern (blank, a
+    comment, a lone "/" or "!"). A pattern git would fail (an unclosed bracket) never matches."""
+    line = line.rstrip("\n").removesuffix("\r")
+    line = _trim_trailing_spaces(line)
+    if not line or line.startswith("#"):
+        return None
+    negate = line.startswith("!")  # a backslash before "!" or "#" escapes it, as _translate reads it
+    if negate:
+        line = line[1:]
+    dir_only = line.endswith("/")
+    line = line.rstrip("/") if dir_only else line
+    if not line:
+        return None
+    anchored = "/" in line
+    line = line.removeprefix("/")
+    try:
+        regex = re.compile(_translate(line), re.DOTALL)
+    except re.error:
+        return None
+    return Rule(regex, negate, dir_only, anchored)
+
+
+def _trim_trailing_spaces(line: str) -> str:
+    """Trailing spaces go, unless a backslash escapes them ("a\\ " keeps one)."""
+    end = len(line)
+    while end > 0 and line[end - 1] == " ":
+        backslashes = len(line[:end - 1]) - len(line[:end - 1].rstrip("\\"))
+        if backslashes % 2:
+            break
+        end -= 1
+    return line[:end]
+
+
+def _translate(pattern: str) -> str:
+    """A wildmatch pattern (as git matches paths: "*", "?" and brackets never match "/") as a regex."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            j = i
+            while j < n and pattern[j] == "*":
+                j += 1
+            at_start = i == 0 or pattern[i - 1] == "/"
+            if j - i >= 2 and at_start and (j == n or pattern[j] == "/"):
+                if j == n:
+                    out.append(".*")  # "dir/**": everything inside
+                else:
+                    out.append("(?:.*/)?")  # "**/" and "/**/": zero or more directories
+                    j += 1
+            else:
+                out.append("[^/]*")
+            i = j
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            bracket, i = _bracket(pattern, i)
+            out.append(bracket)
+        elif c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+def _bracket(pattern: str, start: int) -> tuple[str, int]:
+    """The regex for the bracket expression at pattern[start] == "[" and the index after it. An
+    unclosed bracket cannot match (git's wildmatch fails the whole pattern)."""
+    i, n = start + 1, len(pattern)
+    negate = i < n and pattern[i] in "!^"
+    if negate:
+        i += 1
+    items, first = [], True
+    while i < n and (pattern[i] != "]" or first):
+        first = False
+        c = pattern[i]
+        if c == "[" and pattern.startswith("[:", i):
+            close = pattern.find(":]", i + 2)
+            name = pattern[i + 2:close] if close >= 0 else ""
+            if name not in _CLASSES:
+                return "(?!)", n  # git fails a pattern with an unknown class
+            items.append(_CLASSES[name])
+            i = close + 2
+            continue
+        if c == "\\" and i + 1 < n:
+            i += 1
+            c = pattern[i]
+        if i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
+            high = pattern[i + 2]
+            if high == "\\" and i + 3 < n:
+                high = pattern[i + 3]
+                i += 1
+            items.append(f"{re.escape(c)}-{re.escape(high)}" if c <= high else "")
+            i += 3
+            continue
+        items.append(re.escape(c))
+        i += 1
+    if i >= n:
+        return "(?!)", n
+    body = "".join(items)
+    if negate:
+        return (f"[^/{body}]" if body else "[^/]"), i + 1
+    return (f"(?!/)[{body}]" if body else "(?!)"), i + 1
+
+
+class IgnoreRules:
+    """Answers "does git ignore this path?" for paths under `root`; ignore files are read again
+    whenever they change (mtime, size)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.top = _repository_top(self.root)
+        self._files: dict[Path, tuple[tuple[int, int] | None, list[Rule]]] = {}
+        # Asked once, here: a `git config` (a few ms) that the caller may run off the event loop.
+        self.global_excludes = _configured_excludes(self.top) or _default_excludes()
+
+    def ignored(self, relative: Path) -> bool:
+        """Whether the path (relative to root, a file unless it is a directory on disk) is ignored:
+        itself, or any directory on its way from the root."""
+        parts = (self.root / relative).relative_to(self.top).parts
+        if ".git" in parts:
+            return True
+        full = self.top.joinpath(*parts)
+        for depth in range(1, len(parts) + 1):
+            is_dir = depth < len(parts) or full.is_dir()
+            if self._decide(parts[:depth], is_dir):
+                return True
+        return False
+
+    def _decide(self, parts: tuple[str, ...], is_dir: bool) -> bool:
+        """Whether the last matching rule for parts (relative to top) ignores it; its directories are
+        taken as not ignored (the caller checked them first)."""
+        ignored = False
+        path = "/".join(parts)
+        for base, rules in self._sources(parts):
+            relative = path[len(base) + 1:] if base else path
+            for rule in rules:
+                if rule.matches(relative, is_dir):
+                    ignored = not rule.negate
+        return ignored
+
+    def _sources(self, parts: tuple[str, ...]):
+        """(base directory relative to top, rules) in precedence order, lowest first."""
+        yield "", self._rules(self.global_excludes)
+        yield "", self._rules(self.top / ".git" / "info" / "exclude")
+        for depth in range(len(parts)):
+            directory = self.top.joinpath(*parts[:depth])
+            base = "/".join(parts[:depth])
+            if depth and (directory / ".git").is_dir():  # a nested repository's own excludes
+                yield base, self._rules(directory / ".git" / "info" / "exclude")
+            yield base, self._rules(directory / ".gitignore")
+
+    def _rules(self, path: Path) -> list[Rule]:
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        cached = self._files.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        rules = []
+        if stamp is not None and stamp[1] <= MAX_RULES_BYTES:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            rules = [r for r in map(parse_rule, text.split("\n")) if r is not None]
+        self._files[path] = (stamp, rules)
+        return rules
+
+
+def _repository_top(root: Path) -> Path:
+    """The nearest directory at or above root holding .git (a directory, or a worktree's file);
+    root itself when there is none."""
+    for directory in (root, *root.parents):
+        if (directory / ".git").exists():
+            return directory
+    return root
+
+
+def _configured_excludes(top: Path) -> Path | None:
+    """core.excludesFile as git reads it (~ expanded), or None where it is unset or git is missing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        done = subprocess.run(["git", "config", "--path", "--get", "core.excludesFile"], check=False, cwd=top, env=env,
+                              capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = done.stdout.strip()
+    return Path(value).expanduser() if done.returncode == 0 and value else None
+
+
+def _default_excludes() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "git" / "ignore"

@@ -1,0 +1,175 @@
+"""Git's ignore rules (completer/gitignore.py): the patterns of gitignore(5) on strings, then the whole
+decision checked against git itself (`git check-ignore`) on a real repository, with hand-picked and
+seeded random patterns, nested .gitignore files, info/exclude and the user's global excludes file."""
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from completer.gitignore import IgnoreRules, parse_rule
+
+
+def matches(pattern: str, path: str, is_dir: bool = False) -> bool:
+    rule = parse_rule(pattern)
+    return rule is not None and rule.matches(path, is_dir)
+
+
+@pytest.mark.parametrize("pattern, path, is_dir, expected", [
+    ("*.html", "a/b/index.html", False, True),  # no slash: any level, by the last component
+    ("/*.c", "cat-file.c", False, True),  # a leading slash anchors
+    ("/*.c", "mozilla-sha1/sha1.c", False, False),
+    ("doc/frotz", "doc/frotz", True, True),  # a slash in the middle anchors too
+    ("doc/frotz", "a/doc/frotz", True, False),
+    ("frotz/", "a/frotz", True, True),  # a trailing slash: directories only
+    ("frotz/", "a/frotz", False, False),
+    ("docs/*.md", "docs/a.md", False, True),
+    ("docs/*.md", "docs/sub/b.md", False, False),  # "*" never crosses a slash
+    ("**/foo", "foo", False, True),  # leading "**/": any directory, none included
+    ("**/foo", "x/y/foo", False, True),
+    ("abc/**", "abc/x/y", False, True),  # trailing "/**": everything inside
+    ("abc/**", "abc", True, False),
+    ("a/**/b", "a/b", False, True),  # "/**/": zero or more directories
+    ("a/**/b", "a/x/y/b", False, True),
+    ("a**b", "aXYb", False, True),  # not between slashes: an ordinary "*"
+    ("a**b", "a/b", False, False),
+    ("foo[0-9].py", "foo1.py", False, True),
+    ("foo[0-9].py", "foo12.py", False, False),
+    ("[!q]z", "az", False, True),
+    ("[!q]z", "qz", False, False),
+    ("[]]y", "]y", False, True),
+    ("[[:digit:]]x", "1x", False, True),
+    ("e[[:bogus:]]f", "ebf", False, False),  # an unknown class fails the pattern, as in git
+    ("a[/]b", "a/b", False, False),  # brackets never match a slash
+    ("m?n", "m/n", False, False),
+    ("\\#hash", "#hash", False, True),
+    ("\\!bang", "!bang", False, True),
+    ("sp\\ ", "sp ", False, True),  # an escaped trailing space stays
+    ("trail   ", "trail", False, True),  # unescaped ones go
+    ("tab\t", "tab", False, False),  # tabs stay (git trims spaces only)
+    ("crlf.txt\r", "crlf.txt", False, True),
+])
+def test_patterns_follow_gitignore5(pattern, path, is_dir, expected):
+    assert matches(pattern, path, is_dir) is expected
+
+
+@pytest.mark.parametrize("line", ["", "   ", "# a comment", "/", "!", "[unclosed"])
+def test_lines_that_match_nothing(line):
+    rule = parse_rule(line)
+    assert rule is None or not any(rule.matches(p, d) for p in ("a", "[unclosed", "x/y") for d in (False, True))
+
+
+def test_negation_inside_an_ignored_directory_does_not_re_include(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "keep.txt").write_text("x")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / ".gitignore").write_text("build/\n!build/keep.txt\nlogs/*\n!logs/keep.txt\n")
+    rules = IgnoreRules(tmp_path)
+    assert rules.ignored(Path("build/keep.txt"))  # the directory is ignored: nothing inside comes back
+    assert not rules.ignored(Path("logs/keep.txt"))  # only its contents were: this one comes back
+    assert rules.ignored(Path("logs/other.txt"))
+
+
+def test_a_workspace_inside_a_repository_gets_the_rules_above_it(tmp_path):
+    (tmp_path / ".git" / "info").mkdir(parents=True)
+    (tmp_path / ".git" / "info" / "exclude").write_text("*.local\n")
+    (tmp_path / ".gitignore").write_text("secrets/\n")
+    workspace = tmp_path / "services" / "api"
+    (workspace / "secrets").mkdir(parents=True)
+    rules = IgnoreRules(workspace)
+    assert rules.top == tmp_path.resolve()
+    assert rules.ignored(Path("secrets/prod.yaml"))
+    assert rules.ignored(Path("settings.local"))
+    assert not rules.ignored(Path("main.py"))
+
+
+# ---------------------------------------------------------------- against git itself
+
+NAMES = ("a", "b", "ab", "x.c", "x.h", "build", "#n", "!e")
+DIR_NAMES = ("a", "b", "build", "sub")
+
+
+def tree(root: Path, rng: random.Random) -> list[str]:
+    """A small tree of directories, then files (a name already taken by a directory stays one);
+    returns every path in it, relative to root."""
+    directories = [Path(top, mid) for top in DIR_NAMES for mid in ("", *rng.sample(DIR_NAMES, 2))]
+    for directory in directories:
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    paths = [d.as_posix() for d in directories]
+    for directory in [Path(), *directories]:
+        for name in (NAMES if directory == Path() else rng.sample(NAMES, 4)):
+            if not (root / directory / name).exists():
+                (root / directory / name).write_text("x")
+            paths.append((directory / name).as_posix())
+    return sorted(set(paths))
+
+
+def random_pattern(rng: random.Random) -> str:
+    segments = [rng.choice(["a", "b", "ab", "*", "**", "?", "a*", "*.c", "x.?", "[ab]", "[!a]", "build",
+                            "sub", "[a-b]*", "\\#n", "\\!e", "*b"]) for _ in range(rng.choice([1, 1, 2, 3]))]
+    pattern = "/".join(segments)
+    if rng.random() < 0.2:
+        pattern = "/" + pattern
+    if rng.random() < 0.25:
+        pattern += "/"
+    if rng.random() < 0.25:
+        pattern = "!" + pattern
+    return pattern
+
+
+def git_ignored(root: Path, paths: list[str], env: dict) -> set[str]:
+    done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], check=False, cwd=root, env=env,
+                          input="\n".join(paths) + "\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    return set(done.stdout.splitlines())
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to compare with")
+@pytest.mark.parametrize("seed", range(12))
+def test_the_same_paths_as_git_check_ignore(tmp_path, monkeypatch, seed):
+    rng = random.Random(seed)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[core]\n\texcludesFile = ~/global-ignore\n")
+    (home / "global-ignore").write_text(random_pattern(rng) + "\n")
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "PATH": "/usr/bin:/bin",
+           "GIT_CONFIG_NOSYSTEM": "1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
+    paths = tree(root, rng)
+    (root / ".git" / "info" / "exclude").write_text("\n".join(random_pattern(rng) for _ in range(2)) + "\n")
+    (root / ".gitignore").write_text("\n".join(random_pattern(rng) for _ in range(6)) + "\n")
+    for directory in rng.sample(DIR_NAMES, 2):
+        (root / directory / ".gitignore").write_text("\n".join(random_pattern(rng) for _ in range(3)) + "\n")
+    expected = git_ignored(root, paths, env)
+    rules = IgnoreRules(root)
+    ours = {p for p in paths if rules.ignored(Path(p))}
+    ignore_files = {f: (root / f).read_text() for f in (".gitignore", ".git/info/exclude")}
+    assert ours == expected, (ignore_files, sorted(ours ^ expected))
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to compare with")
+def test_the_hand_picked_rules_as_git_check_ignore(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / ".gitignore").write_text("**/secrets.yaml\na/**/b.txt\nbuild/\n!build/keep.txt\ndocs/*.md\n"
+                                     "\\#hash\ntrailing.txt   \nfoo[0-9].py\n/rooted/\n")
+    files = ["secrets.yaml", "x/secrets.yaml", "a/b.txt", "a/c/d/b.txt", "build/keep.txt", "build/y.py",
+             "docs/a.md", "docs/sub/b.md", "#hash", "trailing.txt", "foo1.py", "foo12.py", "rooted/z.py",
+             "sub/rooted/z.py"]
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_text("x")
+    expected = git_ignored(root, files, None)
+    rules = IgnoreRules(root)
+    assert {f for f in files if rules.ignored(Path(f))} == expected
+    assert len(expected) == 11  # the example is not vacuous
