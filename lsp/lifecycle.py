@@ -11,13 +11,17 @@ from pygls.uris import to_fs_path
 
 from completer.completion.context import ContextRing, Workspace
 
+from .workspace_folders import folder_paths
+
 log = logging.getLogger(__name__)
 
-def _workspace_root(params: types.InitializeParams) -> str | None:
-    folders = params.workspace_folders or []
-    uri = folders[0].uri if folders else params.root_uri
-    path = to_fs_path(uri) if uri else params.root_path
-    return path or None
+
+def _workspace_folders(params: types.InitializeParams) -> list[str]:
+    """The folders the client opened (workspaceFolders, else rootUri, else rootPath), as local paths."""
+    if params.workspace_folders:
+        return folder_paths(params.workspace_folders)
+    path = to_fs_path(params.root_uri) if params.root_uri else params.root_path
+    return [path] if path else []
 
 
 def register(server) -> None:
@@ -29,12 +33,12 @@ def register(server) -> None:
         if ls.recorder:
             ls.recorder.encoding = ls.store.encoding
         ls.apply_client_settings(params.initialization_options)
-        root = _workspace_root(params)
-        ls.workspace_root = root or ""
+        folders = _workspace_folders(params)
+        ls.workspace_root = folders[0] if folders else ""
         log.info("position encoding %s, engine %s", ls.store.encoding, ls.options.engine)
         ls.start_loading()
-        if root and ls.switches.context:  # Workspace asks git for the user's excludes file: off the loop
-            ls.ring = ContextRing(await asyncio.to_thread(Workspace, root))
+        if folders and ls.switches.context:  # Workspace asks git for the user's excludes file: off the loop
+            ls.ring = ContextRing(await asyncio.to_thread(Workspace, folders))
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls, params: types.InitializedParams):

@@ -359,9 +359,11 @@ def create_server(options: ServerOptions = ServerOptions(), placement: EnginePla
         inline_completion,
         lifecycle,
         stats,
+        workspace_folders,
     )
 
     server = CompleterServer(options, placement, record_dir)
-    for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates):
+    for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates,
+                    workspace_folders):
         feature.register(server)
     return server

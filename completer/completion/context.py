@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,24 +48,61 @@ class Chunk:
 
 
 class Workspace:
-    """Which files may feed the prompt."""
+    """Which files may feed the prompt: those in one of the workspace's folders (a client may open
+    several) that git does not ignore and that do not look like secrets."""
 
-    def __init__(self, root: str | Path | None):
-        self.root = Path(root).resolve() if root else None
-        self.rules = IgnoreRules(self.root) if self.root else None
+    def __init__(self, folders: str | Path | Sequence[str | Path] | None):
+        if folders is None or isinstance(folders, (str, Path)):
+            folders = [folders] if folders else []
+        roots = list(dict.fromkeys(Path(f).resolve() for f in folders))
+        self.folders = [(root, IgnoreRules(root)) for root in roots]
+        self._prefixes = _folder_prefixes(roots)
 
-    def relative(self, path: str | Path) -> str | None:
-        """Workspace-relative path if the file may be used, else None."""
-        if self.root is None:
-            return None
+    @property
+    def root(self) -> Path | None:
+        """The first folder: the one a single-folder client opened."""
+        return self.folders[0][0] if self.folders else None
+
+    def folder_of(self, path: str | Path) -> Path | None:
+        """The innermost folder holding the file, or None."""
         try:
             p = Path(path).resolve()
-            rel = p.relative_to(self.root)
-        except (ValueError, OSError):
-            return None  # outside the workspace
-        if looks_secret(p) or self.rules.ignored(rel):
+        except OSError:
             return None
-        return rel.as_posix()
+        holding = [root for root, _ in self.folders if p.is_relative_to(root)]
+        return max(holding, key=lambda root: len(root.parts), default=None)
+
+    def relative(self, path: str | Path) -> str | None:
+        """The path the prompt shows if the file may be used, else None: relative to its folder,
+        after the folder's name where there are several."""
+        try:
+            p = Path(path).resolve()
+        except OSError:
+            return None
+        holding = [(root, rules) for root, rules in self.folders if p.is_relative_to(root)]
+        if not holding or looks_secret(p):
+            return None  # outside the workspace, or a secret
+        if any(rules.ignored(p.relative_to(root)) for root, rules in holding):
+            return None  # a folder inside another is held to the rules of both
+        root = max((root for root, _ in holding), key=lambda root: len(root.parts))
+        rel = p.relative_to(root).as_posix()
+        return f"{self._prefixes[root]}/{rel}" if root in self._prefixes else rel
+
+
+def _folder_prefixes(roots: list[Path]) -> dict[Path, str]:
+    """Each folder's name in the prompt's paths, only where there are several (a single folder's
+    paths stay as they always were); a name two folders share gets a number."""
+    if len(roots) < 2:
+        return {}
+    prefixes, taken = {}, set()
+    for root in roots:
+        name, n = root.name or "root", 1
+        while name in taken:
+            n += 1
+            name = f"{root.name or 'root'}-{n}"
+        taken.add(name)
+        prefixes[root] = name
+    return prefixes
 
 
 def _identifiers(text: str) -> set[str]:
@@ -76,6 +114,7 @@ class ContextRing:
         self.workspace = workspace
         self.max_files, self.chunk_lines = max_files, chunk_lines
         self.files: OrderedDict[str, list[Chunk]] = OrderedDict()  # relative path -> chunks, most recent last
+        self.sources: dict[str, str] = {}  # relative path -> the file's path, to re-key when folders change
 
     def note(self, path: str, text: str) -> None:
         """A file was opened, edited or saved: (re)chunk it, most recent last."""
@@ -86,8 +125,20 @@ class ContextRing:
         chunks = ["".join(lines[i:i + self.chunk_lines]) for i in range(0, len(lines), self.chunk_lines)]
         self.files[rel] = [Chunk(rel, c, "recent") for c in chunks if c.strip()]
         self.files.move_to_end(rel)
+        self.sources[rel] = str(path)
         while len(self.files) > self.max_files:
-            self.files.popitem(last=False)
+            self.sources.pop(self.files.popitem(last=False)[0], None)
+
+    def set_workspace(self, workspace: Workspace) -> None:
+        """The client added or removed folders: keep the files still inside, under their new paths."""
+        self.workspace = workspace
+        files, sources = self.files, self.sources
+        self.files, self.sources = OrderedDict(), {}
+        for old, chunks in files.items():
+            rel = workspace.relative(sources[old])
+            if rel is not None:
+                self.files[rel] = [Chunk(rel, c.text, c.kind) for c in chunks]
+                self.sources[rel] = sources[old]
 
     def open_files(self, current_path: str) -> tuple[tuple[str, str], ...]:
         """(path, text) of the files in the ring but the current one, the most recent first: what
@@ -100,6 +151,7 @@ class ContextRing:
         rel = self.workspace.relative(path)
         if rel is not None:
             self.files.pop(rel, None)
+            self.sources.pop(rel, None)
 
     def select(self, current_path: str, around_cursor: str, local_window: str, budget_chars: int,
                imports: list[Chunk] = ()) -> tuple[tuple[str, str], ...]:
@@ -127,8 +179,10 @@ class ContextRing:
 
 def python_import_definitions(workspace: Workspace, current_path: str, source: bytes,
                               max_chars: int = 2000) -> list[Chunk]:
-    """Signatures of top-level definitions in workspace modules the Python file imports."""
-    if workspace.root is None:
+    """Signatures of top-level definitions in workspace modules the Python file imports, found from
+    the folder that holds the file (else the first folder)."""
+    root = workspace.folder_of(current_path) or workspace.root
+    if root is None:
         return []
     tree = parser_for("python").parse(source)
     modules: list[str] = []
@@ -143,7 +197,7 @@ def python_import_definitions(workspace: Workspace, current_path: str, source: b
                 modules.append(name.text.decode())
     chunks = []
     for module in dict.fromkeys(modules):
-        base = workspace.root.joinpath(*module.split("."))
+        base = root.joinpath(*module.split("."))
         for candidate in (base.with_suffix(".py"), base / "__init__.py"):
             if not candidate.is_file():
                 continue

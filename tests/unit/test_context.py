@@ -117,3 +117,51 @@ def test_imported_modules_over_the_size_limit_are_not_read(tmp_path, monkeypatch
     chunks = python_import_definitions(Workspace(root), str(main), src)
     assert [c.path for c in chunks] == ["pkg/models.py"] and "huge.py" not in read
     assert (root / "huge.py").stat().st_size > context.MAX_FILE_BYTES
+
+
+def test_several_folders_each_under_its_name_and_rules(tmp_path):
+    api, web = tmp_path / "api", tmp_path / "web"
+    (api / "private").mkdir(parents=True)
+    (web / "private").mkdir(parents=True)
+    (web / ".gitignore").write_text("private/\n")
+    nested = web / "libs" / "api"  # a folder inside another, named like the first one
+    nested.mkdir(parents=True)
+    ws = Workspace([api, web, nested])
+    assert ws.relative(api / "main.py") == "api/main.py"
+    assert ws.relative(api / "private" / "a.py") == "api/private/a.py"  # api's rules do not hide it
+    assert ws.relative(web / "private" / "a.py") is None  # web's do
+    assert ws.relative(nested / "x.py") == "api-2/x.py"  # the innermost folder, its name made unique
+    assert ws.folder_of(nested / "x.py") == nested.resolve() and ws.folder_of(tmp_path / "x.py") is None
+    (web / ".gitignore").write_text("libs/\n")
+    assert ws.relative(nested / "x.py") is None  # the outer folder's rules hold inside the inner one
+    assert Workspace([api]).relative(api / "main.py") == "main.py"  # one folder: paths as always
+    assert Workspace([]).relative(api / "main.py") is None
+
+
+def test_the_ring_follows_the_folders(tmp_path):
+    api, web = tmp_path / "api", tmp_path / "web"
+    api.mkdir()
+    web.mkdir()
+    ring = ContextRing(Workspace([api]), max_files=2)
+    ring.note(str(api / "a.py"), "def a():\n    return 1\n")
+    ring.note(str(web / "b.py"), "def b():\n    return 2\n")  # not in the workspace yet
+    assert list(ring.files) == ["a.py"]
+    ring.set_workspace(Workspace([api, web]))
+    ring.note(str(web / "b.py"), "def b():\n    return 2\n")
+    assert list(ring.files) == ["api/a.py", "web/b.py"]
+    assert [c.path for c in ring.files["api/a.py"]] == ["api/a.py"]  # the chunks show the new path
+    ring.note(str(web / "c.py"), "def c():\n    return 3\n")  # max_files=2: api/a.py leaves
+    assert list(ring.sources) == ["web/b.py", "web/c.py"]
+    ring.set_workspace(Workspace([api]))
+    assert list(ring.files) == [] and ring.sources == {}
+
+
+def test_imports_are_found_in_the_folder_of_the_file(tmp_path):
+    api, web = tmp_path / "api", tmp_path / "web"
+    for folder, name in ((api, "api_models"), (web, "web_models")):
+        folder.mkdir()
+        (folder / "models.py").write_text(f"def {name}(x):\n    return x\n")
+    ws = Workspace([api, web])
+    source = b"import models\n"
+    assert "def web_models(x)" in python_import_definitions(ws, str(web / "main.py"), source)[0].text
+    assert "def api_models(x)" in python_import_definitions(ws, str(api / "main.py"), source)[0].text
