@@ -13,9 +13,11 @@ TEXT = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os
 LINE = 6
 
 
-def test_server_answers_while_compiling_then_runs_compiled_and_starts_compiled_next_time(tmp_path, monkeypatch):
+def test_server_answers_while_compiling_then_runs_compiled_and_starts_compiled_next_time(tmp_path, monkeypatch,
+                                                                                        compile_cache_home):
     monkeypatch.delenv("COMPLETER_COMPILE", raising=False)  # conftest turns it off for other tests
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no compiled engine yet
+    # No compiled engine for the server's settings yet (test_compiled_engine builds another key there).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(compile_cache_home))
     uri = (tmp_path / "files.py").as_uri()
     Path(tmp_path / "files.py").write_text(TEXT)
 
@@ -51,7 +53,7 @@ def test_server_answers_while_compiling_then_runs_compiled_and_starts_compiled_n
             first = await again.complete(line, col, timeout=60)
             assert not first.cancelled and first.text
             info = (await again.stats())["engineInfo"]
-            assert info["compiled"] and Path(info["compiled_engine"]).parent == tmp_path / "cache" / "completer" / "engines"
+            assert info["compiled"] and Path(info["compiled_engine"]).parent == compile_cache_home / "completer" / "engines"
         finally:
             await again.stop()
 

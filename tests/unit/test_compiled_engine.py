@@ -2,13 +2,17 @@
 model and machine by a separate process, cached in a private directory, loaded at start-up instead of
 compiled, never trusted when stale or corrupt, and never compiling inside a request.
 
-Each build of the fixture model takes ~45 s on 2 cores; the module builds two (one per cache length)."""
+Each build of the fixture model takes ~45 s on 2 cores; the module builds once, in the background (as
+the server does by default), and the engine compiled before serving loads what that build made: the
+builder process is the same, and a foreground build's waiting is checked with a stand-in builder
+(test_a_corrupt_or_foreign_entry_is_rebuilt_never_loaded)."""
 
 import json
 import os
 import shutil
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,9 +26,10 @@ from .test_torch_engine import PROMPTS, reference_greedy, run
 
 
 @pytest.fixture(scope="module")
-def cache_home(tmp_path_factory):
-    """An empty $XDG_CACHE_HOME for this module (the packages are built into it)."""
-    home = tmp_path_factory.mktemp("xdg")
+def cache_home(compile_cache_home):
+    """The session's $XDG_CACHE_HOME for builds: the packages are built into it, under a key that no
+    other test builds."""
+    home = compile_cache_home
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(home))
         for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
@@ -37,9 +42,39 @@ def make_engine(model_dir, compile, max_seq=256):
                        max_draft=2, num_threads=1, compile=compile)
 
 
+@dataclass
+class BackgroundBuild:
+    """What an engine did while its packages were built in the background, and after."""
+
+    state: str
+    eager: bool
+    finished_early: bool
+    usable_seq: int
+    max_seq: int
+    expected: list[int]
+    answered_eager: list[int]
+    finished: bool
+    engine: TorchEngine
+    prompt: list[int]
+
+
 @pytest.fixture(scope="module")
-def compiled(cache_home, fixture_model_dir):
-    """An engine compiled before serving (compile="on"): the packages built, then loaded."""
+def background(cache_home, fixture_model_dir):
+    """The module's one build. No packages yet: the engine answers at once, eager, while a separate
+    process builds them (the whole cache stays usable: nothing is written here meanwhile), then
+    switches to them."""
+    eng = make_engine(fixture_model_dir, "background")
+    state, eager, finished_early = eng.compiler.state, eng._decode_fn is eng.model, eng.compile_finished.is_set()
+    prompt = eng.tokenizer.encode(PROMPTS[1])
+    expected = reference_greedy(eng, prompt, 16)
+    answered = run(eng, prompt, max_new_tokens=16)[0]
+    return BackgroundBuild(state, eager, finished_early, eng.compiler.usable_seq(), eng.max_seq, expected, answered,
+                           eng.compile_finished.wait(600), eng, prompt)
+
+
+@pytest.fixture(scope="module")
+def compiled(background, fixture_model_dir):
+    """An engine compiled before serving (compile="on"): it loads the packages the build made."""
     return make_engine(fixture_model_dir, True)
 
 
@@ -150,21 +185,15 @@ def test_packages_that_disagree_with_the_model_are_refused(compiled, fixture_mod
     assert not copy.path.exists() and entry.state() == "ready"
 
 
-def test_background_build_serves_eager_then_switches(cache_home, fixture_model_dir):
-    """No packages yet (another cache length, so another key): the engine answers at once, eager, while
-    a separate process builds them (the whole cache stays usable: nothing is written here meanwhile),
-    then switches to them with the same tokens."""
-    eng = make_engine(fixture_model_dir, "background", max_seq=192)
-    assert eng.compiler.state == "compiling" and eng._decode_fn is eng.model
-    assert not eng.compile_finished.is_set()
-    assert eng.compiler.usable_seq() == eng.max_seq
-    prompt = eng.tokenizer.encode(PROMPTS[1])
-    expected = reference_greedy(eng, prompt, 16)
-    assert run(eng, prompt, max_new_tokens=16)[0] == expected
-    assert eng.compile_finished.wait(600), "the background build never finished"
+def test_background_build_serves_eager_then_switches(background):
+    assert background.state == "compiling" and background.eager and not background.finished_early
+    assert background.usable_seq == background.max_seq
+    assert background.answered_eager == background.expected
+    assert background.finished, "the background build never finished"
+    eng = background.engine
     assert eng.compiler.state == "compiled" and isinstance(eng._decode_fn, aot.AotStep)
     for speculative in (False, True):
-        assert run(eng, prompt, max_new_tokens=16, speculative=speculative)[0] == expected, speculative
+        assert run(eng, background.prompt, max_new_tokens=16, speculative=speculative)[0] == background.expected
 
 
 def test_a_failed_build_leaves_the_engine_eager_and_says_why(cache_home, fixture_model_dir, monkeypatch):
