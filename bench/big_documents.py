@@ -4,7 +4,8 @@ Starts the real server as an editor does (`completer serve --stdio`, the embedde
 --model), opens one document per shape, types KEYS characters at a point in its middle (before a
 `)` the editor closed, where the one-line suggestions weave through closers) and asks for a
 suggestion after each key, as VS Code does. The latency is the client's, from the request to the
-answer. Prints the machine, the date and the same fields every run.
+answer; rss_mb is the server's resident memory after the last key. Prints the machine, the date and
+the same fields every run.
 
     python bench/big_documents.py [--model DIR] [--keys 12] [--shapes NAME ...] [--json OUT]
                                   [--server-checkout OTHER_CHECKOUT]
@@ -13,7 +14,8 @@ Shapes (the text is generated, the same every run):
     ordinary      16 KB of Python (generated functions, about 530 lines)
     parsed-900kb  900 KB of Python in ordinary lines: parsed, incrementally at each key
     big-1.5mb     1.5 MB of Python: past syntax.MAX_PARSE_BYTES (1 MB), handled line by line
-    huge-5mb      5 MB of Python: the same
+    huge-5mb      5 MB of Python: the same (167k lines)
+    lines-500k    5.4 MB of Python in 500k short lines (a generated table): the same
     min-140kb     minified JavaScript, 140 KB in one line
     min-1.4mb     minified JavaScript, 1.4 MB in one line
     min-1.4mb-utf the same with a non-ASCII comment and an emoji before the cursor (UTF-16 columns)
@@ -64,6 +66,9 @@ def shape_text(name: str) -> tuple[str, str, str]:
         while not lines[half - 1].startswith("    return"):  # inside a function, after its return
             half += 1
         return "python", "".join(lines[:half]) + call + "".join(lines[half:]), ".py"
+    if name == "lines-500k":
+        rows = [f"    {i * 7919 % 100000},\n" for i in range(500_000)]
+        return "python", "TABLE = [\n" + "".join(rows[:250_000]) + call + "".join(rows[250_000:]) + "]\n", ".py"
     if name.startswith("min-"):
         n = int((140e3 if name == "min-140kb" else 1.4e6) / len(MINIFIED_UNIT) / 2)
         head = MINIFIED_UNIT * n + ("/* café ✓ 😀 */" if name.endswith("-utf") else "")
@@ -71,7 +76,7 @@ def shape_text(name: str) -> tuple[str, str, str]:
     raise ValueError(f"unknown shape {name!r}")
 
 
-SHAPES = ["ordinary", "parsed-900kb", "big-1.5mb", "huge-5mb", "min-140kb", "min-1.4mb", "min-1.4mb-utf"]
+SHAPES = ["ordinary", "parsed-900kb", "big-1.5mb", "huge-5mb", "lines-500k", "min-140kb", "min-1.4mb", "min-1.4mb-utf"]
 
 
 async def type_into(server_cmd: list[str], shape: str, keys: int, pause_s: float, tmp: Path) -> dict:
@@ -97,6 +102,7 @@ async def type_into(server_cmd: list[str], shape: str, keys: int, pause_s: float
             shown += bool(answer.text)
             await asyncio.sleep(pause_s)
         alive = client.client._server is not None and client.client._server.returncode is None
+        rss_mb = server_rss_mb(client.client._server.pid) if alive else None
     finally:
         await client.stop()
     later = latencies[1:] or latencies  # the first key also opens the document (first parse, first prompt)
@@ -106,7 +112,16 @@ async def type_into(server_cmd: list[str], shape: str, keys: int, pause_s: float
             "p50_ms": round(percentiles(later, (50,))[50], 1) if later else None,
             "p95_ms": round(percentiles(later, (95,))[95], 1) if later else None,
             "max_ms": round(max(later), 1) if later else None, "shown": shown,
-            "ready_s": round(ready_s, 2), "alive": alive}
+            "ready_s": round(ready_s, 2), "rss_mb": rss_mb, "alive": alive}
+
+
+def server_rss_mb(pid: int) -> int | None:
+    """The server's resident memory after the last key, in MB (None where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(row.split()[1]) // 1024 for row in f if row.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def main() -> int:
@@ -136,7 +151,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="completer-big-") as tmp:
         for shape in args.shapes:
             rows.append(asyncio.run(type_into(cmd, shape, args.keys, args.pause_ms / 1000, Path(tmp))))
-    fields = ["shape", "bytes", "lines", "longest_line", "first_key_ms", "p50_ms", "p95_ms", "max_ms", "shown", "alive"]
+    fields = ["shape", "bytes", "lines", "longest_line", "first_key_ms", "p50_ms", "p95_ms", "max_ms", "shown", "rss_mb",
+              "alive"]
     widths = [max(len(f), *(len(str(r[f])) for r in rows)) for f in fields]
     print("  ".join(f.ljust(w) for f, w in zip(fields, widths)))
     for r in rows:

@@ -267,8 +267,10 @@ class DocumentSyntax:
 
 
 def byte_offset(lines, line: int, character: int) -> int:
-    """UTF-8 byte offset of (line, code-point column) in the document made of `lines`."""
-    return sum(len(ln.encode(*UTF8)) for ln in lines[:line]) + len(lines[line][:character].encode(*UTF8))
+    """UTF-8 byte offset of (line, code-point column) in the document made of `lines`. Joined and
+    encoded in C: a line at a time in Python took ~10 ms at line 80,000."""
+    head = "".join(lines[:line]) + lines[line][:character]
+    return len(head) if head.isascii() else len(head.encode(*UTF8))
 
 
 def enclosing_block_end(snapshot: Snapshot, cursor: int, inserted: bytes) -> int | None:

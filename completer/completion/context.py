@@ -7,9 +7,9 @@ Two sources, ranked together by how much they share with the code around the cur
   current file imports (tree-sitter), so the model sees what it is about to call.
 
 Chunks already visible in the local window are dropped, the rest fill a token budget. Privacy: a
-file is used only if it lies inside the workspace root, is not ignored by git's rules (.gitignore
-files, info/exclude and the user's global excludes: gitignore.py), does not look like a secret (.env,
-keys, credentials) and is not too large.
+file is used only if it lies inside one of the workspace's folders, is not ignored by git's rules
+(.gitignore files, info/exclude and the user's global excludes: gitignore.py), does not look like a
+secret (.env, keys, credentials) and is not too large.
 """
 
 from __future__ import annotations

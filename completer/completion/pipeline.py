@@ -312,7 +312,8 @@ class Completer:
 
     def _post_context(self, req: CompletionRequest, prompt: Prompt, multiline: bool,
                       stats: GenerationStats) -> Context:
-        cursor_byte = byte_offset(req.lines, req.line, req.character) if req.syntax is not None and multiline else 0
+        treed = req.syntax is not None and req.syntax.tree is not None  # only a tree reads the offset
+        cursor_byte = byte_offset(req.lines, req.line, req.character) if treed and multiline else 0
         return Context(prompt.left, prompt.right, prompt.next_lines, multiline, req.syntax, cursor_byte,
                        prompt.prev_lines, truncated=stats.finish_reason in ("max_tokens", "length", "deadline"))
 

@@ -181,3 +181,30 @@ def test_typing_into_a_withheld_suggestion_is_decided_again_without_the_model():
     r.remember("u", lines, 5, 7, "", held="urn entries")
     assert r.lookup("u", edit(lines, 5, "    retx\n"), 5, 8, reconsider) is None  # not predicted: ask the model
     assert r.lookup("u", typed, 5, 8) is None  # reconsidering switched off
+
+
+def test_same_except_line_against_the_slices_it_replaced():
+    from completer.completion.reuse import _same_except_line
+
+    def reference(old, new, line):
+        return len(old) == len(new) and old[:line] == new[:line] and old[line + 1:] == new[line + 1:]
+
+    base = [f"line {i}\n" for i in range(6)]
+    cases = [(base, list(base), 2), (base, [*base[:2], "typed\n", *base[3:]], 2),
+             (base, [*base[:2], "typed\n", *base[3:]], 3), (base, [*base[:4], "x\n", *base[5:]], 0),
+             (base, base[:5], 2), (base, [s[:-1] + "\n" for s in base], 1),  # equal text, other objects
+             (base, [*base[:5], "last"], 5), (base, [*base[:5], "last"], 9), (base, list(base), 9), ([], [], 0)]
+    for old, new, line in cases:
+        assert _same_except_line(old, new, line) == reference(old, new, line), (new, line)
+    assert base == [f"line {i}\n" for i in range(6)]  # neither input is changed
+
+
+def test_only_the_shown_answer_keeps_its_document():
+    r = SuggestionReuse()
+    lines = split_lines(DOC)
+    for character in range(4, 8):
+        r.remember("u", lines, 5, character, "urn entries"[character - 4:])
+    later = edit(lines, 5, "    retu\n")
+    r.remember("u", later, 5, 8, "rn entries")
+    assert r.shown["u"].lines is later  # typed-through compares the whole document with it
+    assert len(r.recent) == 5 and all(answer.lines == () for answer in r.recent.values())

@@ -212,3 +212,14 @@ def test_an_incremental_parse_over_its_budget_gives_up_once(monkeypatch):
     assert snap.tree is None and snap.gave_up
     monkeypatch.undo()
     assert doc.update("def f(x):\n    return x + 2\n").gave_up  # not parsed again
+
+
+def test_byte_offset_against_a_line_at_a_time():
+    from completer.lines import split_lines
+
+    lines = split_lines("abc\ncafé ✓\n😀 x\r\n\ud800 lone\nend")
+    for line, text in enumerate(lines):
+        for character in range(len(text.rstrip("\r\n")) + 1):
+            expected = sum(len(ln.encode("utf-8", "surrogatepass")) for ln in lines[:line]) \
+                + len(text[:character].encode("utf-8", "surrogatepass"))
+            assert byte_offset(lines, line, character) == expected, (line, character)
