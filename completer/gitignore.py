@@ -26,25 +26,34 @@ _CLASSES = {"alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \\t", "cntrl": "
             "space": " \\t\\n\\r\\f\\v", "upper": "A-Z", "xdigit": "0-9A-Fa-f"}
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 @dataclass(frozen=True)
 class Rule:
     """One pattern line. `regex` matches the path relative to the directory holding the file (the
-    whole path when anchored, else only its last component)."""
+    whole path when anchored, else only its last component), ASCII-lowercased where `casefold`."""
 
     regex: re.Pattern
     negate: bool
     dir_only: bool
     anchored: bool
+    casefold: bool = False
 
     def matches(self, relative: str, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
             return False
-        return self.regex.fullmatch(relative if self.anchored else relative.rsplit("/", 1)[-1]) is not None
+        text = relative if self.anchored else relative.rsplit("/", 1)[-1]
+        return self.regex.fullmatch(text.translate(_ASCII_LOWER) if self.casefold else text) is not None
 
 
-def parse_rule(line: str) -> Rule | None:
+def parse_rule(line: str, ignore_case: bool = False) -> Rule | None:
     """A Rule for one line of an ignore file, or None for a line that holds no pattern (blank, a
-    comment, a lone "/" or "!"). A pattern git would fail (an unclosed bracket) never matches."""
+    comment, a lone "/" or "!"). A pattern git would fail (an unclosed bracket) never matches.
+    ignore_case: as git with core.ignoreCase (the default on macOS and Windows file systems): the
+    path's ASCII letters lowered and compared with the pattern's lowered, except a character after a
+    backslash or alone in brackets, which stay as written (so "[A]" matches nothing), and ranges,
+    which also take the lowercase of their capitals: git's wildmatch does exactly that."""
     line = line.rstrip("\n").removesuffix("\r")
     line = _trim_trailing_spaces(line)
     if not line or line.startswith("#"):
@@ -59,10 +68,10 @@ def parse_rule(line: str) -> Rule | None:
     anchored = "/" in line
     line = line.removeprefix("/")
     try:
-        regex = re.compile(_translate(line), re.DOTALL)
+        regex = re.compile(_translate(line, ignore_case), re.DOTALL)
     except re.error:
         return None
-    return Rule(regex, negate, dir_only, anchored)
+    return Rule(regex, negate, dir_only, anchored, ignore_case)
 
 
 def _trim_trailing_spaces(line: str) -> str:
@@ -76,7 +85,7 @@ def _trim_trailing_spaces(line: str) -> str:
     return line[:end]
 
 
-def _translate(pattern: str) -> str:
+def _translate(pattern: str, casefold: bool = False) -> str:
     """A wildmatch pattern (as git matches paths: "*", "?" and brackets never match "/") as a regex."""
     out, i, n = [], 0, len(pattern)
     while i < n:
@@ -99,18 +108,18 @@ def _translate(pattern: str) -> str:
             out.append("[^/]")
             i += 1
         elif c == "[":
-            bracket, i = _bracket(pattern, i)
+            bracket, i = _bracket(pattern, i, casefold)
             out.append(bracket)
         elif c == "\\" and i + 1 < n:
             out.append(re.escape(pattern[i + 1]))
             i += 2
         else:
-            out.append(re.escape(c))
+            out.append(re.escape(c.translate(_ASCII_LOWER) if casefold else c))
             i += 1
     return "".join(out)
 
 
-def _bracket(pattern: str, start: int) -> tuple[str, int]:
+def _bracket(pattern: str, start: int, casefold: bool = False) -> tuple[str, int]:
     """The regex for the bracket expression at pattern[start] == "[" and the index after it. An
     unclosed bracket cannot match (git's wildmatch fails the whole pattern)."""
     i, n = start + 1, len(pattern)
@@ -126,7 +135,7 @@ def _bracket(pattern: str, start: int) -> tuple[str, int]:
             name = pattern[i + 2:close] if close >= 0 else ""
             if name not in _CLASSES:
                 return "(?!)", n  # git fails a pattern with an unknown class
-            items.append(_CLASSES[name])
+            items.append(_CLASSES[name] + ("a-z" if casefold and name == "upper" else ""))
             i = close + 2
             continue
         if c == "\\" and i + 1 < n:
@@ -138,6 +147,9 @@ def _bracket(pattern: str, start: int) -> tuple[str, int]:
                 high = pattern[i + 3]
                 i += 1
             items.append(f"{re.escape(c)}-{re.escape(high)}" if c <= high else "")
+            capitals = range(max(ord(c), ord("A")), min(ord(high), ord("Z")) + 1)
+            if casefold and capitals:
+                items.append(f"{chr(capitals[0] + 32)}-{chr(capitals[-1] + 32)}")
             i += 3
             continue
         items.append(re.escape(c))
@@ -158,14 +170,15 @@ class IgnoreRules:
         self.root = Path(root).resolve()
         self.top = _repository_top(self.root)
         self._files: dict[Path, tuple[tuple[int, int] | None, list[Rule]]] = {}
-        # Asked once, here: a `git config` (a few ms) that the caller may run off the event loop.
-        self.global_excludes = _configured_excludes(self.top) or _default_excludes()
+        # Asked once, here: `git config` (a few ms each) that the caller may run off the event loop.
+        self.global_excludes = Path(_git_config(self.top, "--path", "core.excludesFile") or _default_excludes())
+        self.ignore_case = _git_config(self.top, "--bool", "core.ignoreCase") == "true"
 
     def ignored(self, relative: Path) -> bool:
         """Whether the path (relative to root, a file unless it is a directory on disk) is ignored:
         itself, or any directory on its way from the root."""
         parts = (self.root / relative).relative_to(self.top).parts
-        if ".git" in parts:
+        if ".git" in (p.lower() if self.ignore_case else p for p in parts):
             return True
         full = self.top.joinpath(*parts)
         for depth in range(1, len(parts) + 1):
@@ -212,7 +225,7 @@ class IgnoreRules:
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 text = ""
-            rules = [r for r in map(parse_rule, text.split("\n")) if r is not None]
+            rules = [r for r in (parse_rule(line, self.ignore_case) for line in text.split("\n")) if r is not None]
         self._files[path] = (stamp, rules)
         return rules
 
@@ -226,16 +239,17 @@ def _repository_top(root: Path) -> Path:
     return root
 
 
-def _configured_excludes(top: Path) -> Path | None:
-    """core.excludesFile as git reads it (~ expanded), or None where it is unset or git is missing."""
+def _git_config(top: Path, kind: str, name: str) -> str | None:
+    """A setting as git reads it for the repository at top (`kind`: --path expands ~, --bool says
+    true or false), or None where it is unset or git is missing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     try:
-        done = subprocess.run(["git", "config", "--path", "--get", "core.excludesFile"], check=False, cwd=top, env=env,
+        done = subprocess.run(["git", "config", kind, "--get", name], check=False, cwd=top, env=env,
                               capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
     value = done.stdout.strip()
-    return Path(value).expanduser() if done.returncode == 0 and value else None
+    return value if done.returncode == 0 and value else None
 
 
 def _default_excludes() -> Path:

@@ -55,6 +55,21 @@ def test_patterns_follow_gitignore5(pattern, path, is_dir, expected):
     assert matches(pattern, path, is_dir) is expected
 
 
+@pytest.mark.parametrize("pattern, path, expected", [
+    ("*.LOG", "app.log", True),  # letters compared lowered
+    ("Build/", "build", True),
+    ("*.log", "APP.LOG", True),
+    ("[A-C]x", "bx", True),  # a range takes the lowercase of its capitals
+    ("[[:upper:]]x", "bx", True),
+    ("[A]x", "ax", False),  # a lone character in brackets stays as written: git's quirk, kept
+    ("[a]x", "Ax", True),
+    ("\\Ax", "ax", False),  # so does an escaped one
+])
+def test_patterns_under_core_ignore_case(pattern, path, expected):
+    rule = parse_rule(pattern, ignore_case=True)
+    assert rule.matches(path, is_dir=True) is expected
+
+
 @pytest.mark.parametrize("line", ["", "   ", "# a comment", "/", "!", "[unclosed"])
 def test_lines_that_match_nothing(line):
     rule = parse_rule(line)
@@ -128,8 +143,11 @@ def git_ignored(root: Path, paths: list[str], env: dict) -> set[str]:
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to compare with")
-@pytest.mark.parametrize("seed", range(12))
-def test_the_same_paths_as_git_check_ignore(tmp_path, monkeypatch, seed):
+@pytest.mark.parametrize("seed, ignore_case", [*((seed, False) for seed in range(12)), (12, True), (13, True),
+                                               (14, True)])
+def test_the_same_paths_as_git_check_ignore(tmp_path, monkeypatch, seed, ignore_case):
+    """ignore_case: core.ignoreCase set (macOS and Windows repositories have it), the patterns in
+    mixed case."""
     rng = random.Random(seed)
     home = tmp_path / "home"
     home.mkdir()
@@ -142,13 +160,21 @@ def test_the_same_paths_as_git_check_ignore(tmp_path, monkeypatch, seed):
     root = tmp_path / "repo"
     root.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
+    if ignore_case:
+        subprocess.run(["git", "config", "core.ignoreCase", "true"], cwd=root, env=env, check=True)
+
+    def patterns(n):
+        drawn = (random_pattern(rng) for _ in range(n))
+        return "\n".join(p.upper() if ignore_case and rng.random() < 0.5 else p for p in drawn) + "\n"
+
     paths = tree(root, rng)
-    (root / ".git" / "info" / "exclude").write_text("\n".join(random_pattern(rng) for _ in range(2)) + "\n")
-    (root / ".gitignore").write_text("\n".join(random_pattern(rng) for _ in range(6)) + "\n")
+    (root / ".git" / "info" / "exclude").write_text(patterns(2))
+    (root / ".gitignore").write_text(patterns(6))
     for directory in rng.sample(DIR_NAMES, 2):
-        (root / directory / ".gitignore").write_text("\n".join(random_pattern(rng) for _ in range(3)) + "\n")
+        (root / directory / ".gitignore").write_text(patterns(3))
     expected = git_ignored(root, paths, env)
     rules = IgnoreRules(root)
+    assert rules.ignore_case is ignore_case
     ours = {p for p in paths if rules.ignored(Path(p))}
     ignore_files = {f: (root / f).read_text() for f in (".gitignore", ".git/info/exclude")}
     assert ours == expected, (ignore_files, sorted(ours ^ expected))
