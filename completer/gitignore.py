@@ -24,27 +24,35 @@ MAX_RULES_BYTES = 1_000_000  # a larger ignore file is not read (it is not one a
 _CLASSES = {"alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f",
             "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~",
             "space": " \\t\\n\\r\\f\\v", "upper": "A-Z", "xdigit": "0-9A-Fa-f"}
-
-
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# A pattern with more unbounded wildcards ("*" runs, "**") than this is matched by a table over
+# (pattern, text) positions instead of a regex: a backtracking regex takes seconds on "*a*a*b"
+# against a 2,000-character name and hangs on one more "*a", and a repository's .gitignore must
+# not hang the server.
+REGEX_MAX_WILDCARDS = 2
+_UNBOUNDED = ("star", "all", "dirs")
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One pattern line. `regex` matches the path relative to the directory holding the file (the
+    """One pattern line, matched against the path relative to the directory holding the file (the
     whole path when anchored, else only its last component), ASCII-lowercased where `casefold`."""
 
-    regex: re.Pattern
+    tokens: tuple[tuple, ...]
     negate: bool
     dir_only: bool
     anchored: bool
     casefold: bool = False
+    regex: re.Pattern | None = None  # the tokens as a regex, where they are few enough wildcards
 
     def matches(self, relative: str, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
             return False
         text = relative if self.anchored else relative.rsplit("/", 1)[-1]
-        return self.regex.fullmatch(text.translate(_ASCII_LOWER) if self.casefold else text) is not None
+        text = text.translate(_ASCII_LOWER) if self.casefold else text
+        if self.regex is not None:
+            return self.regex.fullmatch(text) is not None
+        return _table_match(self.tokens, text)
 
 
 def parse_rule(line: str, ignore_case: bool = False) -> Rule | None:
@@ -58,7 +66,7 @@ def parse_rule(line: str, ignore_case: bool = False) -> Rule | None:
     line = _trim_trailing_spaces(line)
     if not line or line.startswith("#"):
         return None
-    negate = line.startswith("!")  # a backslash before "!" or "#" escapes it, as _translate reads it
+    negate = line.startswith("!")  # a backslash before "!" or "#" escapes it, as _tokens reads it
     if negate:
         line = line[1:]
     dir_only = line.endswith("/")
@@ -66,12 +74,15 @@ def parse_rule(line: str, ignore_case: bool = False) -> Rule | None:
     if not line:
         return None
     anchored = "/" in line
-    line = line.removeprefix("/")
     try:
-        regex = re.compile(_translate(line, ignore_case), re.DOTALL)
+        tokens = tuple(_tokens(line.removeprefix("/"), ignore_case))
     except re.error:
         return None
-    return Rule(regex, negate, dir_only, anchored, ignore_case)
+    regex = None
+    if sum(kind in _UNBOUNDED for kind, _ in tokens) <= REGEX_MAX_WILDCARDS:
+        regex = re.compile("".join(_FRAGMENT[kind] if kind in _FRAGMENT else value.pattern if kind == "one"
+                                   else re.escape(value) for kind, value in tokens), re.DOTALL)
+    return Rule(tokens, negate, dir_only, anchored, ignore_case, regex)
 
 
 def _trim_trailing_spaces(line: str) -> str:
@@ -85,9 +96,14 @@ def _trim_trailing_spaces(line: str) -> str:
     return line[:end]
 
 
-def _translate(pattern: str, casefold: bool = False) -> str:
-    """A wildmatch pattern (as git matches paths: "*", "?" and brackets never match "/") as a regex."""
-    out, i, n = [], 0, len(pattern)
+_FRAGMENT = {"star": "[^/]*", "all": ".*", "dirs": "(?:.*/)?", "never": "(?!)"}
+
+
+def _tokens(pattern: str, casefold: bool = False):
+    """A wildmatch pattern (as git matches paths: "*", "?" and brackets never match "/") as tokens:
+    ("lit", char), ("one", regex of one character), ("star", None) for "[^/]*", ("all", None) for
+    ".*", ("dirs", None) for "(?:.*/)?" (zero or more directories), ("never", None)."""
+    i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
         if c == "*":
@@ -97,31 +113,63 @@ def _translate(pattern: str, casefold: bool = False) -> str:
             at_start = i == 0 or pattern[i - 1] == "/"
             if j - i >= 2 and at_start and (j == n or pattern[j] == "/"):
                 if j == n:
-                    out.append(".*")  # "dir/**": everything inside
+                    yield "all", None  # "dir/**": everything inside
                 else:
-                    out.append("(?:.*/)?")  # "**/" and "/**/": zero or more directories
+                    yield "dirs", None  # "**/" and "/**/": zero or more directories
                     j += 1
             else:
-                out.append("[^/]*")
+                yield "star", None
             i = j
         elif c == "?":
-            out.append("[^/]")
+            yield "one", _NOT_SLASH
             i += 1
         elif c == "[":
             bracket, i = _bracket(pattern, i, casefold)
-            out.append(bracket)
+            yield ("never", None) if bracket is None else ("one", re.compile(bracket, re.DOTALL))
         elif c == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
+            yield "lit", pattern[i + 1]
             i += 2
         else:
-            out.append(re.escape(c.translate(_ASCII_LOWER) if casefold else c))
+            yield "lit", c.translate(_ASCII_LOWER) if casefold else c
             i += 1
-    return "".join(out)
 
 
-def _bracket(pattern: str, start: int, casefold: bool = False) -> tuple[str, int]:
-    """The regex for the bracket expression at pattern[start] == "[" and the index after it. An
-    unclosed bracket cannot match (git's wildmatch fails the whole pattern)."""
+_NOT_SLASH = re.compile("[^/]", re.DOTALL)
+
+
+def _table_match(tokens: tuple[tuple, ...], text: str) -> bool:
+    """Whether the tokens match the whole text, by a table over positions: O(tokens x text), however
+    many wildcards. Filled from the end: here[p] says whether tokens[p:] match text[t:] for the
+    current t; inside[p], for a "dirs" token, whether text[t:] finishes one of its directories (up to
+    and including a "/") and then matches tokens[p + 1:]."""
+    n = len(tokens)
+    after = [False] * (n + 1)  # the row for t + 1
+    after_inside = [False] * n
+    for t in range(len(text), -1, -1):
+        here, inside = [False] * (n + 1), [False] * n
+        here[n] = t == len(text)
+        c = text[t] if t < len(text) else None
+        for p in range(n - 1, -1, -1):
+            kind, value = tokens[p]
+            if kind == "lit":
+                here[p] = c == value and after[p + 1]
+            elif kind == "one":
+                here[p] = c is not None and value.fullmatch(c) is not None and after[p + 1]
+            elif kind == "star":
+                here[p] = here[p + 1] or (c is not None and c != "/" and after[p])
+            elif kind == "all":
+                here[p] = here[p + 1] or (c is not None and after[p])
+            elif kind == "dirs":
+                inside[p] = c is not None and ((c == "/" and after[p + 1]) or after_inside[p])
+                here[p] = here[p + 1] or inside[p]
+        after, after_inside = here, inside
+    return after[0]
+
+
+def _bracket(pattern: str, start: int, casefold: bool = False) -> tuple[str | None, int]:
+    """The regex (of one character) for the bracket expression at pattern[start] == "[" and the index
+    after it; None where it can match nothing: an unclosed bracket, or an unknown class, fails the
+    whole pattern in git's wildmatch."""
     i, n = start + 1, len(pattern)
     negate = i < n and pattern[i] in "!^"
     if negate:
@@ -134,7 +182,7 @@ def _bracket(pattern: str, start: int, casefold: bool = False) -> tuple[str, int
             close = pattern.find(":]", i + 2)
             name = pattern[i + 2:close] if close >= 0 else ""
             if name not in _CLASSES:
-                return "(?!)", n  # git fails a pattern with an unknown class
+                return None, n  # git fails a pattern with an unknown class
             items.append(_CLASSES[name] + ("a-z" if casefold and name == "upper" else ""))
             i = close + 2
             continue
@@ -155,11 +203,11 @@ def _bracket(pattern: str, start: int, casefold: bool = False) -> tuple[str, int
         items.append(re.escape(c))
         i += 1
     if i >= n:
-        return "(?!)", n
+        return None, n
     body = "".join(items)
     if negate:
         return (f"[^/{body}]" if body else "[^/]"), i + 1
-    return (f"(?!/)[{body}]" if body else "(?!)"), i + 1
+    return (f"(?!/)[{body}]" if body else None), i + 1
 
 
 class IgnoreRules:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from completer import gitignore
 from completer.gitignore import IgnoreRules, parse_rule
 
 
@@ -68,6 +69,18 @@ def test_patterns_follow_gitignore5(pattern, path, is_dir, expected):
 def test_patterns_under_core_ignore_case(pattern, path, expected):
     rule = parse_rule(pattern, ignore_case=True)
     assert rule.matches(path, is_dir=True) is expected
+
+
+def test_many_wildcards_against_long_names_take_no_time():
+    """A regex backtracks for seconds on these (the first) or for ever (the others); the table takes
+    milliseconds. A repository's .gitignore must not hang the server. No timing is asserted here:
+    a hang would stop the test."""
+    long_name = "a" * 2000
+    for pattern in ("*a*a*b", "*a*a*a*a*a*a*a*a*b", "**/a/**/a/**/a/**/b"):
+        rule = parse_rule(pattern)
+        assert rule.regex is None and not rule.matches(long_name if "/" not in pattern else "a/" * 300, False)
+    assert parse_rule("*a*a*b").matches("xaya" * 500 + "b", False)
+    assert parse_rule("**/a/**/a/**/b").matches("x/a/y/a/z/b", False)
 
 
 @pytest.mark.parametrize("line", ["", "   ", "# a comment", "/", "!", "[unclosed"])
@@ -145,9 +158,13 @@ def git_ignored(root: Path, paths: list[str], env: dict) -> set[str]:
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to compare with")
 @pytest.mark.parametrize("seed, ignore_case", [*((seed, False) for seed in range(12)), (12, True), (13, True),
                                                (14, True)])
-def test_the_same_paths_as_git_check_ignore(tmp_path, monkeypatch, seed, ignore_case):
+@pytest.mark.parametrize("matcher", ["regex", "table"])
+def test_the_same_paths_as_git_check_ignore(tmp_path, monkeypatch, seed, ignore_case, matcher):
     """ignore_case: core.ignoreCase set (macOS and Windows repositories have it), the patterns in
-    mixed case."""
+    mixed case. matcher "table": every pattern matched by the table, not only those with many
+    wildcards."""
+    if matcher == "table":
+        monkeypatch.setattr(gitignore, "REGEX_MAX_WILDCARDS", -1)
     rng = random.Random(seed)
     home = tmp_path / "home"
     home.mkdir()
