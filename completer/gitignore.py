@@ -7,8 +7,9 @@ matches decides. A path inside an ignored directory stays ignored whatever a lat
 never looks inside that directory, so it cannot re-include anything in it.
 
 A workspace that lies inside a repository also gets the .gitignore files above it, up to the
-repository's top. Outside any repository the same files are read anyway: a rule that git would
-not apply there keeps a file out of the prompt, which is the safe side.
+repository's top. Outside any repository the same files are read anyway, and a repository nested
+in another is held to the rules of both: a rule that git would not apply there keeps a file out of
+the prompt, which is the safe side.
 """
 
 from __future__ import annotations
@@ -86,14 +87,12 @@ def parse_rule(line: str, ignore_case: bool = False) -> Rule | None:
 
 
 def _trim_trailing_spaces(line: str) -> str:
-    """Trailing spaces go, unless a backslash escapes them ("a\\ " keeps one)."""
-    end = len(line)
-    while end > 0 and line[end - 1] == " ":
-        backslashes = len(line[:end - 1]) - len(line[:end - 1].rstrip("\\"))
-        if backslashes % 2:
-            break
-        end -= 1
-    return line[:end]
+    """Trailing spaces go, unless a backslash escapes the first of them ("a\\ " keeps one)."""
+    kept = line.rstrip(" ")
+    if len(kept) == len(line):
+        return line
+    backslashes = len(kept) - len(kept.rstrip("\\"))
+    return kept + " " if backslashes % 2 else kept
 
 
 _FRAGMENT = {"star": "[^/]*", "all": ".*", "dirs": "(?:.*/)?", "never": "(?!)"}

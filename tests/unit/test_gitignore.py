@@ -81,6 +81,8 @@ def test_many_wildcards_against_long_names_take_no_time():
         assert rule.regex is None and not rule.matches(long_name if "/" not in pattern else "a/" * 300, False)
     assert parse_rule("*a*a*b").matches("xaya" * 500 + "b", False)
     assert parse_rule("**/a/**/a/**/b").matches("x/a/y/a/z/b", False)
+    assert parse_rule("x" + " " * 1_000_000).matches("x", False)  # trailing spaces were trimmed one at a time
+    assert parse_rule("x\\" + " " * 1_000_000).matches("x ", False)
 
 
 @pytest.mark.parametrize("line", ["", "   ", "# a comment", "/", "!", "[unclosed"])
