@@ -60,6 +60,7 @@ async def refresh_after_idle(ls, uri: str) -> None:
     doc, path = ls.store.get(uri), to_fs_path(uri)
     if doc is None or not path or ls.ring is None:
         return
+    ls.ring.prune()  # files a .gitignore took out since they were noted
     ls.ring.note(path, doc.text)
     line, character = ls.last_cursor.get(uri, (len(doc.lines) - 1, 0))
     line = min(line, len(doc.lines) - 1)

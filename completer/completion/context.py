@@ -120,6 +120,7 @@ class ContextRing:
         """A file was opened, edited or saved: (re)chunk it, most recent last."""
         rel = self.workspace.relative(path)
         if rel is None or len(text) > MAX_FILE_BYTES:
+            self._drop(lambda noted_rel, source: source == str(path))  # ignored or too large since
             return
         lines = text.splitlines(keepends=True)
         chunks = ["".join(lines[i:i + self.chunk_lines]) for i in range(0, len(lines), self.chunk_lines)]
@@ -128,6 +129,16 @@ class ContextRing:
         self.sources[rel] = str(path)
         while len(self.files) > self.max_files:
             self.sources.pop(self.files.popitem(last=False)[0], None)
+
+    def prune(self) -> None:
+        """Drop the files that may no longer feed the prompt: a .gitignore (or the user's excludes)
+        changed since they were noted. Called at each idle refresh, before the context is chosen."""
+        self._drop(lambda noted_rel, source: self.workspace.relative(source) != noted_rel)
+
+    def _drop(self, unwanted) -> None:
+        for rel in [rel for rel, source in self.sources.items() if unwanted(rel, source)]:
+            self.files.pop(rel, None)
+            self.sources.pop(rel, None)
 
     def set_workspace(self, workspace: Workspace) -> None:
         """The client added or removed folders: keep the files still inside, under their new paths."""

@@ -165,3 +165,21 @@ def test_imports_are_found_in_the_folder_of_the_file(tmp_path):
     source = b"import models\n"
     assert "def web_models(x)" in python_import_definitions(ws, str(web / "main.py"), source)[0].text
     assert "def api_models(x)" in python_import_definitions(ws, str(api / "main.py"), source)[0].text
+
+
+def test_the_ring_lets_go_of_files_that_became_ignored(tmp_path):
+    import os
+
+    root = make_workspace(tmp_path)
+    ring = ContextRing(Workspace(root))
+    ring.note(str(root / "notes.md"), "remember to rotate the keys\n")
+    ring.note(str(root / "a.py"), "def a():\n    return 1\n")
+    assert list(ring.files) == ["notes.md", "a.py"]
+    gitignore = root / ".gitignore"
+    gitignore.write_text(gitignore.read_text() + "notes.md\n")
+    st = gitignore.stat()
+    os.utime(gitignore, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    ring.prune()
+    assert list(ring.files) == ["a.py"] and list(ring.sources) == ["a.py"]
+    ring.note(str(root / "a.py"), "x" * 2_000_000)  # grew past the size limit: let go of too
+    assert ring.files == {} and ring.select(str(root / "main.py"), "rotate keys a", "", 1000) == ()
