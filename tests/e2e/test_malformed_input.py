@@ -89,6 +89,12 @@ def test_malformed_messages_do_not_kill_the_server(raw):
     raw.send({"method": "textDocument/didOpen", "params": {"textDocument": {"uri": "file:///a.py"}}})
     raw.send({"id": 4, "method": "no/such/method", "params": {}})
     assert raw.response(4)["error"]["code"] == -32601
+    folders = "workspace/didChangeWorkspaceFolders"
+    raw.send({"method": folders, "params": {"event": "x"}})
+    raw.send({"method": folders, "params": {"event": {"added": [{"uri": 5}], "removed": []}}})
+    raw.send({"method": folders, "params": {"event": {"removed": [], "added": [  # none of them a folder here
+        {"uri": "untitled:Untitled-1", "name": "u"}, {"uri": "file:///no/such/dir", "name": "n"},
+        {"uri": "file:///etc/hostname", "name": "f"}]}}})
     # still serving, with a real document
     raw.send({"method": "textDocument/didOpen", "params": {"textDocument": {
         "uri": "file:///ok.py", "languageId": "python", "version": 1, "text": "def f(x):\n    return x\n"}}})
