@@ -60,7 +60,7 @@ async def refresh_after_idle(ls, uri: str) -> None:
     doc, path = ls.store.get(uri), to_fs_path(uri)
     if doc is None or not path or ls.ring is None:
         return
-    ls.ring.prune()  # files a .gitignore took out since they were noted
+    withdraw(ls, ls.ring.prune())  # files a .gitignore took out since they were noted
     ls.ring.note(path, doc.text)
     line, character = ls.last_cursor.get(uri, (len(doc.lines) - 1, 0))
     line = min(line, len(doc.lines) - 1)
@@ -83,6 +83,21 @@ async def refresh_after_idle(ls, uri: str) -> None:
     if ls.reuse is not None:  # suggestions made without this context are stale now
         ls.reuse.forget(uri)
     await warm_up(ls, uri, line, min(character, len(doc.lines[line].rstrip("\r\n"))))
+
+
+def withdraw(ls, dropped: set[str]) -> None:
+    """Files left the ring (ignored, deleted or renamed since): out of every open document's context
+    and copy sources now, not at each document's next refresh. The prompts change, so suggestions
+    made with them are forgotten."""
+    if not dropped:
+        return
+    for uri, doc in ls.store.documents.items():
+        context = tuple(chunk for chunk in doc.context if chunk[0] not in dropped)
+        doc.open_files = tuple(item for item in doc.open_files if item[0] not in dropped)
+        if context != doc.context:
+            doc.context = context
+            if ls.reuse is not None:
+                ls.reuse.forget(uri)
 
 
 def schedule_warm_up(ls, uri: str, line: int, character: int) -> None:

@@ -356,6 +356,7 @@ def create_server(options: ServerOptions = ServerOptions(), placement: EnginePla
         completion_fallback,
         configuration,
         context_updates,
+        file_operations,
         inline_completion,
         lifecycle,
         stats,
@@ -364,6 +365,6 @@ def create_server(options: ServerOptions = ServerOptions(), placement: EnginePla
 
     server = CompleterServer(options, placement, record_dir)
     for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates,
-                    workspace_folders):
+                    workspace_folders, file_operations):
         feature.register(server)
     return server

@@ -71,7 +71,7 @@ def workspace_client(server_cmd: list[str]):
 
     @pytest_lsp.fixture(config=ClientServerConfig(server_command=server_cmd), scope="module")
     async def client(lsp_client: LanguageClient, workspace: Path):
-        await lsp_client.initialize_session(types.InitializeParams(
+        lsp_client.initialize_result = await lsp_client.initialize_session(types.InitializeParams(
             capabilities=pytest_lsp.client_capabilities("visual-studio-code"), root_uri=workspace.as_uri()))
         yield
         await lsp_client.shutdown_session()

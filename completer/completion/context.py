@@ -130,15 +130,18 @@ class ContextRing:
         while len(self.files) > self.max_files:
             self.sources.pop(self.files.popitem(last=False)[0], None)
 
-    def prune(self) -> None:
+    def prune(self) -> set[str]:
         """Drop the files that may no longer feed the prompt: a .gitignore (or the user's excludes)
-        changed since they were noted. Called at each idle refresh, before the context is chosen."""
-        self._drop(lambda noted_rel, source: self.workspace.relative(source) != noted_rel)
+        changed since they were noted. Called at each idle refresh, before the context is chosen.
+        Returns the prompt paths let go of."""
+        return self._drop(lambda noted_rel, source: self.workspace.relative(source) != noted_rel)
 
-    def _drop(self, unwanted) -> None:
-        for rel in [rel for rel, source in self.sources.items() if unwanted(rel, source)]:
+    def _drop(self, unwanted) -> set[str]:
+        dropped = {rel for rel, source in self.sources.items() if unwanted(rel, source)}
+        for rel in dropped:
             self.files.pop(rel, None)
             self.sources.pop(rel, None)
+        return dropped
 
     def set_workspace(self, workspace: Workspace) -> None:
         """The client added or removed folders: keep the files still inside, under their new paths."""
@@ -158,11 +161,11 @@ class ContextRing:
         return tuple((rel, "".join(c.text for c in chunks)) for rel, chunks in reversed(self.files.items())
                      if rel != current)
 
-    def forget(self, path: str) -> None:
-        rel = self.workspace.relative(path)
-        if rel is not None:
-            self.files.pop(rel, None)
-            self.sources.pop(rel, None)
+    def forget(self, path: str) -> set[str]:
+        """The file (or every file under the directory) was deleted or renamed: out of the ring, even
+        where its path would no longer be allowed. Returns the prompt paths let go of."""
+        under = str(path).rstrip("/") + "/"
+        return self._drop(lambda noted_rel, source: source == str(path) or source.startswith(under))
 
     def select(self, current_path: str, around_cursor: str, local_window: str, budget_chars: int,
                imports: list[Chunk] = ()) -> tuple[tuple[str, str], ...]:

@@ -59,3 +59,28 @@ async def test_context_is_chosen_when_idle_and_warmed_up(client: LanguageClient,
     after = await stats(client)
     computed = after.engine.prefill_tokens - now.engine.prefill_tokens
     assert after.engine.engine_requests == now.engine.engine_requests + 1 and computed <= 2
+
+
+async def test_a_renamed_or_deleted_file_leaves_every_context_at_once(client: LanguageClient, workspace: Path):
+    operations = client.initialize_result.capabilities.workspace.file_operations  # VS Code sends only these
+    assert operations.did_rename.filters[0].scheme == "file" and operations.did_delete.filters
+    notes = workspace / "notes.py"
+    notes.write_text("def rotate_api_keys(vault):\n    return vault.rotate()\n")
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=notes.as_uri(), language_id="python", version=1, text=notes.read_text())))
+    main = workspace / "ops.py"
+    text = "vault = open_vault()\nrotate_api_keys(vault)\n\n"
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=main.as_uri(), language_id="python", version=1, text=text)))
+    deadline = asyncio.get_running_loop().time() + 30
+    chosen = []
+    while "notes.py" not in chosen and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.3)
+        chosen = next((e.paths for e in (await stats(client)).context if e.uri == main.as_uri()), [])
+    assert "notes.py" in chosen
+    notes.rename(workspace / ".env.notes")
+    client.workspace_did_rename_files(types.RenameFilesParams(files=[types.FileRename(
+        old_uri=notes.as_uri(), new_uri=(workspace / ".env.notes").as_uri())]))
+    await asyncio.sleep(0.2)  # a notification: no answer to wait for
+    chosen = next((e.paths for e in (await stats(client)).context if e.uri == main.as_uri()), [])
+    assert "notes.py" not in chosen

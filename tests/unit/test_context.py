@@ -183,3 +183,13 @@ def test_the_ring_lets_go_of_files_that_became_ignored(tmp_path):
     assert list(ring.files) == ["a.py"] and list(ring.sources) == ["a.py"]
     ring.note(str(root / "a.py"), "x" * 2_000_000)  # grew past the size limit: let go of too
     assert ring.files == {} and ring.select(str(root / "main.py"), "rotate keys a", "", 1000) == ()
+
+
+def test_forgetting_a_file_or_a_directory(tmp_path):
+    root = make_workspace(tmp_path)
+    ring = ContextRing(Workspace(root))
+    for rel in ("pkg/a.py", "pkg/b.py", "pkgs.py", "c.py"):
+        ring.note(str(root / rel), f"# {rel}\n")
+    assert ring.forget(str(root / "c.py")) == {"c.py"}
+    assert ring.forget(str(root / "pkg")) == {"pkg/a.py", "pkg/b.py"}  # not pkgs.py: a directory's files only
+    assert list(ring.files) == ["pkgs.py"] and ring.forget(str(root / "c.py")) == set()
