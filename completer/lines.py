@@ -74,6 +74,11 @@ def line_body(line: str) -> str:
     return line.rstrip("\r\n")
 
 
+def terminator_length(line: str) -> int:
+    """How many characters of the line are its line break (0, 1, or 2 for "\r\n")."""
+    return 2 if line.endswith("\r\n") else 1 if line.endswith(("\n", "\r")) else 0
+
+
 def as_lf(text: str) -> str:
     """`text` with LF line breaks: what the model reads and the copies search. The model was trained
     on LF text; in a CRLF (Windows) or CR document every break was a token it had hardly seen, and its
@@ -88,8 +93,11 @@ def clamp(lines: Sequence[str], line: int, character: int, encoding: str) -> tup
         return 0, 0
     if line >= len(lines):
         last = len(lines) - 1
-        return last, len(line_body(lines[last]))
-    return line, to_codepoints(line_body(lines[line]), max(character, 0), encoding)
+        return last, len(lines[last]) - terminator_length(lines[last])
+    # On the line as it is, then clamped to its body: the same column as on the body (the break comes
+    # after it), without a copy of the line per conversion.
+    text = lines[line]
+    return line, min(to_codepoints(text, max(character, 0), encoding), len(text) - terminator_length(text))
 
 
 def replace_range(lines: Sequence[str], start: tuple[int, int], end: tuple[int, int], text: str) -> list[str]:

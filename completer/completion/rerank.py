@@ -62,9 +62,9 @@ AROUND_ABOVE, AROUND_BELOW = 8000, 2000
 def cursor_kind(left: str) -> str:
     """line_start: only indentation left of the cursor; mid_word: right after a word character
     (inside or at the end of an identifier being typed); mid_line: anywhere else."""
-    if not left.strip():
+    if not left or left.isspace():  # stops at the first other character: no copy of a long line
         return "line_start"
-    return "mid_word" if _WORD_END.search(left) else "mid_line"
+    return "mid_word" if _WORD_END.search(left[-2:]) else "mid_line"  # "\w$": the end, or before a last "\n"
 
 
 @dataclass(frozen=True)
