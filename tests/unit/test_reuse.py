@@ -208,3 +208,24 @@ def test_only_the_shown_answer_keeps_its_document():
     r.remember("u", later, 5, 8, "rn entries")
     assert r.shown["u"].lines is later  # typed-through compares the whole document with it
     assert len(r.recent) == 5 and all(answer.lines == () for answer in r.recent.values())
+
+
+def test_split_against_the_copy_without_the_line_break():
+    from completer.completion.reuse import _split
+
+    for text in ("    ret\n", "    ret\r\n", "    ret\r", "    ret", "", "\n", "\r\n", "x = '\r'\n"):
+        body = text.rstrip("\r\n")
+        for character in range(len(text) + 3):
+            assert _split([text], 0, character) == (body[:character], body[character:]), (text, character)
+
+
+def test_cursor_kind_against_whole_text_reads():
+    import re
+
+    from completer.completion.rerank import cursor_kind
+
+    def reference(left):
+        return "line_start" if not left.strip() else "mid_word" if re.search(r"\w$", left) else "mid_line"
+
+    for left in ("", "    ", "\t \u3000", "    ret", "    ret(", "x\n", "x(\n", "é", "a ", " \n", "return x_1"):
+        assert cursor_kind(left) == reference(left), repr(left)
