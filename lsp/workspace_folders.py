@@ -2,7 +2,8 @@
 
 pygls advertises workspace folders with change notifications and keeps `ls.workspace.folders` up to
 date before this handler runs. The context ring then gets a Workspace of the new folders (built on a
-worker thread: it asks git for each folder's excludes file) and keeps the files still inside them.
+worker thread: it asks git for each folder's excludes file) and keeps the files still inside them;
+those of a removed folder leave every open document's context at once.
 The KV cache's scope stays the first folder of `initialize`: it only keeps workspaces apart.
 """
 
@@ -14,6 +15,8 @@ from lsprotocol import types
 from pygls.uris import to_fs_path
 
 from completer.completion.context import ContextRing, Workspace
+
+from .context_updates import withdraw
 
 
 def folder_paths(folders) -> list[str]:
@@ -33,5 +36,5 @@ def register(server) -> None:
             return  # changed again meanwhile: the handler of that change sets the ring
         if ls.ring is None:
             ls.ring = ContextRing(workspace)
-        else:
-            ls.ring.set_workspace(workspace)
+        else:  # a removed folder's files leave every document's context now (context_updates.withdraw)
+            withdraw(ls, ls.ring.set_workspace(workspace))

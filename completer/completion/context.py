@@ -15,6 +15,7 @@ secret (.env, keys, credentials) and is not too large.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -143,16 +144,21 @@ class ContextRing:
             self.sources.pop(rel, None)
         return dropped
 
-    def set_workspace(self, workspace: Workspace) -> None:
-        """The client added or removed folders: keep the files still inside, under their new paths."""
+    def set_workspace(self, workspace: Workspace) -> set[str]:
+        """The client added or removed folders: keep the files still inside, under their new paths.
+        Returns the (old) prompt paths of the files let go of."""
         self.workspace = workspace
         files, sources = self.files, self.sources
         self.files, self.sources = OrderedDict(), {}
+        dropped = set()
         for old, chunks in files.items():
             rel = workspace.relative(sources[old])
-            if rel is not None:
-                self.files[rel] = [Chunk(rel, c.text, c.kind) for c in chunks]
-                self.sources[rel] = sources[old]
+            if rel is None:
+                dropped.add(old)
+                continue
+            self.files[rel] = [Chunk(rel, c.text, c.kind) for c in chunks]
+            self.sources[rel] = sources[old]
+        return dropped
 
     def open_files(self, current_path: str) -> tuple[tuple[str, str], ...]:
         """(path, text) of the files in the ring but the current one, the most recent first: what
@@ -164,7 +170,7 @@ class ContextRing:
     def forget(self, path: str) -> set[str]:
         """The file (or every file under the directory) was deleted or renamed: out of the ring, even
         where its path would no longer be allowed. Returns the prompt paths let go of."""
-        under = str(path).rstrip("/") + "/"
+        under = os.path.join(str(path), "")  # the directory's path with its separator
         return self._drop(lambda noted_rel, source: source == str(path) or source.startswith(under))
 
     def select(self, current_path: str, around_cursor: str, local_window: str, budget_chars: int,

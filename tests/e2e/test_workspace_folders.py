@@ -76,6 +76,9 @@ async def test_a_removed_folder_leaves_the_context_and_an_added_one_joins(client
             added=[types.WorkspaceFolder(uri=folders["tools"].as_uri(), name="tools")],
             removed=[types.WorkspaceFolder(uri=folders["api"].as_uri(), name="api")])))
     await asyncio.sleep(0.5)  # the handler builds the new folders' rules on a thread
+    stats = await client.protocol.send_request_async("completer/stats", None)
+    web_main = next(entry.paths for entry in stats.context if entry.uri == (folders["web"] / "main.py").as_uri())
+    assert web_main and not any(path.startswith("api/") for path in web_main)  # withdrawn at once
     before = await updates(client)
     open_document(client, (folders["tools"] / "models.py").as_uri(), MODELS)
     main = folders["tools"] / "main.py"

@@ -146,13 +146,13 @@ def test_the_ring_follows_the_folders(tmp_path):
     ring.note(str(api / "a.py"), "def a():\n    return 1\n")
     ring.note(str(web / "b.py"), "def b():\n    return 2\n")  # not in the workspace yet
     assert list(ring.files) == ["a.py"]
-    ring.set_workspace(Workspace([api, web]))
+    assert ring.set_workspace(Workspace([api, web])) == set()
     ring.note(str(web / "b.py"), "def b():\n    return 2\n")
     assert list(ring.files) == ["api/a.py", "web/b.py"]
     assert [c.path for c in ring.files["api/a.py"]] == ["api/a.py"]  # the chunks show the new path
     ring.note(str(web / "c.py"), "def c():\n    return 3\n")  # max_files=2: api/a.py leaves
     assert list(ring.sources) == ["web/b.py", "web/c.py"]
-    ring.set_workspace(Workspace([api]))
+    assert ring.set_workspace(Workspace([api])) == {"web/b.py", "web/c.py"}
     assert list(ring.files) == [] and ring.sources == {}
 
 
