@@ -213,13 +213,16 @@ class IgnoreRules:
     """Answers "does git ignore this path?" for paths under `root`; ignore files are read again
     whenever they change (mtime, size)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, user_config: bool = True):
+        """user_config: read git's settings and the user's global excludes file (False: the
+        repository's own files only, for benches that must not depend on who runs them)."""
         self.root = Path(root).resolve()
         self.top = _repository_top(self.root)
         self._files: dict[Path, tuple[tuple[int, int] | None, list[Rule]]] = {}
         # Asked once, here: `git config` (a few ms each) that the caller may run off the event loop.
-        self.global_excludes = Path(_git_config(self.top, "--path", "core.excludesFile") or _default_excludes())
-        self.ignore_case = _git_config(self.top, "--bool", "core.ignoreCase") == "true"
+        configured = _git_config(self.top, "--path", "core.excludesFile") if user_config else None
+        self.global_excludes = Path(configured or _default_excludes()) if user_config else None
+        self.ignore_case = user_config and _git_config(self.top, "--bool", "core.ignoreCase") == "true"
 
     def ignored(self, relative: Path) -> bool:
         """Whether the path (relative to root, a file unless it is a directory on disk) is ignored:
@@ -248,7 +251,8 @@ class IgnoreRules:
 
     def _sources(self, parts: tuple[str, ...]):
         """(base directory relative to top, rules) in precedence order, lowest first."""
-        yield "", self._rules(self.global_excludes)
+        if self.global_excludes is not None:
+            yield "", self._rules(self.global_excludes)
         yield "", self._rules(self.top / ".git" / "info" / "exclude")
         for depth in range(len(parts)):
             directory = self.top.joinpath(*parts[:depth])

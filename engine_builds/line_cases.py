@@ -75,10 +75,11 @@ def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, bud
     path_project = {f["path"]: f["project"] for f in pool}  # paths are unique within a suite
     budget = int(budget_tokens * CONTEXT_SHARE * 4)
     out, files = [], []
+    workspace = Workspace(WORKSPACE_ROOT, user_config=False)  # the same on every machine, built once
     for c in cases:
         project = path_project.get(c.path, "")
         others = [f for f in by_project.get(project, []) if f["path"] != c.path]
-        ring = ContextRing(Workspace(WORKSPACE_ROOT))
+        ring = ContextRing(workspace)
         for f in nearest_first(c.path, others, lambda f: f["path"], f"{seed}:{project}:{c.path}")[:open_files]:
             ring.note(str(WORKSPACE_ROOT / f["path"]), f["text"])
         line = c.line

@@ -52,11 +52,12 @@ class Workspace:
     """Which files may feed the prompt: those in one of the workspace's folders (a client may open
     several) that git does not ignore and that do not look like secrets."""
 
-    def __init__(self, folders: str | Path | Sequence[str | Path] | None):
+    def __init__(self, folders: str | Path | Sequence[str | Path] | None, user_config: bool = True):
+        """user_config: see IgnoreRules (False for benches)."""
         if folders is None or isinstance(folders, (str, Path)):
             folders = [folders] if folders else []
         roots = list(dict.fromkeys(Path(f).resolve() for f in folders))
-        self.folders = [(root, IgnoreRules(root)) for root in roots]
+        self.folders = [(root, IgnoreRules(root, user_config)) for root in roots]
         self._prefixes = _folder_prefixes(roots)
 
     @property

@@ -218,3 +218,14 @@ def test_the_hand_picked_rules_as_git_check_ignore(tmp_path, monkeypatch):
     rules = IgnoreRules(root)
     assert {f for f in files if rules.ignored(Path(f))} == expected
     assert len(expected) == 11  # the example is not vacuous
+
+
+def test_benches_can_leave_the_users_git_settings_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "xdg" / "git").mkdir(parents=True)
+    (tmp_path / "xdg" / "git" / "ignore").write_text("*.draft\n")  # the default global excludes file
+    root = tmp_path / "repo"
+    root.mkdir()
+    assert IgnoreRules(root).ignored(Path("notes.draft"))
+    assert not IgnoreRules(root, user_config=False).ignored(Path("notes.draft"))
