@@ -42,47 +42,46 @@ async def client(lsp_client: LanguageClient, folders: dict[str, Path]):
     await lsp_client.shutdown_session()
 
 
-async def chosen_context(client: LanguageClient, uri: str, updates_before: int) -> list[str]:
-    """The paths in the document's prompt once an idle refresh after `updates_before` has chosen them."""
+async def context_of(client: LanguageClient, uri: str) -> list[str]:
+    stats = await client.protocol.send_request_async("completer/stats", None)
+    return next((entry.paths for entry in stats.context if entry.uri == uri), [])
+
+
+async def context_when(client: LanguageClient, uri: str, ready) -> list[str]:
+    """The paths in the document's prompt once `ready(paths)` holds (an idle refresh chooses them
+    all at once); fails after 30 s."""
     deadline = asyncio.get_running_loop().time() + 30
     while asyncio.get_running_loop().time() < deadline:
+        paths = await context_of(client, uri)
+        if ready(paths):
+            return paths
         await asyncio.sleep(0.3)
-        stats = await client.protocol.send_request_async("completer/stats", None)
-        if stats.counters.context_updates > updates_before:
-            return next((entry.paths for entry in stats.context if entry.uri == uri), [])
-    raise AssertionError("no context update")
-
-
-async def updates(client: LanguageClient) -> int:
-    return (await client.protocol.send_request_async("completer/stats", None)).counters.context_updates
+    raise AssertionError(f"the context never got there: {paths}")
 
 
 async def test_every_folder_feeds_the_context_under_its_name(client: LanguageClient, folders):
-    before = await updates(client)
     for name in ("api", "web"):
         for rel in ("models.py", "private/orders.py"):
             open_document(client, (folders[name] / rel).as_uri(), MODELS)
     main = folders["web"] / "main.py"
     open_document(client, main.as_uri(), MAIN)
-    paths = await chosen_context(client, main.as_uri(), before)
-    assert "web/models.py" in paths and "api/models.py" in paths
-    assert "api/private/orders.py" in paths  # api has no .gitignore
+    paths = await context_when(client, main.as_uri(), lambda paths: "api/private/orders.py" in paths)
+    assert "web/models.py" in paths and "api/models.py" in paths  # api has no .gitignore: its private/ too
     assert "web/private/orders.py" not in paths  # web's .gitignore holds in its folder
 
 
 async def test_a_removed_folder_leaves_the_context_and_an_added_one_joins(client: LanguageClient, folders):
+    web_main = (folders["web"] / "main.py").as_uri()
+    assert any(path.startswith("api/") for path in await context_of(client, web_main))
     client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
         event=types.WorkspaceFoldersChangeEvent(
             added=[types.WorkspaceFolder(uri=folders["tools"].as_uri(), name="tools")],
             removed=[types.WorkspaceFolder(uri=folders["api"].as_uri(), name="api")])))
-    await asyncio.sleep(0.5)  # the handler builds the new folders' rules on a thread
-    stats = await client.protocol.send_request_async("completer/stats", None)
-    web_main = next(entry.paths for entry in stats.context if entry.uri == (folders["web"] / "main.py").as_uri())
-    assert web_main and not any(path.startswith("api/") for path in web_main)  # withdrawn at once
-    before = await updates(client)
+    # web/main.py is not edited, so nothing refreshes its context: only the withdrawal can change it.
+    paths = await context_when(client, web_main, lambda paths: not any(p.startswith("api/") for p in paths))
+    assert "web/models.py" in paths
     open_document(client, (folders["tools"] / "models.py").as_uri(), MODELS)
     main = folders["tools"] / "main.py"
     open_document(client, main.as_uri(), MAIN)
-    paths = await chosen_context(client, main.as_uri(), before)
-    assert "tools/models.py" in paths and "web/models.py" in paths
-    assert not any(path.startswith("api/") for path in paths)
+    paths = await context_when(client, main.as_uri(), lambda paths: "tools/models.py" in paths)
+    assert "web/models.py" in paths and not any(path.startswith("api/") for path in paths)
