@@ -231,18 +231,20 @@ class IgnoreRules:
         if ".git" in (p.lower() if self.ignore_case else p for p in parts):
             return True
         full = self.top.joinpath(*parts)
+        sources = list(self._sources(parts))  # read once for the path, not once per directory on it
         for depth in range(1, len(parts) + 1):
             is_dir = depth < len(parts) or full.is_dir()
-            if self._decide(parts[:depth], is_dir):
+            applying = [(base, rules) for level, base, rules in sources if level < depth]
+            if self._decide(parts[:depth], is_dir, applying):
                 return True
         return False
 
-    def _decide(self, parts: tuple[str, ...], is_dir: bool) -> bool:
+    def _decide(self, parts: tuple[str, ...], is_dir: bool, sources: list[tuple[str, list[Rule]]]) -> bool:
         """Whether the last matching rule for parts (relative to top) ignores it; its directories are
         taken as not ignored (the caller checked them first)."""
         ignored = False
         path = "/".join(parts)
-        for base, rules in self._sources(parts):
+        for base, rules in sources:
             relative = path[len(base) + 1:] if base else path
             for rule in rules:
                 if rule.matches(relative, is_dir):
@@ -250,16 +252,18 @@ class IgnoreRules:
         return ignored
 
     def _sources(self, parts: tuple[str, ...]):
-        """(base directory relative to top, rules) in precedence order, lowest first."""
+        """(level, base directory relative to top, rules) for every directory on the path, in
+        precedence order, lowest first; a source applies to the paths deeper than its level (the
+        number of parts of its directory; 0 for the repository's and the user's files)."""
         if self.global_excludes is not None:
-            yield "", self._rules(self.global_excludes)
-        yield "", self._rules(self.top / ".git" / "info" / "exclude")
-        for depth in range(len(parts)):
-            directory = self.top.joinpath(*parts[:depth])
-            base = "/".join(parts[:depth])
-            if depth and (directory / ".git").is_dir():  # a nested repository's own excludes
-                yield base, self._rules(directory / ".git" / "info" / "exclude")
-            yield base, self._rules(directory / ".gitignore")
+            yield 0, "", self._rules(self.global_excludes)
+        yield 0, "", self._rules(self.top / ".git" / "info" / "exclude")
+        for level in range(len(parts)):
+            directory = self.top.joinpath(*parts[:level])
+            base = "/".join(parts[:level])
+            if level and (directory / ".git").is_dir():  # a nested repository's own excludes
+                yield level, base, self._rules(directory / ".git" / "info" / "exclude")
+            yield level, base, self._rules(directory / ".gitignore")
 
     def _rules(self, path: Path) -> list[Rule]:
         try:

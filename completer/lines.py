@@ -108,7 +108,8 @@ def replace_range(lines: Sequence[str], start: tuple[int, int], end: tuple[int, 
     if end < start:  # an inverted range: treat it as the ordered one
         start, end = end, start
     (sl, sc), (el, ec) = start, end
-    if sl == el < len(lines) and ec <= len(line_body(lines[sl])) and "\n" not in text and "\r" not in text \
+    if sl == el < len(lines) and ec <= len(lines[sl]) - terminator_length(lines[sl]) and "\n" not in text \
+            and "\r" not in text \
             and (sc > 0 or sl == 0 or not lines[sl - 1].endswith("\r")):
         # Typing within a line (nearly every edit): no line break comes or goes, and none meets the one
         # before (a "\r" above and this line's "\n"), so nothing to re-split. One copy of the list, the

@@ -65,28 +65,30 @@ class Workspace:
         """The first folder: the one a single-folder client opened."""
         return self.folders[0][0] if self.folders else None
 
-    def folder_of(self, path: str | Path) -> Path | None:
-        """The innermost folder holding the file, or None."""
+    def _holding(self, path: str | Path) -> tuple[Path | None, list[tuple[Path, IgnoreRules]]]:
+        """The resolved path and the folders holding it, the innermost first (None, [] if it cannot
+        be resolved)."""
         try:
             p = Path(path).resolve()
         except OSError:
-            return None
-        holding = [root for root, _ in self.folders if p.is_relative_to(root)]
-        return max(holding, key=lambda root: len(root.parts), default=None)
+            return None, []
+        holding = [(root, rules) for root, rules in self.folders if p.is_relative_to(root)]
+        return p, sorted(holding, key=lambda folder: -len(folder[0].parts))
+
+    def folder_of(self, path: str | Path) -> Path | None:
+        """The innermost folder holding the file, or None."""
+        holding = self._holding(path)[1]
+        return holding[0][0] if holding else None
 
     def relative(self, path: str | Path) -> str | None:
         """The path the prompt shows if the file may be used, else None: relative to its folder,
         after the folder's name where there are several."""
-        try:
-            p = Path(path).resolve()
-        except OSError:
-            return None
-        holding = [(root, rules) for root, rules in self.folders if p.is_relative_to(root)]
+        p, holding = self._holding(path)
         if not holding or looks_secret(p):
             return None  # outside the workspace, or a secret
         if any(rules.ignored(p.relative_to(root)) for root, rules in holding):
             return None  # a folder inside another is held to the rules of both
-        root = max((root for root, _ in holding), key=lambda root: len(root.parts))
+        root = holding[0][0]
         rel = p.relative_to(root).as_posix()
         return f"{self._prefixes[root]}/{rel}" if root in self._prefixes else rel
 
