@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -44,11 +43,14 @@ class Tokenizer:
         self.path = path
         self._tok = HFTokenizer.from_file(str(path))
         self._tok.encode_special_tokens = True  # sentinels only ever enter as ids
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        self.special: dict[str, int] = {t["content"]: t["id"] for t in raw.get("added_tokens", []) if t.get("special")}
+        # Read from the loaded tokenizer, not by parsing the file again: with a model loaded beside it,
+        # the garbage collector made that parse take ~90 ms of the server's start.
+        added = self._tok.get_added_tokens_decoder()
+        self.special: dict[str, int] = {t.content: i for i, t in sorted(added.items()) if t.special}
         self.special_ids = frozenset(self.special.values())
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
-        self._byte_level = "ByteLevel" in json.dumps(raw.get("decoder") or {})
+        decoder = self._tok.decoder  # its state is its JSON, a ByteLevel one possibly inside a Sequence
+        self._byte_level = decoder is not None and b'"ByteLevel"' in decoder.__getstate__()
         self._encode_cache: dict[str, tuple[int, ...]] = {}
         self.token_bytes: list[bytes] = [self._bytes_of(i) for i in range(self.vocab_size)]
 

@@ -196,6 +196,84 @@ def test_background_build_serves_eager_then_switches(background):
         assert run(eng, background.prompt, max_new_tokens=16, speculative=speculative)[0] == background.expected
 
 
+def test_the_steps_costs_are_kept_beside_the_packages_and_read_at_the_next_start(background, compiled,
+                                                                                fixture_model_dir, monkeypatch):
+    """The hand-over to the built packages measures what their steps cost and keeps it in their
+    entry; an engine started on those packages reads it instead of measuring (~0.3 s of a start);
+    an unreadable or unsound file is measured again and replaced."""
+    from completer.engines.torch import costs as costs_module
+    from completer.engines.torch import engine as engine_module
+
+    kept = Path(background.engine.describe()["compiled_engine"]) / "costs-k2.json"
+    assert json.loads(kept.read_text())["verification"] == background.engine.ngram_policy.cost
+    assert compiled.ngram_policy.cost == background.engine.ngram_policy.cost  # read, not measured again
+
+    measured = []
+    real = engine_module.verification_costs
+    monkeypatch.setattr(engine_module, "verification_costs", lambda *a, **k: measured.append(1) or real(*a, **k))
+    again = make_engine(fixture_model_dir, True)
+    assert measured == [] and again.ngram_policy.cost == compiled.ngram_policy.cost
+    saved = kept.read_text()
+    try:
+        for unsound in ("{not json", json.dumps({"verification": [1.0, -2.0, 3.0]}),
+                        json.dumps({"verification": [1.0, 2.0]}), json.dumps({"verification": [1.0, 2.0, float("nan")]})):
+            kept.write_text(unsound)
+            assert costs_module.read_known_costs(kept.parent, 2) is None
+            make_engine(fixture_model_dir, True)
+            assert costs_module.read_known_costs(kept.parent, 2) is not None, unsound  # measured and kept
+        assert len(measured) == 4
+    finally:
+        kept.write_text(saved)
+
+
+def test_a_kept_draft_cost_spares_loading_a_draft_that_would_not_be_used(compiled, fixture_model_dir, tmp_path,
+                                                                         monkeypatch):
+    """The target's own draft: loaded and timed at the first start on the packages, its step cost
+    kept; at later starts a kept cost that says it would not pay spares loading it at all (the status
+    still says why), and one that says it pays loads it without timing it. A draft the user names is
+    always loaded."""
+    from completer.engines.torch import drafter as drafter_module
+
+    target = tmp_path / "target"  # the same weights (so the same packages), paired with a draft
+    shutil.copytree(fixture_model_dir, target)
+    notes_path = target / "completer.json"
+    notes = json.loads(notes_path.read_text()) if notes_path.exists() else {}
+    notes["draft"] = {"model": str(fixture_model_dir), "acceptance": 0.01}  # it never pays at 1%
+    notes_path.write_text(json.dumps(notes))
+    entry = Path(compiled.describe()["compiled_engine"])
+    kept = entry / "costs-k2.json"
+    saved = kept.read_text()
+    try:
+        first = make_engine(target, True)
+        assert first.draft_candidate is not None and not first.draft_status["used"]
+        digest = drafter_module.draft_digest(fixture_model_dir)
+        assert json.loads(kept.read_text())["drafts"] == {digest: first.draft_candidate.step}
+
+        def no_load(*args, **kwargs):
+            raise AssertionError("the draft was loaded")
+
+        monkeypatch.setattr(drafter_module, "load_model", no_load)
+        second = make_engine(target, True)
+        assert second.draft_candidate is None and second.drafter is None
+        assert second.draft_status == first.draft_status  # what it would cost, and that it is not used
+        with pytest.raises(AssertionError, match="loaded"):  # named by the user: loaded whatever it costs
+            TorchEngine(target, device="cpu", max_seq=256, decode_dtype="none", max_draft=2, num_threads=1,
+                        compile=True, draft_model=str(fixture_model_dir))
+        monkeypatch.undo()
+
+        # Drafting nearly free: the kept cost says it pays, so it is loaded, and not timed again.
+        kept.write_text(json.dumps({"verification": [1.0, 1.01, 1.02], "drafts": {digest: 0.001}}))
+        notes["draft"]["acceptance"] = 0.9
+        notes_path.write_text(json.dumps(notes))
+        monkeypatch.setattr(drafter_module.ModelDrafter, "time_step", no_load)
+        paying = make_engine(target, True)
+        assert paying.drafter is paying.draft_candidate and paying.draft_candidate.step == 0.001
+        prompt = paying.tokenizer.encode(PROMPTS[0])
+        assert run(paying, prompt, max_new_tokens=12)[0] == reference_greedy(paying, prompt, 12)
+    finally:
+        kept.write_text(saved)
+
+
 def test_a_failed_build_leaves_the_engine_eager_and_says_why(cache_home, fixture_model_dir, monkeypatch):
     monkeypatch.setattr(aot, "build_command", lambda *a, **k: ["false"])
     eng = make_engine(fixture_model_dir, "background", max_seq=160)

@@ -70,6 +70,24 @@ def _resolved(name: str) -> Path | None:
         return None
 
 
+def draft_policy(target_costs: list[float], step: float, acceptance: float) -> DraftPolicy:
+    """Drafting k tokens costs their verification plus k draft steps (`step`: one, in target steps)."""
+    return DraftPolicy([target_costs[k] + k * step for k in range(len(target_costs))], prior_rate=acceptance)
+
+
+def draft_digest(model: str | Path) -> str | None:
+    """The draft model by content (its weights and config), what its kept step cost is filed under;
+    None when it cannot be found or read (then it is loaded, and that says why)."""
+    from completer.engines.model_dirs import resolve_model
+
+    from .aot import entry_key, key_fields
+
+    try:
+        return entry_key(key_fields(Path(resolve_model(str(model))), "draft", 0, 0))
+    except (OSError, ValueError):
+        return None
+
+
 class ModelDrafter:
     """A small draft model proposing k tokens for the target to verify in one pass.
 
@@ -86,7 +104,8 @@ class ModelDrafter:
 
     def __init__(self, model_dir: str | Path, target_step: Forward, target_costs: list[float], *,
                  token_bytes: list[bytes], device: str, dtype: torch.dtype, small_dtype: torch.dtype | None,
-                 max_seq: int, max_draft: int, acceptance: float = DEFAULT_ACCEPTANCE):
+                 max_seq: int, max_draft: int, acceptance: float = DEFAULT_ACCEPTANCE,
+                 known_step: float | None = None):
         from completer.engines.model_dirs import resolve_model
 
         model_dir = resolve_model(str(model_dir))
@@ -100,17 +119,22 @@ class ModelDrafter:
         self.model.prepare_for_inference(small_dtype, small_max_t=1 + max_draft)
         self.model.setup_cache(max_seq)
         self.cached_ids: list[int] = []
-        self.policy = self.measured_policy(target_step, target_costs)
+        # One draft step in target steps: known_step where it was measured before (costs.KnownCosts).
+        self.step = known_step if known_step is not None else self.time_step(target_step)
+        self.policy = draft_policy(target_costs, self.step, self.acceptance)
 
-    def measured_policy(self, target_step: Forward, target_costs: list[float]) -> DraftPolicy:
-        """A fresh policy from the cost of drafting k tokens and verifying them, relative to one
-        plain target step (again when the target's step changes: after a background compile).
-        Both models' steps are timed at the scratch positions (compile.scratch_start): the caller
-        forgets them in the target's slot first."""
+    def time_step(self, target_step: Forward) -> float:
+        """What one draft step costs in plain target steps (again when the target's step changes:
+        after a background compile). Both models' steps are timed at the scratch positions
+        (compile.scratch_start): the caller forgets them in the target's slot first."""
         scratch = scratch_start(self.max_seq, self.max_draft)
         del self.cached_ids[scratch:]  # overwritten there
-        step = measure_step(self._forward, scratch, 1, self.device) / measure_step(target_step, scratch, 1, self.device)
-        return DraftPolicy([target_costs[k] + k * step for k in range(len(target_costs))], prior_rate=self.acceptance)
+        return measure_step(self._forward, scratch, 1, self.device) / measure_step(target_step, scratch, 1, self.device)
+
+    def measured_policy(self, target_step: Forward, target_costs: list[float]) -> DraftPolicy:
+        """A fresh policy against the target's step as it is now (time_step)."""
+        self.step = self.time_step(target_step)
+        return draft_policy(target_costs, self.step, self.acceptance)
 
     def _forward(self, ids: list[int], start: int, num_logits: int) -> torch.Tensor:
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)

@@ -12,7 +12,8 @@ A keystroke's request, top to bottom (TorchEngine._run_locked):
 
 Both run through one forward, eager or compiled (compile.py; on CPU, packages built ahead of time and
 cached on disk, aot.py, built in the background while requests run eager when the cache lacks them);
-the draft policies weigh drafts by costs measured at load (costs.py). Requests are serialised by a lock (one model, one slot).
+the draft policies weigh drafts by costs measured at load (costs.py; those of compiled packages are
+kept beside them for the next start). Requests are serialised by a lock (one model, one slot).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .compile import (
     resolve_compile_mode,
     scratch_start,
 )
-from .costs import COST_POSITION, verification_costs
+from .costs import COST_POSITION, KnownCosts, read_known_costs, verification_costs, write_known_costs
 from .decoding import (
     DraftPolicy,
     NgramIndex,
@@ -49,7 +50,7 @@ from .decoding import (
     propose,
     verify_draft,
 )
-from .drafter import ModelDrafter, choose_draft
+from .drafter import ModelDrafter, choose_draft, draft_digest, draft_policy
 from .kv_pool import BlockPool
 from .model import load_model
 from .slot import Slot
@@ -176,7 +177,9 @@ class TorchEngine:
             cached = self.compiler.load_cached()  # the CPU's packages, when the cache has them: ~0.1 s
             if cached is not None:
                 self._decode_fn, mode = cached, "on"
-        costs = self._measure_costs()
+        # What the steps cost: kept beside compiled packages from an earlier start, else measured.
+        known = read_known_costs(self._costs_dir, max_draft) if self._costs_dir else None
+        costs = list(known.verification) if known is not None else self._measure_costs()
         self.ngram_policy = DraftPolicy(costs)
         # The draft model: one the user named is used, its policy deciding per step; the target's
         # own (auto) is loaded and used only where its measured cost pays (_decide_draft).
@@ -184,19 +187,9 @@ class TorchEngine:
         self.draft_candidate = self.drafter = None
         self.draft_status: dict | None = None
         if self.draft_choice.model:  # the slot holds nothing at the scratch positions yet (_measure_costs cut it)
-            try:
-                self.draft_candidate = ModelDrafter(
-                    self.draft_choice.model, self._forward, costs, token_bytes=self.tokenizer.token_bytes,
-                    device=self.device, dtype=DTYPES[dtype], small_dtype=small_dtype, max_seq=self.max_seq,
-                    max_draft=max_draft, acceptance=self.draft_choice.acceptance)
-            except (OSError, ValueError) as exc:
-                if self.draft_choice.given:
-                    raise
-                # The paired draft only ever saves time: without it the engine serves the same text.
-                log.warning("the paired draft model %s cannot be used (%s): n-gram drafts only",
-                            self.draft_choice.model, exc)
-            if self.draft_candidate is not None:
-                self._decide_draft()
+            self._load_draft(costs, known, DTYPES[dtype], small_dtype)
+        if self._costs_dir:
+            self._keep_costs(costs, known)
         self.load_ms = (time.perf_counter() - t0) * 1000
         if mode == "background":
             self.compiler.start_background(self._switch_step, self._lock)
@@ -402,12 +395,56 @@ class TorchEngine:
 
     def _switch_step(self, step: Step, static: bool) -> None:
         """The background compile's hand-over, called with the request lock held: the compiled step
-        takes over, and the draft policies are measured again against it."""
+        takes over, and the draft policies are measured again against it (and kept for the next
+        start, where the step is the packages)."""
         self._decode_fn, self.static_decode = step, static
-        self.ngram_policy = DraftPolicy(self._measure_costs())
+        costs = self._measure_costs()
+        self.ngram_policy = DraftPolicy(costs)
         if self.draft_candidate is not None:  # its costs are relative to the target's step
-            self.draft_candidate.policy = self._drafter_policy(self.ngram_policy.cost)
+            self.draft_candidate.policy = self._drafter_policy(costs)
             self._decide_draft()
+        if self._costs_dir:
+            self._keep_costs(costs, None)
+
+    @property
+    def _costs_dir(self) -> Path | None:
+        """Where this engine's step costs are kept: the cache entry of the compiled packages it runs
+        (costs.KnownCosts); None for an eager or CUDA step, which measures at every start."""
+        return self.compiler.entry().path if isinstance(self._decode_fn, AotStep) else None
+
+    def _load_draft(self, costs: list[float], known: KnownCosts | None, dtype: torch.dtype,
+                    small_dtype: torch.dtype | None) -> None:
+        """Loads the chosen draft model (draft_candidate), unless its step cost was kept from an earlier
+        start and says that the target's own draft would not be used: then only its status is set."""
+        choice = self.draft_choice
+        digest = draft_digest(choice.model) if known is not None else None
+        known_step = known.draft_steps.get(digest) if known is not None and digest else None
+        if known_step is not None and not choice.given and \
+                not self._note_draft(Path(choice.model).name, draft_policy(costs, known_step, choice.acceptance)):
+            return
+        try:
+            self.draft_candidate = ModelDrafter(
+                choice.model, self._forward, costs, token_bytes=self.tokenizer.token_bytes,
+                device=self.device, dtype=dtype, small_dtype=small_dtype, max_seq=self.max_seq,
+                max_draft=self.max_draft, acceptance=choice.acceptance, known_step=known_step)
+        except (OSError, ValueError) as exc:
+            if choice.given:
+                raise
+            # The paired draft only ever saves time: without it the engine serves the same text.
+            log.warning("the paired draft model %s cannot be used (%s): n-gram drafts only", choice.model, exc)
+        if self.draft_candidate is not None:
+            self._decide_draft()
+
+    def _keep_costs(self, costs: list[float], known: KnownCosts | None) -> None:
+        """Writes what was measured for this step (its verification costs, the loaded draft's step) to
+        its cache entry, unless the entry holds it already."""
+        kept = known if known is not None else KnownCosts(tuple(costs))
+        drafter = self.draft_candidate
+        digest = draft_digest(drafter.model_dir) if drafter is not None else None
+        if digest is not None and kept.draft_steps.get(digest) != drafter.step:
+            kept = kept.with_draft(digest, drafter.step)
+        if kept != known:
+            write_known_costs(self._costs_dir, self.max_draft, kept)
 
     def _measure_costs(self) -> list[float]:
         """costs.verification_costs of this engine's step at a typical prompt length. Called with the
@@ -423,23 +460,29 @@ class TorchEngine:
         return self.draft_candidate.measured_policy(self._forward, target_costs)
 
     def _decide_draft(self) -> None:
-        """Use the loaded draft or not, from its policy's measured costs: the target's own draft only
-        when drafting some length pays at the pair's measured acceptance; a draft the user named
-        always (its policy still drafts nothing while drafts do not pay). Again after a compile."""
-        drafter, choice = self.draft_candidate, self.draft_choice
-        pays_from = drafter.policy.break_even(self.max_draft)
+        """Use the loaded draft or not, from its policy's measured costs (_note_draft). Again after a
+        compile."""
+        drafter = self.draft_candidate
+        self.drafter = drafter if self._note_draft(drafter.model_dir.name, drafter.policy) else None
+
+    def _note_draft(self, name: str, policy: DraftPolicy) -> bool:
+        """Whether the draft `name` with `policy` is used, which draft_status then says: the target's
+        own draft only when drafting some length pays at the pair's measured acceptance; a draft the
+        user named always (its policy still drafts nothing while drafts do not pay)."""
+        choice = self.draft_choice
+        pays_from = policy.break_even(self.max_draft)
         pays = pays_from is not None and choice.acceptance >= pays_from
-        self.drafter = drafter if pays or choice.given else None
         self.draft_status = {
-            "model": drafter.model_dir.name, "given": choice.given, "used": self.drafter is not None,
+            "model": name, "given": choice.given, "used": pays or choice.given,
             "acceptance": round(choice.acceptance, 3), "pays_from": None if pays_from is None else round(pays_from, 3),
-            "cost": [round(c, 2) for c in drafter.policy.cost]}
+            "cost": [round(c, 2) for c in policy.cost]}
         if not (pays or choice.given):
             need = "would not pay even if every draft were right" if pays_from is None else \
                 f"pays from {100 * pays_from:.0f}% acceptance"
             log.info("draft model %s not used: drafting and verifying k = 1..%d tokens costs %s target steps, which "
-                     "%s (measured for this pair: %.0f%%); n-gram drafts only", drafter.model_dir.name, self.max_draft,
-                     " / ".join(f"{c:.2f}" for c in drafter.policy.cost[1:]), need, 100 * choice.acceptance)
+                     "%s (measured for this pair: %.0f%%); n-gram drafts only", name, self.max_draft,
+                     " / ".join(f"{c:.2f}" for c in policy.cost[1:]), need, 100 * choice.acceptance)
+        return pays or choice.given
 
     # -- the rest of the contract ----------------------------------------------------------------
 
