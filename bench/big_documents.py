@@ -12,7 +12,8 @@ the same fields every run.
 
 Shapes (the text is generated, the same every run):
     ordinary      16 KB of Python (generated functions, about 530 lines)
-    parsed-900kb  900 KB of Python in ordinary lines: parsed, incrementally at each key
+    parsed-900kb  900 KB of Python in ordinary lines: parsed in a window around the cursor
+                  (syntax.WINDOW_FROM_BYTES), incrementally at each key
     big-1.5mb     1.5 MB of Python: past syntax.MAX_PARSE_BYTES (1 MB), handled line by line
     huge-5mb      5 MB of Python: the same (167k lines)
     lines-500k    5.4 MB of Python in 500k short lines (a generated table): the same

@@ -2,8 +2,10 @@
 document kept up to date incrementally, and the few syntax questions prompts and post-processing ask.
 
 Grammars come only from the installed `tree-sitter-<language>` wheels (no download at run time).
-Unknown languages, missing grammars, files over MAX_PARSE_BYTES and minified files (`minified`) get
-no tree: every caller then falls back to line-based behaviour, never to an error. So does, for the
+A document of WINDOW_FROM_BYTES up to MAX_PARSE_BYTES is parsed in a window around the cursor
+(`window_around`), not whole, so that a keystroke's re-parse stays small. Unknown languages, missing
+grammars, files over MAX_PARSE_BYTES and minified files (`minified`) get no tree: every caller then
+falls back to line-based behaviour, never to an error. So does, for the
 language server's documents (`DocumentSyntax(..., bounded=True)`), a parse that runs past its time
 budget (PARSE_S_BASE + PARSE_S_PER_MB per MB): some inputs make a grammar's parse quadratic (in
 tree-sitter-python 0.25, a definition followed by thousands of comment lines: 10,000 lines took
@@ -21,20 +23,32 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePosixPath
 
-from tree_sitter import Language, Parser, Tree
+from tree_sitter import Language, Parser, Point, Range, Tree
 
 log = logging.getLogger(__name__)
 
 # Bounded work per keystroke: larger files are handled line by line. tree-sitter's incremental
 # re-parse of one typed character grows faster than the file (Python or JavaScript, our 2-core CPU:
-# 1 ms at 150 KB, 9 ms at 500 KB, 20 ms at 1 MB, 23-45 ms at 1.5 MB; bench/big_documents.py).
+# 1 ms at 150 KB, 9 ms at 500 KB, 20 ms at 1 MB, 23-45 ms at 1.5 MB; bench/big_documents.py), so
+# documents from WINDOW_FROM_BYTES on are parsed in windows (below). Past this size even that costs
+# a few ms a key more than line-based handling (the whole text is still encoded and compared: 1.5 MB
+# +9 ms, 5 MB +12 ms at p95 in the bench), for syntax-aware prompts in files nobody types into often.
 MAX_PARSE_BYTES = 1_000_000
+# A document this large is parsed in a window around the cursor instead, WINDOW_HALF bytes either side
+# widened to top-level lines (`window_around`; tree-sitter's ranges keep every offset the document's):
+# typing into a 900 KB Python file re-parsed it in 13 ms a key, a 128 KB window of it in 0.7 ms.
+# A snapshot asked for at a byte has at least WINDOW_MARGIN of tree on each side of it (or the
+# document's edge), more than a prompt's windows read; a move past that parses a new window (20-45 ms).
+WINDOW_FROM_BYTES = 256_000
+WINDOW_HALF, WINDOW_MARGIN = 48_000, 24_000
+WINDOW_MAX_WIDEN = 256_000  # how far a window edge looks for a top-level line before it cuts at any line
 PARSE_S_BASE, PARSE_S_PER_MB = 0.25, 1.5  # a parse's time budget (an ordinary 1.2 MB file takes ~0.9 s)
 # A file of lines this long on average is minified or generated: no tree. Typing into the one line
 # of a 1.4 MB minified JavaScript file re-parsed it incrementally in 0.24 s a key, on the event loop.
@@ -171,8 +185,11 @@ def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
     return lo
 
 
-def _point(source: bytes, offset: int) -> tuple[int, int]:
-    row = source.count(b"\n", 0, offset)
+def _point(source: bytes, offset: int, known: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """(row, byte column) of `offset`. Rows are counted from `known`, a (byte offset, its row) pair:
+    near one, a point in a document of megabytes costs no count of all its lines."""
+    at, row = known
+    row += source.count(b"\n", at, offset) if offset >= at else -source.count(b"\n", offset, at)
     return row, offset - (source.rfind(b"\n", 0, offset) + 1)
 
 
@@ -185,6 +202,18 @@ class Snapshot:
     source: bytes
     bounded: bool = False  # parses of this document have a time budget (the module docstring)
     gave_up: bool = False  # one ran out of time: no tree, and no more parsing, from here on
+    window: tuple[int, int] | None = None  # the bytes the tree covers, for a document parsed in a window
+
+    def covers(self, at: int) -> bool:
+        """Whether the tree reaches WINDOW_MARGIN bytes past `at` on both sides (or the document's edge)."""
+        if self.tree is None or self.window is None:
+            return self.tree is not None
+        return _covers(self.window, len(self.source), at)
+
+
+def _covers(window: tuple[int, int], size: int, at: int) -> bool:
+    start, end = window
+    return (start == 0 or start + WINDOW_MARGIN <= at) and (end == size or at <= end - WINDOW_MARGIN)
 
 
 def minified(source: bytes) -> bool:
@@ -193,22 +222,77 @@ def minified(source: bytes) -> bool:
 
 
 def parseable(source: bytes) -> bool:
-    """Whether a file gets a tree: within MAX_PARSE_BYTES and not minified."""
+    """Whether a file gets a tree of the whole of it: within MAX_PARSE_BYTES and not minified."""
     return len(source) <= MAX_PARSE_BYTES and not minified(source)
 
 
-def _parse(language: str, source: bytes, old: Tree | None, bounded: bool = False) -> Snapshot:
-    if not parseable(source):
+def windowed(source: bytes) -> bool:
+    """Whether a document is parsed in windows (WINDOW_FROM_BYTES) rather than whole."""
+    return WINDOW_FROM_BYTES <= len(source) <= MAX_PARSE_BYTES
+
+
+# Lines a window may start at: where a top-level item can begin, after a blank line. Python's are
+# named, since a blank line then text at column 0 also occurs inside a string.
+_TOP_LEVEL = {"python": re.compile(rb"(?:async[ \t]+)?def[ \t]+\w|class[ \t]+\w|import[ \t]+\w|"
+                                   rb"from[ \t]+[\w.]+[ \t]+import\b|@\w")}
+_ANY_TOP_LEVEL = re.compile(rb"[A-Za-z_#@/]")
+_BLANK_LINE = re.compile(rb"\n(?:\r?\n)+")  # a line break, then blank lines (LF or CRLF)
+
+
+def _top_level_line(source: bytes, language: str, at: int, forward: bool) -> int:
+    """The start of the nearest line at or before `at` (after it, forward) where a top-level item
+    begins (_TOP_LEVEL); the line start nearest `at` if none is within WINDOW_MAX_WIDEN."""
+    starts = _TOP_LEVEL.get(language, _ANY_TOP_LEVEL)
+    if forward:
+        for gap in _BLANK_LINE.finditer(source, at, min(len(source), at + WINDOW_MAX_WIDEN)):
+            if starts.match(source, gap.end()):
+                return gap.end()
+        cut = source.find(b"\n", at) + 1
+        return cut if cut > 0 else len(source)
+    pos, limit = at, max(0, at - WINDOW_MAX_WIDEN)
+    while pos > limit:
+        gap = max(source.rfind(b"\n\n", limit, pos), source.rfind(b"\n\r\n", limit, pos))
+        if gap < 0:
+            break
+        line = _BLANK_LINE.match(source, gap).end()
+        if line <= at and starts.match(source, line):
+            return line
+        pos = gap
+    return source.rfind(b"\n", 0, at) + 1
+
+
+def window_around(source: bytes, language: str, at: int) -> tuple[int, int]:
+    """The bytes to parse for a cursor at byte `at`: WINDOW_HALF either side, widened to top-level lines
+    (so the definitions around the cursor start inside it, however long they are)."""
+    start = 0 if at - WINDOW_HALF <= 0 else _top_level_line(source, language, at - WINDOW_HALF, forward=False)
+    end = len(source) if at + WINDOW_HALF >= len(source) else _top_level_line(source, language, at + WINDOW_HALF,
+                                                                                  forward=True)
+    return start, end
+
+
+def _parse(language: str, source: bytes, old: Tree | None, bounded: bool = False,
+           window: tuple[int, int] | None = None, known: tuple[int, int] = (0, 0)) -> Snapshot:
+    if (window is None and len(source) > MAX_PARSE_BYTES) or minified(source):  # the size first: no count
         return Snapshot(language, None, source, bounded)
-    return _run_parser(language, source, old, bounded)
+    return _run_parser(language, source, old, bounded, window, known)
 
 
-def _run_parser(language: str, source: bytes, old: Tree | None, bounded: bool) -> Snapshot:
-    """_parse for a source already known to be parseable."""
+def _run_parser(language: str, source: bytes, old: Tree | None, bounded: bool,
+                window: tuple[int, int] | None = None, known: tuple[int, int] = (0, 0)) -> Snapshot:
+    """_parse for a source already known to be parseable; `window`: only those bytes (`known`: as
+    _point takes it)."""
     parser = parser_for(language)
+    if window is None:
+        parser.included_ranges = []  # the whole document (the parser is shared, per thread)
+        size = len(source)
+    else:
+        start, end = window
+        parser.included_ranges = [Range(Point(*_point(source, start, known)), Point(*_point(source, end, known)),
+                                        start, end)]
+        size = end - start
     if not bounded:
-        return Snapshot(language, parser.parse(source, old) if old else parser.parse(source), source)
-    deadline = time.monotonic() + PARSE_S_BASE + PARSE_S_PER_MB * len(source) / 1e6
+        return Snapshot(language, parser.parse(source, old) if old else parser.parse(source), source, window=window)
+    deadline = time.monotonic() + PARSE_S_BASE + PARSE_S_PER_MB * size / 1e6
     if old is not None:
         # Incremental: parsed whole and timed after the fact. Through a read callback (which can stop a
         # parse) py-tree-sitter 0.26 leaks every chunk handed to an incremental parse, ~14 KB a
@@ -230,39 +314,80 @@ def _run_parser(language: str, source: bytes, old: Tree | None, bounded: bool) -
     if expired:
         log.warning("a %s parse of %d bytes ran out of time: this document is handled line by line from now on",
                     language, len(source))
-        return Snapshot(language, None, source, bounded, gave_up=True)
-    return Snapshot(language, tree, source, bounded)
+        return Snapshot(language, None, source, bounded, gave_up=True, window=window)
+    return Snapshot(language, tree, source, bounded, window=window)
 
 
-def reparse(old: Snapshot, text: str) -> Snapshot:
-    """The snapshot of `text`, parsed incrementally from `old` (which stays untouched)."""
-    new = text.encode(*UTF8)
-    if old.gave_up:
-        return Snapshot(old.language, None, new, old.bounded, gave_up=True)
-    if old.tree is None:
-        return _parse(old.language, new, None, old.bounded)
-    if not parseable(new):  # checked once a key: the newline count reads the whole document
-        return Snapshot(old.language, None, new, old.bounded)
+def _edited(old: Snapshot, new: bytes) -> tuple[Tree, int, int, int, tuple[int, int]]:
+    """old's tree edited to `new` (a copy: snapshots handed out earlier stay untouched), the edit's
+    start, old end and new end, and (start, its row) (for _point)."""
     start = _common_prefix(old.source, new)
     suffix = _common_suffix(old.source, new, start)
     old_end, new_end = len(old.source) - suffix, len(new) - suffix
-    edited = old.tree.copy()  # snapshots handed out earlier stay untouched
-    edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
-                start_point=_point(old.source, start), old_end_point=_point(old.source, old_end),
-                new_end_point=_point(new, new_end))
-    return _run_parser(old.language, new, edited, old.bounded)
+    start_point = _point(old.source, start)
+    known = (start, start_point[0])  # the same row in both: they agree up to start
+    edited = old.tree.copy()
+    edited.edit(start_byte=start, old_end_byte=old_end, new_end_byte=new_end, start_point=start_point,
+                old_end_point=_point(old.source, old_end, known), new_end_point=_point(new, new_end, known))
+    return edited, start, old_end, new_end, known
+
+
+def reparse(old: Snapshot, text: str, near: int | None = None) -> Snapshot:
+    """The snapshot of `text`, parsed incrementally from `old` (which stays untouched). A document
+    parsed in windows gets a tree that covers byte `near` (Snapshot.covers), or the edit if None."""
+    new = text.encode(*UTF8)
+    if old.gave_up:
+        return Snapshot(old.language, None, new, old.bounded, gave_up=True)
+    if windowed(new):
+        return _reparse_window(old, new, near)
+    if old.tree is None or old.window is not None:
+        return _parse(old.language, new, None, old.bounded)
+    if not parseable(new):  # checked once a key: the newline count reads the whole document
+        return Snapshot(old.language, None, new, old.bounded)
+    return _run_parser(old.language, new, _edited(old, new)[0], old.bounded)
+
+
+def _reparse_window(old: Snapshot, new: bytes, near: int | None) -> Snapshot:
+    """reparse for a document parsed in windows: the old window, its end moved by the edit, while the
+    edit lies inside it and it covers `near`; else a new window around `near` (or the edit)."""
+    if minified(new):
+        return Snapshot(old.language, None, new, old.bounded)
+    if old.tree is not None and old.window is not None:
+        if new == old.source:
+            if near is None or old.covers(near):
+                return old
+        else:
+            start, end = old.window
+            edited, at, old_end, new_end, known = _edited(old, new)
+            moved = (start, end + new_end - old_end)
+            if start <= at and old_end <= end and _covers(moved, len(new), at if near is None else near):
+                return _run_parser(old.language, new, edited, old.bounded, moved, known)
+            near = at if near is None else near
+    if near is None:  # nothing says where: no tree until a caller does
+        return Snapshot(old.language, None, new, old.bounded)
+    return _parse(old.language, new, None, old.bounded, window_around(new, old.language, near))
 
 
 class DocumentSyntax:
     """The tree of one document, updated from each new text by an incremental re-parse; `bounded`:
-    with a time budget per parse (the module docstring)."""
+    with a time budget per parse (the module docstring). A document of WINDOW_FROM_BYTES or more is
+    parsed in a window around `near` (a byte offset), and has no tree until one is given."""
 
-    def __init__(self, language: str, text: str, bounded: bool = False):
+    def __init__(self, language: str, text: str, bounded: bool = False, near: int | None = None):
         self.language = language
-        self.snapshot = _parse(language, text.encode(*UTF8), None, bounded)
+        source = text.encode(*UTF8)
+        if windowed(source):
+            empty = Snapshot(language, None, source, bounded)
+            self.snapshot = empty if near is None else _reparse_window(empty, source, near)
+        else:
+            self.snapshot = _parse(language, source, None, bounded)
 
-    def update(self, text: str) -> Snapshot:
-        self.snapshot = reparse(self.snapshot, text)
+    @property
+    def windowed(self) -> bool:
+        return windowed(self.snapshot.source)
+
+    def update(self, text: str, near: int | None = None) -> Snapshot:
+        self.snapshot = reparse(self.snapshot, text, near)
         return self.snapshot
 
 
@@ -285,10 +410,15 @@ def enclosing_block_end(snapshot: Snapshot, cursor: int, inserted: bytes) -> int
     source = snapshot.source[:cursor] + inserted + snapshot.source[cursor:]
     edited = snapshot.tree.copy()
     end = cursor + len(inserted)
-    edited.edit(start_byte=cursor, old_end_byte=cursor, new_end_byte=end,
-                start_point=_point(snapshot.source, cursor), old_end_point=_point(snapshot.source, cursor),
-                new_end_point=_point(source, end))
-    tree = _parse(snapshot.language, source, edited, snapshot.bounded).tree
+    at = _point(snapshot.source, cursor)
+    edited.edit(start_byte=cursor, old_end_byte=cursor, new_end_byte=end, start_point=at, old_end_point=at,
+                new_end_point=_point(source, end, (cursor, at[0])))
+    window = snapshot.window
+    if window is not None:  # the insertion inside it moves its end
+        if not window[0] <= cursor <= window[1]:
+            return None
+        window = (window[0], window[1] + len(inserted))
+    tree = _parse(snapshot.language, source, edited, snapshot.bounded, window, (cursor, at[0])).tree
     if tree is None:  # ran out of time
         return None
     blocks = BLOCK_TYPES.get(snapshot.language, set())

@@ -124,7 +124,8 @@ async def warm_up(ls, uri: str, line: int, character: int) -> None:
     cancel = threading.Event()
     ls.pending[uri] = cancel
     request = CompletionRequest(doc.lines, line, character, path=prompt_path(uri), language_id=doc.language_id,
-                                session_key=uri, cache_scope=ls.workspace_root, syntax=doc.snapshot, context=doc.context)
+                                session_key=uri, cache_scope=ls.workspace_root, syntax=doc.snapshot_at((line, character)),
+                                context=doc.context)
     try:
         if await asyncio.get_running_loop().run_in_executor(ls.engine_executor, completer.warm, request, cancel):
             ls.counters.warmups += 1

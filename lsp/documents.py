@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from completer.lines import clamp, replace_range, split_lines
-from completer.syntax import DocumentSyntax, Snapshot, language_for
+from completer.syntax import DocumentSyntax, Snapshot, byte_offset, language_for
 
 
 def prompt_path(uri: str) -> str:
@@ -47,11 +47,17 @@ class Document:
     def snapshot(self) -> Snapshot | None:
         """The tree of the current lines. Re-parsed (incrementally) here, when a request needs it, not
         at each didChange: a typed-through answer needs no tree, and the keystrokes between two model
-        requests cost one re-parse together."""
+        requests cost one re-parse together. A large document is parsed in a window (syntax.py): this
+        one is around its last edit; snapshot_at gives one around a cursor."""
+        return self.snapshot_at(None)
+
+    def snapshot_at(self, cursor: tuple[int, int] | None) -> Snapshot | None:
+        """snapshot, with a tree around `cursor` (line, code-point column) in a large document."""
         if self.syntax is None:
             return None
-        if self._parsed is not self.lines:  # every edit makes a new list (see the module docstring)
-            self.syntax.update(self.text)
+        near = byte_offset(self.lines, *cursor) if cursor is not None and self.syntax.windowed else None
+        if self._parsed is not self.lines or (near is not None and not self.syntax.snapshot.covers(near)):
+            self.syntax.update(self.text, near)  # every edit makes a new list (see the module docstring)
             self._parsed = self.lines
         return self.syntax.snapshot
 

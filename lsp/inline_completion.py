@@ -124,7 +124,7 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     syntax = None  # the tree, read after reuse misses (reuse needs none) and before the first await
     if req.selected is None:
         t_parse = time.perf_counter()
-        syntax = req.doc.snapshot  # of real_lines: nothing has awaited since they were read
+        syntax = req.doc.snapshot_at((req.line, req.character))  # of real_lines: nothing has awaited since
         req.spent.parse = (time.perf_counter() - t_parse) * 1000
     if typed:
         answer = await _from_recycled(ls, req, flight, typed)

@@ -130,6 +130,25 @@ def test_the_tree_follows_the_lines_when_read_not_at_each_edit():
     assert doc.snapshot is snapshot  # nothing changed since: no re-parse
 
 
+def test_a_large_document_gets_its_tree_around_the_cursor_asked_about():
+    from completer.syntax import WINDOW_FROM_BYTES
+
+    functions = [f"def f{i}(x):\n    return x + {i}\n\n" for i in range(WINDOW_FROM_BYTES // 30)]
+    doc = Document.from_text("file:///big.py", "python", 1, "".join(functions))
+    assert doc.snapshot.tree is None  # opened: nothing parsed on the event loop until a cursor is known
+    for k in (2, len(functions) // 2, len(functions) - 2):  # the return line of function k
+        row = 3 * k + 1
+        snapshot = doc.snapshot_at((row, 4))
+        node = snapshot.tree.root_node.named_descendant_for_point_range((row, 4), (row, 4))
+        assert node.type == "return_statement" and node.text == doc.lines[row].strip().encode(), row
+    window = snapshot.window
+    doc.apply_change((row, 4), (row, 4), "y = 1\n    ", "utf-16")  # typed there: the same window, moved along
+    again = doc.snapshot_at((row + 1, 4))
+    assert again.window == (window[0], window[1] + 10) and again.tree.root_node.named_descendant_for_point_range(
+        (row, 4), (row, 4)).type == "identifier"
+    assert doc.snapshot_at((row + 1, 4)) is again
+
+
 def test_the_prompt_shows_the_file_name_decoded_not_the_uri():
     from lsp.documents import prompt_path
 

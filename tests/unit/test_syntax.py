@@ -2,6 +2,7 @@
 parses; block-end detection per language."""
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -80,9 +81,100 @@ def test_snapshots_are_never_mutated_by_later_edits():
 
 
 def test_huge_documents_get_no_tree():
-    doc = DocumentSyntax("python", "x = 1\n" * (MAX_PARSE_BYTES // 6 + 10))
-    assert doc.snapshot.tree is None
+    text = "x = 1\n" * (MAX_PARSE_BYTES // 6 + 10)
+    doc = DocumentSyntax("python", text, near=len(text) // 2)
+    assert doc.snapshot.tree is None and doc.update(text, len(text) // 2).tree is None
     assert doc.update("x = 2\n").tree is not None
+
+
+def test_large_documents_get_a_tree_only_around_a_cursor():
+    text = "x = 1\n" * (MAX_PARSE_BYTES // 12)
+    doc = DocumentSyntax("python", text)
+    assert doc.windowed and doc.snapshot.tree is None  # nothing says where yet: no parse at all
+    near = len(text) // 2
+    around = doc.update(text, near)
+    assert around.tree is not None and around.window[0] < near < around.window[1] < len(text)
+    assert doc.update("x = 2\n").tree is not None and doc.snapshot.window is None  # small again: whole
+
+
+def _repository_python(size: int) -> str:
+    """Real code of at least `size` bytes: this repository's Python files, one after another."""
+    root = Path(__file__).resolve().parents[2]
+    parts, total = [], 0
+    for path in sorted((root / "completer").rglob("*.py")) + sorted((root / "lsp").glob("*.py")):
+        parts.append(path.read_text())
+        total += len(parts[-1])
+        if total >= size:
+            break
+    return "\n\n".join(parts)
+
+
+def _answers(snapshot, lines, row: int, character: int) -> tuple:
+    """What prompts and post-processing ask of a tree at a cursor (prompt.syntax_cuts, and where a
+    block would end after a suggestion)."""
+    from completer.syntax import anchor_point, enclosing_header_rows, is_statement_boundary
+
+    anchor = anchor_point(snapshot, lines, row)
+    cuts = tuple(is_statement_boundary(snapshot, lines, r, anchor) for r in range(max(1, row - 80), row + 40))
+    cursor = byte_offset(lines, row, character)
+    ends = tuple(enclosing_block_end(snapshot, cursor, text.encode()) for text in ("x = 1\n", "pass\n\nfoo()\n}\n"))
+    return anchor, cuts, tuple(enclosing_header_rows(snapshot, lines, row, character)), ends
+
+
+@pytest.mark.parametrize("language", ["python", "python-crlf", "typescript", "lua"])
+def test_a_window_answers_what_the_whole_tree_answers_near_the_cursor(language):
+    """A large document is parsed only around the cursor: the same answers, at cursors anywhere in
+    real code, as the tree of the whole document (parsed whole here, under the old size limit)."""
+    from completer.lines import split_lines
+    from completer.syntax import WINDOW_FROM_BYTES, _parse
+
+    root = Path(__file__).resolve().parents[2]
+    if language.startswith("python"):
+        text = _repository_python(WINDOW_FROM_BYTES * 2)
+        if language == "python-crlf":  # blank lines are "\r\n\r\n" there
+            text, language = text.replace("\n", "\r\n"), "python"
+    else:
+        one = {"typescript": root / "editors/vscode/src/extension.ts",
+               "lua": root / "editors/neovim/lua/completer/init.lua"}[language].read_text()
+        text = "\n".join([one] * (WINDOW_FROM_BYTES * 2 // len(one) + 1))
+    assert WINDOW_FROM_BYTES * 2 <= len(text.encode()) <= MAX_PARSE_BYTES
+    lines = split_lines(text)
+    whole = _parse(language, text.encode(), None)
+    assert whole.window is None and whole.tree is not None
+    rng = random.Random(3)
+    checked = 0
+    for row in sorted(rng.sample(range(100, len(lines) - 50), 24)):
+        body = lines[row].rstrip("\r\n")
+        character = len(body) - len(body.lstrip())
+        doc = DocumentSyntax(language, text, near=byte_offset(lines, row, character))
+        window = doc.snapshot.window
+        assert window is not None and window[1] - window[0] < len(text.encode()) // 2
+        assert _answers(doc.snapshot, lines, row, character) == _answers(whole, lines, row, character), (row, window)
+        checked += 1
+    assert checked == 24
+
+
+def test_typing_keeps_the_window_and_a_cursor_far_away_moves_it():
+    from completer.syntax import WINDOW_FROM_BYTES, WINDOW_MARGIN
+
+    text = _repository_python(WINDOW_FROM_BYTES * 2)
+    at = text.index("\n\ndef ", len(text) // 2) + 1  # a blank line before a function
+    doc = DocumentSyntax("python", text, bounded=True, near=len(text[:at].encode()))
+    start, end = doc.snapshot.window
+    assert text.encode()[start:].startswith((b"def ", b"class ", b"@", b"import ", b"from ", b"async def "))
+    assert not doc.snapshot.tree.root_node.has_error
+    for i, ch in enumerate("x = compute(1)\n"):  # typed at the cursor: incremental, the window's end moves along
+        text = text[:at + i] + ch + text[at + i:]
+        snapshot = doc.update(text, len((text[:at + i + 1]).encode()))
+        assert snapshot.window == (start, end + i + 1)
+    assert not snapshot.tree.root_node.has_error
+    node = snapshot.tree.root_node.descendant_for_byte_range(len(text[:at].encode()), len(text[:at].encode()) + 1)
+    assert node.text.decode().startswith("x")
+    assert snapshot.covers(len(text[:at].encode())) and not snapshot.covers(end + WINDOW_MARGIN * 4)
+    far = len(text[:200].encode())
+    moved = doc.update(text, far)  # no edit, another place: a new window around it
+    assert moved.window[0] == 0 and moved.covers(far) and moved.window != (start, end + 15)
+    assert doc.update(text, far) is moved  # covered: nothing parsed
 
 
 def test_the_span_an_edit_changed_is_what_byte_by_byte_comparison_finds():
