@@ -2,8 +2,9 @@
 document kept up to date incrementally, and the few syntax questions prompts and post-processing ask.
 
 Grammars come only from the installed `tree-sitter-<language>` wheels (no download at run time).
-A document of WINDOW_FROM_BYTES up to MAX_PARSE_BYTES is parsed in a window around the cursor
-(`window_around`), not whole, so that a keystroke's re-parse stays small. Unknown languages, missing
+In the language server, a document of WINDOW_FROM_BYTES up to MAX_PARSE_BYTES is parsed in a window
+around the cursor (`window_around`), not whole, so that a keystroke's re-parse stays small (offline
+tools parse such files whole). Unknown languages, missing
 grammars, files over MAX_PARSE_BYTES and minified files (`minified`) get no tree: every caller then
 falls back to line-based behaviour, never to an error. So does, for the
 language server's documents (`DocumentSyntax(..., bounded=True)`), a parse that runs past its time
@@ -332,13 +333,14 @@ def _edited(old: Snapshot, new: bytes) -> tuple[Tree, int, int, int, tuple[int, 
     return edited, start, old_end, new_end, known
 
 
-def reparse(old: Snapshot, text: str, near: int | None = None) -> Snapshot:
-    """The snapshot of `text`, parsed incrementally from `old` (which stays untouched). A document
-    parsed in windows gets a tree that covers byte `near` (Snapshot.covers), or the edit if None."""
+def reparse(old: Snapshot, text: str, near: int | None = None, windows: bool = False) -> Snapshot:
+    """The snapshot of `text`, parsed incrementally from `old` (which stays untouched). With
+    `windows`, a large document (`windowed`) gets a tree that covers byte `near` (Snapshot.covers),
+    or the edit if None."""
     new = text.encode(*UTF8)
     if old.gave_up:
         return Snapshot(old.language, None, new, old.bounded, gave_up=True)
-    if windowed(new):
+    if windows and windowed(new):
         return _reparse_window(old, new, near)
     if old.tree is None or old.window is not None:
         return _parse(old.language, new, None, old.bounded)
@@ -370,13 +372,15 @@ def _reparse_window(old: Snapshot, new: bytes, near: int | None) -> Snapshot:
 
 class DocumentSyntax:
     """The tree of one document, updated from each new text by an incremental re-parse; `bounded`:
-    with a time budget per parse (the module docstring). A document of WINDOW_FROM_BYTES or more is
-    parsed in a window around `near` (a byte offset), and has no tree until one is given."""
+    with a time budget per parse (the module docstring). With `windows` (the server's documents,
+    where each keystroke's re-parse counts), a large one (`windowed`) is parsed in a window around
+    `near` (a byte offset) and has no tree until one is given; offline tools parse files whole."""
 
-    def __init__(self, language: str, text: str, bounded: bool = False, near: int | None = None):
-        self.language = language
+    def __init__(self, language: str, text: str, bounded: bool = False, near: int | None = None,
+                 windows: bool = False):
+        self.language, self.windows = language, windows
         source = text.encode(*UTF8)
-        if windowed(source):
+        if windows and windowed(source):
             empty = Snapshot(language, None, source, bounded)
             self.snapshot = empty if near is None else _reparse_window(empty, source, near)
         else:
@@ -384,10 +388,10 @@ class DocumentSyntax:
 
     @property
     def windowed(self) -> bool:
-        return windowed(self.snapshot.source)
+        return self.windows and windowed(self.snapshot.source)
 
     def update(self, text: str, near: int | None = None) -> Snapshot:
-        self.snapshot = reparse(self.snapshot, text, near)
+        self.snapshot = reparse(self.snapshot, text, near, self.windows)
         return self.snapshot
 
 

@@ -40,7 +40,8 @@ class Document:
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":
         language = language_for(language_id, uri)
         lines = split_lines(text)
-        syntax = DocumentSyntax(language, text, bounded=True) if language else None  # parsed on the event loop
+        # Parsed on the event loop: with a time budget, and a large document in windows (syntax.py).
+        syntax = DocumentSyntax(language, text, bounded=True, windows=True) if language else None
         return cls(uri, language_id, version, lines, syntax, _parsed=lines)
 
     @property

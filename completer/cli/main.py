@@ -89,7 +89,7 @@ def cmd_complete(args) -> int:
     from completer.completion.pipeline import Completer, CompletionRequest
     from completer.engines.loading import load_engine
     from completer.lines import split_lines
-    from completer.syntax import DocumentSyntax, byte_offset, language_for
+    from completer.syntax import DocumentSyntax, language_for
 
     path = Path(args.file)
     try:
@@ -112,8 +112,7 @@ def cmd_complete(args) -> int:
     engine = load_engine(engine_options(args))
     completer = Completer(engine, completion_settings(args))
     language = language_for("", str(path))
-    near = byte_offset(lines, args.line, character)  # a large file is parsed around the cursor only
-    syntax = DocumentSyntax(language, text, near=near).snapshot if language else None
+    syntax = DocumentSyntax(language, text).snapshot if language else None
     result = completer.complete(CompletionRequest(lines, args.line, character, path=path.name, syntax=syntax))
     if args.json:
         print(json.dumps(result.as_json(), indent=2))

@@ -82,14 +82,16 @@ def test_snapshots_are_never_mutated_by_later_edits():
 
 def test_huge_documents_get_no_tree():
     text = "x = 1\n" * (MAX_PARSE_BYTES // 6 + 10)
-    doc = DocumentSyntax("python", text, near=len(text) // 2)
+    doc = DocumentSyntax("python", text, near=len(text) // 2, windows=True)
     assert doc.snapshot.tree is None and doc.update(text, len(text) // 2).tree is None
     assert doc.update("x = 2\n").tree is not None
 
 
 def test_large_documents_get_a_tree_only_around_a_cursor():
     text = "x = 1\n" * (MAX_PARSE_BYTES // 12)
-    doc = DocumentSyntax("python", text)
+    whole = DocumentSyntax("python", text)  # offline tools: whole files, as before
+    assert not whole.windowed and whole.snapshot.tree is not None and whole.snapshot.window is None
+    doc = DocumentSyntax("python", text, windows=True)  # the server's documents
     assert doc.windowed and doc.snapshot.tree is None  # nothing says where yet: no parse at all
     near = len(text) // 2
     around = doc.update(text, near)
@@ -146,7 +148,7 @@ def test_a_window_answers_what_the_whole_tree_answers_near_the_cursor(language):
     for row in sorted(rng.sample(range(100, len(lines) - 50), 24)):
         body = lines[row].rstrip("\r\n")
         character = len(body) - len(body.lstrip())
-        doc = DocumentSyntax(language, text, near=byte_offset(lines, row, character))
+        doc = DocumentSyntax(language, text, near=byte_offset(lines, row, character), windows=True)
         window = doc.snapshot.window
         assert window is not None and window[1] - window[0] < len(text.encode()) // 2
         assert _answers(doc.snapshot, lines, row, character) == _answers(whole, lines, row, character), (row, window)
@@ -159,7 +161,7 @@ def test_typing_keeps_the_window_and_a_cursor_far_away_moves_it():
 
     text = _repository_python(WINDOW_FROM_BYTES * 2)
     at = text.index("\n\ndef ", len(text) // 2) + 1  # a blank line before a function
-    doc = DocumentSyntax("python", text, bounded=True, near=len(text[:at].encode()))
+    doc = DocumentSyntax("python", text, bounded=True, near=len(text[:at].encode()), windows=True)
     start, end = doc.snapshot.window
     assert text.encode()[start:].startswith((b"def ", b"class ", b"@", b"import ", b"from ", b"async def "))
     assert not doc.snapshot.tree.root_node.has_error
