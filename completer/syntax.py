@@ -273,7 +273,7 @@ def window_around(source: bytes, language: str, at: int) -> tuple[int, int]:
 
 def _parse(language: str, source: bytes, old: Tree | None, bounded: bool = False,
            window: tuple[int, int] | None = None, known: tuple[int, int] = (0, 0)) -> Snapshot:
-    if (window is None and len(source) > MAX_PARSE_BYTES) or minified(source):  # the size first: no count
+    if not (parseable(source) if window is None else not minified(source)):  # a window: any size to the limit
         return Snapshot(language, None, source, bounded)
     return _run_parser(language, source, old, bounded, window, known)
 
@@ -367,7 +367,7 @@ def _reparse_window(old: Snapshot, new: bytes, near: int | None) -> Snapshot:
             near = at if near is None else near
     if near is None:  # nothing says where: no tree until a caller does
         return Snapshot(old.language, None, new, old.bounded)
-    return _parse(old.language, new, None, old.bounded, window_around(new, old.language, near))
+    return _run_parser(old.language, new, None, old.bounded, window_around(new, old.language, near))
 
 
 class DocumentSyntax:

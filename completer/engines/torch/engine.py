@@ -186,6 +186,7 @@ class TorchEngine:
         self.draft_choice = choose_draft(self.model_dir, draft_model)
         self.draft_candidate = self.drafter = None
         self.draft_status: dict | None = None
+        self._draft_digest: str | None = None  # _digest_of_draft
         if self.draft_choice.model:  # the slot holds nothing at the scratch positions yet (_measure_costs cut it)
             self._load_draft(costs, known, DTYPES[dtype], small_dtype)
         if self._costs_dir:
@@ -417,7 +418,7 @@ class TorchEngine:
         """Loads the chosen draft model (draft_candidate), unless its step cost was kept from an earlier
         start and says that the target's own draft would not be used: then only its status is set."""
         choice = self.draft_choice
-        digest = draft_digest(choice.model) if known is not None else None
+        digest = self._digest_of_draft() if known is not None else None
         known_step = known.draft_steps.get(digest) if known is not None and digest else None
         if known_step is not None and not choice.given and \
                 not self._note_draft(Path(choice.model).name, draft_policy(costs, known_step, choice.acceptance)):
@@ -435,12 +436,18 @@ class TorchEngine:
         if self.draft_candidate is not None:
             self._decide_draft()
 
+    def _digest_of_draft(self) -> str | None:
+        """What the chosen draft's kept step cost is filed under: its files by content, hashed once."""
+        if self._draft_digest is None and self.draft_choice.model:
+            self._draft_digest = draft_digest(self.draft_choice.model)
+        return self._draft_digest
+
     def _keep_costs(self, costs: list[float], known: KnownCosts | None) -> None:
         """Writes what was measured for this step (its verification costs, the loaded draft's step) to
         its cache entry, unless the entry holds it already."""
         kept = known if known is not None else KnownCosts(tuple(costs))
         drafter = self.draft_candidate
-        digest = draft_digest(drafter.model_dir) if drafter is not None else None
+        digest = self._digest_of_draft() if drafter is not None else None
         if digest is not None and kept.draft_steps.get(digest) != drafter.step:
             kept = kept.with_draft(digest, drafter.step)
         if kept != known:
