@@ -3,7 +3,7 @@
 Launches `completer serve --stdio` as an editor does (compile mode: the server's default, so a start
 with the compiled engine in the cache loads it; run the server once before, or `completer engine
 --warm`, to have it there), waits for its `completer/status` to say ready, then asks for one inline
-completion in a small Python file. With --against CHECKOUT the rounds alternate between this
+completion in a small Python file; rss_mb is the server's resident memory after that answer. With --against CHECKOUT the rounds alternate between this
 checkout's server and that one's (e.g. a git worktree of an older commit), so both meet the same
 machine load; the last lines give the medians and their ratio.
 
@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 from completer.replay.editor_client import EditorClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from big_documents import server_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,10 +70,13 @@ async def one_start(cmd: list[str], tmp: Path) -> dict:
         t1 = time.perf_counter()
         answer = await client.complete(line, len(TEXT.rsplit("\n", 1)[1]), timeout=30)
         first_ms = (time.perf_counter() - t1) * 1000
+        server = client.client._server
+        rss_mb = server_rss_mb(server.pid) if server is not None and server.returncode is None else None
     finally:
         await client.stop()
     # answered: the server replied (with a suggestion or an empty list) before the 30 s timeout
-    return {"ready_s": round(ready_s, 3), "first_answer_ms": round(first_ms, 1), "answered": not answer.cancelled}
+    return {"ready_s": round(ready_s, 3), "first_answer_ms": round(first_ms, 1), "answered": not answer.cancelled,
+            "rss_mb": rss_mb}
 
 
 def main() -> int:
@@ -85,7 +91,7 @@ def main() -> int:
     print(f"date      {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     for name, checkout in variants:
         print(f"{name:<9} {checkout}: serve --stdio {' '.join(args.server_arg)}")
-    print("round  variant  ready_s  first_answer_ms  answered")
+    print("round  variant  ready_s  first_answer_ms  rss_mb  answered")
     rows = []
     for i in range(args.rounds):
         for name, checkout in (variants if i % 2 == 0 else variants[::-1]):
@@ -93,12 +99,15 @@ def main() -> int:
                 row = {"round": i + 1, "variant": name,
                        **asyncio.run(one_start(server_command(checkout, args.server_arg), Path(tmp)))}
             rows.append(row)
-            print(f"{row['round']:<6} {name:<8} {row['ready_s']:<8} {row['first_answer_ms']:<16} {row['answered']}")
+            print(f"{row['round']:<6} {name:<8} {row['ready_s']:<8} {row['first_answer_ms']:<16} {row['rss_mb']!s:<7} {row['answered']}")
     medians = {}
     for name, _ in variants:
         mine = [r for r in rows if r["variant"] == name]
         medians[name] = {f: statistics.median(r[f] for r in mine) for f in ("ready_s", "first_answer_ms")}
-        print(f"median {name:<8} ready_s {medians[name]['ready_s']:.3f}  first_answer_ms {medians[name]['first_answer_ms']:.1f}")
+        rss = [r["rss_mb"] for r in mine if r["rss_mb"] is not None]
+        medians[name]["rss_mb"] = statistics.median(rss) if rss else None
+        print(f"median {name:<8} ready_s {medians[name]['ready_s']:.3f}  first_answer_ms {medians[name]['first_answer_ms']:.1f}"
+              f"  rss_mb {medians[name]['rss_mb']}")
     if args.against:
         print(f"ratio against/this  ready_s {medians['against']['ready_s'] / medians['this']['ready_s']:.2f}  "
               f"first_answer_ms {medians['against']['first_answer_ms'] / medians['this']['first_answer_ms']:.2f}")

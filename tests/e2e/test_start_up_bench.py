@@ -15,7 +15,7 @@ def test_a_short_run_starts_both_checkouts_servers_and_reports_them(tmp_path):
                         "--server-arg=--model", "--server-arg=fixture", "--json", str(out)],
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for field in ("machine", "date", "ready_s", "first_answer_ms", "median this", "median against", "ratio"):
+    for field in ("machine", "date", "ready_s", "first_answer_ms", "rss_mb", "median this", "median against", "ratio"):
         assert field in r.stdout, field
     data = json.loads(out.read_text())
     assert [(row["round"], row["variant"]) for row in data["rows"]] == \

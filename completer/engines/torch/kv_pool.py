@@ -22,6 +22,8 @@ the slot's per-layer caches.
 
 from __future__ import annotations
 
+import math
+import mmap
 from dataclasses import dataclass, field
 
 import torch
@@ -159,6 +161,10 @@ class BlockPool:
     of PrefixCache node b's tokens. The slot's caches are [1, kv_heads, max_seq, head_dim] per
     layer, so sequence block j is positions [j * block_size, (j + 1) * block_size) there.
     `index` is None when `cache_mb` holds no whole block: the pool is then off.
+
+    On the CPU the blocks live in anonymous memory (`untouched_zeros`): the OS hands it out zeroed
+    and commits a page only when a block is first saved into it, so a server holds the pool's 64 MB
+    only once it has seen that many tokens, and does not spend its start clearing them.
     """
 
     def __init__(self, caches: list[KVCache], cache_mb: float, block_size: int):
@@ -169,8 +175,8 @@ class BlockPool:
         blocks = int(cache_mb * 2**20 // per_block)
         self.index = PrefixCache(blocks, block_size) if blocks > 0 else None
         shape = (len(caches), max(blocks, 0), kv_heads, block_size, head_dim)
-        self.k = torch.zeros(shape, dtype=slot.dtype, device=slot.device)
-        self.v = torch.zeros(shape, dtype=slot.dtype, device=slot.device)
+        self.k = untouched_zeros(shape, slot.dtype, slot.device)
+        self.v = untouched_zeros(shape, slot.dtype, slot.device)
         self.mb = blocks * per_block / 2**20
 
     def restore(self, block_ids: list[int], first_block: int) -> None:
@@ -202,3 +208,13 @@ class BlockPool:
         """Forget every block (the tensors keep their stale values: nothing points at them)."""
         if self.index is not None:
             self.index.clear()
+
+
+def untouched_zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zeros of `shape`; on the CPU in an anonymous mapping, zero by the OS's guarantee and resident
+    page by page as it is written (torch.zeros writes every page at once; torch.empty's memory may
+    be recycled garbage). The tensor keeps the mapping alive."""
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if torch.device(device).type != "cpu" or nbytes == 0:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
