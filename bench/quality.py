@@ -480,6 +480,9 @@ def main() -> None:
     ap.add_argument("--short-prompt", type=int, nargs="*", default=[], metavar="TOKENS",
                     help="also run arms whose prompt budget is TOKENS (what the server's first answer in a newly "
                          "opened file uses: serve --cold-prompt-tokens)")
+    ap.add_argument("--prompt-tokens", type=int, default=None, metavar="N",
+                    help="every arm's prompt budget, the workspace's chunks included (serve --prompt-tokens; "
+                         "default: the server's)")
     ap.add_argument("--with-seen", action="store_true",
                     help="keep the cuts in held-out files that the training text near-copies (bench/heldout_seen.json; "
                     "left out by default: a model trained on that text has seen them)")
@@ -513,6 +516,8 @@ def main() -> None:
     # Exact match counts every suggestion: the confidence gate (min_confidence 0 here) is measured
     # separately, as the precision/recall curve under the table.
     settings = CompletionSettings(multiline=False, deadline_ms=10_000, min_confidence=0.0)
+    if args.prompt_tokens:
+        settings = dataclasses.replace(settings, prompt_tokens=args.prompt_tokens)
     engines = {name: load_engine(EngineOptions(model=name, device=args.device)) for name in args.models}
     arms = []  # (label, model name, settings, the workspace: False, "chunks" (in the prompt) or "files" (and copies))
     for name, engine in engines.items():
@@ -527,12 +532,12 @@ def main() -> None:
             arms.append((Path(name).name + f", lines capped at {cap} tokens", name,
                          dataclasses.replace(settings, line_max_tokens=cap), False))
         for budget in args.short_prompt:  # the prompt a newly opened file's first key gets (the server's cold path)
-            short = dataclasses.replace(settings, prompt=dataclasses.replace(settings.prompt, budget_tokens=budget))
+            short = dataclasses.replace(settings, prompt_tokens=budget)
             arms.append((Path(name).name + f", a {budget}-token prompt", name, short, False))
     for suite, cases in ({} if args.acceptance_only else suites).items():
         print(f"\n{suite.upper()}\n{'model':<38}{'params':>10}" + "".join(f"{k + ' EM':>11}{'ES':>6}"
                                                                          for k in (*KINDS, "all")) + f"{'ms/case':>9}")
-        contexts, open_files = workspace_contexts(cases, pools[suite], args.workspace, settings.prompt.budget_tokens) \
+        contexts, open_files = workspace_contexts(cases, pools[suite], args.workspace, settings.prompt_budget) \
             if args.workspace else (None, None)
         if contexts:
             chosen = [len(c) for c in contexts]

@@ -73,7 +73,7 @@ async def refresh_after_idle(ls, uri: str) -> None:
             imports = await asyncio.to_thread(python_import_definitions, ls.ring.workspace, path, source)
             if ls.store.get(uri) is not doc or ls.ring is None:  # closed meanwhile
                 return
-    budget = int(ls.settings.prompt.budget_tokens * CONTEXT_SHARE * 4)
+    budget = int(ls.settings.prompt_budget * CONTEXT_SHARE * 4)
     chosen = ls.ring.select(path, around, local, budget, imports)
     doc.open_files = ls.ring.open_files(path)  # copies only: no prompt changes, nothing to warm up
     if chosen == doc.context:

@@ -4,7 +4,7 @@ ServerSwitches turn the server's shortcuts on and off; EnginePlacement says wher
 `apply_client_settings` reads initializationOptions or a didChangeConfiguration section
 ({"backend": "torch", "model": "embedded" | "/path", "device", "dtype", "cacheMb", "editReuse",
 "reuse", "context", "prefetch", "recycle", "debounce", "reconsider", "maxTokens", "speculative", "cache",
-"multiline", "rerank", "minConfidence", "coldPromptTokens", "lineMaxTokens"}, all optional) into new typed values; a value of the wrong
+"multiline", "rerank", "minConfidence", "coldPromptTokens", "lineMaxTokens", "promptTokens"}, all optional) into new typed values; a value of the wrong
 type or range is ignored with a warning, never half-applied.
 """
 
@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from completer.completion.pipeline import CompletionSettings
+from completer.completion.prompt import MIN_PROMPT_TOKENS
 from completer.engines.options import EngineOptions
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,10 @@ _ENGINE_STRINGS = ("backend", "model", "device", "dtype")
 _SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce", "reconsider")
 _SETTINGS = {"maxTokens": ("max_tokens", int), "speculative": ("speculative", bool), "cache": ("use_cache", bool),
              "multiline": ("multiline", bool), "rerank": ("rerank", bool), "minConfidence": ("min_confidence", float),
-             "coldPromptTokens": ("cold_prompt_tokens", int), "lineMaxTokens": ("line_max_tokens", int)}
-_INT_MIN = {"cold_prompt_tokens": 0}  # 0: always the full prompt
+             "coldPromptTokens": ("cold_prompt_tokens", int), "lineMaxTokens": ("line_max_tokens", int),
+             "promptTokens": ("prompt_tokens", int)}
+_INT_MIN = {"cold_prompt_tokens": 0, "prompt_tokens": MIN_PROMPT_TOKENS}  # cold 0: always the full prompt
+_INT_MAX = {"prompt_tokens": 32_768}  # the engine's cache length caps it further
 
 
 def _is_number(value) -> bool:
@@ -94,7 +97,7 @@ def apply_client_settings(current: ServerOptions, raw) -> ServerOptions:
         value = raw.get(key)
         if value is None:
             continue
-        if kind is int and _is_number(value) and isinstance(value, int) and _INT_MIN.get(name, 1) <= value <= 1024:
+        if kind is int and _is_number(value) and isinstance(value, int) and _INT_MIN.get(name, 1) <= value <= _INT_MAX.get(name, 1024):
             settings[name] = value
         elif kind is float and _is_number(value) and 0 <= value <= 1:
             settings[name] = float(value)

@@ -218,6 +218,9 @@ class CompleterServer(LanguageServer):
             self.reuse = None
         if self.completer is not None:
             self.completer.settings = self.options.settings
+        if self.settings.prompt_budget != before.settings.prompt_budget:  # the chunks were sized for the old one
+            for uri in list(self.store.documents):
+                self.document_changed(uri)
         return self.options.engine != before.engine
 
     def start_io(self, stdin=None, stdout=None) -> None:

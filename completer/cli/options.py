@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from completer.completion.pipeline import CompletionSettings
-from completer.completion.prompt import PromptSettings
+from completer.completion.prompt import MIN_PROMPT_TOKENS, PromptSettings
 from completer.engines.options import BACKENDS, COMPILE_MODES, EngineOptions
 from lsp.options import COLD_PROMPT_TOKENS, ServerSwitches
 
@@ -52,6 +52,10 @@ def add_engine_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
                        help="the most prompt tokens one keystroke prefills: a prompt that would prefill more (a "
                        "newly opened file's first key) is answered from an N-token prompt while the full one is "
                        f"prefilled in the background (serve's default {COLD_PROMPT_TOKENS}; 0: always the full prompt)")
+        g.add_argument("--prompt-tokens", type=int, default=None, metavar="N",
+                       help="the prompt's budget in tokens, chunks of other files included (default: the "
+                       f"model's own, from its completer.json, else {PromptSettings.budget_tokens}; at least "
+                       f"{MIN_PROMPT_TOKENS})")
         g.add_argument("--fim-template", default=None,
                        choices=FIM_FAMILIES,
                        help="FIM sentinel family (default: detected from the tokenizer)")
@@ -137,6 +141,10 @@ def completion_settings(args, cold_default: int | None = None) -> CompletionSett
         kw["line_max_tokens"] = args.line_max_tokens
     if args.no_syntax:
         kw["prompt"] = PromptSettings(syntax=False)
+    if args.prompt_tokens is not None:
+        if args.prompt_tokens < MIN_PROMPT_TOKENS:
+            raise SystemExit(f"--prompt-tokens {args.prompt_tokens}: at least {MIN_PROMPT_TOKENS}")
+        kw["prompt_tokens"] = args.prompt_tokens
     if args.no_rerank:
         kw["rerank"] = False
     if args.min_confidence is not None:
@@ -165,6 +173,8 @@ def serve_flags(args, compile_default: str | None = "on") -> list[str]:
         flags += ["--min-confidence", str(settings.min_confidence)]
     if args.cold_prompt_tokens is not None:  # else the server's default
         flags += ["--cold-prompt-tokens", str(args.cold_prompt_tokens)]
+    if settings.prompt_tokens is not None:  # else the model's own
+        flags += ["--prompt-tokens", str(settings.prompt_tokens)]
     flags += [flag for flag, on in (("--no-speculative", not settings.speculative),
                                     ("--no-cache", not settings.use_cache),
                                     ("--no-syntax", not settings.prompt.syntax),

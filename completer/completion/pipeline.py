@@ -56,6 +56,13 @@ class CompletionSettings:
     # the result says so (CompletionResult.cold): the server then warms the full prompt (Completer.warm)
     # while the user types. None: always the full prompt (one-shot completions, benchmarks).
     cold_prompt_tokens: int | None = None
+    # The prompt's budget in tokens, context chunks included (the user's --prompt-tokens or
+    # "promptTokens"); None: prompt.budget_tokens.
+    prompt_tokens: int | None = None
+
+    @property
+    def prompt_budget(self) -> int:
+        return self.prompt_tokens or self.prompt.budget_tokens
 
 
 @dataclass(frozen=True)
@@ -229,9 +236,8 @@ class Completer:
         end. A backend that cannot prefill alone (Engine.can_prefill False) gets a one-token completion."""
         if not getattr(self.engine, "can_prefill", False):  # the same prompt (the same budget), one token generated
             s = self.settings
-            budget = min(s.prompt.budget_tokens, self.engine.max_seq - (req.max_tokens or s.max_tokens) - 8)
-            one_token = dataclasses.replace(s, cold_prompt_tokens=None, rerank=False,
-                                            prompt=dataclasses.replace(s.prompt, budget_tokens=budget))
+            budget = min(s.prompt_budget, self.engine.max_seq - (req.max_tokens or s.max_tokens) - 8)
+            one_token = dataclasses.replace(s, cold_prompt_tokens=None, rerank=False, prompt_tokens=budget)
             result = Completer(self.engine, one_token, notes=self.notes).complete(dataclasses.replace(req, max_tokens=1),
                                                                                  cancel)
             return result.finish_reason not in ("cancelled", "unavailable", "error")
@@ -256,7 +262,7 @@ class Completer:
         no context chunks."""
         s = self.settings
         max_tokens = req.max_tokens or s.max_tokens
-        budget = min(budget or s.prompt.budget_tokens, self.engine.max_seq - max_tokens - 8)
+        budget = min(budget or s.prompt_budget, self.engine.max_seq - max_tokens - 8)
         settings = dataclasses.replace(s.prompt, budget_tokens=budget, heal=heal and s.prompt.heal)
         prompt = build_prompt(self.tokenizer, self.template, req.lines, req.line, req.character, path=req.path,
                               settings=settings, syntax=req.syntax, context=req.context if context is None else context)

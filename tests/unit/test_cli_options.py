@@ -103,3 +103,32 @@ def test_only_the_server_answers_a_cold_key_from_a_short_prompt_by_default():
     assert apply_client_settings(ServerOptions(), {"coldPromptTokens": 200}).settings.cold_prompt_tokens == 200
     for bad in (-1, 2.5, "256"):
         assert apply_client_settings(ServerOptions(), {"coldPromptTokens": bad}).settings == ServerOptions().settings
+
+
+def test_the_prompt_budget_from_the_command_line_or_the_editor():
+    from lsp.options import ServerOptions, apply_client_settings
+
+    assert completion_settings(parse("serve", "--stdio")).prompt_tokens is None  # the default budget
+    assert completion_settings(parse("serve", "--stdio", "--prompt-tokens", "512")).prompt_budget == 512
+    with pytest.raises(SystemExit):
+        completion_settings(parse("serve", "--stdio", "--prompt-tokens", "100"))
+    assert "--prompt-tokens" not in serve_flags(parse("replay", "s.msgpack"))
+    flags = serve_flags(parse("replay", "s.msgpack", "--prompt-tokens", "1024"))
+    assert completion_settings(parse("serve", "--stdio", *flags)).prompt_tokens == 1024
+    assert apply_client_settings(ServerOptions(), {"promptTokens": 2048}).settings.prompt_tokens == 2048
+    for bad in (100, 10**6, 512.5, "512"):
+        assert apply_client_settings(ServerOptions(), {"promptTokens": bad}).settings == ServerOptions().settings
+
+
+def test_a_new_prompt_budget_chooses_the_open_documents_context_chunks_again():
+    # The chunks of other files take a share of the budget, so they were sized for the old one.
+    from lsp.server import create_server
+
+    server = create_server()
+    server.store.open("file:///w/a.py", "python", 1, "x = 1\n")
+    changed = []
+    server.change_hooks = [lambda ls, uri, opened=False: changed.append(uri)]
+    server.apply_client_settings({"promptTokens": 512})
+    assert server.settings.prompt_budget == 512 and changed == ["file:///w/a.py"]
+    server.apply_client_settings({"promptTokens": 512, "maxTokens": 32})  # the same budget: nothing to do
+    assert changed == ["file:///w/a.py"]

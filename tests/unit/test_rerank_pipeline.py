@@ -177,3 +177,13 @@ def test_a_withheld_suggestion_is_reconsidered_as_the_user_types_it(engine):
         sorted((c for c in result.held.ranked if c.candidate.text.startswith(best[0])), key=lambda s: s.candidate.text)))
     assert completer.reconsider(held, best[1:-1]) == (best[-1], None)
     assert completer.reconsider(result.held, "\x00") is None  # no candidate predicted it: ask the model
+
+
+def test_the_prompt_budget_is_the_users_else_the_default(engine):
+    long_doc = "".join(f"{i % 10}\n" for i in range(2000)) + "x = "
+    sizes = [Completer(engine, CompletionSettings(multiline=False, rerank=False, prompt_tokens=budget))
+             .complete(request(long_doc)).stats.prompt_tokens for budget in (200, 300, None)]
+    # The windows take what the budget leaves beside the cursor line's reserve; the default (1,536) is
+    # bound by this engine's 512 tokens.
+    assert CompletionSettings(prompt_tokens=200).prompt_budget == 200 and CompletionSettings().prompt_budget == 1536
+    assert sizes[0] <= 200 and sizes[1] <= 300 and sizes[0] < sizes[1] < sizes[2]
