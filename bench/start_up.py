@@ -3,9 +3,10 @@
 Launches `completer serve --stdio` as an editor does (compile mode: the server's default, so a start
 with the compiled engine in the cache loads it; run the server once before, or `completer engine
 --warm`, to have it there), waits for its `completer/status` to say ready, then asks for one inline
-completion in a small Python file; rss_mb is the server's resident memory after that answer. With --against CHECKOUT the rounds alternate between this
-checkout's server and that one's (e.g. a git worktree of an older commit), so both meet the same
-machine load; the last lines give the medians and their ratio.
+completion in a small Python file; rss_mb is the server's resident memory after that answer. With
+--against CHECKOUT the rounds alternate between this checkout's server and that one's (e.g. a git
+worktree of an older commit), so both meet the same machine load; the last lines give the medians
+and their ratio.
 
     python bench/start_up.py --rounds 5 --against /tmp/old
 """

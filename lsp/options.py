@@ -97,7 +97,8 @@ def apply_client_settings(current: ServerOptions, raw) -> ServerOptions:
         value = raw.get(key)
         if value is None:
             continue
-        if kind is int and _is_number(value) and isinstance(value, int) and _INT_MIN.get(name, 1) <= value <= _INT_MAX.get(name, 1024):
+        if kind is int and _is_number(value) and isinstance(value, int) \
+                and _INT_MIN.get(name, 1) <= value <= _INT_MAX.get(name, 1024):
             settings[name] = value
         elif kind is float and _is_number(value) and 0 <= value <= 1:
             settings[name] = float(value)

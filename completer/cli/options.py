@@ -53,9 +53,8 @@ def add_engine_flags(p: argparse.ArgumentParser, settings: bool = True) -> None:
                        "newly opened file's first key) is answered from an N-token prompt while the full one is "
                        f"prefilled in the background (serve's default {COLD_PROMPT_TOKENS}; 0: always the full prompt)")
         g.add_argument("--prompt-tokens", type=int, default=None, metavar="N",
-                       help="the prompt's budget in tokens, chunks of other files included (default: the "
-                       f"model's own, from its completer.json, else {PromptSettings.budget_tokens}; at least "
-                       f"{MIN_PROMPT_TOKENS})")
+                       help="the prompt's budget in tokens, chunks of other files included (default "
+                       f"{PromptSettings.budget_tokens}; at least {MIN_PROMPT_TOKENS})")
         g.add_argument("--fim-template", default=None,
                        choices=FIM_FAMILIES,
                        help="FIM sentinel family (default: detected from the tokenizer)")
@@ -173,7 +172,7 @@ def serve_flags(args, compile_default: str | None = "on") -> list[str]:
         flags += ["--min-confidence", str(settings.min_confidence)]
     if args.cold_prompt_tokens is not None:  # else the server's default
         flags += ["--cold-prompt-tokens", str(args.cold_prompt_tokens)]
-    if settings.prompt_tokens is not None:  # else the model's own
+    if settings.prompt_tokens is not None:  # else the server's default
         flags += ["--prompt-tokens", str(settings.prompt_tokens)]
     flags += [flag for flag, on in (("--no-speculative", not settings.speculative),
                                     ("--no-cache", not settings.use_cache),

@@ -22,8 +22,8 @@ from completer.tokenizer import Tokenizer
 
 from .fim import FimTemplate
 
-# The smallest prompt budget a user or a model's notes may set: below it a prompt holds little more
-# than the cursor line (which keeps an eighth of the budget either side of the cursor).
+# The smallest prompt budget a user may set: below it a prompt holds little more than the cursor
+# line (which keeps an eighth of the budget either side of the cursor).
 MIN_PROMPT_TOKENS = 128
 
 
