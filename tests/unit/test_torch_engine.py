@@ -407,7 +407,10 @@ def test_the_targets_own_draft_is_used_only_where_its_measured_cost_pays(tmp_pat
     eng = TorchEngine(target, device="cpu", max_seq=512, decode_dtype="none")
     assert eng.draft_candidate is not None and eng.draft_candidate.model_dir.name == "embedded-draft"
     policy = eng.draft_candidate.policy
-    assert policy.prior_rate == 0.5 and policy.cost[1:] == sorted(policy.cost[1:])
+    # Each drafted token adds one draft step to the verification (at least a plain step). Not
+    # "increasing in k": the verification costs are measured, and on a shared CPU neighbours can swap.
+    step = eng.draft_candidate.step
+    assert policy.prior_rate == 0.5 and step > 0 and all(c >= 1.0 + k * step for k, c in enumerate(policy.cost))
     status = eng.describe()["draft"]
     pays_from = policy.break_even(eng.max_draft)
     assert status["used"] == (pays_from is not None and pays_from <= 0.5) == (eng.drafter is not None)
