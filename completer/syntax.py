@@ -273,7 +273,9 @@ def window_around(source: bytes, language: str, at: int) -> tuple[int, int]:
 
 def _parse(language: str, source: bytes, old: Tree | None, bounded: bool = False,
            window: tuple[int, int] | None = None, known: tuple[int, int] = (0, 0)) -> Snapshot:
-    if not (parseable(source) if window is None else not minified(source)):  # a window: any size to the limit
+    # A window is parsed whatever the document's size (windowed documents are within the limit).
+    treeless = minified(source) if window is not None else not parseable(source)
+    if treeless:
         return Snapshot(language, None, source, bounded)
     return _run_parser(language, source, old, bounded, window, known)
 

@@ -1,7 +1,9 @@
 """K/V reuse on token lists and tiny tensors: the prefix cache's bookkeeping (exact block ids, sharing,
 reference counts, eviction order), the block pool's copies, and the slot's prefill plan."""
 
+import functools
 import gc
+import os
 
 import torch
 
@@ -9,6 +11,7 @@ from completer.engines.contract import GenerationRequest, GenerationStats
 from completer.engines.torch.kv_pool import BlockPool, PrefixCache, untouched_zeros
 from completer.engines.torch.model import KVCache
 from completer.engines.torch.slot import Slot, plan_prefill
+from tests.conftest import bench_module
 
 
 def seq(*blocks, bs=4):
@@ -95,20 +98,16 @@ def test_block_pool_is_sized_from_the_caches():
     assert off.index is None and off.k.shape[1] == 0 and off.mb == 0
 
 
-def _resident_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
-
-
 def test_the_pools_memory_is_zero_and_resident_only_where_written():
     """The pool is the server's largest allocation (64 MB by default): it must read as zeros, take
     writes, outlive the mapping's Python object, and cost memory only for the pages written."""
-    before = _resident_mb()
+    resident_mb = functools.partial(bench_module("big_documents").server_rss_mb, os.getpid())
+    before = resident_mb()
     big = untouched_zeros((64, 1024, 1024), torch.float32, torch.device("cpu"))  # 256 MB
     gc.collect()
-    assert _resident_mb() - before < 32  # a fresh torch.zeros would hold all 256
+    assert resident_mb() - before < 32  # a fresh torch.zeros would hold all 256
     big[3, 7, :16] = 1.5
-    assert _resident_mb() - before < 32  # one written page
+    assert resident_mb() - before < 32  # one written page
     assert big[3, 7, :16].eq(1.5).all() and big[3, 7, 16:].eq(0).all() and not big[60].any()
     assert untouched_zeros((2, 0, 3), torch.float32, "cpu").shape == (2, 0, 3)
 

@@ -214,7 +214,7 @@ def untouched_zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.de
     """Zeros of `shape`; on the CPU in an anonymous mapping, zero by the OS's guarantee and resident
     page by page as it is written (torch.zeros writes every page at once; torch.empty's memory may
     be recycled garbage). The tensor keeps the mapping alive."""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     if torch.device(device).type != "cpu" or nbytes == 0:
         return torch.zeros(shape, dtype=dtype, device=device)
     return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)
