@@ -6,6 +6,10 @@ worth of Python). Prints the same fields every run.
 Types one line, character by character, in the middle of a 2,000-line Python file through the
 language server's own document store: each keystroke applies the LSP edit, re-parses
 incrementally, and builds the budgeted Contract 1 prompt, with syntax-aware windows and without.
+Then moves the cursor down the file a line at a time (an Enter or an arrow key: new windows) and
+jumps to places it has not seen (a newly opened file's first key), building the prompt with the
+windows encoded a line at a time (the tokenizer's cache of lines, the default) and, in the same
+run, with each window encoded whole (as before 2026-12-07).
 """
 
 from __future__ import annotations
@@ -51,12 +55,30 @@ def main() -> None:
         timings["edit+reparse"].append((t1 - t0) * 1000)
         timings["prompt (syntax)"].append((t2 - t1) * 1000)
         timings["prompt (lines)"].append((t3 - t2) * 1000)
+    whole = Tokenizer(resolve_model(args.model))
+    whole.encodes_lines_apart = False  # each window encoded as one text
+    moves = {"line moved, by lines": [], "line moved, whole": [], "first key, by lines": [], "first key, whole": []}
+    snapshot = doc.snapshot
+    rows = range(len(doc.lines) // 4, len(doc.lines) // 4 + 60)
+    for tokenizer, how in ((tok, "by lines"), (whole, "whole"), (tok, "by lines"), (whole, "whole")):
+        for r in rows:  # interleaved twice, so drift on a shared machine hits both alike
+            t0 = time.perf_counter()
+            build_prompt(tokenizer, tpl, doc.lines, r, 4, path="bench.py", syntax=snapshot)
+            moves[f"line moved, {how}"].append((time.perf_counter() - t0) * 1000)
+    for r in range(100, len(doc.lines) - 100, 97):
+        for tokenizer, how in ((tok, "by lines"), (whole, "whole")):
+            tokenizer._encode_cache.clear()  # nothing of this file seen: a newly opened file
+            tokenizer._body_cache.clear()
+            t0 = time.perf_counter()
+            build_prompt(tokenizer, tpl, doc.lines, r, 4, path="bench.py", syntax=snapshot)
+            moves[f"first key, {how}"].append((time.perf_counter() - t0) * 1000)
+    timings |= {f"prompt, {name}": values for name, values in moves.items()}
     total = [a + b for a, b in zip(timings["edit+reparse"], timings["prompt (syntax)"])]
     print(f"{args.file.name}: {len(doc.lines)} lines, {len(text.encode()) / 1024:.0f} KiB; {len(typed)} keystrokes\n")
-    print(f"{'per keystroke':<28}{'median ms':>10}{'p95 ms':>9}")
+    print(f"{'per keystroke':<32}{'median ms':>10}{'p95 ms':>9}")
     for name, values in (*timings.items(), ("edit+reparse+prompt", total)):
         values = sorted(values)
-        print(f"{name:<28}{statistics.median(values):>10.2f}{values[int(0.95 * (len(values) - 1))]:>9.2f}")
+        print(f"{name:<32}{statistics.median(values):>10.2f}{values[int(0.95 * (len(values) - 1))]:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
 - the exact bytes of every token, for streaming detokenisation and for token healing (constraining
   the first generated tokens to extend text the user already typed);
 - any text: a lone UTF-16 surrogate (an editor may send one) is encoded as U+FFFD, one code point
-  for one, instead of failing (Hugging Face tokenizers refuse such strings).
+  for one, instead of failing (Hugging Face tokenizers refuse such strings);
+- the prompt windows encoded a line at a time, where the tokenizer allows it (encode_cached): a
+  window of 150 lines is re-encoded from the lines it already knows, not from scratch, when the
+  cursor moves to another line.
 """
 
 from __future__ import annotations
@@ -17,6 +20,17 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, every surrogate is a lone one
+
+# Text that decides whether a tokenizer encodes lines apart (Tokenizer._encodes_lines_apart): what
+# could make a token span a line break, blank and blank-looking lines, runs of them, a line of
+# whitespace, a sentinel's text, non-ASCII and an unterminated last line.
+_LINES_PROBE = (
+    "import os\n\n\nclass A(B):\n    def f(self, x):  # \u00e9\u2713 \U0001d518\n        return x  \n"
+    "\t\tif y:\n \n  \n\t\n\n\n\n\n\n\n\n\n\nx = '<|fim_middle|>'\n}\n\n  end\n-- a\u00a0b\n\f\n\x0b\n"
+    "fn main() {\n    let s = \"\\n\";\n}\n\n#include <stdio.h>\n  \n    // \u65e5\u672c\nlast"
+)
+_BODY_CACHE_LINES = 16_384  # lines whose tokens are kept (a few files' worth around their cursors)
+_BODY_CACHE_CHARS = 2_000  # a longer line (minified code) is encoded each time, never kept
 
 
 @lru_cache(maxsize=1)
@@ -53,6 +67,9 @@ class Tokenizer:
         self._byte_level = decoder is not None and b'"ByteLevel"' in decoder.__getstate__()
         self._encode_cache: dict[str, tuple[int, ...]] = {}
         self.token_bytes: list[bytes] = [self._bytes_of(i) for i in range(self.vocab_size)]
+        self._body_cache: dict[str, tuple[int, ...]] = {}  # a line without its "\n" -> its tokens
+        self._newline_cache: dict[int, tuple[int, ...]] = {}  # n -> tokens of "\n" * n
+        self.encodes_lines_apart = self._encodes_lines_apart()
 
     def _bytes_of(self, token_id: int) -> bytes:
         piece = self._tok.id_to_token(token_id)
@@ -79,13 +96,68 @@ class Tokenizer:
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_cached(self, text: str) -> tuple[int, ...]:
-        """encode() memoised for the large, slowly changing prompt windows (hit on every keystroke)."""
+        """encode() memoised for the large, slowly changing prompt windows: a window is hit on every
+        keystroke within a line, and its lines are reused when the cursor moves to another line."""
         hit = self._encode_cache.get(text)
         if hit is None:
             if len(self._encode_cache) >= 64:
                 self._encode_cache.pop(next(iter(self._encode_cache)))
-            hit = self._encode_cache[text] = tuple(self.encode(text))
+            lines_apart = self.encodes_lines_apart and "\n" in text and "\r" not in text
+            hit = self._encode_cache[text] = self._encode_by_lines(text) if lines_apart else tuple(self.encode(text))
         return hit
+
+    def _encode_by_lines(self, text: str) -> tuple[int, ...]:
+        """encode(text) for a tokenizer that encodes lines apart, from the tokens of each line's body
+        (cached) and of each run of line breaks. `text` has no "\r" (a "\r\n" is one pre-token)."""
+        ids: list[int] = []
+        breaks = 0  # line breaks since the last non-empty body: one run, one pre-token
+        for i, body in enumerate(text.split("\n")):
+            breaks += i > 0
+            if body:
+                if breaks:
+                    ids += self._newlines(breaks)
+                    breaks = 0
+                ids += self._body(body)
+        if breaks:
+            ids += self._newlines(breaks)
+        return tuple(ids)
+
+    def _body(self, body: str) -> tuple[int, ...]:
+        hit = self._body_cache.get(body)
+        if hit is None:
+            hit = tuple(self.encode(body))
+            if len(body) <= _BODY_CACHE_CHARS:
+                if len(self._body_cache) >= _BODY_CACHE_LINES:  # the oldest line goes first
+                    self._body_cache.pop(next(iter(self._body_cache)))
+                self._body_cache[body] = hit
+        return hit
+
+    def _newlines(self, n: int) -> tuple[int, ...]:
+        hit = self._newline_cache.get(n)
+        if hit is None:
+            hit = tuple(self.encode("\n" * n))
+            if n <= 256:
+                self._newline_cache[n] = hit
+        return hit
+
+    def _encodes_lines_apart(self) -> bool:
+        """Whether a text's tokens are its lines' bodies' tokens and its runs of line breaks' tokens,
+        each encoded alone. Tokens merge only within a pre-token, so it holds where nothing rewrites
+        the text before it is split (no normalizer) and no pre-token spans a line break except a run
+        of them (ours: `(?:\r?\n)+` is a pre-token of its own; GPT-2-style regexes join a break to the
+        indentation after it). The pre-tokenizer is judged on the probe, which must also encode the
+        same both ways; the tests hold the shipped tokenizers to it on real files."""
+        pre = self._tok.pre_tokenizer
+        if self._tok.normalizer is not None or pre is None:
+            return False
+        if any("\n" in t.content or "\r" in t.content for t in self._tok.get_added_tokens_decoder().values()
+               if not t.special):
+            return False  # an added token is matched before the pre-tokenizer, across lines too
+        for _, (start, end) in pre.pre_tokenize_str(_LINES_PROBE):
+            piece = _LINES_PROBE[start:end]
+            if "\n" in piece and piece.strip("\n"):
+                return False
+        return self._encode_by_lines(_LINES_PROBE) == tuple(self.encode(_LINES_PROBE))
 
     def decode_bytes(self, ids) -> bytes:
         tb = self.token_bytes

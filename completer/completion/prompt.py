@@ -56,7 +56,7 @@ def layout_ids(tok: Tokenizer, tpl: FimTemplate, *, path: str, above: str, suffi
         ids += [tpl.repo_name_id, *tok.encode(repo_name + "\n")]
     if tpl.file_sep_id is not None:
         for chunk_path, chunk in context:
-            ids += [tpl.file_sep_id, *tok.encode(f"{chunk_path}\n{chunk}\n")]
+            ids += [tpl.file_sep_id, *tok.encode_cached(f"{chunk_path}\n{chunk}\n")]
         ids += [tpl.file_sep_id, *tok.encode(path + "\n")]
     if tpl.suffix_first:
         ids += [tpl.suffix_id, *tok.encode_cached(suffix), tpl.prefix_id, *tok.encode_cached(above)]
@@ -174,7 +174,7 @@ def build_prompt(tok: Tokenizer, tpl: FimTemplate, lines: Sequence[str], line: i
     reserve = settings.budget_tokens // 8
     left, right = body[:character][-reserve:], body[character:][:reserve]
     budget = settings.budget_tokens - 2 * reserve - len(tok.encode(path)) - 8
-    budget -= sum(len(tok.encode(f"{p}\n{c}\n")) + 1 for p, c in context)
+    budget -= sum(len(tok.encode_cached(f"{p}\n{c}\n")) + 1 for p, c in context)
     budget = max(budget, 32)
     boundary, headers = None, []
     # tree-sitter counts rows by "\n" only: in a document broken by lone "\r"s (classic Mac) its rows

@@ -79,3 +79,16 @@ def test_golden_layout_on_the_real_tokenizer(family_tokenizer):
                          context=CONTEXT)
     assert typed.ids[:typed.stable_len] == p.ids[:p.stable_len]
     assert tok.decode_bytes(typed.ids[typed.stable_len:]) + typed.heal_prefix == b"    return a c"
+
+
+# Which families split text into pre-tokens that never cross a line break (DeepSeek-Coder isolates
+# every "\r" and "\n"); Qwen2's and StarCoder's GPT-2-style regexes join a line break to the
+# indentation after it, so their windows are encoded whole.
+LINES_APART = {"qwen2": False, "starcoder": False, "deepseek-coder": True}
+
+
+def test_windows_are_encoded_a_line_at_a_time_only_where_the_family_allows_it(family_tokenizer):
+    family, tok = family_tokenizer
+    assert tok.encodes_lines_apart is LINES_APART[family]
+    for text in (DOC, DOC * 20, "class A:\n\n\n    def f(self):\n        pass  \n\t\n", "\n\n\nx\n"):
+        assert tok.encode_cached(text) == tuple(tok.encode(text))

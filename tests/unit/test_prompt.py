@@ -242,3 +242,31 @@ def test_a_lone_cr_document_gets_line_windows_not_its_misread_tree(tok, tpl):
     with_tree = build_prompt(tok, tpl, cr_lines, row, 4, path="inv.py", settings=settings,
                              syntax=DocumentSyntax("python", twin).snapshot)
     assert with_tree.ids == plain.ids
+
+
+def test_windows_encoded_by_lines_choose_the_same_prompt_as_whole_windows(fixture_model_dir):
+    """The line-at-a-time encoding only changes how fast the windows are measured: on real files,
+    moving down line by line and jumping to new places, every prompt is the one that encoding each
+    window whole chooses."""
+    import sysconfig
+    from pathlib import Path
+
+    from completer.syntax import DocumentSyntax
+
+    by_lines, whole = Tokenizer(fixture_model_dir), Tokenizer(fixture_model_dir)
+    assert by_lines.encodes_lines_apart
+    whole.encodes_lines_apart = False
+    tpl = detect_template(by_lines)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in ("typing.py", "argparse.py", "tarfile.py"):
+        text = (stdlib / name).read_text(encoding="utf-8")
+        lines = split_lines(text)
+        snapshot = DocumentSyntax("python", text).snapshot
+        rows = [*range(400, 440), *range(60, len(lines) - 1, len(lines) // 12)]
+        for syntax in (snapshot, None):
+            for row in rows:
+                column = len(lines[row]) - len(lines[row].lstrip())
+                prompts = [build_prompt(tok, tpl, lines, row, column, path=name, syntax=syntax,
+                                        context=(("other.py", "import os\n\n\nX = 1\n"),))
+                           for tok in (by_lines, whole)]
+                assert prompts[0] == prompts[1], (name, row)
