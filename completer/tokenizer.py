@@ -29,8 +29,11 @@ _LINES_PROBE = (
     "\t\tif y:\n \n  \n\t\n\n\n\n\n\n\n\n\n\nx = '<|fim_middle|>'\n}\n\n  end\n-- a\u00a0b\n\f\n\x0b\n"
     "fn main() {\n    let s = \"\\n\";\n}\n\n#include <stdio.h>\n  \n    // \u65e5\u672c\nlast"
 )
-_BODY_CACHE_LINES = 16_384  # lines whose tokens are kept (a few files' worth around their cursors)
-_BODY_CACHE_CHARS = 2_000  # a longer line (minified code) is encoded each time, never kept
+# The lines whose tokens are kept: a million characters (21,000 lines of the standard library, 14 MB
+# of Python objects), the oldest forgotten first; a line longer than 2,000 characters (minified code)
+# is encoded each time, never kept.
+_BODY_CACHE_CHARS = 1_000_000
+_BODY_CACHE_LINE_CHARS = 2_000
 
 
 @lru_cache(maxsize=1)
@@ -68,6 +71,7 @@ class Tokenizer:
         self._encode_cache: dict[str, tuple[int, ...]] = {}
         self.token_bytes: list[bytes] = [self._bytes_of(i) for i in range(self.vocab_size)]
         self._body_cache: dict[str, tuple[int, ...]] = {}  # a line without its "\n" -> its tokens
+        self._body_cache_chars = 0  # of the lines in _body_cache
         self._newline_cache: dict[int, tuple[int, ...]] = {}  # n -> tokens of "\n" * n
         self.encodes_lines_apart = self._encodes_lines_apart()
 
@@ -126,10 +130,13 @@ class Tokenizer:
         hit = self._body_cache.get(body)
         if hit is None:
             hit = tuple(self.encode(body))
-            if len(body) <= _BODY_CACHE_CHARS:
-                if len(self._body_cache) >= _BODY_CACHE_LINES:  # the oldest line goes first
-                    self._body_cache.pop(next(iter(self._body_cache)))
+            if len(body) <= _BODY_CACHE_LINE_CHARS:
+                while self._body_cache and self._body_cache_chars + len(body) > _BODY_CACHE_CHARS:
+                    oldest = next(iter(self._body_cache))  # the oldest lines go first
+                    del self._body_cache[oldest]
+                    self._body_cache_chars -= len(oldest)
                 self._body_cache[body] = hit
+                self._body_cache_chars += len(body)
         return hit
 
     def _newlines(self, n: int) -> tuple[int, ...]:

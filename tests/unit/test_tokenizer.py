@@ -77,3 +77,15 @@ def test_a_line_longer_than_the_cache_takes_is_encoded_but_not_kept(fixture_mode
     text = f"{long_line}\n{short}\n"
     assert tok.encode_cached(text) == tuple(tok.encode(text))
     assert short in tok._body_cache and long_line not in tok._body_cache
+
+
+def test_the_cache_of_lines_keeps_to_its_characters_oldest_first(fixture_model_dir, monkeypatch):
+    import completer.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module, "_BODY_CACHE_CHARS", 300)
+    tok = Tokenizer(fixture_model_dir)
+    texts = [f"value_{i} = compute({i}, {i * 7})\nnext_{i}()\n" for i in range(40)]
+    for text in texts:
+        assert tok.encode_cached(text) == tuple(tok.encode(text))
+        assert tok._body_cache_chars == sum(map(len, tok._body_cache)) <= 300
+    assert "next_39()" in tok._body_cache and "next_0()" not in tok._body_cache
