@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from completer.lines import clamp, replace_range, split_lines
-from completer.syntax import DocumentSyntax, Snapshot, byte_offset, language_for
+from completer.syntax import MAX_PARSE_BYTES, DocumentSyntax, Snapshot, byte_offset, language_for
 
 
 def prompt_path(uri: str) -> str:
@@ -35,6 +35,9 @@ class Document:
     context: tuple[tuple[str, str], ...] = ()
     open_files: tuple[tuple[str, str], ...] = ()  # the other files in the context ring, for copies
     _parsed: list[str] | None = None  # the `lines` list the tree was last brought up to date with
+    # The document's length in code points, kept with each edit: past MAX_PARSE_BYTES (a code point
+    # is at least one byte) no tree is made, and knowing that costs no join of megabytes.
+    chars: int = 0
 
     @classmethod
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":
@@ -42,7 +45,7 @@ class Document:
         lines = split_lines(text)
         # Parsed on the event loop: with a time budget, and a large document in windows (syntax.py).
         syntax = DocumentSyntax(language, text, bounded=True, windows=True) if language else None
-        return cls(uri, language_id, version, lines, syntax, _parsed=lines)
+        return cls(uri, language_id, version, lines, syntax, _parsed=lines, chars=len(text))
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -53,8 +56,10 @@ class Document:
         return self.snapshot_at(None)
 
     def snapshot_at(self, cursor: tuple[int, int] | None) -> Snapshot | None:
-        """snapshot, with a tree around `cursor` (line, code-point column) in a large document."""
-        if self.syntax is None:
+        """snapshot, with a tree around `cursor` (line, code-point column) in a large document. None
+        when there is no grammar, or the document is too large for a tree: then no key joins and
+        encodes its megabytes only to learn that again."""
+        if self.syntax is None or self.chars > MAX_PARSE_BYTES:
             return None
         near = byte_offset(self.lines, *cursor) if cursor is not None and self.syntax.windowed else None
         if self._parsed is not self.lines or (near is not None and not self.syntax.snapshot.covers(near)):
@@ -75,9 +80,21 @@ class Document:
         """Replace the client range [start, end) with `text`; no range means the whole document."""
         if start is None or end is None:
             self.lines = split_lines(text)
+            self.chars = len(text)
             return
         # A range end at (n, 0) just past the last line clamps to the end of the last line.
-        self.lines = replace_range(self.lines, self.clamp(*start, encoding), self.clamp(*end, encoding), text)
+        first, last = sorted((self.clamp(*start, encoding), self.clamp(*end, encoding)))
+        self.chars += len(text) - span_length(self.lines, first, last)
+        self.lines = replace_range(self.lines, first, last, text)
+
+
+def span_length(lines: list[str], start: tuple[int, int], end: tuple[int, int]) -> int:
+    """Code points from `start` to `end` (ordered, clamped (line, column) positions), line breaks
+    included."""
+    (sl, sc), (el, ec) = start, end
+    if sl == el:
+        return ec - sc
+    return len(lines[sl]) - sc + sum(map(len, lines[sl + 1:el])) + ec
 
 
 class DocumentStore:

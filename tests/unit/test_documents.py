@@ -57,6 +57,7 @@ def test_random_edit_sequences_match_reference(encoding):
             doc.apply_change(start, end, new, encoding)
             assert doc.text == text
             assert doc.lines == split_lines(text)
+            assert doc.chars == len(text)  # kept by each edit, not counted again
 
 
 def test_form_feed_and_line_separator_do_not_split_lines():
@@ -156,3 +157,22 @@ def test_the_prompt_shows_the_file_name_decoded_not_the_uri():
     assert prompt_path("file:///home/ana/my%20notes/donn%C3%A9es%20brutes.py") == "données brutes.py"
     assert prompt_path("untitled:Untitled-1") == "untitled:Untitled-1"
     assert prompt_path("file:///home/ana/") == "untitled"
+
+
+def test_a_document_too_large_for_a_tree_is_not_joined_to_learn_it_at_each_key(monkeypatch):
+    """Past MAX_PARSE_BYTES a document gets no tree. Its snapshot is None from its length in code
+    points, kept with each edit: a key no longer joins and encodes megabytes to find that out. Below
+    the limit again, it gets its tree back."""
+    from completer import syntax
+
+    monkeypatch.setattr(syntax, "MAX_PARSE_BYTES", 2_000)
+    monkeypatch.setattr("lsp.documents.MAX_PARSE_BYTES", 2_000)
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(80))  # 2,370 characters
+    doc = Document.from_text("file:///big.py", "python", 1, body)
+    joined = []
+    monkeypatch.setattr(Document, "text", property(lambda d: joined.append(1) or "".join(d.lines)))
+    doc.apply_change((5, 4), (5, 4), "y = 2; ", "utf-16")
+    assert doc.snapshot_at((5, 8)) is None and doc.snapshot is None and not joined
+    doc.apply_change((0, 0), (60, 0), "", "utf-16")  # most of it deleted: 590 characters left
+    assert doc.chars == len("".join(doc.lines)) < 2_000
+    assert doc.snapshot.tree is not None and doc.snapshot.source == "".join(doc.lines).encode()
