@@ -176,3 +176,54 @@ def test_a_document_too_large_for_a_tree_is_not_joined_to_learn_it_at_each_key(m
     doc.apply_change((0, 0), (60, 0), "", "utf-16")  # most of it deleted: 590 characters left
     assert doc.chars == len("".join(doc.lines)) < 2_000
     assert doc.snapshot.tree is not None and doc.snapshot.source == "".join(doc.lines).encode()
+
+
+def test_versions_say_only_one_line_changed_when_that_is_so_and_never_otherwise():
+    """lines.same_but_for_row reads how versions were made (reuse.typed_since asks it at each key).
+    Over random typing, line breaks and deletions, it is never wrong, and it knows the common case:
+    typing within the line of a shown suggestion."""
+    from completer.lines import replace_range, same_but_for_row
+
+    rng = random.Random(11)
+    doc = Document.from_text("file:///v.py", "python", 1, "".join(f"line {i} = {i}\n" for i in range(30)))
+    versions, row = [doc.lines], 3
+    for _ in range(400):
+        if rng.random() < 0.15:
+            row = rng.randrange(len(doc.lines))  # the cursor moves
+        column = rng.randrange(len(doc.lines[row].rstrip("\r\n")) + 1)
+        edit = rng.random()
+        if edit < 0.8:
+            doc.apply_change((row, column), (row, column), rng.choice("abc ("), "utf-16")
+        elif edit < 0.9:
+            doc.apply_change((row, column), (row, column), "\n", "utf-16")
+        else:
+            doc.apply_change((row, 0), (min(row + 1, len(doc.lines) - 1), 0), "", "utf-16")
+        row = min(row, len(doc.lines) - 1)
+        versions.append(doc.lines)
+    known = 0
+    for i, old in enumerate(versions):
+        for new in versions[i:i + 25]:
+            for r in {rng.randrange(len(new)), getattr(new, "edited_from", None) and new.edited_from[1]} - {None}:
+                if same_but_for_row(old, new, r):
+                    known += old is not new
+                    assert len(old) == len(new) and all(a == b for k, (a, b) in enumerate(zip(old, new)) if k != r)
+    assert known > 500
+    # Two versions edited from one base at different lines (a fork: replace_range on an old version)
+    base = Document.from_text("file:///f.py", "python", 1, "a = 1\nb = 2\nc = 3\n").lines
+    first = replace_range(base, (0, 0), (0, 0), "x")
+    second = replace_range(base, (2, 0), (2, 0), "y")
+    assert not same_but_for_row(first, second, 2) and not same_but_for_row(second, first, 0)
+
+
+def test_old_versions_are_let_go_once_typing_moves_to_other_lines():
+    import gc
+
+    from completer.lines import Lines
+
+    doc = Document.from_text("file:///w.py", "python", 1, "x = 1\n" * 1000)
+    for row in range(0, 1000, 10):  # a few keys on each of 100 lines
+        for column in range(3):
+            doc.apply_change((row, column), (row, column), "a", "utf-16")
+    gc.collect()
+    versions = [o for o in gc.get_objects() if isinstance(o, Lines) and len(o) == len(doc.lines)]
+    assert doc.lines in versions and len(versions) <= 2  # the current version and its base
