@@ -117,9 +117,9 @@ class Lines(list):
 def same_but_for_row(old: Sequence[str], new: Sequence[str], row: int) -> bool:
     """True when the versions' history shows that `new` equals `old` except perhaps at `row`; False
     when it does not show it (they may still be equal: compare them)."""
-    made = getattr(new, "edited_from", None)
     if new is old:
         return True
+    made = getattr(new, "edited_from", None)
     if made is None or made[1] != row:
         return False
     was = getattr(old, "edited_from", None)

@@ -67,8 +67,8 @@ async def refresh_after_idle(ls, uri: str) -> None:
     around = "".join(doc.lines[max(0, line - AROUND_LINES):line + 1])
     local = "".join(doc.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
     imports = []
-    snapshot = doc.snapshot  # None past MAX_PARSE_BYTES
-    if snapshot is not None and snapshot.language == "python":
+    snapshot = doc.snapshot if doc.syntax is not None and doc.syntax.language == "python" else None
+    if snapshot is not None:  # None past MAX_PARSE_BYTES too
         source = snapshot.source
         if len(source) <= MAX_PARSE_BYTES:
             imports = await asyncio.to_thread(python_import_definitions, ls.ring.workspace, path, source)
