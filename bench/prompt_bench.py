@@ -67,8 +67,7 @@ def main() -> None:
             moves[f"line moved, {how}"].append((time.perf_counter() - t0) * 1000)
     for r in range(100, len(doc.lines) - 100, 97):
         for tokenizer, how in ((tok, "by lines"), (whole, "whole")):
-            tokenizer._encode_cache.clear()  # nothing of this file seen: a newly opened file
-            tokenizer._body_cache.clear()
+            tokenizer.clear_caches()  # nothing of this file seen: a newly opened file
             t0 = time.perf_counter()
             build_prompt(tokenizer, tpl, doc.lines, r, 4, path="bench.py", syntax=snapshot)
             moves[f"first key, {how}"].append((time.perf_counter() - t0) * 1000)

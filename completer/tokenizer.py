@@ -110,6 +110,12 @@ class Tokenizer:
             hit = self._encode_cache[text] = self._encode_by_lines(text) if lines_apart else tuple(self.encode(text))
         return hit
 
+    def clear_caches(self) -> None:
+        """Forget every encoded window and line, as a new server would have none (benchmarks)."""
+        self._encode_cache.clear()
+        self._body_cache.clear()
+        self._body_cache_chars = 0
+
     def _encode_by_lines(self, text: str) -> tuple[int, ...]:
         """encode(text) for a tokenizer that encodes lines apart, from the tokens of each line's body
         (cached) and of each run of line breaks. `text` has no "\r" (a "\r\n" is one pre-token)."""
