@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 Reconsider = Callable[["Held", str], "tuple[str, Held | None] | None"]
 
 CONTEXT_LINES = 3
+# A cursor line longer than this (a minified file's) is not kept among the recent answers: each keeps
+# its two halves, and 64 answers in a megabyte line with an emoji held 180 MB.
+RECENT_MAX_LINE = 1 << 16
 
 
 @dataclass
@@ -57,14 +60,32 @@ def _context(lines: Sequence[str], line: int) -> str:
     return "".join(lines[max(0, line - CONTEXT_LINES):line]) + "\x00" + "".join(lines[line + 1:line + 1 + CONTEXT_LINES])
 
 
+# The last splits of long lines: (line, column, left, right). A key splits the same line at the same
+# column three or four times (lookup, typed_since, remember) and the previous key's line once more;
+# for a minified file's megabyte line each split is two copies of it (1 ms with a non-ASCII character,
+# which the slices scan for their width). Lines are str, so `is` on a kept one is safe.
+_LONG_LINE = 1 << 14
+_SPLITS_KEPT = 4
+_splits: list[tuple[str, int, str, str]] = []  # most recent first; replaced whole, for threads
+
+
 def _split(lines: Sequence[str], line: int, character: int) -> tuple[str, str]:
     """The cursor line's text left and right of the (non-negative) column, without its line break.
     Sliced from the line as it is: a copy of it without the break cost one more copy of a
     megabyte line at each call."""
+    global _splits
     text = lines[line]
     end = len(text) - terminator_length(text)
     character = min(character, end)
-    return text[:character], text[character:end]
+    if end < _LONG_LINE:
+        return text[:character], text[character:end]
+    kept = _splits
+    for kept_text, kept_character, left, right in kept:
+        if kept_text is text and kept_character == character:
+            return left, right
+    left, right = text[:character], text[character:end]
+    _splits = [(text, character, left, right), *kept[:_SPLITS_KEPT - 1]]
+    return left, right
 
 
 class SuggestionReuse:
@@ -86,6 +107,8 @@ class SuggestionReuse:
         """Keep a suggestion for this exact place without showing it (a prefetched one)."""
         left, right = _split(lines, line, character)
         answer = Answer(uri, line, left, right, text, _context(lines, line), held)
+        if len(left) + len(right) > RECENT_MAX_LINE:
+            return answer
         key = (uri, left)
         self.recent[key] = answer
         self.recent.move_to_end(key)

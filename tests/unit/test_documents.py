@@ -116,6 +116,37 @@ def test_a_minified_line_of_megabytes_converts_both_ways():
     assert to_client_units(line, len(line), "utf-8") == len(line) + 2 + 3  # ✓ 3 bytes, 𝔘 4
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_long_line_typed_into_converts_as_the_codec_counts(encoding):
+    # Columns of a long line are counted on from a kept head of it (lines._heads): typing after the
+    # head, editing before it (even keeping its length: "é" for "✓") and other lines must all count
+    # as the codec does over the whole head.
+    from completer import lines as lines_module
+
+    def counted(line, index):
+        return len(line[:index].encode(encoding.replace("utf-16", "utf-16-le"), "surrogatepass")) // (
+            2 if encoding == "utf-16" else 1)
+
+    rng = random.Random(11)
+    wide = ["é", "✓", "𝔘", "\ud83d"]
+    line = "".join(rng.choice(wide) if rng.random() < 0.01 else "x" for _ in range(40_000))
+    cursor = 30_000
+    for step in range(200):
+        roll = rng.random()
+        if roll < 0.7:  # typing at the cursor
+            line, cursor = line[:cursor] + rng.choice(["a", "é", "𝔘"]) + line[cursor:], cursor + 1
+        elif roll < 0.85:  # a character far before the cursor changes, its width with it
+            at = rng.randrange(cursor)
+            line = line[:at] + rng.choice(["✓", "é", "y", "𝔘"]) + line[at + 1:]
+        else:
+            cursor = rng.randrange(len(line))
+        for index in (cursor, cursor + 1, rng.randrange(len(line)), len(line)):
+            assert to_client_units(line, index, encoding) == counted(line, index), (step, index)
+        other = "y" * 20_000 + "é"
+        assert to_client_units(other, 20_001, encoding) == counted(other, 20_001)
+    assert lines_module._heads  # the kept heads were in play
+
+
 def test_the_tree_follows_the_lines_when_read_not_at_each_edit():
     doc = Document.from_text("file:///t.py", "python", 1, "def f(x):\n    return x\n")
     typed = "def g(y):\n    return y * 2\n"

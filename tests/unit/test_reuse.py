@@ -229,3 +229,20 @@ def test_cursor_kind_against_whole_text_reads():
 
     for left in ("", "    ", "\t \u3000", "    ret", "    ret(", "x\n", "x(\n", "é", "a ", " \n", "return x_1"):
         assert cursor_kind(left) == reference(left), repr(left)
+
+
+def test_long_lines_split_once_per_version_and_column_and_stay_out_of_the_recent():
+    from completer.completion.reuse import RECENT_MAX_LINE, _split
+
+    head = "var a=1;" * (RECENT_MAX_LINE // 8) + "/* ✓ */"
+    lines = [head + "f(\n", ""]
+    left, right = _split(lines, 0, len(head) + 2)
+    assert (left, right) == (head + "f(", "") and _split(lines, 0, len(head) + 2)[0] is left
+    same_text = [("x" + head)[1:] + "g(\n", ""]  # another version, same length: split anew
+    assert _split(same_text, 0, len(head) + 2) == (head + "g(", "")
+    assert _split(lines, 0, len(head)) == (head, "f(")
+    r = SuggestionReuse()
+    r.remember("u", lines, 0, len(head) + 2, "x, y)")
+    assert not r.recent  # 64 copies of a megabyte line held 180 MB
+    typed = [head + "f(x\n", ""]
+    assert r.lookup("u", typed, 0, len(head) + 3) == (", y)", "typed_through")
