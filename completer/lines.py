@@ -72,6 +72,12 @@ def to_client_units(line: str, index: int, encoding: str) -> int:
     return units
 
 
+def forget_kept_heads() -> None:
+    """Let go of the kept heads (a closed document's megabyte line would stay alive in them)."""
+    global _heads
+    _heads = []
+
+
 def to_codepoints(line: str, character: int, encoding: str) -> int:
     """Client column (in `encoding` units) -> code-point index; past the end clamps to the end, and a
     column inside a surrogate pair or UTF-8 sequence rounds down to the character's start: the

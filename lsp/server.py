@@ -26,7 +26,7 @@ from pygls.protocol.language_server import lsp_method
 
 from completer import __version__
 from completer.completion.pipeline import Completer, CompletionSettings
-from completer.completion.reuse import SuggestionReuse
+from completer.completion.reuse import SuggestionReuse, forget_long_lines
 from completer.records import WORK_FIELDS, AnswerRecord, EngineWork
 
 from .documents import DocumentStore
@@ -338,6 +338,7 @@ class CompleterServer(LanguageServer):
         self.store.close(uri)
         if self.reuse is not None:
             self.reuse.forget(uri)
+        forget_long_lines()  # caches of the last long lines split or converted, whichever document's
         self.pacer.forget(uri)
         self.last_cursor.pop(uri, None)
         task = self.context_tasks.pop(uri, None)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz
 
-from completer.lines import same_but_for_row, terminator_length
+from completer.lines import forget_kept_heads, same_but_for_row, terminator_length
 from completer.pairs import BRACKETS, QUOTES
 
 from .closers import CLOSER_CHARS, is_subsequence
@@ -86,6 +86,14 @@ def _split(lines: Sequence[str], line: int, character: int) -> tuple[str, str]:
     left, right = text[:character], text[character:end]
     _splits = [(text, character, left, right), *kept[:_SPLITS_KEPT - 1]]
     return left, right
+
+
+def forget_long_lines() -> None:
+    """Let go of the kept splits and heads of long lines: a closed document's megabyte line (and its
+    halves) would otherwise stay alive in them until other long lines push it out."""
+    global _splits
+    _splits = []
+    forget_kept_heads()
 
 
 class SuggestionReuse:

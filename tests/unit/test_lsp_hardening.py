@@ -42,6 +42,24 @@ async def test_did_close_forgets_the_cursor_and_the_context_task():
     assert server.store.get(uri) is None
 
 
+def test_did_close_lets_go_of_the_kept_long_lines():
+    # lines._heads and reuse._splits keep the last long lines whole; a closed minified file's line
+    # must not stay alive in them (5.6 MB a version for 1.4 MB with an emoji).
+    from completer import lines
+    from completer.completion import reuse
+
+    server = create_server()
+    uri = "file:///w/min.js"
+    line = "var a=1;" * 4_000 + "/* 😀 */ f("
+    _open(server, uri, line + ");\n", "javascript")
+    doc = server.store.get(uri)
+    assert doc.clamp(0, len(line) + 1, "utf-16") == (0, len(line))  # converts through a kept head
+    reuse._split(doc.lines, 0, len(line))
+    assert any(kept is doc.lines[0] for kept, *_ in reuse._splits) and lines._heads
+    _close(server, uri)
+    assert reuse._splits == [] and lines._heads == []
+
+
 async def test_a_finished_context_task_leaves_the_table(monkeypatch, tmp_path):
     monkeypatch.setattr(context_updates, "IDLE_S", 0.0)
     server = create_server()
