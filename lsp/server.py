@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import FeatureNotificationError, FeatureRequestError, JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
@@ -344,6 +344,18 @@ class CompleterServer(LanguageServer):
         task = self.context_tasks.pop(uri, None)
         if task is not None:
             task.cancel()
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """pygls shows a failed notification handler (didChange, say) to the user as an error message
+        and keeps no trace of it; a request's failure goes back in its answer. Log both, with the
+        traceback, so that the server's log says what went wrong with the user's text. (A frame that
+        cannot be read comes here too; the transport has logged it already.)"""
+        if source in (FeatureNotificationError, FeatureRequestError):
+            trace = getattr(error, "data", None)
+            trace = "".join(trace.get("traceback", ())) if isinstance(trace, dict) else ""
+            log.error("%s: %s\n%s", source.__name__, error, trace,
+                      exc_info=error if error.__traceback__ is not None else None)
+        super().report_server_error(error, source)
 
     def new_item_id(self) -> str:
         self._next_item_id += 1

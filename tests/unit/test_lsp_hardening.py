@@ -60,6 +60,31 @@ def test_did_close_lets_go_of_the_kept_long_lines():
     assert reuse._splits == [] and lines._heads == []
 
 
+def test_a_failing_notification_handler_is_logged_with_its_traceback(monkeypatch, caplog):
+    # pygls only shows such a failure to the user ("Error in server: ..."); the server's log must say
+    # where a didChange went wrong, since the user's text may be out of step from then on.
+    from lsp.documents import Document
+
+    server = create_server()
+    uri = "file:///w/a.py"
+    _open(server, uri, "x = 1\n")
+
+    def planted(*args, **kwargs):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setattr(Document, "apply_change", planted)
+    change = types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
+            text="y")])
+    with caplog.at_level("ERROR", logger="lsp.server"):
+        server.protocol._handle_notification(types.TEXT_DOCUMENT_DID_CHANGE, change)
+    logged = [r for r in caplog.records if r.name == "lsp.server"]
+    assert logged and "planted failure" in logged[0].getMessage()
+    assert "in planted" in logged[0].getMessage()  # the traceback, down to the failing function
+
+
 async def test_a_finished_context_task_leaves_the_table(monkeypatch, tmp_path):
     monkeypatch.setattr(context_updates, "IDLE_S", 0.0)
     server = create_server()
