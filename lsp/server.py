@@ -184,6 +184,7 @@ class CompleterServer(LanguageServer):
         self.engine_totals = EngineTotals()
         self.reuse = SuggestionReuse() if options.switches.reuse else None
         self._next_item_id = 0
+        self._told_unreadable = False  # whether the user was shown that a message could not be read
         self.last_cursor: dict[str, tuple[int, int]] = {}  # uri -> (line, code-point column) of the last request
         self.change_hooks: list = []  # called with (uri, opened) after each didOpen / didChange
         self.ring = None  # ContextRing over the workspace, set at initialize (None: no cross-file context)
@@ -348,13 +349,19 @@ class CompleterServer(LanguageServer):
     def report_server_error(self, error: Exception, source) -> None:
         """pygls shows a failed notification handler (didChange, say) to the user as an error message
         and keeps no trace of it; a request's failure goes back in its answer. Log both, with the
-        traceback, so that the server's log says what went wrong with the user's text. (A frame that
-        cannot be read comes here too; the transport has logged it already.)"""
+        traceback, so that the server's log says what went wrong with the user's text. A message that
+        cannot be read comes here too (the transport has logged it already); it is shown once."""
         if source in (FeatureNotificationError, FeatureRequestError):
             trace = getattr(error, "data", None)
             trace = "".join(trace.get("traceback", ())) if isinstance(trace, dict) else ""
             log.error("%s: %s\n%s", source.__name__, error, trace,
                       exc_info=error if error.__traceback__ is not None else None)
+        elif self._told_unreadable:
+            # A client whose requests do not match the LSP types sends one at each keystroke: the user
+            # is told once, each request still gets its Invalid Params, the rest goes to the log.
+            return
+        else:
+            self._told_unreadable = True
         super().report_server_error(error, source)
 
     def new_item_id(self) -> str:

@@ -27,6 +27,7 @@ class RawServer:
         self.proc = subprocess.Popen(server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
         self.messages: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []  # what response() read past
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -55,6 +56,7 @@ class RawServer:
             msg = self.messages.get(timeout=timeout)
             if msg.get("id") == msg_id and "method" not in msg:
                 return msg
+            self.seen.append(msg)
 
     def close(self):
         self.proc.kill()
@@ -102,6 +104,10 @@ def test_malformed_messages_do_not_kill_the_server(raw):
     ok = raw.response(5)
     assert "result" in ok and isinstance(ok["result"]["items"], list)
     assert raw.proc.poll() is None
+    # pygls shows the user an error for each message it cannot read: a client whose requests do not
+    # match the types would raise one at every keystroke. Shown once; the rest is logged.
+    popups = [m for m in list(raw.messages.queue) + raw.seen if m.get("method") == "window/showMessage"]
+    assert len(popups) == 1 and popups[0]["params"]["type"] == 1
 
 
 def test_binary_and_huge_documents_get_graceful_answers(raw):
