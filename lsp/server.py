@@ -356,11 +356,11 @@ class CompleterServer(LanguageServer):
             trace = "".join(trace.get("traceback", ())) if isinstance(trace, dict) else ""
             log.error("%s: %s\n%s", source.__name__, error, trace,
                       exc_info=error if error.__traceback__ is not None else None)
-        elif self._told_unreadable:
+        elif source is JsonRpcException:  # what the transport could not read
             # A client whose requests do not match the LSP types sends one at each keystroke: the user
             # is told once, each request still gets its Invalid Params, the rest goes to the log.
-            return
-        else:
+            if self._told_unreadable:
+                return
             self._told_unreadable = True
         super().report_server_error(error, source)
 
