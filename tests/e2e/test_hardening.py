@@ -22,10 +22,7 @@ class Server(RawServer):
     """`completer serve --stdio` with extra flags, initialized, spoken to in raw JSON-RPC frames."""
 
     def __init__(self, *extra: str):
-        self.proc = subprocess.Popen(server_command(*extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
-        self.messages: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(*extra)
         self.send({"id": 1, "method": "initialize", "params": {"capabilities": {}, "processId": None}})
         assert "result" in self.response(1)
         self.send({"method": "initialized", "params": {}})

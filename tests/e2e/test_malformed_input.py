@@ -23,8 +23,8 @@ def frame(message: dict) -> bytes:
 
 
 class RawServer:
-    def __init__(self):
-        self.proc = subprocess.Popen(server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    def __init__(self, *extra: str):
+        self.proc = subprocess.Popen(server_command(*extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
         self.messages: queue.Queue = queue.Queue()
         self.seen: list[dict] = []  # what response() read past
