@@ -23,12 +23,16 @@ def frame(message: dict) -> bytes:
 
 
 class RawServer:
-    def __init__(self, *extra: str):
+    def __init__(self, *extra: str, cwd=None, keep_stderr: bool = False):
+        """keep_stderr: collect the server's log in self.stderr (else it is dropped)."""
         self.proc = subprocess.Popen(server_command(*extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL, cwd=cwd)
         self.messages: queue.Queue = queue.Queue()
         self.seen: list[dict] = []  # what response() read past
+        self.stderr: list[bytes] = []
         threading.Thread(target=self._read, daemon=True).start()
+        if keep_stderr:
+            threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
 
     def _read(self):
         out = self.proc.stdout

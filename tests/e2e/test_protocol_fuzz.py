@@ -9,13 +9,11 @@ import json
 import queue
 import random
 import re
-import subprocess
-import threading
 import time
 
 import pytest
 
-from tests.conftest import server_command
+from tests.e2e.test_malformed_input import RawServer
 
 # Errors a request may get: bad params, not a request, cancelled (a newer request superseded it).
 ALLOWED_ERRORS = {-32602, -32600, -32800}
@@ -114,32 +112,11 @@ class Traffic:
         return msg
 
 
-class Server:
+class Server(RawServer):
+    """The server in a workspace, its log kept; answer() also replies to the server's own requests."""
+
     def __init__(self, cwd):
-        self.proc = subprocess.Popen(server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, cwd=cwd)
-        self.messages: queue.Queue = queue.Queue()
-        self.stderr: list[bytes] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
-
-    def _read(self):
-        out = self.proc.stdout
-        while True:
-            length = None
-            while (line := out.readline()) not in (b"\r\n", b"\n"):
-                if not line:
-                    return
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            self.messages.put(json.loads(out.read(length)))
-
-    def send_bytes(self, body: bytes):
-        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.proc.stdin.flush()
-
-    def send(self, message: dict):
-        self.send_bytes(json.dumps({"jsonrpc": "2.0", **message}).encode("utf-8", "surrogatepass"))
+        super().__init__(cwd=cwd, keep_stderr=True)
 
     def answer(self, msg_id, timeout=60):
         """The response to msg_id; requests from the server meanwhile get a null result."""
@@ -154,10 +131,6 @@ class Server:
             if "method" in msg and "id" in msg:
                 self.send({"id": msg["id"], "result": [None] if msg["method"] == "workspace/configuration" else None})
         return None
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.mark.parametrize("seed", [1, 2])
