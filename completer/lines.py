@@ -34,11 +34,12 @@ def units(ch: str, encoding: str) -> int:
     return 1
 
 
+# Text this long is worth a cache rather than a copy or a count at each call (here and reuse._split).
+LONG_LINE = 1 << 14
 # A head of a long line whose units were counted: (encoding, head, its units). A minified file's
 # megabyte line is converted several times a key, each time the same head plus the character just
 # typed, and counting a non-ASCII head is a pass of the codec over all of it (1.5 ms at 700k
 # characters); a kept head is compared in C, without a copy, and only what follows it is counted.
-_LONG_HEAD = 1 << 14
 _HEADS_KEPT = 2
 _heads: list[tuple[str, str, int]] = []  # most recent first; replaced whole, so threads read a whole list
 
@@ -56,13 +57,13 @@ def to_client_units(line: str, index: int, encoding: str) -> int:
     minified file's one line of megabytes took a second per conversion character by character.
     "surrogatepass" counts a lone surrogate as `units` does (one UTF-16 unit, three UTF-8 bytes)."""
     global _heads
-    if index < _LONG_HEAD or encoding == "utf-32":
+    if index < LONG_LINE or encoding == "utf-32":
         return _count_units(line[:index], encoding)
     heads = _heads
     for kept_encoding, kept, units in heads:
         if kept_encoding == encoding and len(kept) <= index and line.startswith(kept):
             rest = line[len(kept):index]
-            if len(rest) < _LONG_HEAD:
+            if len(rest) < LONG_LINE:
                 return units + _count_units(rest, encoding)
             break
     head = line[:index]

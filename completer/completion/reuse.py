@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz
 
-from completer.lines import forget_kept_heads, same_but_for_row, terminator_length
+from completer.lines import LONG_LINE, forget_kept_heads, same_but_for_row, terminator_length
 from completer.pairs import BRACKETS, QUOTES
 
 from .closers import CLOSER_CHARS, is_subsequence
@@ -64,7 +64,6 @@ def _context(lines: Sequence[str], line: int) -> str:
 # column three or four times (lookup, typed_since, remember) and the previous key's line once more;
 # for a minified file's megabyte line each split is two copies of it (1 ms with a non-ASCII character,
 # which the slices scan for their width). Lines are str, so `is` on a kept one is safe.
-_LONG_LINE = 1 << 14
 _SPLITS_KEPT = 4
 _splits: list[tuple[str, int, str, str]] = []  # most recent first; replaced whole, for threads
 
@@ -77,7 +76,7 @@ def _split(lines: Sequence[str], line: int, character: int) -> tuple[str, str]:
     text = lines[line]
     end = len(text) - terminator_length(text)
     character = min(character, end)
-    if end < _LONG_LINE:
+    if end < LONG_LINE:
         return text[:character], text[character:end]
     kept = _splits
     for kept_text, kept_character, left, right in kept:
