@@ -303,6 +303,27 @@ def test_typing_what_the_ghost_text_shows_keeps_the_rest_in_view(nvim, tmp_path)
         os.kill(pid, signal.SIGCONT)
 
 
+def test_moving_away_from_the_ghost_text_takes_it_away(nvim, tmp_path):
+    """An arrow key in insert mode leaves the suggestion behind: it disappears, and Tab at the new
+    place is Tab again instead of inserting the suggestion where it was."""
+    path = tmp_path / "calls.py"
+    path.write_text("def f(client):\n    client.send(alpha, 1)\n    client.flush()\n")
+    nvim.command(f"edit {path}")
+    type_on_a_new_line(nvim, tmp_path, 2, "    client.se")
+    assert wait(lambda: nvim.exec_lua("return require('completer').visible()"), timeout=30), \
+        (tmp_path / "server.log").read_text()
+    typed = nvim.current.buffer[2]
+    nvim.input("<Up>")
+    assert wait(lambda: nvim.current.window.cursor[0] == 2, timeout=10)
+    assert wait(lambda: not nvim.exec_lua("return require('completer').visible()"), timeout=5)
+    assert not nvim.api.buf_get_extmarks(0, nvim.api.get_namespaces()["completer"], 0, -1, {})
+    above = nvim.current.buffer[1]
+    nvim.input("<Tab>")
+    assert wait(lambda: nvim.current.buffer[1] != above, timeout=10)
+    assert nvim.current.buffer[1].replace(" ", "").replace("\t", "") == above.replace(" ", "")  # blanks only
+    assert nvim.current.buffer[2] == typed  # the suggestion's line untouched
+
+
 def test_neovims_own_inline_completion_when_asked(neovim, tmp_path):
     """builtin = true on 0.12: Neovim's vim.lsp.inline_completion shows the server's suggestion and
     Tab accepts it through the plugin's mapping (which runs the item's command: the server counts it)."""

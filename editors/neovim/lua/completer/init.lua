@@ -1,7 +1,8 @@
 -- completer: inline code completion from `completer serve --stdio` (Neovim >= 0.11).
 --
 -- The plugin asks for inline completions itself: debounced on every change in insert mode,
--- cancelling the request it supersedes, dropping answers for an older buffer or a moved cursor;
+-- cancelling the request it supersedes, dropping answers for an older buffer or a moved cursor
+-- (and the ghost text itself when the cursor moves away from it);
 -- ghost text is an extmark (first line inline, the rest as virtual lines), and typing what it shows
 -- keeps the rest in view until the server answers for the new text. A suggestion whose range covers
 -- closers right of the cursor (an autopairs plugin's `)`, which it runs through) shows in parts around
@@ -161,7 +162,7 @@ local function render(buf, client, items, index, row, col, typed)
     vim.api.nvim_buf_set_extmark(buf, ns, row, piece[1], opts)
   end
   buffer_state(buf).shown = { item = item, text = text, row = row, col = col, replaced = replaced, items = items,
-                              index = index, typed = typed,
+                              index = index, typed = typed, tick = vim.api.nvim_buf_get_changedtick(buf),
                               line = vim.api.nvim_buf_get_lines(buf, row, row + 1, false)[1] or '' }
   if typed == '' then -- still the suggestion the server gave: shown once
     client:notify('textDocument/didShowCompletion', { item = item })
@@ -382,6 +383,24 @@ local function on_attach(buf)
     buffer = buf,
     callback = function()
       schedule(buf)
+    end,
+  })
+  -- The cursor moved away from the ghost text without an edit (arrow keys, a click): the suggestion
+  -- is for another place, so it goes (and Tab is Tab again). Moves that come with an edit are the
+  -- TextChangedI handler's: Neovim sends CursorMovedI first, and typing through keeps the rest.
+  vim.api.nvim_create_autocmd('CursorMovedI', {
+    group = group,
+    buffer = buf,
+    callback = function()
+      local shown = state.buffers[buf] and state.buffers[buf].shown
+      if not shown or vim.api.nvim_buf_get_changedtick(buf) ~= shown.tick then
+        return
+      end
+      local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+      if row - 1 ~= shown.row or col ~= shown.col then
+        cancel(buf)
+        M.clear(buf)
+      end
     end,
   })
   vim.api.nvim_create_autocmd('InsertLeave', {
