@@ -74,7 +74,7 @@ vscode-extension: editors/vscode/completer.vsix
 
 e2e-vscode: install-test editors/vscode/completer.vsix $(CODE_SERVER)
 	COMPLETER_E2E_VSCODE=1 COMPLETER_CODE_SERVER=$(abspath $(CODE_SERVER)) PATH=$(abspath $(NODE24_DIR))/bin:$$PATH \
-		$(BIN)/python -m pytest -q tests/e2e/test_vscode.py
+		$(BIN)/python -m pytest -q tests/e2e/test_vscode.py tests/e2e/test_vscode_latency_bench.py
 
 # Regenerate the tiny test fixture model (committed; only needed when its recipe changes).
 fixture: install

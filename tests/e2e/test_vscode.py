@@ -73,7 +73,6 @@ def code_server(tmp_path, request):
             pytest.fail(f"VS Code end-to-end requirements missing: {', '.join(missing)}")
         pytest.skip(f"needs {', '.join(missing)} (make e2e-vscode installs them)")
     data, ws = tmp_path / "data", tmp_path / "ws"
-    (data / "user" / "User").mkdir(parents=True)
     ws.mkdir()
     variant = VARIANTS[request.param]
     # "\r\n": a Windows checkout's file; VS Code keeps its line breaks (status bar "CRLF") and sends them
@@ -99,14 +98,24 @@ def code_server(tmp_path, request):
         "editor.autoClosingQuotes": "always" if variant.auto_close else "never",
         "workbench.secondarySideBar.defaultVisibility": "hidden",
     }
+    proc, port = launch_code_server(CODE_SERVER, data, ws, settings)
+    yield f"http://127.0.0.1:{port}/?folder={ws}", log, ws / variant.file, variant
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def launch_code_server(code_server: str, data: Path, folder: Path, settings: dict) -> tuple[subprocess.Popen, int]:
+    """code-server with these user settings and the extension installed under `data`, serving `folder`
+    on a free port once it accepts connections (bench/vscode_latency.py starts it the same way)."""
+    (data / "user" / "User").mkdir(parents=True)
     (data / "user" / "User" / "settings.json").write_text(json.dumps(settings))
     common = ["--user-data-dir", str(data / "user"), "--extensions-dir", str(data / "ext")]
-    subprocess.run([CODE_SERVER, *common, "--install-extension", str(VSIX)], check=True, capture_output=True,
+    subprocess.run([code_server, *common, "--install-extension", str(VSIX)], check=True, capture_output=True,
                    timeout=180)
     port = free_port()
-    proc = subprocess.Popen([CODE_SERVER, "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", "--disable-telemetry",
+    proc = subprocess.Popen([code_server, "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", "--disable-telemetry",
                              "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override",
-                             *common, str(ws)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             *common, str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "EXTENSIONS_GALLERY": '{"serviceUrl": "http://127.0.0.1:9/"}'})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -115,9 +124,7 @@ def code_server(tmp_path, request):
             break
         except OSError:
             time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/?folder={ws}", log, ws / variant.file, variant
-    proc.terminate()
-    proc.wait(timeout=30)
+    return proc, port
 
 
 LINE_WITHOUT_GHOST = """(needle) => {
