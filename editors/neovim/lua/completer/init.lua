@@ -185,8 +185,8 @@ local function typed_into_shown(buf)
   local line = vim.api.nvim_buf_get_lines(buf, row - 1, row, false)[1] or ''
   local typed = line:sub(shown.col + 1, col)
   local first = shown.text:match('^[^\n]*')
-  if #typed >= #first or first:sub(1, #typed) ~= typed then
-    return nil
+  if first:sub(1, #typed) ~= typed or (#typed > 0 and #typed >= #first) then
+    return nil -- not what it shows, or its first line typed to the end (the server decides what follows)
   end
   if line ~= shown.line:sub(1, shown.col) .. typed .. shown.line:sub(shown.col + 1) then
     return nil
