@@ -8,6 +8,7 @@ stamps each key and a MutationObserver stamps every change of the ghost text Mon
 (`.ghost-text-decoration`, the first line of a suggestion), both on `performance.now()`.
 
     python bench/vscode_latency.py --lines 25 --pace-ms 100 --json out.json
+    python bench/vscode_latency.py --rounds 2 --variant early= --variant no-early=--no-early
 
 Needs what `make e2e-vscode` installs (code-server with Node 24 on PATH, Debian's Chromium,
 Playwright, editors/vscode/completer.vsix); COMPLETER_CODE_SERVER points at code-server.
@@ -51,10 +52,10 @@ PROBE = """() => {
 }"""
 
 
-def settings_for(log: Path) -> dict:
+def settings_for(log: Path, server_args: list[str]) -> dict:
     return {
         "completer.serverCommand": sys.executable,
-        "completer.serverArgs": ["-m", "completer", "serve", "--stdio", "--log-file", str(log)],
+        "completer.serverArgs": ["-m", "completer", "serve", "--stdio", "--log-file", str(log), *server_args],
         "workbench.startupEditor": "none", "security.workspace.trust.enabled": False,
         "telemetry.telemetryLevel": "off", "editor.inlineSuggest.enabled": True,
         "editor.quickSuggestions": {"other": False, "comments": False, "strings": False},
@@ -66,7 +67,8 @@ def settings_for(log: Path) -> dict:
     }
 
 
-def run(source: Path, rows: list[int], pace_s: float, code_server: str, chromium: str) -> dict:
+def run(source: Path, rows: list[int], pace_s: float, code_server: str, chromium: str,
+        server_args: list[str]) -> dict:
     lines = source.read_text().split("\n")
     for row in rows:  # each line to retype keeps its indentation only
         lines[row] = lines[row][: len(lines[row]) - len(lines[row].lstrip())]
@@ -75,7 +77,8 @@ def run(source: Path, rows: list[int], pace_s: float, code_server: str, chromium
         folder = workdir / "ws"
         folder.mkdir()
         (folder / source.name).write_text("\n".join(lines))
-        proc, port = launch_code_server(code_server, workdir / "data", folder, settings_for(workdir / "server.log"))
+        settings = settings_for(workdir / "server.log", server_args)
+        proc, port = launch_code_server(code_server, workdir / "data", folder, settings)
         url = f"http://127.0.0.1:{port}/?folder={folder}"
         try:
             with sync_playwright() as p:
@@ -122,7 +125,10 @@ def main() -> None:
                     help="the file to retype lines of (default: packaging's specifiers.py)")
     ap.add_argument("--lines", type=int, default=25)
     ap.add_argument("--pace-ms", type=float, default=100.0)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="the variants in turn, this many times")
+    ap.add_argument("--variant", action="append", default=None, metavar="NAME=ARGS",
+                    help="a server to compare: its name and `completer serve` flags (repeatable; default: "
+                         "'default=', the server as shipped)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     code_server = os.environ.get("COMPLETER_CODE_SERVER") or shutil.which("code-server")
@@ -131,11 +137,14 @@ def main() -> None:
         sys.exit("needs code-server, chromium and editors/vscode/completer.vsix (make e2e-vscode installs them)")
     source = args.file or default_file()
     rows = pick_lines(source.read_text(), args.lines)
+    variants = [v.partition("=") for v in (args.variant or ["default="])]
     results = []
     for round_ in range(args.rounds):
-        row = {"config": "VS Code", "round": round_ + 1, **run(source, rows, args.pace_ms / 1000, code_server, chromium)}
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        for name, _, flags in variants:
+            row = {"config": f"VS Code, {name}", "round": round_ + 1,
+                   **run(source, rows, args.pace_ms / 1000, code_server, chromium, flags.split())}
+            results.append(row)
+            print(json.dumps(row), flush=True)
     print(f"\n{source.name}: {len(rows)} lines, a key every {args.pace_ms:g} ms, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     if args.json:

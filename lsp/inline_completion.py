@@ -9,6 +9,7 @@ goes through the stages of design.md's keystroke path, and the first that can an
 
     reuse     a suggestion still valid (the user typed its start, or a recent one for this place), or
               a withheld one decided on again as the user types it
+    early     the model run started for exactly this document and place on its didChange (early.py)
     recycle   the generation still running for the previous keystroke, if the user only typed
               what it has produced so far (in-flight recycling; a cancelled generation runs on
               for RECYCLE_GRACE_S for that reason)
@@ -41,7 +42,7 @@ from completer.lines import line_body, to_client_units, to_codepoints
 from completer.records import AnswerKind, AnswerRecord, Spent
 from completer.syntax import language_for
 
-from . import context_updates, prefetch
+from . import context_updates, early, prefetch
 from .accept import ACCEPT_COMMAND
 from .documents import prompt_path
 
@@ -111,16 +112,27 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     req = _begin(ls, params)
     if isinstance(req, types.InlineCompletionList):
         return req
+    started = early.take(ls, req.uri, req.lines, req.line, req.character)  # on this keystroke's didChange
     flight = ls.inflight.get(req.uri)
     typed = _continues(flight, req.lines, req.line, req.character) if req.selected is None and ls.switches.recycle \
         else None
     if not typed:  # cancel-previous: the engine stops within one decode step
         for event in (ls.pending.get(req.uri), flight.cancel if flight else None):
-            if event is not None:
+            if event is not None and (started is None or event is not started.cancel):
                 event.set()
     answer = _from_reuse(ls, req, flight if typed else None)
     if answer is not None:
+        if started is not None:
+            started.cancel.set()
         return answer
+    if started is not None:
+        result = await early.result_of(started)
+        if result is not None:
+            ls.counters.early_answers += 1
+            return _answer(ls, req, ls.completer, started.request, result, started.cancel)
+        if not req.still_current(ls):  # it failed or was cancelled while the user typed on
+            ls.counters.stale += 1
+            return _finish(ls, req, "stale")
     syntax = None  # the tree, read after reuse misses (reuse needs none) and before the first await
     if req.selected is None:
         t_parse = time.perf_counter()
