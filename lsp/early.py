@@ -26,16 +26,14 @@ from dataclasses import dataclass
 from completer.completion.pipeline import CompletionRequest, CompletionResult
 
 from .documents import prompt_path
+from .inflight import InFlight
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Early:
-    lines: Sequence[str]  # the document it is for (the store's snapshot, compared by identity)
-    line: int
-    character: int  # code points
-    request: CompletionRequest
+    request: CompletionRequest  # its document (the store's snapshot, compared by identity) and place
     cancel: threading.Event
     future: asyncio.Future
 
@@ -51,6 +49,8 @@ def schedule(ls, uri: str, opened: bool) -> None:
     reconsider = ls.completer.reconsider if ls.switches.reconsider else None
     if ls.reuse.lookup(uri, doc.lines, line, character, reconsider, peek=True) is not None:
         return  # a kept suggestion will answer the request
+    if _leaves_running(ls, uri, doc.lines, line, character):
+        return
     pending = ls.pending.get(uri)
     if pending is not None:
         pending.set()
@@ -61,14 +61,25 @@ def schedule(ls, uri: str, opened: bool) -> None:
                                 open_files=doc.open_files)
     cancel = threading.Event()
     ls.pending[uri] = cancel
+    # In flight like a request's generation: the next key's request takes it over if the user only
+    # typed what it has produced (in-flight recycling), and no run starts beside it.
+    flight = InFlight(doc.lines, line, character, cancel)
 
     def work() -> CompletionResult | None:
-        return None if cancel.is_set() else completer.complete(request, cancel)
+        return None if cancel.is_set() else completer.complete(request, cancel, flight.generated.append)
 
-    future = asyncio.get_running_loop().run_in_executor(ls.engine_executor, work)
-    future.add_done_callback(lambda _: ls.release_pending(uri, cancel))
-    ls.early[uri] = Early(doc.lines, line, character, request, cancel, future)
+    flight.future = asyncio.get_running_loop().run_in_executor(ls.engine_executor, work)
+    ls.inflight[uri] = flight
+
+    def done(_) -> None:
+        ls.release_pending(uri, cancel)
+        if ls.inflight.get(uri) is flight:
+            del ls.inflight[uri]
+
+    flight.future.add_done_callback(done)
+    ls.early[uri] = Early(request, cancel, flight.future)
     ls.counters.early_started += 1
+    log.debug("early start %s:%d:%d (version %d)", uri, line, character, doc.version)
 
 
 def _wanted(ls, uri: str) -> bool:
@@ -77,21 +88,27 @@ def _wanted(ls, uri: str) -> bool:
         return False
     if getattr(text_document, "inline_completion", None) is None:
         return False  # the client asks for completion items, when it does
-    flight = ls.inflight.get(uri)
-    if flight is not None and flight.future is not None and not flight.future.done():
-        return False
     return not (ls.switches.debounce and ls.pacer.debounce_s(uri))
 
 
+def _leaves_running(ls, uri: str, lines: Sequence[str], line: int, character: int) -> bool:
+    """Whether a generation still running for the document is left to the next request: a request's
+    (that request's successor decides), or an early one whose text the user is typing (recycled)."""
+    flight = ls.inflight.get(uri)
+    if flight is None or flight.future is None or flight.future.done():
+        return False
+    mine = ls.early.get(uri)
+    return mine is None or mine.future is not flight.future or bool(flight.continued_by(lines, line, character))
+
+
 def take(ls, uri: str, lines: Sequence[str], line: int, character: int) -> Early | None:
-    """The run started for exactly this document and place, if any; any other is cancelled."""
+    """The run started for exactly this document and place, if any. Any other is the request's to
+    cancel or recycle, as a generation of an earlier request would be."""
     early = ls.early.pop(uri, None)
-    if early is None:
+    if early is None or early.cancel.is_set():
         return None
-    if early.lines is lines and (early.line, early.character) == (line, character) and not early.cancel.is_set():
-        return early
-    early.cancel.set()
-    return None
+    r = early.request
+    return early if r.lines is lines and (r.line, r.character) == (line, character) else None
 
 
 async def result_of(early: Early) -> CompletionResult | None:

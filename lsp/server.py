@@ -36,7 +36,7 @@ from .transport import is_pipe_or_socket, serve_stdio, serve_tcp
 
 if TYPE_CHECKING:
     from .early import Early
-    from .inline_completion import InFlight
+    from .inflight import InFlight
 
 log = logging.getLogger(__name__)
 
