@@ -8,7 +8,7 @@ stamps each key and a MutationObserver stamps every change of the ghost text Mon
 (`.ghost-text-decoration`, the first line of a suggestion), both on `performance.now()`.
 
     python bench/vscode_latency.py --lines 25 --pace-ms 100 --json out.json
-    python bench/vscode_latency.py --rounds 2 --variant early= --variant no-early=--no-early
+    python bench/vscode_latency.py --rounds 2 --variant shipped= --variant no-reuse=--no-reuse
 
 Needs what `make e2e-vscode` installs (code-server with Node 24 on PATH, Debian's Chromium,
 Playwright, editors/vscode/completer.vsix); COMPLETER_CODE_SERVER points at code-server.

@@ -38,9 +38,6 @@ class Document:
     # The document's length in code points, kept with each edit: past MAX_PARSE_BYTES (a code point
     # is at least one byte) no tree is made, and knowing that costs no join of megabytes.
     chars: int = 0
-    # Where the last change's text ends, (line, code point): the cursor after a keystroke. None after a
-    # whole-text change or a didChange of several changes.
-    edit_end: tuple[int, int] | None = None
 
     @classmethod
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":
@@ -84,14 +81,11 @@ class Document:
         if start is None or end is None:
             self.lines = split_lines(text)
             self.chars = len(text)
-            self.edit_end = None
             return
         # A range end at (n, 0) just past the last line clamps to the end of the last line.
         first, last = sorted((self.clamp(*start, encoding), self.clamp(*end, encoding)))
         self.chars += len(text) - span_length(self.lines, first, last)
         self.lines = replace_range(self.lines, first, last, text)
-        breaks = text.count("\n")
-        self.edit_end = (first[0] + breaks, first[1] + len(text) if not breaks else len(text) - text.rfind("\n") - 1)
 
 
 def span_length(lines: list[str], start: tuple[int, int], end: tuple[int, int]) -> int:

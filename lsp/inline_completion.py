@@ -9,7 +9,6 @@ goes through the stages of design.md's keystroke path, and the first that can an
 
     reuse     a suggestion still valid (the user typed its start, or a recent one for this place), or
               a withheld one decided on again as the user types it
-    early     the model run started for exactly this document and place on its didChange (early.py)
     recycle   the generation still running for the previous keystroke, if the user only typed
               what it has produced so far (in-flight recycling; a cancelled generation runs on
               for RECYCLE_GRACE_S for that reason)
@@ -37,20 +36,32 @@ from lsprotocol import types
 
 from completer.completion.closers import closers_taken
 from completer.completion.pipeline import CompletionRequest, CompletionResult
-from completer.completion.reuse import typed_into
+from completer.completion.reuse import typed_into, typed_since
 from completer.lines import line_body, to_client_units, to_codepoints
 from completer.records import AnswerKind, AnswerRecord, Spent
 from completer.syntax import language_for
 
-from . import context_updates, early, prefetch
+from . import context_updates, prefetch
 from .accept import ACCEPT_COMMAND
 from .documents import prompt_path
-from .inflight import InFlight
 
 log = logging.getLogger(__name__)
 
 EMPTY = types.InlineCompletionList(items=[])
 RECYCLE_GRACE_S = 0.05
+
+
+@dataclass
+class InFlight:
+    """A generation still running for a document. A later request whose only change is typing what
+    it has generated so far takes it over instead of cancelling it (in-flight recycling)."""
+    lines: Sequence[str]
+    line: int
+    character: int
+    cancel: threading.Event
+    future: asyncio.Future | None = None
+    generated: list[str] = field(default_factory=list)  # raw text so far, appended by the engine thread
+    claimed: bool = False
 
 
 @dataclass
@@ -100,29 +111,16 @@ async def complete_inline(ls, params: types.InlineCompletionParams) -> types.Inl
     req = _begin(ls, params)
     if isinstance(req, types.InlineCompletionList):
         return req
-    started = early.take(ls, req.uri, req.lines, req.line, req.character)  # on this keystroke's didChange
     flight = ls.inflight.get(req.uri)
-    typed = flight.continued_by(req.lines, req.line, req.character) \
-        if flight is not None and req.selected is None and ls.switches.recycle else None
+    typed = _continues(flight, req.lines, req.line, req.character) if req.selected is None and ls.switches.recycle \
+        else None
     if not typed:  # cancel-previous: the engine stops within one decode step
         for event in (ls.pending.get(req.uri), flight.cancel if flight else None):
-            if event is not None and (started is None or event is not started.cancel):
+            if event is not None:
                 event.set()
     answer = _from_reuse(ls, req, flight if typed else None)
     if answer is not None:
-        if started is not None:
-            started.cancel.set()
         return answer
-    if started is not None:
-        result = await early.result_of(started)
-        log.debug("early run for %s:%d:%d: %s", req.uri, req.line, req.character,
-                  "answers" if result is not None else "gave nothing")
-        if result is not None:
-            ls.counters.early_answers += 1
-            return _answer(ls, req, ls.completer, started.request, result, started.cancel)
-        if not req.still_current(ls):  # it failed or was cancelled while the user typed on
-            ls.counters.stale += 1
-            return _finish(ls, req, "stale")
     syntax = None  # the tree, read after reuse misses (reuse needs none) and before the first await
     if req.selected is None:
         t_parse = time.perf_counter()
@@ -351,6 +349,15 @@ def after_response(callback) -> None:
         callback()
     else:
         task.add_done_callback(lambda _: callback())
+
+
+def _continues(flight: InFlight | None, lines, line: int, character: int) -> str | None:
+    """The typed text, if this request only typed what the running generation already produced."""
+    if flight is None or flight.future is None or flight.future.done() or flight.cancel.is_set():
+        return None
+    typed = typed_since(flight.lines, flight.line, flight.character, lines, line, character)
+    generated = "".join(flight.generated)
+    return typed if typed and generated.startswith(typed) and len(generated) > len(typed) else None
 
 
 def _selected_completion(ls, params, lines, line: int) -> Selected | None:

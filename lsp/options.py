@@ -3,7 +3,7 @@
 ServerSwitches turn the server's shortcuts on and off; EnginePlacement says where the model runs.
 `apply_client_settings` reads initializationOptions or a didChangeConfiguration section
 ({"backend": "torch", "model": "embedded" | "/path", "device", "dtype", "cacheMb", "editReuse",
-"reuse", "context", "prefetch", "recycle", "debounce", "reconsider", "early", "maxTokens", "speculative", "cache",
+"reuse", "context", "prefetch", "recycle", "debounce", "reconsider", "maxTokens", "speculative", "cache",
 "multiline", "rerank", "minConfidence", "coldPromptTokens", "lineMaxTokens", "promptTokens"}, all optional) into new typed values; a value of the wrong
 type or range is ignored with a warning, never half-applied.
 """
@@ -41,7 +41,6 @@ class ServerSwitches:
     debounce: bool = True  # wait a moment before asking the model while typing outruns it
     reconsider: bool = True  # typing into a withheld suggestion decides again without the model
     closers: bool = True  # a suggestion through the closers right of the cursor replaces them (its item's range)
-    early: bool = True  # start the model on a keystroke's didChange, before the editor asks (lsp/early.py)
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class ServerOptions:
 
 
 _ENGINE_STRINGS = ("backend", "model", "device", "dtype")
-_SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce", "reconsider", "early")
+_SWITCHES = ("reuse", "context", "prefetch", "recycle", "debounce", "reconsider")
 _SETTINGS = {"maxTokens": ("max_tokens", int), "speculative": ("speculative", bool), "cache": ("use_cache", bool),
              "multiline": ("multiline", bool), "rerank": ("rerank", bool), "minConfidence": ("min_confidence", float),
              "coldPromptTokens": ("cold_prompt_tokens", int), "lineMaxTokens": ("line_max_tokens", int),

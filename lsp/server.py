@@ -35,8 +35,7 @@ from .pacing import Pacer
 from .transport import is_pipe_or_socket, serve_stdio, serve_tcp
 
 if TYPE_CHECKING:
-    from .early import Early
-    from .inflight import InFlight
+    from .inline_completion import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +81,6 @@ class Counters:
     prefetched: int = 0
     recycled: int = 0
     debounced: int = 0
-    early_started: int = 0  # model runs started on a keystroke's didChange (lsp/early.py)
-    early_answers: int = 0  # requests answered by one
 
 
 @dataclass
@@ -145,8 +142,6 @@ class CompleterProtocol(LanguageServerProtocol):
                                  store.encoding)
             else:
                 doc.apply_change(None, None, change.text, store.encoding)
-        if len(params.content_changes) != 1:  # several cursors, or none: no one place the user is at
-            doc.edit_end = None
         doc.version = params.text_document.version
         if self._server.recorder:
             self._server.recorder.changed(doc.uri, doc.version, [_change_record(c) for c in params.content_changes])
@@ -184,7 +179,6 @@ class CompleterServer(LanguageServer):
         self._load_retry_s = LOAD_RETRY_S
         self.pending: dict[str, threading.Event] = {}  # uri -> cancel event of the request in flight
         self.inflight: dict[str, InFlight] = {}  # uri -> the generation running for it
-        self.early: dict[str, Early] = {}  # uri -> the model run started on its last keystroke
         self.last_latency_ms: float | None = None
         self.counters = Counters()
         self.engine_totals = EngineTotals()
@@ -348,9 +342,6 @@ class CompleterServer(LanguageServer):
         forget_long_lines()  # caches of the last long lines split or converted, whichever document's
         self.pacer.forget(uri)
         self.last_cursor.pop(uri, None)
-        early = self.early.pop(uri, None)
-        if early is not None:
-            early.cancel.set()
         task = self.context_tasks.pop(uri, None)
         if task is not None:
             task.cancel()
@@ -388,7 +379,6 @@ def create_server(options: ServerOptions = ServerOptions(), placement: EnginePla
         completion_fallback,
         configuration,
         context_updates,
-        early,
         file_operations,
         inline_completion,
         lifecycle,
@@ -398,6 +388,6 @@ def create_server(options: ServerOptions = ServerOptions(), placement: EnginePla
 
     server = CompleterServer(options, placement, record_dir)
     for feature in (lifecycle, configuration, inline_completion, completion_fallback, accept, stats, context_updates,
-                    early, workspace_folders, file_operations):
+                    workspace_folders, file_operations):
         feature.register(server)
     return server

@@ -22,8 +22,6 @@ SWITCH_HELP = {
                   "(default: its candidates, rescored without the model, decide)",
     "closers": "insert every suggestion at the cursor, even one that runs through the closers the editor put right "
                "of it (default: the item's range replaces those)",
-    "early": "start the model only when the editor asks (default: already on the keystroke's change, so that "
-             "an editor that waits before it asks, as VS Code does for 50 ms, finds the answer ready)",
 }
 
 

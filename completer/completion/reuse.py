@@ -129,23 +129,18 @@ class SuggestionReuse:
             del self.recent[key]
 
     def lookup(self, uri: str, lines: Sequence[str], line: int, character: int,
-               reconsider: Reconsider | None = None, peek: bool = False) -> tuple[str, str] | None:
+               reconsider: Reconsider | None = None) -> tuple[str, str] | None:
         """(suggestion, kind) still valid at this cursor, or None. A reconsidered answer's
-        suggestion may be "": still withheld, and no need to ask the model. `peek`: only say whether
-        something would answer (a withheld suggestion typed into counts), keeping and counting nothing."""
+        suggestion may be "": still withheld, and no need to ask the model."""
         left, right = _split(lines, line, character)
         shown = self.shown.get(uri)
         if shown is not None:
             typed = typed_since(shown.lines, shown.line, len(shown.left), lines, line, character)
             if typed and shown.text.startswith(typed) and len(typed) < len(shown.text):
                 rest = shown.text[len(typed):]
-                if peek:
-                    return rest, "typed_through"
                 self.remember(uri, lines, line, character, rest)
                 self.hits["typed_through"] += 1
                 return rest, "typed_through"
-            if peek and typed and shown.held is not None and reconsider:
-                return "", "reconsidered"
             decided = reconsider(shown.held, typed) if typed and shown.held is not None and reconsider else None
             if decided is not None:
                 text, held = decided
@@ -157,8 +152,6 @@ class SuggestionReuse:
         # has the same lines around it, and comparing the whole took milliseconds a key.
         if answer is not None and answer.right == right and abs(answer.line - line) <= 2 and answer.text \
                 and fuzz.ratio(answer.context, _context(lines, line)) >= self.min_similarity:
-            if peek:
-                return answer.text, "recent"
             self.remember(uri, lines, line, character, answer.text)
             self.hits["recent"] += 1
             return answer.text, "recent"

@@ -82,11 +82,8 @@ class EditorClient:
         env.setdefault("PYTHONUNBUFFERED", "1")
         await self.client.start_io(*self.server_cmd, env=env)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
-        # As VS Code and the Neovim plugin declare them: UTF-16 positions, and inline completion shown.
-        caps = types.ClientCapabilities(
-            general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf16]),
-            text_document=types.TextDocumentClientCapabilities(
-                inline_completion=types.InlineCompletionClientCapabilities()))
+        caps = types.ClientCapabilities(general=types.GeneralClientCapabilities(
+            position_encodings=[types.PositionEncodingKind.Utf16]))
         folders = [types.WorkspaceFolder(uri=workspace_root, name="workspace")] if workspace_root else None
         result = await self.client.initialize_async(types.InitializeParams(
             capabilities=caps, process_id=os.getpid(), initialization_options=initialization_options,

@@ -60,18 +60,6 @@ def test_random_edit_sequences_match_reference(encoding):
             assert doc.chars == len(text)  # kept by each edit, not counted again
 
 
-def test_an_edit_says_where_its_text_ends():
-    """The cursor after a keystroke (lsp/early.py starts the model there): in code points, past a
-    character outside the BMP that the client counts as two UTF-16 units."""
-    doc = Document.from_text("file:///x", "python", 0, "x = '😀'\ny = 1\n")
-    doc.apply_change((0, 8), (0, 8), "a", "utf-16")  # after the emoji's two units and the quote
-    assert doc.lines[0] == "x = '😀'a\n" and doc.edit_end == (0, 8)
-    doc.apply_change((1, 0), (1, 1), "total\n    z", "utf-16")
-    assert doc.lines[1:3] == ["total\n", "    z = 1\n"] and doc.edit_end == (2, 5)
-    doc.apply_change(None, None, "new\n", "utf-16")
-    assert doc.edit_end is None
-
-
 def test_form_feed_and_line_separator_do_not_split_lines():
     doc = Document.from_text("file:///x", "python", 0, "s = 'a\x0cb'\nprint(s)\n")
     doc.apply_change((1, 0), (1, 0), "X", "utf-16")

@@ -21,22 +21,6 @@ def test_typed_through_answers_the_rest_of_the_suggestion():
     assert r.hits["typed_through"] == 2
 
 
-def test_a_peek_says_what_would_answer_and_keeps_nothing():
-    """lsp/early.py asks before it starts the model: the answer a lookup would give, nothing kept or counted."""
-    r = SuggestionReuse()
-    lines = split_lines(DOC)
-    r.remember("u", lines, 5, 7, "urn entries")
-    typed = edit(lines, 5, "    retu\n")
-    assert r.lookup("u", typed, 5, 8, peek=True) == ("rn entries", "typed_through")
-    assert r.hits["typed_through"] == 0 and r.shown["u"].lines is lines  # the shown answer is still the first
-    assert r.lookup("u", typed, 5, 8) == ("rn entries", "typed_through")  # what the peek said
-    back = edit(edit(lines, 5, "    retx\n"), 5, "    ret\n")
-    r.remember("u", edit(lines, 5, "    retx\n"), 5, 8, "")
-    assert r.lookup("u", back, 5, 7, peek=True) == ("urn entries", "recent")
-    assert r.hits["recent"] == 0
-    assert r.lookup("u", edit(lines, 5, "    rez\n"), 5, 8, peek=True) is None
-
-
 def test_typing_into_a_suggestion_keeps_the_alternatives_that_still_fit():
     # The shown suggestion first, then the alternatives the editor cycles through.
     texts = ("nd(alpha, 1)", "nd(beta, 2)", "t_flag()", "n")
