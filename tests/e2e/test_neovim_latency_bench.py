@@ -6,10 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests import neovim_debian
 from tests.conftest import bench_module
+from tests.e2e.test_neovim import neovim_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 MS = 1_000_000  # stamps are nanoseconds, as vim.uv.hrtime gives them
@@ -32,8 +30,8 @@ def test_keys_are_scored_as_typed_through_new_blank_or_stale():
     assert nothing["ms"] is None and not nothing["through"]
 
 
-@pytest.mark.skipif(neovim_debian.binary() is None, reason="Neovim 0.12 not fetched (python -m tests.neovim_debian)")
 def test_a_short_run_reports_every_field(tmp_path):
+    neovim_binary("0.12")
     out = tmp_path / "nvim.json"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "neovim_latency.py"), "--lines", "2", "--pace-ms", "60",
                         "--configs", "0.12 plugin", "--json", str(out)],

@@ -7,18 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.test_vscode import missing, required
+from tests.e2e.test_vscode import need_vscode
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_short_run_reports_every_field(tmp_path):
-    if missing:
-        if required:
-            pytest.fail(f"VS Code end-to-end requirements missing: {', '.join(missing)}")
-        pytest.skip(f"needs {', '.join(missing)} (make e2e-vscode installs them)")
+    need_vscode()
     out = tmp_path / "vscode.json"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "vscode_latency.py"), "--lines", "2", "--pace-ms", "60",
                         "--json", str(out)], capture_output=True, text=True, timeout=600, check=False)
