@@ -1,10 +1,12 @@
 """The VS Code extension in real VS Code (code-server) in headless Chromium, driven by Playwright,
 with the real server and the embedded model: type into a Python file, ghost text appears, Tab
 accepts, the line holds the suggestion and, saved, the file on disk, the server counted the
-acceptance; screenshots are saved. Three times: an LF file, a CRLF one (a Windows checkout), whose
-line breaks the save keeps, and, with VS Code closing brackets and quotes as they are typed (its
+acceptance; screenshots are saved. Four times: an LF file, a CRLF one (a Windows checkout), whose
+line breaks the save keeps, with VS Code closing brackets and quotes as they are typed (its
 default), a line whose suggestion runs through the `")` the editor put right of the cursor: it
-shows around them, and Tab leaves the line as meant instead of doubling them.
+shows around them, and Tab leaves the line as meant instead of doubling them; and with the
+extension's completer.askAtEveryKey off, where the language client's provider answers after VS
+Code's 50 ms wait instead of the extension's own (its log says which answered).
 
 Needs what `make e2e-vscode` installs (minutes): code-server from npm (Node 24), Debian's Chromium,
 Playwright, and editors/vscode/completer.vsix. Without them the test is skipped, saying what is
@@ -52,11 +54,15 @@ class Variant:
     typed: str  # typed on the file's last (empty) line
     auto_close: bool  # the editor closes brackets and quotes as they are typed
     accepted: str | None = None  # the line after Tab, where it is known (else: typed + the ghost text)
+    ask_at_every_key: bool = True  # the extension's setting: off, VS Code waits 50 ms before it asks
 
 
 VARIANTS = {
     "lf": Variant("\n", "inventory.py", SOURCE, "        return len(self.", False),
     "crlf": Variant("\r\n", "inventory.py", SOURCE, "        return len(self.", False),
+    # the language client's own provider, which VS Code asks after its 50 ms (code-server lets every
+    # extension use proposed API, so the others ask at every key)
+    "waiting": Variant("\n", "inventory.py", SOURCE, "        return len(self.", False, ask_at_every_key=False),
     # VS Code makes `log_event(` `log_event()` and `"` `""`: the line reads `log_event("handler_30")`
     "auto-closed": Variant("\n", "handlers.py", HANDLERS, '    log_event("handler_30', True,
                            '    log_event("handler_30", event.kind)'),
@@ -102,9 +108,10 @@ def code_server(tmp_path, request):
         "editor.autoClosingBrackets": "always" if variant.auto_close else "never",
         "editor.autoClosingQuotes": "always" if variant.auto_close else "never",
         "workbench.secondarySideBar.defaultVisibility": "hidden",
+        "completer.askAtEveryKey": variant.ask_at_every_key,
     }
     proc, port = launch_code_server(CODE_SERVER, data, ws, settings)
-    yield f"http://127.0.0.1:{port}/?folder={ws}", log, ws / variant.file, variant
+    yield f"http://127.0.0.1:{port}/?folder={ws}", log, ws / variant.file, variant, data
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -145,10 +152,16 @@ LINE_WITHOUT_GHOST = """(needle) => {
 }"""
 
 
+def extension_log(data: Path) -> str:
+    """What the extension wrote to its output channel, which VS Code keeps as a file in its logs."""
+    return "".join(f.read_text() for f in (data / "user" / "logs").rglob("*completer.log"))
+
+
 def test_ghost_text_and_tab_accept_in_code_server(code_server):
-    url, log, path, variant = code_server
+    url, log, path, variant, data = code_server
     newline = variant.newline
     shot = {"\r\n": "-crlf.png"}.get(newline, "-auto-closed.png" if variant.auto_close else ".png")
+    shot = shot if variant.ask_at_every_key else "-waiting.png"
     typed = variant.typed.lstrip()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -201,3 +214,6 @@ def test_ghost_text_and_tab_accept_in_code_server(code_server):
     while time.monotonic() < deadline and "accepted" not in log.read_text():
         time.sleep(0.3)
     assert "accepted" in log.read_text()  # the item's command reached the server
+    # the provider that answered: the extension's own, without VS Code's wait, unless the setting is off
+    expected = "asked at every key" if variant.ask_at_every_key else "askAtEveryKey is off"
+    assert expected in extension_log(data), extension_log(data)

@@ -27,10 +27,12 @@ export function statusText(status: ServerStatus, enabled: boolean): string {
     : `$(sparkle) completer ${Math.round(latency)} ms`;
 }
 
-/** Status bar tooltip: everything the notification says. */
-export function statusTooltip(status: ServerStatus): string {
+/** Status bar tooltip: everything the notification says, and whether VS Code asks at every key
+ * (`undelayed`: the proposed API is enabled) or after its own 50 ms wait. */
+export function statusTooltip(status: ServerStatus, undelayed = false): string {
   const model = (status.model || "?").split(/[\\/]/).pop();
-  const lines = [`state: ${status.state || "starting"}`, `model: ${model}`, `backend: ${status.backend || "?"} on ${status.device || "?"}`];
+  const lines = [`state: ${status.state || "starting"}`, `model: ${model}`, `backend: ${status.backend || "?"} on ${status.device || "?"}`,
+    undelayed ? "asked: at every key" : "asked: after VS Code's 50 ms wait"];
   if (status.message) {
     lines.push(status.message);
   }

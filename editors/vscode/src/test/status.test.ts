@@ -14,7 +14,8 @@ test("status bar text follows the server state", () => {
 
 test("tooltip names the model file and the error", () => {
   const tip = statusTooltip({ state: "error", model: "/x/models/embedded", backend: "torch", device: "cpu", message: "boom" });
-  assert.equal(tip, "state: error\nmodel: embedded\nbackend: torch on cpu\nboom");
+  assert.equal(tip, "state: error\nmodel: embedded\nbackend: torch on cpu\nasked: after VS Code's 50 ms wait\nboom");
+  assert.match(statusTooltip({ state: "ready" }, true), /\nasked: at every key$/);
 });
 
 test("accepted length counts UTF-16 code units", () => {
