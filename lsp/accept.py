@@ -33,10 +33,10 @@ def register(server) -> None:
     @server.feature(DID_PARTIALLY_ACCEPT)
     async def did_partially_accept(ls, params):
         ls.counters.partially_accepted += 1
-        if ls.recorder:
-            item_id, length = _partial_accept(params)
-            if item_id is not None:
-                ls.recorder.accepted(item_id, length)
+        item_id, length = _partial_accept(params)
+        log.info("partially accepted %s: %d characters", item_id or "?", length)
+        if ls.recorder and item_id is not None:
+            ls.recorder.accepted(item_id, length)
 
 
 def _partial_accept(params) -> tuple[str | None, int]:

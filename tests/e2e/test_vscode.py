@@ -6,7 +6,8 @@ line breaks the save keeps, with VS Code closing brackets and quotes as they are
 default), a line whose suggestion runs through the `")` the editor put right of the cursor: it
 shows around them, and Tab leaves the line as meant instead of doubling them; and with the
 extension's completer.askAtEveryKey off, where the language client's provider answers after VS
-Code's 50 ms wait instead of the extension's own (its log says which answered).
+Code's 50 ms wait instead of the extension's own (its log says which answered). Ctrl+Right takes
+the suggestion's next word only, and the server hears how many characters.
 
 Needs what `make e2e-vscode` installs (minutes): code-server from npm (Node 24), Debian's Chromium,
 Playwright, and editors/vscode/completer.vsix. Without them the test is skipped, saying what is
@@ -217,3 +218,41 @@ def test_ghost_text_and_tab_accept_in_code_server(code_server):
     # the provider that answered: the extension's own, without VS Code's wait, unless the setting is off
     expected = "asked at every key" if variant.ask_at_every_key else "askAtEveryKey is off"
     assert expected in extension_log(data), extension_log(data)
+
+
+@pytest.mark.parametrize("code_server", ["lf"], indirect=True)
+def test_accept_next_word_in_code_server(code_server):
+    """Ctrl+Right takes the suggestion's next word only: the line gains it, the rest stays in view,
+    and the server hears how many characters were taken (didPartiallyAcceptCompletion)."""
+    url, log, _, variant, _ = code_server
+    typed = variant.typed.lstrip()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
+            page.goto(url)
+            page.wait_for_selector(f".explorer-viewlet >> text={variant.file}", timeout=90_000)
+            page.dblclick(f".explorer-viewlet >> text={variant.file}")
+            page.wait_for_selector(".statusbar .codicon-sparkle", timeout=120_000)  # the server is ready
+            page.click(EDITOR + " .view-lines")
+            page.keyboard.press("Control+End")
+            page.keyboard.type(variant.typed, delay=80)
+            suggestion = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000).text_content()
+            suggestion = suggestion.replace("\u00a0", " ")
+            page.keyboard.press("Control+ArrowRight")
+            page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && r.text.trimEnd() !== n; }}",
+                                   arg=variant.typed, timeout=10_000)
+            after = page.evaluate(LINE_WITHOUT_GHOST, typed)
+            line = after["text"].replace("\u00a0", " ").rstrip()
+            page.screenshot(path=str(ARTIFACTS / "vscode-accepted-word.png"))
+        finally:
+            browser.close()
+    taken = line[len(variant.typed):]
+    assert line.startswith(variant.typed) and taken and suggestion.startswith(taken), (line, suggestion)
+    assert after["ghost"] == (len(taken) < len(suggestion.rstrip())), (line, suggestion)  # the rest stays in view
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "partially accepted" not in log.read_text():
+        time.sleep(0.3)
+    assert f": {len(taken)} characters" in log.read_text(), log.read_text()[-2000:]
