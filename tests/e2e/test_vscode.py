@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,32 @@ LINE_WITHOUT_GHOST = """(needle) => {
 }"""
 
 
+@contextmanager
+def editor_at_end(url: str, file: str):
+    """Headless Chromium on code-server's page, `file` open in the editor with the cursor at its end,
+    once the extension's status bar item shows."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            page.wait_for_selector(".monaco-workbench", timeout=90_000)
+            page.wait_for_selector(f".explorer-viewlet >> text={file}", timeout=60_000)
+            page.dblclick(f".explorer-viewlet >> text={file}")
+            page.wait_for_selector(EDITOR + " .view-lines", timeout=30_000)
+            page.wait_for_function("document.querySelector('.statusbar') && "
+                                   "document.querySelector('.statusbar').textContent.includes('completer')",
+                                   timeout=60_000)
+            page.click(EDITOR + " .view-lines")
+            page.keyboard.press("Control+End")
+            yield page
+        finally:
+            browser.close()
+
+
 def extension_log(data: Path) -> str:
     """What the extension wrote to its output channel, which VS Code keeps as a file in its logs."""
     return "".join(f.read_text() for f in (data / "user" / "logs").rglob("*completer.log"))
@@ -164,53 +191,35 @@ def test_ghost_text_and_tab_accept_in_code_server(code_server):
     shot = {"\r\n": "-crlf.png"}.get(newline, "-auto-closed.png" if variant.auto_close else ".png")
     shot = shot if variant.ask_at_every_key else "-waiting.png"
     typed = variant.typed.lstrip()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+    with editor_at_end(url, variant.file) as page:
+        page.keyboard.type(variant.typed, delay=80)
         try:
-            page.goto(url)
-            page.wait_for_selector(".monaco-workbench", timeout=90_000)
-            page.wait_for_selector(f".explorer-viewlet >> text={variant.file}", timeout=60_000)
-            page.dblclick(f".explorer-viewlet >> text={variant.file}")
-            page.wait_for_selector(EDITOR + " .view-lines", timeout=30_000)
-            page.wait_for_function("document.querySelector('.statusbar') && "
-                                   "document.querySelector('.statusbar').textContent.includes('completer')",
-                                   timeout=60_000)
-            page.click(EDITOR + " .view-lines")
-            page.keyboard.press("Control+End")
-            page.keyboard.type(variant.typed, delay=80)
-            try:
-                ghost = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / ("vscode-no-ghost-text" + shot)))
-                raise AssertionError("no ghost text; server log:\n" + (log.read_text() if log.exists() else "(none)"))
-            suggestion = ghost.text_content()
-            page.screenshot(path=str(ARTIFACTS / ("vscode-ghost-text" + shot)))
-            assert suggestion
-            shown = page.evaluate(LINE_WITHOUT_GHOST, typed)["text"].replace("\u00a0", " ")
-            page.keyboard.press("Tab")
-            page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && !r.ghost; }}",
-                                   arg=typed, timeout=10_000)
-            line = page.evaluate(LINE_WITHOUT_GHOST, typed)["text"].replace("\u00a0", " ")
-            page.screenshot(path=str(ARTIFACTS / ("vscode-accepted" + shot)))
-            if variant.auto_close:
-                assert shown.rstrip() == variant.typed + '")'  # VS Code closed the quote and the bracket
-                assert line.rstrip() == variant.accepted, (line, suggestion)
-            else:
-                assert line.rstrip() == (variant.typed + suggestion.replace("\u00a0", " ")).rstrip()
-            page.keyboard.press("Control+S")  # the file on disk: the suggestion in it, its line breaks kept
-            accepted = line.rstrip()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and accepted not in path.read_bytes().decode():
-                time.sleep(0.2)
-            saved = path.read_bytes().decode()
-            assert accepted in saved and "\r" not in suggestion
-            assert saved.count(newline) == saved.count("\n") == variant.source.count("\n")
-        finally:
-            browser.close()
+            ghost = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / ("vscode-no-ghost-text" + shot)))
+            raise AssertionError("no ghost text; server log:\n" + (log.read_text() if log.exists() else "(none)"))
+        suggestion = ghost.text_content()
+        page.screenshot(path=str(ARTIFACTS / ("vscode-ghost-text" + shot)))
+        assert suggestion
+        shown = page.evaluate(LINE_WITHOUT_GHOST, typed)["text"].replace("\u00a0", " ")
+        page.keyboard.press("Tab")
+        page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && !r.ghost; }}",
+                               arg=typed, timeout=10_000)
+        line = page.evaluate(LINE_WITHOUT_GHOST, typed)["text"].replace("\u00a0", " ")
+        page.screenshot(path=str(ARTIFACTS / ("vscode-accepted" + shot)))
+        if variant.auto_close:
+            assert shown.rstrip() == variant.typed + '")'  # VS Code closed the quote and the bracket
+            assert line.rstrip() == variant.accepted, (line, suggestion)
+        else:
+            assert line.rstrip() == (variant.typed + suggestion.replace("\u00a0", " ")).rstrip()
+        page.keyboard.press("Control+S")  # the file on disk: the suggestion in it, its line breaks kept
+        accepted = line.rstrip()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and accepted not in path.read_bytes().decode():
+            time.sleep(0.2)
+        saved = path.read_bytes().decode()
+        assert accepted in saved and "\r" not in suggestion
+        assert saved.count(newline) == saved.count("\n") == variant.source.count("\n")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and "accepted" not in log.read_text():
         time.sleep(0.3)
@@ -226,29 +235,16 @@ def test_accept_next_word_in_code_server(code_server):
     and the server hears how many characters were taken (didPartiallyAcceptCompletion)."""
     url, log, _, variant, _ = code_server
     typed = variant.typed.lstrip()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        try:
-            page.goto(url)
-            page.wait_for_selector(f".explorer-viewlet >> text={variant.file}", timeout=90_000)
-            page.dblclick(f".explorer-viewlet >> text={variant.file}")
-            page.wait_for_selector(".statusbar .codicon-sparkle", timeout=120_000)  # the server is ready
-            page.click(EDITOR + " .view-lines")
-            page.keyboard.press("Control+End")
-            page.keyboard.type(variant.typed, delay=80)
-            suggestion = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000).text_content()
-            suggestion = suggestion.replace("\u00a0", " ")
-            page.keyboard.press("Control+ArrowRight")
-            page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && r.text.trimEnd() !== n; }}",
-                                   arg=variant.typed, timeout=10_000)
-            after = page.evaluate(LINE_WITHOUT_GHOST, typed)
-            line = after["text"].replace("\u00a0", " ").rstrip()
-            page.screenshot(path=str(ARTIFACTS / "vscode-accepted-word.png"))
-        finally:
-            browser.close()
+    with editor_at_end(url, variant.file) as page:
+        page.keyboard.type(variant.typed, delay=80)
+        suggestion = page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000).text_content()
+        suggestion = suggestion.replace("\u00a0", " ")
+        page.keyboard.press("Control+ArrowRight")
+        page.wait_for_function(f"(n) => {{ const r = ({LINE_WITHOUT_GHOST})(n); return r && r.text.trimEnd() !== n; }}",
+                               arg=variant.typed, timeout=10_000)
+        after = page.evaluate(LINE_WITHOUT_GHOST, typed)
+        line = after["text"].replace("\u00a0", " ").rstrip()
+        page.screenshot(path=str(ARTIFACTS / "vscode-accepted-word.png"))
     taken = line[len(variant.typed):]
     assert line.startswith(variant.typed) and taken and suggestion.startswith(taken), (line, suggestion)
     assert after["ghost"] == (len(taken) < len(suggestion.rstrip())), (line, suggestion)  # the rest stays in view
