@@ -65,8 +65,9 @@ def neovim(request):
     return binary
 
 
-def start_nvim(binary, tmp_path, *server_args, builtin=None):
-    """Neovim with the plugin set up for the real server; `builtin` as given, else the default."""
+def start_nvim(binary, tmp_path, *server_args, builtin=None, restarts=None):
+    """Neovim with the plugin set up for the real server; `builtin` and `restarts` as given, else the
+    defaults."""
     # -n: no swap file. A stale one left by an earlier run for the same tmp path makes `:edit` wait for
     # an answer to "swap file exists" that a headless test never gives.
     nv = pynvim.attach("child", argv=[binary, "--embed", "--headless", "--clean", "-n"])
@@ -75,6 +76,7 @@ def start_nvim(binary, tmp_path, *server_args, builtin=None):
     cmd = [sys.executable, "-m", "completer", "serve", "--stdio", "--min-confidence", "0", *server_args,
            "--log-file", str(tmp_path / "server.log")]
     builtin = "" if builtin is None else f", builtin = {json.dumps(builtin)}"
+    builtin += "" if restarts is None else f", restarts = {int(restarts)}"
     nv.exec_lua(f"""
         vim.opt.rtp:prepend({json.dumps(str(ROOT / "editors" / "neovim"))})
         vim.cmd('runtime plugin/completer.lua')
@@ -313,6 +315,41 @@ def test_typing_what_the_ghost_text_shows_keeps_the_rest_in_view(nvim, tmp_path)
         assert wait(lambda: ghost() is None, timeout=5), ghost()
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def test_a_killed_server_is_started_again(neovim, tmp_path):
+    """A server that dies unasked (SIGKILL: the OOM killer, a crash) is started again and suggestions
+    come back in the same buffer; past `restarts` exits in 3 minutes it is left down, the status says
+    so, and `:Completer restart` brings it back."""
+    nvim = start_nvim(neovim, tmp_path, restarts=1)
+    try:
+        path = tmp_path / "calls.py"
+        path.write_text("def f(client):\n    client.send(alpha, 1)\n    client.flush()\n")
+        nvim.command(f"edit {path}")
+        lua = nvim.exec_lua
+        type_on_a_new_line(nvim, tmp_path, 2, "    client.se")
+        assert wait(lambda: lua("return require('completer').visible()"), timeout=30), \
+            (tmp_path / "server.log").read_text()
+        first = server_pid(nvim)
+        os.kill(first, signal.SIGKILL)
+        assert wait(lambda: not lua("return require('completer').visible()"), timeout=10)
+        assert wait(lambda: lua("return #vim.lsp.get_clients({ name = 'completer', bufnr = 0 })") == 1
+                    and server_pid(nvim) != first, timeout=30)
+        nvim.input("<Esc>")
+        type_on_a_new_line(nvim, tmp_path, 3, "    client.fl")  # waits for the new server to be ready
+        assert wait(lambda: lua("return require('completer').visible()"), timeout=30), \
+            (tmp_path / "server.log").read_text()
+
+        os.kill(server_pid(nvim), signal.SIGKILL)  # the second exit in 3 minutes, one restart allowed
+        assert wait(lambda: lua("return require('completer').status().server.state") == "error", timeout=10)
+        assert "not started again" in lua("return require('completer').status().server.message")
+        time.sleep(1)
+        assert lua("return #vim.lsp.get_clients({ name = 'completer' })") == 0
+        nvim.command("Completer restart")  # the user's way back
+        assert wait(lambda: lua("return require('completer').status().server.state") == "ready", timeout=60)
+        assert lua("return #vim.lsp.get_clients({ name = 'completer', bufnr = 0 })") == 1
+    finally:
+        nvim.close()
 
 
 def test_moving_away_from_the_ghost_text_takes_it_away(nvim, tmp_path):

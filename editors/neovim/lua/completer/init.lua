@@ -10,6 +10,10 @@
 -- textDocument/didPartiallyAcceptCompletion, and runs the item's command on accept (the server
 -- counts acceptances, locally).
 --
+-- A server that exits unasked (killed, crashed) is started again, as VS Code's language client does:
+-- at most `restarts` times in 3 minutes, then the status says so and `:Completer restart` is left to
+-- the user.
+--
 -- `builtin = true` (Neovim 0.12+) hands the suggestions to Neovim's own vim.lsp.inline_completion
 -- instead. Not the default: it asks only 200 ms after the last key (fixed in Neovim 0.12), has no
 -- accept-word, accept-line or dismiss, and does not say what it showed.
@@ -24,6 +28,7 @@ M.defaults = {
   init_options = {}, -- passed to the server (backend, model, maxTokens, ...)
   debounce_ms = 0, -- the server paces its own model calls (lsp/pacing.py): a delay here only adds latency
   builtin = false, -- true or 'auto': Neovim's vim.lsp.inline_completion where it exists (0.12+)
+  restarts = 5, -- a server that exits unasked is started again, this many times in 3 minutes (0: never)
   keymaps = {
     accept = '<Tab>',
     accept_word = '<M-Right>',
@@ -35,7 +40,8 @@ M.defaults = {
 }
 
 M.config = vim.deepcopy(M.defaults)
-local state = { enabled = true, status = {}, buffers = {} }
+local state = { enabled = true, status = {}, buffers = {}, stopping = false, exits = {} }
+local RESTART_WINDOW_S = 180
 
 local function client_for(buf)
   return vim.lsp.get_clients({ bufnr = buf, name = 'completer' })[1]
@@ -426,6 +432,35 @@ local function on_attach(buf)
   })
 end
 
+--- The server exited: unless asked to (M.restart, Neovim quitting, a clean exit), start it again, at
+--- most `restarts` times in RESTART_WINDOW_S.
+local function on_server_exit(code, signal)
+  for buf in pairs(state.buffers) do
+    M.clear(buf) -- its requests died with it
+  end
+  if state.stopping or vim.v.exiting ~= vim.NIL or (code == 0 and signal == 0) then
+    state.stopping = false
+    return
+  end
+  local now = vim.uv.now() / 1000
+  state.exits = vim.tbl_filter(function(t)
+    return now - t < RESTART_WINDOW_S
+  end, state.exits)
+  table.insert(state.exits, now)
+  local why = signal ~= 0 and ('signal ' .. signal) or ('exit code ' .. code)
+  if #state.exits > M.config.restarts then
+    state.status = { state = 'error', message = string.format(
+      'the server exited (%s), %d times in %d minutes: not started again (:Completer restart)',
+      why, #state.exits, RESTART_WINDOW_S / 60) }
+    vim.notify('completer: ' .. state.status.message, vim.log.levels.ERROR)
+    return
+  end
+  state.status = { state = 'loading', message = 'the server exited (' .. why .. '); started again' }
+  vim.notify('completer: ' .. state.status.message, vim.log.levels.WARN)
+  vim.lsp.enable('completer', false)
+  vim.lsp.enable('completer', true)
+end
+
 --- Configure and start: registers the `completer` LSP config and enables it.
 function M.setup(opts)
   M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
@@ -434,6 +469,11 @@ function M.setup(opts)
     -- This plugin shows inline completions itself (or through vim.lsp.inline_completion, `builtin`):
     -- say so, or the server would also offer its suggestion as a completion-menu item.
     capabilities = { textDocument = { inlineCompletion = { dynamicRegistration = false } } },
+    on_exit = function(code, signal)
+      vim.schedule(function()
+        on_server_exit(code, signal)
+      end)
+    end,
     handlers = {
       ['completer/status'] = function(_, params)
         state.status = params or {}
@@ -490,7 +530,9 @@ function M.toggle()
 end
 
 function M.restart()
+  state.exits = {}
   for _, client in ipairs(vim.lsp.get_clients({ name = 'completer' })) do
+    state.stopping = true
     client:stop()
   end
   vim.defer_fn(function()
