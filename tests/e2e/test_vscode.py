@@ -7,7 +7,8 @@ default), a line whose suggestion runs through the `")` the editor put right of 
 shows around them, and Tab leaves the line as meant instead of doubling them; and with the
 extension's completer.askAtEveryKey off, where the language client's provider answers after VS
 Code's 50 ms wait instead of the extension's own (its log says which answered). Ctrl+Right takes
-the suggestion's next word only, and the server hears how many characters.
+the suggestion's next word only, and the server hears how many characters. A server killed under
+the editor is started again by the language client, and suggestions come back.
 
 Needs what `make e2e-vscode` installs (minutes): code-server from npm (Node 24), Debian's Chromium,
 Playwright, and editors/vscode/completer.vsix. Without them the test is skipped, saying what is
@@ -17,6 +18,7 @@ missing; `make e2e-vscode` runs it with COMPLETER_E2E_VSCODE=1, where a skip is 
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -252,3 +254,44 @@ def test_accept_next_word_in_code_server(code_server):
     while time.monotonic() < deadline and "partially accepted" not in log.read_text():
         time.sleep(0.3)
     assert f": {len(taken)} characters" in log.read_text(), log.read_text()[-2000:]
+
+
+def server_pid(log: Path) -> int:
+    """The server VS Code started for this test (its command line names the test's log file)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(log).encode() in args and b"serve" in args:
+            return int(cmdline.parent.name)
+    raise AssertionError("no server process with " + str(log))
+
+
+@pytest.mark.parametrize("code_server", ["lf"], indirect=True)
+def test_a_killed_server_is_started_again_in_code_server(code_server):
+    """The language client starts a server that died (SIGKILL) again, and the extension's provider,
+    which asks without VS Code's wait, goes on answering through it."""
+    url, log, _, variant, _ = code_server
+    with editor_at_end(url, variant.file) as page:
+        page.keyboard.type(variant.typed, delay=80)
+        page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
+        first = server_pid(log)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if server_pid(log) != first:
+                    break
+            except AssertionError:
+                pass
+            time.sleep(0.3)
+        assert server_pid(log) != first
+        page.keyboard.press("Escape")
+        page.keyboard.press("End")
+        page.keyboard.press("Enter")
+        page.keyboard.type(variant.typed.lstrip(), delay=80)
+        try:
+            page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "vscode-after-a-restart.png"))
