@@ -256,22 +256,31 @@ def test_accept_next_word_in_code_server(code_server):
     assert f": {len(taken)} characters" in log.read_text(), log.read_text()[-2000:]
 
 
-def server_pid(log: Path) -> int:
-    """The server VS Code started for this test (its command line names the test's log file)."""
+def server_running(log: Path) -> int | None:
+    """The pid of the server VS Code started for this test (its command line names the test's log
+    file), if one runs."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().split(b"\0")
+            state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if str(log).encode() in args and b"serve" in args:
+        if str(log).encode() in args and b"serve" in args and state != "Z":
             return int(cmdline.parent.name)
-    raise AssertionError("no server process with " + str(log))
+    return None
+
+
+def server_pid(log: Path) -> int:
+    pid = server_running(log)
+    assert pid is not None, "no server process with " + str(log)
+    return pid
 
 
 @pytest.mark.parametrize("code_server", ["lf"], indirect=True)
 def test_a_killed_server_is_started_again_in_code_server(code_server):
     """The language client starts a server that died (SIGKILL) again, and the extension's provider,
-    which asks without VS Code's wait, goes on answering through it."""
+    which asks without VS Code's wait, goes on answering through it; after the fifth exit in 3
+    minutes it stays down and the status bar shows the error instead of its last "ready"."""
     url, log, _, variant, _ = code_server
     with editor_at_end(url, variant.file) as page:
         page.keyboard.type(variant.typed, delay=80)
@@ -279,14 +288,9 @@ def test_a_killed_server_is_started_again_in_code_server(code_server):
         first = server_pid(log)
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if server_pid(log) != first:
-                    break
-            except AssertionError:
-                pass
+        while time.monotonic() < deadline and server_running(log) in (None, first):
             time.sleep(0.3)
-        assert server_pid(log) != first
+        assert server_running(log) not in (None, first)
         page.keyboard.press("Escape")
         page.keyboard.press("End")
         page.keyboard.press("Enter")
@@ -295,3 +299,15 @@ def test_a_killed_server_is_started_again_in_code_server(code_server):
             page.wait_for_selector(EDITOR + " .ghost-text-decoration", timeout=60_000)
         finally:
             page.screenshot(path=str(ARTIFACTS / "vscode-after-a-restart.png"))
+        # the fifth exit in 3 minutes: the language client gives up, and the status bar says so
+        for _ in range(4):
+            killed = server_pid(log)
+            os.kill(killed, signal.SIGKILL)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and server_running(log) in (None, killed):
+                time.sleep(0.3)
+        assert server_running(log) is None
+        # completer's own item (the Problems item has a .codicon-error of its own)
+        page.wait_for_function("[...document.querySelectorAll('.statusbar-item')].some(e => "
+                               "e.textContent.includes('completer') && e.querySelector('.codicon-error'))",
+                               timeout=10_000)

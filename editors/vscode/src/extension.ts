@@ -20,6 +20,7 @@ import {
   LanguageClient,
   LanguageClientOptions,
   ServerOptions,
+  State,
   TransportKind,
 } from "vscode-languageclient/node";
 import { acceptedLength, initializationOptions, serverLaunch, ServerStatus, statusText, statusTooltip } from "./status";
@@ -123,6 +124,17 @@ function createClient(bar: vscode.StatusBarItem): LanguageClient {
   c.onNotification("completer/status", (params: ServerStatus) => {
     status = params;
     render(bar);
+  });
+  // The server's own status stops with it: a server that died and was not started again (the
+  // language client gives up after 5 exits in 3 minutes) shows as an error, not as its last "ready".
+  c.onDidChangeState((e) => {
+    if (e.newState === State.Stopped) {
+      status = { state: "error", message: "the server stopped (completer: Show Log); completer: Restart Server starts it" };
+      render(bar);
+    } else if (e.newState === State.Starting) {
+      status = { state: "loading" };
+      render(bar);
+    }
   });
   return c;
 }

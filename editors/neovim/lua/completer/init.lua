@@ -11,8 +11,8 @@
 -- counts acceptances, locally).
 --
 -- A server that exits unasked (killed, crashed) is started again, as VS Code's language client does:
--- at most `restarts` times in 3 minutes, then the status says so and `:Completer restart` is left to
--- the user.
+-- at most `restarts` (4) times in 3 minutes, so the fifth exit leaves it down; then the status says so
+-- and `:Completer restart` is left to the user.
 --
 -- `builtin = true` (Neovim 0.12+) hands the suggestions to Neovim's own vim.lsp.inline_completion
 -- instead. Not the default: it asks only 200 ms after the last key (fixed in Neovim 0.12), has no
@@ -28,7 +28,7 @@ M.defaults = {
   init_options = {}, -- passed to the server (backend, model, maxTokens, ...)
   debounce_ms = 0, -- the server paces its own model calls (lsp/pacing.py): a delay here only adds latency
   builtin = false, -- true or 'auto': Neovim's vim.lsp.inline_completion where it exists (0.12+)
-  restarts = 5, -- a server that exits unasked is started again, this many times in 3 minutes (0: never)
+  restarts = 4, -- a server that exits unasked is started again, this many times in 3 minutes (0: never)
   keymaps = {
     accept = '<Tab>',
     accept_word = '<M-Right>',
