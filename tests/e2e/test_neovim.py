@@ -352,6 +352,24 @@ def test_a_killed_server_is_started_again(neovim, tmp_path):
         nvim.close()
 
 
+def test_a_server_that_exits_as_it_starts_is_left_down(neovim, tmp_path):
+    """A server that exits before it ever answered (here: a flag it does not know) would only exit
+    again: it is not started again, and the status says why."""
+    nvim = start_nvim(neovim, tmp_path, "--no-such-flag")
+    try:
+        path = tmp_path / "calls.py"
+        path.write_text("x = 1\n")
+        nvim.command(f"edit {path}")
+        status = wait(lambda: nvim.exec_lua("local s = require('completer').status().server "
+                                            "return s.state == 'error' and s or nil"), timeout=30)
+        assert status and "exited as it started (exit code 2)" in status["message"], status
+        time.sleep(2)
+        assert nvim.exec_lua("return #vim.lsp.get_clients({ name = 'completer' })") == 0
+        assert "exited as it started" in nvim.exec_lua("return require('completer').status().server.message")
+    finally:
+        nvim.close()
+
+
 def test_moving_away_from_the_ghost_text_takes_it_away(nvim, tmp_path):
     """An arrow key in insert mode leaves the suggestion behind: it disappears, and Tab at the new
     place is Tab again instead of inserting the suggestion where it was."""

@@ -40,7 +40,7 @@ M.defaults = {
 }
 
 M.config = vim.deepcopy(M.defaults)
-local state = { enabled = true, status = {}, buffers = {}, stopping = false, exits = {} }
+local state = { enabled = true, status = {}, buffers = {}, stopping = false, exits = {}, started = {} }
 local RESTART_WINDOW_S = 180
 
 local function client_for(buf)
@@ -433,13 +433,23 @@ local function on_attach(buf)
 end
 
 --- The server exited: unless asked to (M.restart, Neovim quitting, a clean exit), start it again, at
---- most `restarts` times in RESTART_WINDOW_S.
-local function on_server_exit(code, signal)
+--- most `restarts` times in RESTART_WINDOW_S. One that exits before it ever started (a wrong `cmd` or
+--- flag, a missing model) would only exit again: it is left down, as VS Code's client does.
+local function on_server_exit(code, signal, client_id)
   for buf in pairs(state.buffers) do
     M.clear(buf) -- its requests died with it
   end
+  local started = state.started[client_id]
+  state.started[client_id] = nil
   if state.stopping or vim.v.exiting ~= vim.NIL or (code == 0 and signal == 0) then
     state.stopping = false
+    return
+  end
+  local why = signal ~= 0 and ('signal ' .. signal) or ('exit code ' .. code)
+  if not started then
+    state.status = { state = 'error', message = 'the server exited as it started (' .. why ..
+      '): check `cmd`, and the LSP log that :checkhealth vim.lsp names' }
+    vim.notify('completer: ' .. state.status.message, vim.log.levels.ERROR)
     return
   end
   local now = vim.uv.now() / 1000
@@ -447,7 +457,6 @@ local function on_server_exit(code, signal)
     return now - t < RESTART_WINDOW_S
   end, state.exits)
   table.insert(state.exits, now)
-  local why = signal ~= 0 and ('signal ' .. signal) or ('exit code ' .. code)
   if #state.exits > M.config.restarts then
     state.status = { state = 'error', message = string.format(
       'the server exited (%s), %d times in %d minutes: not started again (:Completer restart)',
@@ -469,9 +478,9 @@ function M.setup(opts)
     -- This plugin shows inline completions itself (or through vim.lsp.inline_completion, `builtin`):
     -- say so, or the server would also offer its suggestion as a completion-menu item.
     capabilities = { textDocument = { inlineCompletion = { dynamicRegistration = false } } },
-    on_exit = function(code, signal)
+    on_exit = function(code, signal, client_id)
       vim.schedule(function()
-        on_server_exit(code, signal)
+        on_server_exit(code, signal, client_id)
       end)
     end,
     handlers = {
@@ -492,6 +501,7 @@ function M.setup(opts)
     callback = function(args)
       local client = vim.lsp.get_client_by_id(args.data.client_id)
       if client and client.name == 'completer' then
+        state.started[client.id] = true
         on_attach(args.buf)
       end
     end,
