@@ -31,17 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from neovim_latency import default_file, pick_lines, score_line, summarize
 
 sys.path.insert(0, str(BENCH.parent))
-from tests.e2e.test_vscode import launch_code_server
+from tests.e2e.test_vscode import EDITOR, file_in_code_server, launch_code_server, missing
 
 VSIX = BENCH.parent / "editors" / "vscode" / "completer.vsix"
-EDITOR = ".part.editor .monaco-editor"
 PROBE = """() => {
     window.__bench = { keys: [], ghosts: [] };
     document.addEventListener('keydown', e => {
@@ -87,16 +84,7 @@ def run(source: Path, rows: list[int], pace_s: float, code_server: str, chromium
         proc, port = launch_code_server(code_server, workdir / "data", folder, settings)
         url = f"http://127.0.0.1:{port}/?folder={folder}"
         try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, args=[
-                    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(url)
-                page.wait_for_selector(".monaco-workbench", timeout=90_000)
-                page.wait_for_selector(f".explorer-viewlet >> text={source.name}", timeout=60_000)
-                page.dblclick(f".explorer-viewlet >> text={source.name}")
-                page.wait_for_selector(EDITOR + " .view-lines", timeout=30_000)
+            with file_in_code_server(url, source.name, chromium) as page:
                 page.wait_for_selector(".statusbar .codicon-sparkle", timeout=120_000)  # the server is ready
                 page.evaluate(PROBE)
                 page.click(EDITOR + " .view-lines")
@@ -118,7 +106,6 @@ def run(source: Path, rows: list[int], pace_s: float, code_server: str, chromium
                     page.keyboard.press("Escape")  # the ghost text of the line's end goes
                     to_ns = [int(k * 1e6) for k in keys]
                     samples.extend(score_line(typed, to_ns, [[int(t * 1e6), g] for t, g in ghosts], pace_s))
-                browser.close()
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -141,8 +128,9 @@ def main() -> None:
     args = ap.parse_args()
     code_server = os.environ.get("COMPLETER_CODE_SERVER") or shutil.which("code-server")
     chromium = os.environ.get("COMPLETER_CHROMIUM") or shutil.which("chromium")
-    if not code_server or not chromium or not VSIX.exists():
-        sys.exit("needs code-server, chromium and editors/vscode/completer.vsix (make e2e-vscode installs them)")
+    if not code_server or not chromium or not VSIX.exists() or "playwright" in missing:
+        sys.exit("needs code-server, chromium, Playwright and editors/vscode/completer.vsix "
+                 "(make e2e-vscode installs them)")
     source = args.file or default_file()
     rows = pick_lines(source.read_text(), args.lines)
     variants = [v.partition("=") for v in (args.variant or ["default="])]

@@ -157,12 +157,11 @@ LINE_WITHOUT_GHOST = """(needle) => {
 
 
 @contextmanager
-def editor_at_end(url: str, file: str):
-    """Headless Chromium on code-server's page, `file` open in the editor with the cursor at its end,
-    once the extension's status bar item shows."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def file_in_code_server(url: str, file: str, chromium: str | None = CHROMIUM):
+    """Headless Chromium on code-server's page with `file` open in the editor, once the extension's
+    status bar item shows (bench/vscode_latency.py opens its file the same way)."""
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         try:
@@ -175,11 +174,19 @@ def editor_at_end(url: str, file: str):
             page.wait_for_function("document.querySelector('.statusbar') && "
                                    "document.querySelector('.statusbar').textContent.includes('completer')",
                                    timeout=60_000)
-            page.click(EDITOR + " .view-lines")
-            page.keyboard.press("Control+End")
             yield page
         finally:
             browser.close()
+
+
+@contextmanager
+def editor_at_end(url: str, file: str):
+    """`file` open in code-server with the cursor at its end."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with file_in_code_server(url, file) as page:
+        page.click(EDITOR + " .view-lines")
+        page.keyboard.press("Control+End")
+        yield page
 
 
 def extension_log(data: Path) -> str:
