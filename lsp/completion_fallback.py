@@ -38,14 +38,15 @@ async def complete_items(ls, params: types.CompletionParams) -> types.Completion
         text_document=params.text_document, position=params.position,
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
     answer = await complete_inline(ls, inline)
-    doc = ls.store.get(params.text_document.uri)
-    if not answer.items or doc is None:
+    located = ls.store.locate(params.text_document.uri)
+    if not answer.items or located is None:
         return empty
     item = answer.items[0]
     text = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
-    line = item.range.start.line
-    body = line_body(doc.lines[line]) if line < len(doc.lines) else ""
-    _, character = doc.clamp(line, item.range.start.character, ls.store.encoding)
+    line = item.range.start.line  # the client's; the document's is located.first_line lines further
+    doc_line = located.first_line + line
+    body = line_body(located.doc.lines[doc_line]) if doc_line < len(located.doc.lines) else ""
+    _, character = located.doc.clamp(doc_line, item.range.start.character, ls.store.encoding)
     start = _word_start(body, character)
     word = body[start:character]
     first_line = (word + text).split("\n", 1)[0].strip()

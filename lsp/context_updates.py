@@ -26,8 +26,6 @@ from completer.completion.context import python_import_definitions
 from completer.completion.pipeline import CompletionRequest
 from completer.syntax import MAX_PARSE_BYTES
 
-from .documents import prompt_path
-
 log = logging.getLogger(__name__)
 
 IDLE_S = 0.8
@@ -124,7 +122,7 @@ async def warm_up(ls, uri: str, line: int, character: int) -> None:
     character = min(character, len(doc.lines[line].rstrip("\r\n")))
     cancel = threading.Event()
     ls.pending[uri] = cancel
-    request = CompletionRequest(doc.lines, line, character, path=prompt_path(uri), language_id=doc.language_id,
+    request = CompletionRequest(doc.lines, line, character, path=doc.name, language_id=doc.language_id,
                                 session_key=uri, cache_scope=ls.workspace_root, syntax=doc.snapshot_at((line, character)),
                                 context=doc.context)
     try:

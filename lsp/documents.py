@@ -20,8 +20,9 @@ from completer.syntax import MAX_PARSE_BYTES, DocumentSyntax, Snapshot, byte_off
 
 def prompt_path(uri: str) -> str:
     """The file name the prompt shows for a document (the model was trained on file names, not URIs):
-    the last segment of the URI's path, percent-decoded (`my%20notes.py` is `my notes.py`)."""
-    return unquote(uri.rsplit("/", 1)[-1]) or "untitled"
+    the last segment of the URI's path, percent-decoded (`my%20notes.py` is `my notes.py`); a
+    fragment (a notebook cell's `#W2sZmlsZQ==`) is not part of it."""
+    return unquote(uri.split("#", 1)[0].rsplit("/", 1)[-1]) or "untitled"
 
 
 @dataclass
@@ -38,6 +39,10 @@ class Document:
     # The document's length in code points, kept with each edit: past MAX_PARSE_BYTES (a code point
     # is at least one byte) no tree is made, and knowing that costs no join of megabytes.
     chars: int = 0
+    name: str = ""  # the file name the prompt shows (prompt_path of the URI, unless set otherwise)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or prompt_path(self.uri)
 
     @classmethod
     def from_text(cls, uri: str, language_id: str, version: int, text: str) -> "Document":
@@ -97,10 +102,22 @@ def span_length(lines: list[str], start: tuple[int, int], end: tuple[int, int]) 
     return len(lines[sl]) - sc + sum(map(len, lines[sl + 1:el])) + ec
 
 
+@dataclass(frozen=True)
+class Located:
+    """Where a client's document lives in the store: a file is a document of its own; a notebook
+    cell is lines of its notebook's joined document (notebooks.py)."""
+    key: str  # the document's key in DocumentStore.documents
+    doc: Document
+    first_line: int  # the client's line 0 is the document's line first_line
+    line_count: int  # lines of the client's document
+
+
 class DocumentStore:
     def __init__(self) -> None:
         self.documents: dict[str, Document] = {}
         self.encoding = "utf-16"
+        self.notebooks: dict = {}  # notebook URI -> notebooks.Notebook
+        self.cell_notebooks: dict[str, str] = {}  # URI of a cell of an open notebook -> the notebook's URI
 
     def open(self, uri: str, language_id: str, version: int, text: str) -> Document:
         doc = self.documents[uri] = Document.from_text(uri, language_id, version, text)
@@ -111,3 +128,16 @@ class DocumentStore:
 
     def get(self, uri: str) -> Document | None:
         return self.documents.get(uri)
+
+    def locate(self, uri: str) -> Located | None:
+        """The document a client's URI is, or is part of; None if it is not open."""
+        doc = self.documents.get(uri)
+        if doc is not None:
+            return Located(uri, doc, 0, len(doc.lines))
+        notebook = self.notebooks.get(self.cell_notebooks.get(uri, ""))
+        placed = notebook.place(uri) if notebook is not None else None
+        doc = self.documents.get(notebook.key) if placed is not None else None
+        if doc is None:
+            return None
+        first_line, line_count = placed
+        return Located(notebook.key, doc, first_line, line_count)

@@ -43,7 +43,6 @@ from completer.syntax import language_for
 
 from . import context_updates, prefetch
 from .accept import ACCEPT_COMMAND
-from .documents import prompt_path
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ class InlineRequest:
     """One inlineCompletion on its way through the stages. `lines` is the document the suggestion is
     for (the real one, or as if the widget's selected item were accepted); `real_lines` the document
     as the request found it, to tell when an answer has gone stale."""
-    uri: str
+    uri: str  # the document's key in the store (for a notebook cell, its notebook's joined document)
     position: types.Position  # as the client sent it
     started: float
     version: int
@@ -87,8 +86,9 @@ class InlineRequest:
     lines: Sequence[str] = ()
     context: tuple[tuple[str, str], ...] = ()  # the document's context chunks when the request came
     open_files: tuple[tuple[str, str], ...] = ()  # and the other open files, for copies
-    line: int = 0
+    line: int = 0  # in the document
     character: int = 0  # code points
+    first_line: int = 0  # the document's line that is the client's line 0 (a notebook cell's first line)
     selected: Selected | None = None
     spent: Spent = field(default_factory=Spent)
     engine_done: float = 0.0  # when the engine thread finished, to time the hand-back to the coroutine
@@ -101,7 +101,7 @@ class InlineRequest:
         return current is not None and current.version == self.version and current.lines is self.real_lines
 
     def completion_request(self, ls, syntax) -> CompletionRequest:
-        return CompletionRequest(self.lines, self.line, self.character, path=prompt_path(self.uri),
+        return CompletionRequest(self.lines, self.line, self.character, path=self.doc.name,
                                  language_id=self.doc.language_id, session_key=self.uri,
                                  cache_scope=ls.workspace_root, syntax=syntax, context=self.context,
                                  open_files=self.open_files)
@@ -144,25 +144,26 @@ def _begin(ls, params: types.InlineCompletionParams) -> InlineRequest | types.In
     outside it."""
     started = time.perf_counter()
     ls.counters.requests += 1
-    uri, pos = params.text_document.uri, params.position
+    pos = params.position
+    located = ls.store.locate(params.text_document.uri)
+    uri, doc, first = (located.key, located.doc, located.first_line) if located else (params.text_document.uri, None, 0)
     ls.pacer.request(uri, started)
-    doc = ls.store.get(uri)
     version = doc.version if doc is not None else -1
     trigger = int(params.context.trigger_kind) if params.context else 2
-    rid = ls.recorder.request(uri, version, pos.line, pos.character, trigger) if ls.recorder else 0
-    req = InlineRequest(uri, pos, started, version, rid, doc)
+    rid = ls.recorder.request(uri, version, first + pos.line, pos.character, trigger) if ls.recorder else 0
+    req = InlineRequest(uri, pos, started, version, rid, doc, first_line=first)
     if doc is None:
         log.info("inlineCompletion for a document that is not open: %s", uri)
         ls.counters.empty += 1
         return _finish(ls, req, "not_open")
-    if pos.line < 0 or pos.line >= len(doc.lines) or pos.character < 0:
+    if pos.line < 0 or pos.line >= located.line_count or pos.character < 0:
         ls.counters.empty += 1
         return _finish(ls, req, "invalid")
-    req.line, req.character = doc.clamp(pos.line, pos.character, ls.store.encoding)
+    req.line, req.character = doc.clamp(first + pos.line, pos.character, ls.store.encoding)
     ls.last_cursor[uri] = (req.line, req.character)
     req.real_lines = req.lines = doc.lines  # immutable snapshots
     req.context, req.open_files = doc.context, doc.open_files
-    req.selected = _selected_completion(ls, params, doc.lines, req.line)
+    req.selected = _selected_completion(ls, params, doc.lines, req.line, first)
     if req.selected is not None:  # the document as if the widget's selected item were accepted
         s = req.selected
         body = line_body(doc.lines[req.line])
@@ -360,10 +361,10 @@ def _continues(flight: InFlight | None, lines, line: int, character: int) -> str
     return typed if typed and generated.startswith(typed) and len(generated) > len(typed) else None
 
 
-def _selected_completion(ls, params, lines, line: int) -> Selected | None:
+def _selected_completion(ls, params, lines, line: int, first_line: int) -> Selected | None:
     """The completion widget's selected item, if it is on the cursor line."""
     info = params.context.selected_completion_info if params.context else None
-    if info is None or info.range.start.line != line or info.range.end.line != line:
+    if info is None or first_line + info.range.start.line != line or first_line + info.range.end.line != line:
         return None
     body = line_body(lines[line])
     start = to_codepoints(body, info.range.start.character, ls.store.encoding)
@@ -376,15 +377,16 @@ def _item(ls, req: InlineRequest, text: str) -> types.InlineCompletionItem:
     suggestion runs through (completion/closers.py: `c", 1)` takes the `")` of `f("ab|")`); for a
     selected completion, from its start to its end with the item's text in front of the suggestion."""
     body = line_body(req.real_lines[req.line])
+    line = req.line - req.first_line  # the client's
     if req.selected is None:
-        at = types.Position(line=req.line, character=to_client_units(body, req.character, ls.store.encoding))
+        at = types.Position(line=line, character=to_client_units(body, req.character, ls.store.encoding))
         taken = closers_taken(text, body[:req.character], body[req.character:]) if ls.switches.closers else 0
-        to = types.Position(line=req.line, character=to_client_units(body, req.character + taken, ls.store.encoding)) \
+        to = types.Position(line=line, character=to_client_units(body, req.character + taken, ls.store.encoding)) \
             if taken else at
     else:
         s = req.selected
-        at = types.Position(line=req.line, character=to_client_units(body, s.start, ls.store.encoding))
-        to = types.Position(line=req.line, character=to_client_units(body, s.end, ls.store.encoding))
+        at = types.Position(line=line, character=to_client_units(body, s.start, ls.store.encoding))
+        to = types.Position(line=line, character=to_client_units(body, s.end, ls.store.encoding))
         text = s.text + text
     return types.InlineCompletionItem(
         insert_text=text,

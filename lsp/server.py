@@ -29,6 +29,7 @@ from completer.completion.pipeline import Completer, CompletionSettings
 from completer.completion.reuse import SuggestionReuse, forget_long_lines
 from completer.records import WORK_FIELDS, AnswerRecord, EngineWork
 
+from . import notebooks
 from .documents import DocumentStore
 from .options import EnginePlacement, ServerOptions, ServerSwitches, apply_client_settings
 from .pacing import Pacer
@@ -95,7 +96,8 @@ class EngineTotals(EngineWork):
 
 
 class CompleterProtocol(LanguageServerProtocol):
-    """Text sync goes to our DocumentStore (see documents.py for why not pygls' workspace)."""
+    """Text and notebook sync go to our DocumentStore (see documents.py for why not pygls' workspace,
+    notebooks.py for how a notebook is kept)."""
 
     _server: "CompleterServer"
 
@@ -148,6 +150,21 @@ class CompleterProtocol(LanguageServerProtocol):
         self._server.document_changed(doc.uri)
         yield from ()
 
+    @lsp_method(types.NOTEBOOK_DOCUMENT_DID_OPEN)
+    def lsp_notebook_document__did_open(self, params: types.DidOpenNotebookDocumentParams):
+        notebooks.opened(self._server, params)
+        yield from ()
+
+    @lsp_method(types.NOTEBOOK_DOCUMENT_DID_CHANGE)
+    def lsp_notebook_document__did_change(self, params: types.DidChangeNotebookDocumentParams):
+        notebooks.changed(self._server, params)
+        yield from ()
+
+    @lsp_method(types.NOTEBOOK_DOCUMENT_DID_CLOSE)
+    def lsp_notebook_document__did_close(self, params: types.DidCloseNotebookDocumentParams):
+        notebooks.closed(self._server, params.notebook_document.uri)
+        yield from ()
+
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
         if self._server.recorder:
@@ -167,7 +184,8 @@ def _change_record(change) -> list:
 class CompleterServer(LanguageServer):
     def __init__(self, options: ServerOptions, placement: EnginePlacement = EnginePlacement(),
                  record_dir: str | None = None):
-        super().__init__("completer", __version__, protocol_cls=CompleterProtocol)
+        super().__init__("completer", __version__, protocol_cls=CompleterProtocol,
+                         notebook_document_sync=notebooks.SYNC)
         self.store = DocumentStore()
         self.options = options  # engine, completion settings, switches; client settings replace it
         self.placement = placement

@@ -1,8 +1,10 @@
 """Seeded random traffic through the real server over stdio: every feature it registers, with valid,
 out-of-range and mistyped params, some frames that are not JSON-RPC at all, documents that are not
-open or not in the workspace, settings and workspace changes in between. The server must answer
-every request (a result, or the JSON-RPC error for bad params), log no failure of its own, and still
-complete a fresh document afterwards. test_malformed_input.py pins the individual cases; this one
+open or not in the workspace, notebooks opened, edited, restructured and closed (their cells also
+sent as text documents), settings and workspace changes in between. The server must answer every
+request (a result, or the JSON-RPC error for bad params), log no failure of its own, and still
+complete a fresh document and a fresh notebook's cell afterwards (seeds 1-12 passed when notebooks
+were added). test_malformed_input.py pins the individual cases; this one
 looks for the combinations nobody wrote down."""
 
 import json
@@ -37,6 +39,10 @@ class Traffic:
         self.uris = [root + "/pkg/a.py", root + "/pkg/b.ts", root + "/secret/s.py", "untitled:Untitled-1",
                      "file:///etc/passwd", root + "/x.log", root + "/pkg/%ZZ.py", "notauri", root + "/pkg/c.rs"]
         self.versions: dict[str, int] = {}
+        self.notebooks = [root + "/pkg/nb.ipynb", root + "/secret/s.ipynb", "untitled:Untitled-2.ipynb"]
+        self.cells = [f"vscode-notebook-cell:{nb.split(':', 1)[1]}#W{i}sZmlsZQ%3D%3D" for nb in self.notebooks
+                      for i in range(3)]
+        self.uris += self.cells[::2]  # text sync and requests for cells too (some joined, some not open)
 
     def position(self) -> dict:
         rng = self.rng
@@ -57,9 +63,47 @@ class Traffic:
             value = [self.mangled(v) for v in value]
         return value
 
+    def notebook_message(self) -> dict:
+        """notebookDocument/didOpen, didChange (cell text and structure) or didClose."""
+        rng, notebook, roll = self.rng, self.rng.choice(self.notebooks), self.rng.random()
+        cells = [cell for cell in self.cells if notebook.split(":", 1)[1] in cell]
+
+        def cell(uri):
+            return {"kind": rng.choice([1, 2, 2, 2]), "document": uri}
+
+        def item(uri):
+            return {"uri": uri, "languageId": rng.choice(["python", "python", "javascript", "markdown"]),
+                    "version": 1, "text": rng.choice(TEXTS)}
+
+        if roll < 0.3:
+            chosen = rng.sample(cells, rng.randint(0, len(cells)))
+            return {"method": "notebookDocument/didOpen", "params": {
+                "notebookDocument": {"uri": notebook, "notebookType": "jupyter-notebook", "version": 1,
+                                     "cells": [cell(uri) for uri in chosen]},
+                "cellTextDocuments": [item(uri) for uri in chosen if rng.random() > 0.1]}}
+        if roll < 0.9:
+            change = {}
+            if rng.random() < 0.7:
+                change["textContent"] = [{"document": {"uri": rng.choice(cells), "version": rng.randint(1, 50)},
+                                          "changes": [{"range": {"start": self.position(), "end": self.position()},
+                                                       "text": rng.choice(INSERTS)}]}]
+            if rng.random() < 0.4:
+                added = rng.sample(cells, rng.randint(0, 2))
+                change["structure"] = {
+                    "array": {"start": rng.choice([0, 1, 5, -1]), "deleteCount": rng.choice([0, 1, 3, -2]),
+                              "cells": [cell(uri) for uri in added]},
+                    "didOpen": [item(uri) for uri in added if rng.random() > 0.3],
+                    "didClose": [{"uri": uri} for uri in rng.sample(cells, rng.randint(0, 1))]}
+            return {"method": "notebookDocument/didChange", "params": {
+                "notebookDocument": {"uri": notebook, "version": rng.randint(1, 50)}, "change": {"cells": change}}}
+        return {"method": "notebookDocument/didClose", "params": {
+            "notebookDocument": {"uri": notebook}, "cellTextDocuments": [{"uri": uri} for uri in cells]}}
+
     def message(self) -> dict:
         rng, uri, roll = self.rng, self.rng.choice(self.uris), self.rng.random()
-        if roll < 0.15:
+        if rng.random() < 0.12:
+            msg = self.notebook_message()
+        elif roll < 0.15:
             self.versions[uri] = 1
             msg = {"method": "textDocument/didOpen", "params": {"textDocument": {
                 "uri": uri, "languageId": rng.choice(["python", "typescript", "rust", "plaintext", "weird"]),
@@ -146,7 +190,8 @@ def test_random_traffic_is_answered_and_leaves_the_server_serving(seed, tmp_path
         server.send({"id": 1, "method": "initialize", "params": {
             "processId": None, "rootUri": root, "workspaceFolders": [{"uri": root, "name": "w"}],
             "capabilities": {"general": {"positionEncodings": encodings},
-                             "workspace": {"configuration": True, "workspaceFolders": True}}}})
+                             "workspace": {"configuration": True, "workspaceFolders": True},
+                             "notebookDocument": {"synchronization": {}}}}})
         assert "result" in server.answer(1)
         server.send({"method": "initialized", "params": {}})
         traffic, next_id = Traffic(rng, root), 10
@@ -171,6 +216,16 @@ def test_random_traffic_is_answered_and_leaves_the_server_serving(seed, tmp_path
         server.send({"id": 99_999, "method": "textDocument/inlineCompletion", "params": {
             "textDocument": {"uri": uri}, "position": {"line": 1, "character": 12}, "context": {"triggerKind": 1}}})
         reply = server.answer(99_999)
+        assert reply is not None and "items" in reply["result"]
+        notebook, cell = root + "/pkg/fresh.ipynb", "vscode-notebook-cell:" + root.split(":", 1)[1] + "/pkg/fresh.ipynb#c1"
+        server.send({"method": "notebookDocument/didOpen", "params": {
+            "notebookDocument": {"uri": notebook, "notebookType": "jupyter-notebook", "version": 1,
+                                 "cells": [{"kind": 2, "document": cell}]},
+            "cellTextDocuments": [{"uri": cell, "languageId": "python", "version": 1,
+                                   "text": "def add(a, b):\n    return a"}]}})
+        server.send({"id": 100_000, "method": "textDocument/inlineCompletion", "params": {
+            "textDocument": {"uri": cell}, "position": {"line": 1, "character": 12}, "context": {"triggerKind": 1}}})
+        reply = server.answer(100_000)
         assert reply is not None and "items" in reply["result"]
     finally:
         server.close()

@@ -8,7 +8,8 @@ shows around them, and Tab leaves the line as meant instead of doubling them; an
 extension's completer.askAtEveryKey off, where the language client's provider answers after VS
 Code's 50 ms wait instead of the extension's own (its log says which answered). Ctrl+Right takes
 the suggestion's next word only, and the server hears how many characters. A server killed under
-the editor is started again by the language client, and suggestions come back.
+the editor is started again by the language client, and suggestions come back. In a Jupyter
+notebook, a cell's suggestion draws on the cells above it.
 
 Needs what `make e2e-vscode` installs (minutes): code-server from npm (Node 24), Debian's Chromium,
 Playwright, and editors/vscode/completer.vsix. Without them the test is skipped, saying what is
@@ -72,6 +73,23 @@ VARIANTS = {
                            '    log_event("handler_30", event.kind)'),
 }
 
+# A Jupyter notebook (VS Code's built-in ipynb support, no kernel): typed into its last code cell,
+# whose suggestion can only come from the first cell (the server joins a notebook's code cells).
+NOTEBOOK_CELLS = [
+    ("code", ("import pandas as pd\n\n\ndef summarize_quarterly_revenue(frame):\n"
+              "    return frame.groupby(['region', 'quarter'])['revenue_total'].sum()\n\n\n"
+              "sales = pd.read_csv('sales_2025.csv')\nprint(summarize_quarterly_revenue(sales))")),
+    ("markdown", "## The same for 2026"),
+    ("code", "sales = pd.read_csv('sales_2026.csv')\n"),
+]
+NOTEBOOK = json.dumps({
+    "cells": [{"cell_type": kind, "metadata": {}, "source": text.splitlines(keepends=True),
+               **({"execution_count": None, "outputs": []} if kind == "code" else {})} for kind, text in NOTEBOOK_CELLS],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                 "language_info": {"name": "python"}},
+    "nbformat": 4, "nbformat_minor": 5}, indent=1)
+# Named by tests that ask for them, not run by every test over VARIANTS.
+NAMED_VARIANTS = {"notebook": Variant("\n", "analysis.ipynb", NOTEBOOK, "totals = summarize_q", False)}
 
 EDITOR = ".part.editor .monaco-editor"  # the main editor area, not the chat input (also a Monaco editor)
 
@@ -89,7 +107,7 @@ def code_server(tmp_path, request):
     need_vscode()
     data, ws = tmp_path / "data", tmp_path / "ws"
     ws.mkdir()
-    variant = VARIANTS[request.param]
+    variant = {**VARIANTS, **NAMED_VARIANTS}[request.param]
     # "\r\n": a Windows checkout's file; VS Code keeps its line breaks (status bar "CRLF") and sends them
     (ws / variant.file).write_bytes(variant.source.replace("\n", variant.newline).encode())
     log = tmp_path / "server.log"
@@ -157,9 +175,10 @@ LINE_WITHOUT_GHOST = """(needle) => {
 
 
 @contextmanager
-def file_in_code_server(url: str, file: str, chromium: str | None = CHROMIUM):
-    """Headless Chromium on code-server's page with `file` open in the editor, once the extension's
-    status bar item shows (bench/vscode_latency.py opens its file the same way)."""
+def file_in_code_server(url: str, file: str, chromium: str | None = CHROMIUM, shown: str = EDITOR + " .view-lines"):
+    """Headless Chromium on code-server's page with `file` open in the editor (`shown` is there), once
+    the extension's status bar item shows (bench/vscode_latency.py opens its file the same way).
+    The file is opened after that: a notebook opened before the extensions are read is shown as JSON."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -168,12 +187,12 @@ def file_in_code_server(url: str, file: str, chromium: str | None = CHROMIUM):
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url)
             page.wait_for_selector(".monaco-workbench", timeout=90_000)
-            page.wait_for_selector(f".explorer-viewlet >> text={file}", timeout=60_000)
-            page.dblclick(f".explorer-viewlet >> text={file}")
-            page.wait_for_selector(EDITOR + " .view-lines", timeout=30_000)
             page.wait_for_function("document.querySelector('.statusbar') && "
                                    "document.querySelector('.statusbar').textContent.includes('completer')",
                                    timeout=60_000)
+            page.wait_for_selector(f".explorer-viewlet >> text={file}", timeout=60_000)
+            page.dblclick(f".explorer-viewlet >> text={file}")
+            page.wait_for_selector(shown, timeout=30_000)
             yield page
         finally:
             browser.close()
@@ -318,3 +337,39 @@ def test_a_killed_server_is_started_again_in_code_server(code_server):
         page.wait_for_function("[...document.querySelectorAll('.statusbar-item')].some(e => "
                                "e.textContent.includes('completer') && e.querySelector('.codicon-error'))",
                                timeout=10_000)
+
+
+@pytest.mark.parametrize("code_server", ["notebook"], indirect=True)
+def test_ghost_text_in_a_notebook_cell_in_code_server(code_server):
+    """In a Jupyter notebook's last code cell, the suggestion names a function that only the first
+    cell defines (the server completes a cell with the cells above it); Tab takes it into the cell
+    and the saved notebook has it."""
+    url, log, path, variant, _ = code_server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # Notebook editors are drawn in an overlay outside .part.editor.
+    cell_editor = ".notebook-editor .code-cell-row .monaco-editor"
+    line_without_ghost = LINE_WITHOUT_GHOST.replace(".part.editor .monaco-editor", cell_editor)
+    with file_in_code_server(url, variant.file, shown=cell_editor + " .view-lines") as page:
+        page.locator(cell_editor).nth(1).click()
+        page.keyboard.press("Control+End")
+        page.keyboard.type(variant.typed, delay=80)
+        try:
+            ghost = page.wait_for_selector(cell_editor + " .ghost-text-decoration", timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "vscode-no-ghost-text-notebook.png"))
+            raise AssertionError("no ghost text; server log:\n" + (log.read_text() if log.exists() else "(none)"))
+        suggestion = ghost.text_content().replace("\u00a0", " ")
+        page.screenshot(path=str(ARTIFACTS / "vscode-ghost-text-notebook.png"))
+        assert suggestion.startswith("uarterly_revenue"), suggestion
+        page.keyboard.press("Tab")
+        page.wait_for_function(f"(n) => {{ const r = ({line_without_ghost})(n); return r && !r.ghost; }}",
+                               arg=variant.typed, timeout=10_000)
+        line = page.evaluate(line_without_ghost, variant.typed)["text"].replace("\u00a0", " ").rstrip()
+        assert line == (variant.typed + suggestion).rstrip(), (line, suggestion)
+        page.keyboard.press("Control+S")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and line not in path.read_text():
+            time.sleep(0.2)
+    saved = json.loads(path.read_text())
+    assert line in "".join(saved["cells"][2]["source"]), saved["cells"][2]
+    assert "".join(saved["cells"][0]["source"]) == NOTEBOOK_CELLS[0][1]  # the other cells as they were

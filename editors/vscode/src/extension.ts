@@ -25,7 +25,8 @@ import {
 } from "vscode-languageclient/node";
 import { acceptedLength, initializationOptions, serverLaunch, ServerStatus, statusText, statusTooltip } from "./status";
 
-const DOCUMENTS = [{ scheme: "file" }, { scheme: "untitled" }];
+// Notebook cells too: the server joins a notebook's code cells into one document (notebook sync).
+const DOCUMENTS = [{ scheme: "file" }, { scheme: "untitled" }, { scheme: "vscode-notebook-cell" }];
 
 let client: LanguageClient | undefined;
 let enabled = true;
