@@ -103,8 +103,8 @@ class Notebook:
 
 
 def _after(text: str) -> str:
-    """What ends a cell's last line, then the blank line. After a lone \r a \n would join it into
-    one \r\n line break, and the lines (so every position) would no longer be the cell's."""
+    """What ends a cell's last line, then the blank line. After a lone CR an LF would join it into
+    one CRLF line break, and the lines (so every position) would no longer be the cell's."""
     return "\r\r\n" if text.endswith("\r") else "\n\n"
 
 
@@ -245,7 +245,7 @@ def _edit_joined(ls, notebook: Notebook, cell: Cell, changes) -> None:
         doc.apply_change((first + start[0], start[1]), (first + end[0], end[1]), change.text, "utf-32")
     notebook.version += 1
     doc.version = notebook.version
-    if len(doc.lines) != notebook.joined_line_count():  # a \\r typed at a cell's end met the \\n after it
+    if len(doc.lines) != notebook.joined_line_count():  # a lone CR at a cell's end met the LF after it
         _replace_joined(ls, notebook, doc)
         return
     if ls.recorder:
