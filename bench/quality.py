@@ -16,6 +16,10 @@ Workspace (--workspace N): the reranked arm again, each case with the cross-file
     files of the same project, drawn from the case file's directory first: the chunks go into the
     prompt, and copies from them (source "context") and from the rest of those files ("workspace")
     become candidates; and once more with copies from the prompt's chunks only (before 2026-12-06).
+Imports (--imports): the reranked arm again, each case's prompt with the declarations of the project
+    files its document imports (completion/imports.py, as the server chooses them when the user
+    pauses), read from the suite's files written to a temporary folder; with --workspace N, the
+    workspace arm with them too.
 Auto-closed (--auto-close): the mid-line cuts inside brackets or a string that the line closes, as an
     editor that closes them as they are typed (VS Code by default) has them: the closers right of the
     cursor; the suggestion inserted before them, and placed as the server's item places it (replacing
@@ -472,6 +476,9 @@ def main() -> None:
     ap.add_argument("--workspace", type=int, default=0, metavar="N",
                     help="also run the reranked arm with the context the server would take from N other open "
                     "files of each case's project (0: no workspace arm)")
+    ap.add_argument("--imports", action="store_true",
+                    help="also run the reranked arm with the declarations of the project files each case's document "
+                    "imports in its prompt (with --workspace, the workspace arm with them as well)")
     ap.add_argument("--no-rerank-arm", action="store_true",
                     help="skip the model-only arm (default: models with a reranker are also run without it)")
     ap.add_argument("--line-tokens", type=int, nargs="*", default=[], metavar="N",
@@ -523,9 +530,14 @@ def main() -> None:
     for name, engine in engines.items():
         reranks = Completer(engine, settings).notes.reranker is not None and engine.can_score
         arms.append((Path(name).name + (" + copies, reranked" if reranks else ""), name, settings, False))
+        if reranks and args.imports:
+            arms.append((Path(name).name + " + copies, imports", name, settings, "imports"))
         if reranks and args.workspace:
             arms.append((Path(name).name + f" + copies, {args.workspace} files open", name, settings, "files"))
             arms.append((Path(name).name + f", {args.workspace} open, chunk copies", name, settings, "chunks"))
+            if args.imports:
+                arms.append((Path(name).name + f" + copies, {args.workspace} open + imports", name, settings,
+                             "files+imports"))
         if reranks and not args.no_rerank_arm:
             arms.append((Path(name).name + " (model only)", name, dataclasses.replace(settings, rerank=False), False))
         for cap in args.line_tokens:  # the most tokens the model writes for a one-line suggestion
@@ -543,6 +555,15 @@ def main() -> None:
             chosen = [len(c) for c in contexts]
             print(f"(workspace: {args.workspace} other files of the project open; context chunks chosen per case: "
                   f"median {statistics.median(chosen):g}, none for {chosen.count(0)} of {len(chosen)})")
+        imported = {}
+        if args.imports:
+            imported["imports"] = workspace_contexts(cases, pools[suite], 0, settings.prompt_budget, imports=True)
+            with_imports = [len(c) for c in imported["imports"][0]]
+            print(f"(imports: cases whose prompt gets declarations of files they import: "
+                  f"{sum(n > 0 for n in with_imports)} of {len(with_imports)})")
+            if args.workspace:
+                imported["files+imports"] = workspace_contexts(cases, pools[suite], args.workspace,
+                                                               settings.prompt_budget, imports=True)
         for label, name, arm_settings, with_workspace in arms:
             engine = engines[name]
             completer = Completer(engine, arm_settings)
@@ -550,8 +571,13 @@ def main() -> None:
                 # Measured with the language gate open: a model not trained on the language would
                 # otherwise show nothing, and these numbers are why it shows nothing.
                 completer.notes = dataclasses.replace(completer.notes, languages=None)
-            res = run_model(completer, cases, contexts=contexts if with_workspace else None,
-                            open_files=open_files if with_workspace == "files" else None)
+            if with_workspace in imported:
+                arm_contexts, arm_files = imported[with_workspace]
+                res = run_model(completer, cases, contexts=arm_contexts,
+                                open_files=arm_files if with_workspace == "files+imports" else None)
+            else:
+                res = run_model(completer, cases, contexts=contexts if with_workspace else None,
+                                open_files=open_files if with_workspace == "files" else None)
             s = summarize(res["rows"])
             entry = results.setdefault(label, {"params": engine.describe()["parameters"]})
             entry[suite] = s

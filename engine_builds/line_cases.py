@@ -58,15 +58,21 @@ WORKSPACE_ROOT = Path("/workspace-of-the-bench")  # never read: ContextRing only
 
 
 def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, budget_tokens: int,
-                       seed: int = 11) -> tuple[list[tuple], list[tuple]]:
+                       seed: int = 11, imports: bool = False) -> tuple[list[tuple], list[tuple]]:
     """For each case, the context chunks the language server would choose, and the other open files
     it would search for copies (lsp/context_updates.py:
     the ring of recently opened files, selected by identifiers shared with the lines around the
     cursor, within the server's share of the prompt) had the user opened `open_files` other files of
     the case's project: drawn at random (seeded by the case's path) from its directory, then from the
-    rest of the project. The case file itself is never among them. `pool`: the suite's corpus files,
-    {"path", "text", "project"}."""
+    rest of the project. The case file itself is never among them. With `imports`, the declarations
+    of the project files that the case's document imports too (completion/imports.py), read from a
+    copy of the suite's files written to a temporary folder, as the server reads them from disk.
+    `pool`: the suite's corpus files, {"path", "text", "project"}."""
+    import contextlib
+    import tempfile
+
     from completer.completion.context import ContextRing, Workspace
+    from completer.completion.imports import import_definitions
     from lsp.context_updates import AROUND_LINES, CONTEXT_SHARE, LOCAL_LINES
 
     by_project: dict[str, list[dict]] = {}
@@ -75,18 +81,29 @@ def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, bud
     path_project = {f["path"]: f["project"] for f in pool}  # paths are unique within a suite
     budget = int(budget_tokens * CONTEXT_SHARE * 4)
     out, files = [], []
-    workspace = Workspace(WORKSPACE_ROOT, user_config=False)  # the same on every machine, built once
-    for c in cases:
-        project = path_project.get(c.path, "")
-        others = [f for f in by_project.get(project, []) if f["path"] != c.path]
-        ring = ContextRing(workspace)
-        for f in nearest_first(c.path, others, lambda f: f["path"], f"{seed}:{project}:{c.path}")[:open_files]:
-            ring.note(str(WORKSPACE_ROOT / f["path"]), f["text"])
-        line = c.line
-        around = "".join(c.lines[max(0, line - AROUND_LINES):line + 1])
-        local = "".join(c.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
-        out.append(ring.select(str(WORKSPACE_ROOT / c.path), around, local, budget))
-        files.append(ring.open_files(str(WORKSPACE_ROOT / c.path)))
+    with tempfile.TemporaryDirectory(prefix="completer-suite-") if imports else contextlib.nullcontext() as disk:
+        root = Path(disk) if imports else WORKSPACE_ROOT
+        if imports:
+            for f in pool:
+                where = root / f["path"]
+                where.parent.mkdir(parents=True, exist_ok=True)
+                where.write_text(f["text"], encoding="utf-8", errors="surrogatepass")
+        workspace = Workspace(root, user_config=False)  # the same on every machine, built once
+        for c in cases:
+            project = path_project.get(c.path, "")
+            others = [f for f in by_project.get(project, []) if f["path"] != c.path]
+            ring = ContextRing(workspace)
+            for f in nearest_first(c.path, others, lambda f: f["path"], f"{seed}:{project}:{c.path}")[:open_files]:
+                ring.note(str(root / f["path"]), f["text"])
+            line = c.line
+            around = "".join(c.lines[max(0, line - AROUND_LINES):line + 1])
+            local = "".join(c.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
+            language = language_for("", c.path)
+            document = "".join(c.lines).encode("utf-8", "surrogatepass")
+            chunks = import_definitions(workspace, str(root / c.path), document, language, budget // 2) \
+                if imports and language else []
+            out.append(ring.select(str(root / c.path), around, local, budget, chunks))
+            files.append(ring.open_files(str(root / c.path)))
     return out, files
 
 

@@ -7,9 +7,10 @@ cursor position, which prefills the new prompt (generating nothing) so that the 
 finds it cached (the same warm-up follows a cold answer: inline_completion.py). textDocument/didSave
 is handled here too.
 
-Bounded work: the import scan (a full parse of the document, reads of the modules it imports) runs
-on a worker thread, never on the event loop, and not at all for a document past the parser's size
-limit (syntax.MAX_PARSE_BYTES); modules over context.MAX_FILE_BYTES are not read. A document's task
+Bounded work: the import scan (a full parse of the document, reads of the files it imports:
+completion/imports.py) runs on a worker thread, never on the event loop, and not at all for a
+document past the parser's size limit (syntax.MAX_PARSE_BYTES); imported files over
+imports.MAX_IMPORTED_BYTES are not parsed, and the others only when they changed on disk. A document's task
 leaves `context_tasks` when it ends and at didClose (server.document_closed).
 """
 
@@ -22,7 +23,7 @@ import threading
 from lsprotocol import types
 from pygls.uris import to_fs_path
 
-from completer.completion.context import python_import_definitions
+from completer.completion.imports import RESOLVERS, import_definitions
 from completer.completion.pipeline import CompletionRequest
 from completer.syntax import MAX_PARSE_BYTES
 
@@ -65,14 +66,19 @@ async def refresh_after_idle(ls, uri: str) -> None:
     around = "".join(doc.lines[max(0, line - AROUND_LINES):line + 1])
     local = "".join(doc.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
     imports = []
-    snapshot = doc.snapshot if doc.syntax is not None and doc.syntax.language == "python" else None
+    budget = int(ls.settings.prompt_budget * CONTEXT_SHARE * 4)
+    language = doc.syntax.language if doc.syntax is not None else None
+    snapshot = doc.snapshot if language in RESOLVERS else None
     if snapshot is not None:  # None past MAX_PARSE_BYTES too
         source = snapshot.source
         if len(source) <= MAX_PARSE_BYTES:
-            imports = await asyncio.to_thread(python_import_definitions, ls.ring.workspace, path, source)
+            try:
+                imports = await asyncio.to_thread(import_definitions, ls.ring.workspace, path, source, language,
+                                                  budget // 2)
+            except Exception:  # a grammar or a file system surprise: the context goes on without imports
+                log.warning("reading the declarations of %s's imports failed", path, exc_info=True)
             if ls.store.get(uri) is not doc or ls.ring is None:  # closed meanwhile
                 return
-    budget = int(ls.settings.prompt_budget * CONTEXT_SHARE * 4)
     chosen = ls.ring.select(path, around, local, budget, imports)
     doc.open_files = ls.ring.open_files(path)  # copies only: no prompt changes, nothing to warm up
     if chosen == doc.context:

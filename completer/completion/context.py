@@ -3,8 +3,8 @@
 Two sources, ranked together by how much they share with the code around the cursor:
 
 - a ring of recently opened, edited and saved files, cut into chunks of `chunk_lines` lines;
-- for Python, the signatures of the top-level functions and classes of workspace modules the
-  current file imports (tree-sitter), so the model sees what it is about to call.
+- the declarations of the workspace files the current file imports, bodies elided (imports.py), so
+  the model sees what it is about to call.
 
 Chunks already visible in the local window are dropped, the rest fill a token budget. Privacy: a
 file is used only if it lies inside one of the workspace's folders, is not ignored by git's rules
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from completer.gitignore import IgnoreRules
-from completer.syntax import parser_for
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 SECRET_PATTERNS = (".env", ".env.*", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*",
@@ -198,73 +197,3 @@ class ContextRing:
             out.append((chunk.path, chunk.text))
             used += len(chunk.text)
         return tuple(out)
-
-
-def python_import_definitions(workspace: Workspace, current_path: str, source: bytes,
-                              max_chars: int = 2000) -> list[Chunk]:
-    """Signatures of top-level definitions in workspace modules the Python file imports, found from
-    the folder that holds the file (else the first folder)."""
-    root = workspace.folder_of(current_path) or workspace.root
-    if root is None:
-        return []
-    tree = parser_for("python").parse(source)
-    modules: list[str] = []
-    for node in tree.root_node.children:
-        if node.type == "import_statement":
-            modules += [n.text.decode() for n in node.named_children if n.type == "dotted_name"]
-            modules += [n.child_by_field_name("name").text.decode() for n in node.named_children
-                        if n.type == "aliased_import"]
-        elif node.type == "import_from_statement":
-            name = node.child_by_field_name("module_name")
-            if name is not None and name.type == "dotted_name":
-                modules.append(name.text.decode())
-    chunks = []
-    for module in dict.fromkeys(modules):
-        base = root.joinpath(*module.split("."))
-        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-            if not candidate.is_file():
-                continue
-            rel = workspace.relative(candidate)
-            if rel is None or candidate.resolve() == Path(current_path).resolve():
-                continue
-            try:
-                if candidate.stat().st_size > MAX_FILE_BYTES:  # generated or vendored: not worth a parse
-                    break
-                text = candidate.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                break
-            sigs = _signatures(text.encode("utf-8"))
-            if sigs:
-                chunks.append(Chunk(rel, sigs[:max_chars], "definitions"))
-            break
-    return chunks
-
-
-def _signatures(source: bytes) -> str:
-    """Top-level `def`/`class` lines (class bodies' method signatures too), bodies elided."""
-    tree = parser_for("python").parse(source)
-    out = []
-
-    def header(node, indent: str, elide: bool = True) -> None:
-        body = node.child_by_field_name("body")
-        end = body.start_byte if body is not None else node.end_byte
-        text = source[node.start_byte:end].decode("utf-8", "replace").rstrip()
-        out.append(indent + text + (" ...\n" if elide else "\n"))
-
-    def definition(node):
-        return node.child_by_field_name("definition") if node.type == "decorated_definition" else node
-
-    for node in tree.root_node.children:
-        target = definition(node)
-        if target is None:
-            continue
-        if target.type == "function_definition":
-            header(target, "")
-        elif target.type == "class_definition":
-            body = target.child_by_field_name("body")
-            methods = [m for m in map(definition, body.children if body is not None else [])
-                       if m is not None and m.type == "function_definition"]
-            header(target, "", elide=not methods)
-            for m in methods:
-                header(m, "    ")
-    return "".join(out)

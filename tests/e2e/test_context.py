@@ -21,6 +21,11 @@ def workspace(tmp_path_factory) -> Path:
         "class Order:\n    def discounted(self, rate):\n        return self.total * (1 - rate)\n\n\n"
         "def load_orders(path):\n    return []\n")
     (root / ".env").write_text("API_TOKEN=do-not-leak\n")
+    (root / "web").mkdir()
+    (root / "web" / "store.ts").write_text(
+        "export class Store {\n  add(item: string): void {\n    this.items.push(item)\n  }\n}\n")
+    (root / "web" / "secret.ts").write_text("export const token = 'do-not-leak'\n")
+    (root / ".gitignore").write_text("web/secret.ts\n")
     return root
 
 
@@ -31,20 +36,28 @@ async def stats(client):
     return await client.protocol.send_request_async("completer/stats", None)
 
 
+async def open_and_ask(client, path: Path, language_id: str, text: str, line: int, character: int):
+    """Write the file, open it as an editor would and ask for a suggestion at (line, character);
+    returns the request's params, to ask again."""
+    path.write_text(text)
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id=language_id, version=1, text=text)))
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+    await client.text_document_inline_completion_async(params)
+    return params
+
+
 async def test_context_is_chosen_when_idle_and_warmed_up(client: LanguageClient, workspace: Path):
     env_uri = (workspace / ".env").as_uri()
     client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
         uri=env_uri, language_id="dotenv", version=1, text="API_TOKEN=do-not-leak\n")))
     main = workspace / "main.py"
     text = "from pkg.models import Order, load_orders\n\norders = load_orders('x')\ntotal = \n"
-    main.write_text(text)
+    params = await open_and_ask(client, main, "python", text, 3, 8)
     uri = main.as_uri()
-    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-        uri=uri, language_id="python", version=1, text=text)))
-    params = types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=3, character=8),
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
-    await client.text_document_inline_completion_async(params)
     deadline = asyncio.get_running_loop().time() + 30
     while asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.3)
@@ -84,3 +97,17 @@ async def test_a_renamed_or_deleted_file_leaves_every_context_at_once(client: La
     await asyncio.sleep(0.2)  # a notification: no answer to wait for
     chosen = next((e.paths for e in (await stats(client)).context if e.uri == main.as_uri()), [])
     assert "notes.py" not in chosen
+
+
+async def test_a_typescript_file_gets_the_declarations_of_what_it_imports(client: LanguageClient, workspace: Path):
+    """Neither imported file is open: the server reads store.ts from disk; secret.ts is ignored by git."""
+    main = workspace / "web" / "main.ts"
+    text = "import { Store } from './store'\nimport { token } from './secret'\n\nconst store = new Store()\nstore.\n"
+    await open_and_ask(client, main, "typescript", text, 4, 6)
+    uri = main.as_uri()
+    chosen = []
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline and "web/store.ts" not in chosen:
+        await asyncio.sleep(0.3)
+        chosen = next((entry.paths for entry in (await stats(client)).context if entry.uri == uri), [])
+    assert "web/store.ts" in chosen and "web/secret.ts" not in chosen

@@ -1,6 +1,11 @@
 """Cross-file context: privacy rules, ranking, de-duplication, budget, import definitions."""
 
-from completer.completion.context import ContextRing, Workspace, python_import_definitions
+from completer.completion.context import ContextRing, Workspace
+from completer.completion.imports import import_definitions
+
+
+def python_import_definitions(workspace, path, source):
+    return import_definitions(workspace, path, source, "python")
 
 
 def make_workspace(tmp_path):
@@ -69,8 +74,8 @@ def test_python_import_definitions(tmp_path):
     main.write_bytes(src)
     chunks = python_import_definitions(Workspace(root), str(main), src)
     assert [c.path for c in chunks] == ["pkg/models.py"]
-    assert chunks[0].text == ("class Order:\n    def discounted(self, rate: float) -> float: ...\n"
-                              "def load_orders(path): ...\n")
+    assert chunks[0].text == ("@dataclasses.dataclass\nclass Order:\n    total: float\n"
+                              "    def discounted(self, rate: float) -> float: ...\ndef load_orders(path): ...\n")
 
 
 # -- issue 24: findings 10 and 15 -------------------------------------------------------------------

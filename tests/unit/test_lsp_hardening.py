@@ -111,14 +111,14 @@ def test_the_request_log_is_bounded_to_a_few_megabytes():
 async def _refresh(monkeypatch, tmp_path, text):
     calls = []
 
-    def scan(workspace, path, source):
+    def scan(workspace, path, source, language, max_chars):
         calls.append((threading.current_thread() is threading.main_thread(), len(source)))
         return []
 
     async def no_warm_up(*args):
         return None
 
-    monkeypatch.setattr(context_updates, "python_import_definitions", scan)
+    monkeypatch.setattr(context_updates, "import_definitions", scan)
     monkeypatch.setattr(context_updates, "warm_up", no_warm_up)
     server = create_server()
     server.ring = ContextRing(Workspace(tmp_path))
