@@ -72,9 +72,10 @@ async def refresh_after_idle(ls, uri: str) -> None:
     if snapshot is not None:  # None past MAX_PARSE_BYTES too
         source = snapshot.source
         if len(source) <= MAX_PARSE_BYTES:
+            whole_tree = snapshot.tree if snapshot.window is None else None  # a window may miss the imports
             try:
                 imports = await asyncio.to_thread(import_definitions, ls.ring.workspace, path, source, language,
-                                                  budget // 2)
+                                                  budget // 2, whole_tree)
             except Exception:  # a grammar or a file system surprise: the context goes on without imports
                 log.warning("reading the declarations of %s's imports failed", path, exc_info=True)
             if ls.store.get(uri) is not doc or ls.ring is None:  # closed meanwhile

@@ -35,6 +35,8 @@ from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
+from tree_sitter import Tree
+
 from completer.completion.context import Chunk, Workspace
 from completer.completion.declarations import Declaration, declarations
 from completer.syntax import UTF8, language_for, parser_for
@@ -44,6 +46,8 @@ MAX_PACKAGE_FILES = 24  # files of one Go or Java package directory looked at
 MAX_IMPORTS = 200  # import statements looked at per file (each costs a few stat calls)
 # An imported file larger than this is generated or vendored: not parsed (a 1 MB file takes ~1 s).
 MAX_IMPORTED_BYTES = 256_000
+# Without the document's own whole tree, only its head is parsed for imports: they stand at the top.
+HEAD_BYTES = 64_000
 CHUNK_CHARS = 768  # default size of one file's chunk
 MIN_HEAD_CHARS = 160  # the least room worth the first lines of a declaration too long to take whole
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -58,9 +62,10 @@ class Imported:
 
 
 def import_definitions(workspace: Workspace, current_path: str, source: bytes, language: str,
-                       max_chars: int = CHUNK_CHARS) -> list[Chunk]:
+                       max_chars: int = CHUNK_CHARS, tree: Tree | None = None) -> list[Chunk]:
     """Chunks of declarations from the workspace files that the file at `current_path` (its text:
-    `source`) imports, in the order it imports them."""
+    `source`) imports, in the order it imports them. `tree`: the document's whole tree where the
+    caller has one (the language server's snapshot), else its first HEAD_BYTES are parsed."""
     resolve = RESOLVERS.get(language)
     if resolve is None or not workspace.folders:
         return []
@@ -68,7 +73,9 @@ def import_definitions(workspace: Workspace, current_path: str, source: bytes, l
     folder = workspace.folder_of(current) or workspace.root
     if folder is None:
         return []
-    tree = parser_for(language).parse(source)
+    if tree is None:
+        head = source if len(source) <= HEAD_BYTES else source[:source.rfind(b"\n", 0, HEAD_BYTES) + 1]
+        tree = parser_for(language).parse(head)
     used = set(_IDENT.findall(source.decode(*UTF8)))
     chunks, seen = [], {_resolved(current)}
     for target in resolve(tree.root_node, source, current, folder):

@@ -173,3 +173,15 @@ def test_an_imported_file_changed_on_disk_is_read_again(tmp_path):
     assert chunks_for(tmp_path, "main.py", "python") == {"lib.py": "def old(a): ...\n"}  # from the cache
     (tmp_path / "lib.py").write_text("def renamed(a, b):\n    return a\n")
     assert chunks_for(tmp_path, "main.py", "python") == {"lib.py": "def renamed(a, b): ...\n"}
+
+
+def test_the_servers_tree_is_used_and_a_long_document_is_read_from_its_head(tmp_path):
+    from completer.syntax import parser_for
+
+    write(tmp_path, {"lib.py": "def helper(a):\n    return a\n"})
+    source = ("import lib\n\n" + "x = lib.helper(1)\n" * 10_000).encode()  # 180 KB, past HEAD_BYTES
+    ws, path = Workspace(tmp_path), str(tmp_path / "main.py")
+    expected = ["def helper(a): ...\n"]
+    assert [c.text for c in import_definitions(ws, path, source, "python")] == expected
+    tree = parser_for("python").parse(source)
+    assert [c.text for c in import_definitions(ws, path, source, "python", tree=tree)] == expected

@@ -111,7 +111,7 @@ def test_the_request_log_is_bounded_to_a_few_megabytes():
 async def _refresh(monkeypatch, tmp_path, text):
     calls = []
 
-    def scan(workspace, path, source, language, max_chars):
+    def scan(workspace, path, source, language, max_chars, tree):
         calls.append((threading.current_thread() is threading.main_thread(), len(source)))
         return []
 
