@@ -19,6 +19,7 @@ from completer.syntax import UTF8, parser_for
 
 WHOLE_LINES = 8  # a type, field or constant longer than this is cut, with an elision mark
 MAX_MEMBERS = 40  # of one class, impl or namespace
+MAX_DEPTH = 3  # classes in classes listed this deep; conditionals and namespaces looked into this deep
 
 
 @dataclass(frozen=True)
@@ -123,17 +124,19 @@ _TRANSPARENT = frozenset({"preproc_ifdef", "preproc_if", "preproc_else", "prepro
                           "linkage_specification", "namespace_definition", "mod_item", "internal_module", "module"})
 
 
-def _flat(nodes):
-    """`nodes`, with the declarations inside transparent nodes in their place."""
+def _flat(nodes, depth: int = 0):
+    """`nodes`, with the declarations inside transparent nodes in their place (MAX_DEPTH deep)."""
     for node in nodes:
         if node.type not in _TRANSPARENT:
             yield node
             continue
+        if depth >= MAX_DEPTH:
+            continue
         body = node.child_by_field_name("body")
         if node.type.startswith("preproc"):
-            yield from _flat(c for c in node.named_children if c.type not in ("identifier", "preproc_arg"))
+            yield from _flat((c for c in node.named_children if c.type not in ("identifier", "preproc_arg")), depth + 1)
         elif body is not None:
-            yield from _flat(body.named_children)
+            yield from _flat(body.named_children, depth + 1)
         elif node.type == "mod_item":
             yield node  # `mod x;`: kept as it is
 
@@ -202,6 +205,8 @@ def _render(grammar: Grammar, language: str, source: bytes, node, indent: str):
         if body is None or body.type not in _MEMBER_LISTS:
             return name, _whole(source, node, indent), _exported(language, name, node, source)
         head = _head(_text(source, node.start_byte, body.start_byte), indent, node.start_point[1])
+        if len(indent) >= MAX_DEPTH * len(grammar.indent):  # a class this deep: its header only
+            return name, head + grammar.elided + "\n", _exported(language, name, node, source)
         opener = " {" if grammar.closing and not head.rstrip().endswith("{") else ""
         lines = [head + opener + "\n"]
         members = 0

@@ -185,3 +185,12 @@ def test_the_servers_tree_is_used_and_a_long_document_is_read_from_its_head(tmp_
     assert [c.text for c in import_definitions(ws, path, source, "python")] == expected
     tree = parser_for("python").parse(source)
     assert [c.text for c in import_definitions(ws, path, source, "python", tree=tree)] == expected
+
+
+def test_deeply_nested_declarations_are_listed_a_few_levels_deep():
+    java = "class A0 {\n" + "".join(f"class A{i} {{\n" for i in range(1, 3000)) + "}\n" * 3000
+    [outer] = declarations("java", java)
+    assert outer.text.splitlines()[:4] == ["class A0 {", "    class A1 {", "        class A2 {",
+                                           "            class A3 { ... }"]
+    c = "#ifdef A\n" * 2000 + "int f(void);\n" + "#endif\n" * 2000
+    assert declarations("c", c) == []  # too deep to look into, and no error
