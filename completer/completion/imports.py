@@ -202,15 +202,19 @@ def _python(root, source: bytes, current: Path, folder: Path) -> list[Imported]:
     roots = _roots(current, folder)
 
     def module(parts: list[str], base_dirs: list[Path], names: frozenset[str] | None) -> None:
+        """The module `parts` from the first base that has it, and the modules among `names` (`from
+        pkg import mod`; a package without __init__.py too)."""
         for base in base_dirs:
-            stem = base.joinpath(*parts) if parts else base
+            stem = base.joinpath(*parts)
             found = _first_file([stem.with_suffix(".py"), stem / "__init__.py"] if parts else [stem / "__init__.py"])
+            submodules = [p for n in sorted(names or ())
+                          if (p := _first_file([stem / f"{n}.py", stem / n / "__init__.py"]))]
+            if found is None and not submodules:
+                continue
             if found is not None:
                 out.append(Imported(found, names, public_only=True))
-                if names and found.name == "__init__.py":  # `from pkg import mod`: the modules too
-                    out.extend(Imported(p, None, True) for n in names
-                               if (p := _first_file([stem / f"{n}.py", stem / n / "__init__.py"])))
-                return
+            out.extend(Imported(p, None, public_only=True) for p in submodules)
+            return
 
     for node in islice(_python_imports(root), MAX_IMPORTS):
         if node.type == "import_statement":
@@ -372,7 +376,7 @@ def _rust(root, source: bytes, current: Path, folder: Path) -> list[Imported]:
             argument = node.child_by_field_name("argument")
             if argument is None:
                 continue
-            path = re.sub(r"\s+", "", _text(argument, source))
+            path = re.sub(r"\s+", "", re.sub(r"\s+as\s+\w+", "", _text(argument, source)))  # `a::B as C`
             head, _, rest = path.partition("::")
             if head == "crate":
                 base = _crate_src(current, folder)
@@ -404,7 +408,7 @@ def _crate_src(current: Path, folder: Path) -> Path | None:
 
 def _rust_module(base: Path, path: str) -> tuple[Path, frozenset[str] | None] | None:
     """The file of the longest module prefix of `path` (`a::b::{C, D}`), and the names after it."""
-    parts = [p for p in re.split(r"::", path.split("{")[0]) if p]
+    parts = [p for p in path.split("{")[0].split("::") if p]
     leaves = frozenset(_IDENT.findall(path.split("{", 1)[1])) if "{" in path else None
     for k in range(len(parts), 0, -1):
         stem = base.joinpath(*parts[:k])

@@ -40,6 +40,12 @@ def test_python_relative_and_absolute_imports_from_a_src_layout(tmp_path):
     assert list(chunks_for(tmp_path, "tests/test_cli.py", "python")) == ["src/shop/models.py"]
 
 
+def test_python_modules_imported_from_a_package_without_init(tmp_path):
+    write(tmp_path, {"app/views.py": "def render(page):\n    return page\n",
+                     "app/main.py": "from . import views\nviews.render(1)\n"})
+    assert chunks_for(tmp_path, "app/main.py", "python") == {"app/views.py": "def render(page): ...\n"}
+
+
 def test_javascript_and_typescript_relative_specifiers(tmp_path):
     write(tmp_path, {
         "lib/router/index.js": "exports.route = function route(path) {\n  return new Route(path);\n};\n"
@@ -79,7 +85,8 @@ def test_go_package_siblings_and_module_packages(tmp_path):
 def test_rust_mod_and_use_paths(tmp_path):
     write(tmp_path, {
         "Cargo.toml": "[package]\nname = \"x\"\n",
-        "src/lib.rs": "mod walk;\nuse crate::util::{Size, grow};\n\npub fn run() { grow(Size(1)); }\n",
+        "src/lib.rs": "mod walk;\nuse crate::util::{Size, grow};\nuse self::walk::Walker as W;\n\n"
+                      "pub fn run() { grow(Size(1)); }\n",
         "src/walk.rs": "pub struct Walker { depth: usize }\nimpl Walker {\n"
                        "    pub fn new() -> Self { Walker { depth: 0 } }\n}\n",
         "src/util/mod.rs": "pub struct Size(pub u32);\npub fn grow(s: Size) -> Size { s }\nfn hidden() {}\n",
