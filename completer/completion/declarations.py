@@ -1,10 +1,11 @@
 """A source file's declarations with their bodies elided: what another file that imports it can call.
 
 Functions and methods keep their signature line(s) and lose their body (" ..." in Python, "{ ... }"
-in brace languages, "... end" in Lua); classes, impls, traits, interfaces and namespaces keep their
-header and list their members the same way; short type definitions, fields, constants and macros are
-kept whole (at most WHOLE_LINES lines). Nine grammars, one table each (GRAMMARS): the walk is the
-same for all.
+in brace languages, "... end" in Lua); classes, impls, traits and interfaces keep their header and
+list their members the same way; short type definitions, fields, constants and macros are kept
+whole (at most WHOLE_LINES lines, comment lines dropped; Python's one-line assignments only);
+namespaces, inline modules, include guards and `extern "C"` are looked through, their members listed
+as if at the top. Nine grammars, one table each (GRAMMARS): the walk is the same for all.
 
 Each declaration comes back as a `Declaration` with its name, so that the caller can keep those an
 importing file names and drop the rest (imports.py).
@@ -26,7 +27,7 @@ MAX_DEPTH = 3  # classes in classes listed this deep; conditionals and namespace
 class Declaration:
     name: str  # "" where the declaration has none (an impl block, an anonymous enum)
     text: str  # one or more lines, each ending in "\n"
-    exported: bool  # Go: capitalised; JavaScript/TypeScript: exported; Python: no leading "_"; else True
+    exported: bool  # Go: capitalised; JS/TS: exported; Python: no leading "_"; Lua: not `local`; else True
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ GRAMMARS: dict[str, Grammar] = {
     "typescript": Grammar(
         functions=frozenset({"function_declaration", "generator_function_declaration", "method_definition",
                              "function_signature", "method_signature", "abstract_method_signature"}),
-        containers=frozenset({"class_declaration", "abstract_class_declaration", "module", "internal_module"}),
+        containers=frozenset({"class_declaration", "abstract_class_declaration"}),
         whole=frozenset({"interface_declaration", "type_alias_declaration", "enum_declaration",
                          "public_field_definition"}),
         wrappers=frozenset({"export_statement", "ambient_declaration"}), **_BRACES),
@@ -63,7 +64,7 @@ GRAMMARS: dict[str, Grammar] = {
         wrappers=frozenset(), **_BRACES),
     "rust": Grammar(
         functions=frozenset({"function_item", "function_signature_item"}),
-        containers=frozenset({"impl_item", "trait_item", "mod_item"}),
+        containers=frozenset({"impl_item", "trait_item", "mod_item"}),  # `mod x;`: a mod with a body is looked through
         whole=frozenset({"struct_item", "enum_item", "union_item", "type_item", "const_item", "static_item",
                          "associated_type"}),
         wrappers=frozenset(), **_BRACES),
@@ -74,7 +75,7 @@ GRAMMARS: dict[str, Grammar] = {
         wrappers=frozenset(), **_BRACES),
     "cpp": Grammar(
         functions=frozenset({"function_definition"}),
-        containers=frozenset({"class_specifier", "namespace_definition"}),
+        containers=frozenset({"class_specifier"}),
         whole=frozenset({"declaration", "field_declaration", "type_definition", "alias_declaration",
                          "struct_specifier", "union_specifier", "enum_specifier", "preproc_def",
                          "preproc_function_def"}),
