@@ -73,7 +73,7 @@ def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, bud
 
     from completer.completion.context import ContextRing, Workspace
     from completer.completion.imports import import_definitions
-    from lsp.context_updates import AROUND_LINES, CONTEXT_SHARE, LOCAL_LINES
+    from lsp.context_updates import AROUND_LINES, CONTEXT_SHARE, IMPORT_SHARE, LOCAL_LINES
 
     by_project: dict[str, list[dict]] = {}
     for f in pool:
@@ -100,7 +100,7 @@ def workspace_contexts(cases: list[Case], pool: list[dict], open_files: int, bud
             local = "".join(c.lines[max(0, line - LOCAL_LINES):line + LOCAL_LINES // 4])
             language = language_for("", c.path)
             document = "".join(c.lines).encode("utf-8", "surrogatepass")
-            chunks = import_definitions(workspace, str(root / c.path), document, language, budget // 2) \
+            chunks = import_definitions(workspace, str(root / c.path), document, language, int(budget * IMPORT_SHARE)) \
                 if imports and language else []
             out.append(ring.select(str(root / c.path), around, local, budget, chunks))
             files.append(ring.open_files(str(root / c.path)))

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 IDLE_S = 0.8
 CONTEXT_SHARE = 0.25  # of the prompt budget, in characters at ~4 per token
+IMPORT_SHARE = 0.5  # of the context's characters, the most one imported file's declarations take
 AROUND_LINES = 4
 LOCAL_LINES = 80
 
@@ -75,7 +76,7 @@ async def refresh_after_idle(ls, uri: str) -> None:
             whole_tree = snapshot.tree if snapshot.window is None else None  # a window may miss the imports
             try:
                 imports = await asyncio.to_thread(import_definitions, ls.ring.workspace, path, source, language,
-                                                  budget // 2, whole_tree)
+                                                  int(budget * IMPORT_SHARE), whole_tree)
             except Exception:  # a grammar or a file system surprise: the context goes on without imports
                 log.warning("reading the declarations of %s's imports failed", path, exc_info=True)
             if ls.store.get(uri) is not doc or ls.ring is None:  # closed meanwhile

@@ -99,7 +99,9 @@ _FUNCTION_VALUES = frozenset({"function_expression", "function", "arrow_function
                               "generator_function"})
 _ASSIGNMENTS = frozenset({"lexical_declaration", "variable_declaration", "expression_statement",
                           "assignment_statement"})
-_WORD = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+# A name as declarations carry it; imports.py splits the importing file with the same pattern, so
+# that `name in used` compares like with like.
+IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 
 def declarations(language: str, text: str) -> list[Declaration]:
@@ -181,23 +183,20 @@ def _render(grammar: Grammar, language: str, source: bytes, node, indent: str):
         if rendered is None:
             return None
         name, body, exported = rendered
+        exported = exported or kind == "export_statement"
         raw = source[node.start_byte:inner.start_byte].decode(*UTF8)
         prefix = raw.strip()
-        joined = " " if prefix else ""
         if prefix and "\n" in raw:  # decorators: one per line, the definition under them
             head = "".join(indent + line.strip() + "\n" for line in prefix.splitlines() if line.strip())
-            return name, head + body, exported or kind == "export_statement"
-        exported = exported or kind == "export_statement"
-        return name, (indent + prefix + joined + body.lstrip()) if prefix else body, exported
+            return name, head + body, exported
+        return name, (indent + prefix + " " + body.lstrip()) if prefix else body, exported
     if kind in grammar.functions:
         name = _name(node, source)
         exported = _exported(language, name, node, source)
         body = node.child_by_field_name("body")
         if body is None or body.end_byte == body.start_byte:  # a prototype, an abstract or interface method
             return name, _whole(source, node, indent), exported
-        params = node.child_by_field_name("parameters") if language == "lua" else None  # Lua: no brace to cut at
-        head = _text(source, node.start_byte, params.end_byte if params is not None else body.start_byte)
-        return name, _head(head, indent, node.start_point[1]) + grammar.elided + "\n", exported
+        return name, _signature(grammar, language, source, node, node, indent), exported
     if kind in grammar.containers:
         body = node.child_by_field_name("body")
         name = _name(node, source)
@@ -245,19 +244,22 @@ def _render(grammar: Grammar, language: str, source: bytes, node, indent: str):
         return name, indent + text.strip() + "\n", _exported(language, name, node, source)
     if kind in _ASSIGNMENTS:
         function = _function_value(node)
-        if function is None:
-            return None
-        body = function.child_by_field_name("body")
-        if body is None:
+        if function is None or function.child_by_field_name("body") is None:
             return None
         name = _name(node, source)
-        head = _text(source, node.start_byte, body.start_byte)
-        if language == "lua":
-            params = function.child_by_field_name("parameters")
-            head = _text(source, node.start_byte, params.end_byte if params is not None else body.start_byte)
         exported = _exported(language, name, node, source)
-        return name, _head(head, indent, node.start_point[1]) + grammar.elided + "\n", exported
+        return name, _signature(grammar, language, source, node, function, indent), exported
     return None
+
+
+def _signature(grammar: Grammar, language: str, source: bytes, node, function, indent: str) -> str:
+    """`node`'s text up to the body of `function` (the node itself, or the function it assigns),
+    then the elision mark. Lua's bodies have no brace to stop before: its header ends with the
+    parameters."""
+    body = function.child_by_field_name("body")
+    params = function.child_by_field_name("parameters") if language == "lua" else None
+    head = _text(source, node.start_byte, params.end_byte if params is not None else body.start_byte)
+    return _head(head, indent, node.start_point[1]) + grammar.elided + "\n"
 
 
 def _head(text: str, indent: str, column: int = 0) -> str:
@@ -316,7 +318,7 @@ def _name(node, source: bytes) -> str:
 
 
 def _last_word(text: str) -> str:
-    words = _WORD.findall(text)
+    words = IDENTIFIER.findall(text)
     return words[-1] if words else ""
 
 

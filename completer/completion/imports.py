@@ -38,7 +38,7 @@ from pathlib import Path
 from tree_sitter import Tree
 
 from completer.completion.context import Chunk, Workspace
-from completer.completion.declarations import Declaration, declarations
+from completer.completion.declarations import IDENTIFIER, Declaration, declarations
 from completer.syntax import UTF8, language_for, parser_for
 
 MAX_FILES = 12  # files read per refresh
@@ -50,7 +50,6 @@ MAX_IMPORTED_BYTES = 256_000
 HEAD_BYTES = 64_000
 CHUNK_CHARS = 768  # default size of one file's chunk
 MIN_HEAD_CHARS = 160  # the least room worth the first lines of a declaration too long to take whole
-_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def import_definitions(workspace: Workspace, current_path: str, source: bytes, l
     if tree is None:
         head = source if len(source) <= HEAD_BYTES else source[:source.rfind(b"\n", 0, HEAD_BYTES) + 1]
         tree = parser_for(language).parse(head)
-    used = set(_IDENT.findall(source.decode(*UTF8)))
+    used = set(IDENTIFIER.findall(source.decode(*UTF8)))
     chunks, seen = [], {_resolved(current)}
     for target in resolve(tree.root_node, source, current, folder):
         if len(seen) > MAX_FILES:
@@ -409,7 +408,7 @@ def _crate_src(current: Path, folder: Path) -> Path | None:
 def _rust_module(base: Path, path: str) -> tuple[Path, frozenset[str] | None] | None:
     """The file of the longest module prefix of `path` (`a::b::{C, D}`), and the names after it."""
     parts = [p for p in path.split("{")[0].split("::") if p]
-    leaves = frozenset(_IDENT.findall(path.split("{", 1)[1])) if "{" in path else None
+    leaves = frozenset(IDENTIFIER.findall(path.split("{", 1)[1])) if "{" in path else None
     for k in range(len(parts), 0, -1):
         stem = base.joinpath(*parts[:k])
         found = _first_file([stem.with_suffix(".rs"), stem / "mod.rs"])
